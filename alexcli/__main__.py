@@ -1,0 +1,7 @@
+"""`python -m alexcli`."""
+
+import sys
+
+from alexcli.cli import main
+
+sys.exit(main())

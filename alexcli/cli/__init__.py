@@ -1,0 +1,68 @@
+"""The command line: parse, call one library function, render.
+
+`main()` is the single error boundary: an `AlexcliError` becomes one line (and a
+hint) with its exit code, a usage error exit 2, anything else exit 1 — with the
+traceback only under `--debug` (or ALEXCLI_DEBUG=1).
+
+Command modules import their stage inside the command body, so `alexcli --help`
+never imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+import typer
+from typer.main import get_command
+
+# Imported for their @app.command registrations, in the order `--help` lists them.
+# isort: off
+from alexcli.cli import prepare, stats, train, evaluate, visualize, summary, pipeline, bench
+
+# isort: on
+from alexcli.cli._app import app
+from alexcli.cli._console import error
+from alexcli.errors import AlexcliError
+
+__all__ = ["app", "main"]
+_COMMANDS = (prepare, stats, train, evaluate, visualize, summary, pipeline, bench)
+
+
+def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> int:
+    """Run `application` (alexcli) with `argv` (default: sys.argv[1:]); return the exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("ALEXCLI_DEBUG", "") not in ("", "0")
+    command = get_command(application)
+    try:
+        result = command.main(args=args, prog_name="alexcli", standalone_mode=False)
+        return result if isinstance(result, int) else 0
+    except AlexcliError as e:
+        if debug:
+            raise
+        error(e.message, e.hint)
+        return e.exit_code
+    except typer.TyperException as e:  # usage errors: bad flag, missing argument
+        if debug:
+            raise
+        message = _one_line(e)
+        if message:  # empty when Typer has already printed the help (no arguments)
+            error(message, "see `alexcli COMMAND --help`")
+        return int(getattr(e, "exit_code", 2))
+    except (typer.Abort, KeyboardInterrupt):
+        error("interrupted")
+        return 130
+    except typer.Exit as e:
+        return int(e.exit_code)
+    except Exception as e:
+        if debug:
+            raise
+        error(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback")
+        return 1
+
+
+def _one_line(e: Exception) -> str:
+    fmt = getattr(e, "format_message", None)
+    text = fmt() if callable(fmt) else str(e)
+    return " ".join(text.split())

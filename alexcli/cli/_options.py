@@ -1,0 +1,37 @@
+"""Options shared by several commands, declared once (Typer `Annotated` aliases)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+Force = Annotated[
+    bool, typer.Option("--force", help="Redo the work even when the outputs are up to date.")
+]
+Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+Jobs = Annotated[
+    int | None,
+    typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores)."),
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")]
+Preset = Annotated[
+    str | None, typer.Option("--preset", help="Configuration preset: `paper` or `small`.")
+]
+Devices = Annotated[
+    str | None,
+    typer.Option(
+        "--devices",
+        help="`auto`, `cpu`, `cuda:0`, or `cuda:0,cuda:1` (two towers, model parallel).",
+    ),
+]
+Amp = Annotated[str | None, typer.Option("--amp", help="Mixed precision: `off`, `bf16` or `fp16`.")]
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any configuration key: `--set model.towers=1`."),
+]
+DataDir = Annotated[Path, typer.Argument(help="The directory `alexcli prepare` wrote.")]
+RunDir = Annotated[
+    Path, typer.Argument(help="A training run directory, or one checkpoint file (.pt).")
+]

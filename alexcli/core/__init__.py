@@ -1,0 +1,1 @@
+"""Algorithms and file formats with explicit parameters. Nothing here prints."""

@@ -1,0 +1,57 @@
+"""Content fingerprints: what a stage's outputs depend on, as one short hash.
+
+A fingerprint covers the stage's name and version, the parameters that change
+its results, the fingerprints of the outputs it reads, and (for `prepare`) the
+listing of the source files. Devices, worker counts and paths stay out, so a
+rerun elsewhere with more workers is still up to date.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+
+def fingerprint(data: Any) -> str:
+    """sha256 of the canonical JSON of `data`, 16 hex digits (64 bits)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def stage_fingerprint(
+    stage: str,
+    version: int,
+    params: Mapping[str, Any],
+    upstream: Mapping[str, str] | None = None,
+    listing: str | None = None,
+) -> str:
+    return fingerprint(
+        {
+            "stage": stage,
+            "version": version,
+            "params": params,
+            "upstream": dict(upstream or {}),
+            "listing": listing,
+        }
+    )
+
+
+def listing_fingerprint(root: Path, paths: Iterable[Path]) -> str:
+    """A fingerprint of files by relative path, size and modification time."""
+    h = hashlib.sha256()
+    for path in sorted(paths):
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (full hex)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()

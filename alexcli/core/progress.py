@@ -1,0 +1,56 @@
+"""How long work reports progress without printing: a small protocol.
+
+Core and stage code call `progress.task(...)` and `task.advance(...)`; the CLI
+passes an implementation that draws rich progress bars, tests pass nothing and
+get `SILENT`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+
+class Task(Protocol):
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        """Count `n` more units done; `fields` (loss=…, lr=…) are shown beside the bar."""
+
+    def close(self) -> None: ...
+
+
+class Progress(Protocol):
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Task:
+        """Start a bar. `total` None: an open-ended count."""
+
+    def log(self, message: str) -> None:
+        """A status line worth seeing even without a terminal ("up to date", "skipped 3")."""
+
+
+class _SilentTask:
+    def advance(self, n: float = 1, **fields: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class Silent:
+    """Discards everything; the default below the CLI."""
+
+    def task(self, description: str, total: float | None = None, unit: str = "") -> Task:
+        return _SilentTask()
+
+    def log(self, message: str) -> None:
+        pass
+
+
+class Recorder(Silent):
+    """Keeps the log lines; handy in tests and for stage results."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+SILENT = Silent()

@@ -1,0 +1,254 @@
+"""The HDF5 shard format: the paper's 256×256 RGB images, stored once, read fast.
+
+One file holds up to a few thousand images of one split:
+
+    images  uint8 (n, size, size, 3)  RGB, chunked one image per chunk, uncompressed
+    labels  int32 (n,)                index into the manifest's `classes`
+    paths   utf-8 (n,)                source path relative to SOURCE
+
+Root attributes `format`, `schema_version`, `split`, `size`, `count` (STYLE habit 4)
+are written last and checked on every open, so a foreign, truncated or older file
+is reported by name with the command that fixes it. Writer and reader are
+symmetric (`ShardWriter` / `open_shard`, `ShardSet`); the writer is atomic.
+
+One image per chunk: a random read touches exactly one chunk (FINDINGS.md: ~5,900
+random single-image reads/s per process from the page cache) and JPEG-sized
+compression would cost more CPU than the disk it saves.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import h5py
+import numpy as np
+
+from alexcli.core.atomic import atomic_path
+from alexcli.errors import FormatError
+
+FORMAT = "alexcli-shard"
+SCHEMA_VERSION = 1
+CHUNK_CACHE_BYTES = 4 << 20  # a few chunks: reads are one-image-per-chunk, cache rarely hits
+
+_FIX = "run `alexcli prepare SOURCE DATA_DIR --force`"
+
+
+class ShardWriter:
+    """Write one shard: `add()` images one by one, `close()` makes it appear atomically.
+
+    Until `close()` returns, the shard exists only under a temporary name.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        split: str,
+        size: int,
+        capacity: int,
+        attrs: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.path = Path(path)
+        self.split = split
+        self.size = size
+        self.count = 0
+        self._attrs = dict(attrs or {})
+        self._ctx = atomic_path(self.path)
+        tmp = self._ctx.__enter__()
+        self._file = h5py.File(tmp, "w")
+        cap = max(capacity, 1)
+        # Resizable along the image axis so `close()` can trim to the images added.
+        self._images = self._file.create_dataset(
+            "images",
+            (cap, size, size, 3),
+            maxshape=(None, size, size, 3),
+            dtype=np.uint8,
+            chunks=(1, size, size, 3),
+        )
+        self._labels = self._file.create_dataset("labels", (cap,), maxshape=(None,), dtype=np.int32)
+        self._paths = self._file.create_dataset(
+            "paths", (cap,), maxshape=(None,), dtype=h5py.string_dtype("utf-8")
+        )
+
+    def add(self, image: np.ndarray, label: int, source_path: str) -> None:
+        if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
+            raise ValueError(f"image must be uint8 {(self.size, self.size, 3)}, got {image.shape}")
+        if self.count >= self._images.shape[0]:
+            raise ValueError(f"shard {self.path.name} is full ({self.count} images)")
+        i = self.count
+        self._images[i] = image
+        self._labels[i] = label
+        self._paths[i] = source_path
+        self.count += 1
+
+    def close(self) -> None:
+        """Trim to the images added, stamp the attributes, and rename into place."""
+        n = self.count
+        for ds in (self._images, self._labels, self._paths):
+            ds.resize(n, axis=0)
+        self._file.attrs.update(self._attrs)
+        self._file.attrs.update(
+            format=FORMAT, schema_version=SCHEMA_VERSION, split=self.split, size=self.size, count=n
+        )
+        self._file.close()
+        self._ctx.__exit__(None, None, None)
+
+    def abort(self) -> None:
+        """Drop the temporary file; the final name is never touched."""
+        self._file.close()
+        with contextlib.suppress(RuntimeError):
+            self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_shard(
+    path: Path,
+    images: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    paths: Sequence[str],
+    *,
+    split: str,
+    attrs: Mapping[str, Any] | None = None,
+) -> None:
+    """Write a whole shard at once (tests, small data)."""
+    n, size = images.shape[0], images.shape[1]
+    with ShardWriter(path, split=split, size=size, capacity=n, attrs=attrs) as w:
+        for i in range(n):
+            w.add(images[i], int(labels[i]), paths[i])
+
+
+def open_shard(path: Path, expect_split: str | None = None) -> h5py.File:
+    """Open a shard for reading after checking it is one of ours, whole, and current."""
+    try:
+        f = h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES)
+    except FileNotFoundError:
+        raise FormatError(f"{path}: shard missing", hint=_FIX) from None
+    except OSError as e:
+        raise FormatError(f"{path}: not a readable HDF5 shard ({_short(e)})", hint=_FIX) from None
+    try:
+        check_shard(f, path, expect_split)
+    except BaseException:
+        f.close()
+        raise
+    return f
+
+
+def check_shard(f: h5py.File, path: Path, expect_split: str | None = None) -> int:
+    """Validate an open shard's attributes and datasets; return its image count."""
+    attrs = f.attrs
+    if attrs.get("format") != FORMAT:
+        raise FormatError(f"{path}: not an alexcli shard", hint=_FIX)
+    version = int(attrs.get("schema_version", -1))
+    if version != SCHEMA_VERSION:
+        raise FormatError(
+            f"{path}: shard schema version {version}, this alexcli reads {SCHEMA_VERSION}",
+            hint=_FIX,
+        )
+    if expect_split is not None and attrs.get("split") != expect_split:
+        raise FormatError(f"{path}: a {attrs.get('split')!r} shard, expected {expect_split!r}")
+    n = int(attrs["count"])
+    size = int(attrs["size"])
+    for name, shape in (("images", (n, size, size, 3)), ("labels", (n,)), ("paths", (n,))):
+        if name not in f or f[name].shape != shape:
+            raise FormatError(f"{path}: dataset {name!r} missing or not {shape}", hint=_FIX)
+    return n
+
+
+class ShardSet:
+    """The shards of one split as one indexable sequence of (image, label).
+
+    Files open lazily, once per process (h5py handles do not survive fork), so a
+    ShardSet can be built in the parent and handed to DataLoader workers.
+    """
+
+    def __init__(self, paths: Sequence[Path], counts: Sequence[int], split: str | None = None):
+        if len(paths) != len(counts):
+            raise ValueError("one count per shard")
+        self.paths = [Path(p) for p in paths]
+        self.counts = [int(c) for c in counts]
+        self.split = split
+        self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
+        self._pid: int | None = None
+        self._files: list[h5py.File | None] = []
+
+    def __len__(self) -> int:
+        return int(self.offsets[-1])
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, index inside that shard) of a global index."""
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        s = bisect.bisect_right(self.offsets, index) - 1
+        return s, index - int(self.offsets[s])
+
+    def file(self, s: int) -> h5py.File:
+        if self._pid != os.getpid():
+            self._files = [None] * len(self.paths)
+            self._pid = os.getpid()
+        f = self._files[s]
+        if f is None:
+            f = open_shard(self.paths[s], self.split)
+            n = int(f.attrs["count"])
+            if n != self.counts[s]:
+                f.close()
+                raise FormatError(
+                    f"{self.paths[s]}: holds {n} images, the manifest says {self.counts[s]}",
+                    hint=_FIX,
+                )
+            self._files[s] = f
+        return f
+
+    def image(self, index: int) -> np.ndarray:
+        s, i = self.locate(index)
+        return np.asarray(self.file(s)["images"][i])
+
+    def label(self, index: int) -> int:
+        s, i = self.locate(index)
+        return int(self.file(s)["labels"][i])
+
+    def labels(self) -> np.ndarray:
+        """All labels, in order (small: 4 bytes an image)."""
+        return (
+            np.concatenate(
+                [
+                    np.asarray(self.file(s)["labels"][:], dtype=np.int64)
+                    for s in range(len(self.paths))
+                ]
+            )
+            if self.paths
+            else np.zeros(0, np.int64)
+        )
+
+    def close(self) -> None:
+        for f in self._files:
+            if f is not None:
+                f.close()
+        self._files = [None] * len(self.paths)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_pid"], state["_files"] = None, []
+        return state
+
+
+def _short(e: BaseException) -> str:
+    return str(e).splitlines()[0][:120]

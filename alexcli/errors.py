@@ -1,0 +1,58 @@
+"""The error hierarchy. Library code raises these; the CLI's one boundary
+(`alexcli.cli.main`) turns them into one line, a hint, and an exit code.
+
+Exit codes: 2 for bad input the user can fix (a path, a flag, a file that is not
+ours), 1 for everything else.
+"""
+
+from __future__ import annotations
+
+
+class AlexcliError(Exception):
+    """Base of every error alexcli reports. `hint` says what fixes it."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UserError(AlexcliError):
+    """Bad input: a missing path, a bad flag value, an unknown layout."""
+
+    exit_code = 2
+
+
+class ConfigError(UserError):
+    """A recipe, preset or `--set` override that does not fit the configuration."""
+
+
+class FormatError(UserError):
+    """A file that is not ours, of another version, truncated or corrupt."""
+
+
+class StaleInputError(UserError):
+    """An upstream output changed since this one was built from it."""
+
+
+class DeviceError(UserError):
+    """A device that was asked for but is not there."""
+
+
+class TrainingDiverged(AlexcliError):
+    """The loss became NaN or infinite."""
+
+
+class NotBuiltYet(AlexcliError):
+    """A command whose issue is still open."""
+
+    def __init__(self, command: str, issue: int) -> None:
+        super().__init__(
+            f"`alexcli {command}` is not built yet (issue {issue} is open)",
+            hint="see README.md for what works today",
+        )

@@ -1,0 +1,1 @@
+"""Stages: read upstream manifests, call core, write outputs atomically, return a result."""

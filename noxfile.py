@@ -1,0 +1,63 @@
+"""Developer sessions. `nox` alone runs tests, lint and typecheck (what CI runs).
+
+torch is installed first, from ALEXCLI_TORCH (default `torch==2.13.0`, the CPU
+build on our machines), so that the project's `torch>=2.10` is already met and no
+multi-GB CUDA build is pulled. On a GPU machine, e.g.:
+    ALEXCLI_TORCH="torch --index-url https://download.pytorch.org/whl/cu128" nox -s bench
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+
+import nox
+
+nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.default_venv_backend = "venv"
+
+TORCH = os.environ.get("ALEXCLI_TORCH", "torch==2.13.0")
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    session.install(*shlex.split(TORCH))
+    session.install("-e", f".[{extras}]")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """The test suite (pytest); pass pytest arguments after `--`."""
+    _install(session)
+    session.run("pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """ruff check, ruff format --check, and the import-direction contracts."""
+    session.install("ruff", "import-linter")
+    session.install("--no-deps", "-e", ".")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+    session.run("lint-imports")
+
+
+@nox.session
+def typecheck(session: nox.Session) -> None:
+    """mypy on alexcli/."""
+    _install(session)
+    session.run("mypy")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """`alexcli demo`: the whole chain on embedded synthetic data (minutes on a CPU)."""
+    _install(session, extras="dev")
+    session.run("alexcli", "demo", *(session.posargs or ["alexcli-demo"]))
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """`alexcli bench --json`, written to bench.json (slow; opt-in)."""
+    _install(session, extras="dev")
+    with open("bench.json", "w") as f:
+        session.run("alexcli", "bench", "--json", *session.posargs, stdout=f)

@@ -1,0 +1,133 @@
+"""Configuration layering: presets, recipes, --set overrides, type checks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alexcli.config import (
+    PRESETS,
+    EvalConfig,
+    ModelConfig,
+    TrainConfig,
+    fingerprint_view,
+    from_dict,
+    load_recipe,
+    merge,
+    parse_sets,
+    preset,
+    to_dict,
+    with_values,
+)
+from alexcli.errors import ConfigError
+
+PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+
+
+def test_defaults_are_the_papers_recipe():
+    t = TrainConfig()
+    assert (t.batch_size, t.lr, t.momentum, t.weight_decay) == (128, 0.01, 0.9, 5e-4)
+    assert (t.crop, t.lighting_std, t.lr_drops) == (224, 0.1, 3)
+    m = t.model
+    assert m.conv_channels == (96, 256, 384, 384, 256) and m.fc_features == (4096, 4096)
+    assert (m.lrn_k, m.lrn_size, m.lrn_alpha, m.lrn_beta) == (2.0, 5, 1e-4, 0.75)
+    assert (m.pool_kernel, m.pool_stride, m.dropout, m.towers) == (3, 2, 0.5, 2)
+    assert PRESETS["paper"] == TrainConfig()
+
+
+def test_merge_coerces_and_nests():
+    t = merge(TrainConfig(), {"lr": 1, "model": {"towers": 1, "lrn": "false"}}, "x.toml")
+    assert t.lr == 1.0 and isinstance(t.lr, float)
+    assert t.model.towers == 1 and t.model.lrn is False
+    assert t.model.conv_channels == ModelConfig().conv_channels
+
+
+@pytest.mark.parametrize(
+    ("data", "needle"),
+    [
+        ({"lrr": 0.1}, "unknown key 'lrr'"),
+        ({"model": {"towerz": 1}}, "unknown key 'model.towerz'"),
+        ({"epochs": "many"}, "'epochs' must be an integer"),
+        ({"epochs": True}, "'epochs' must be an integer"),
+        ({"amp": "fp8"}, "'amp' must be one of"),
+        ({"model": {"towers": 3}}, "'model.towers' must be one of"),
+        ({"model": {"fc_features": [1, 2, 3]}}, "'model.fc_features' must be a list of 2"),
+        ({"model": 5}, "'model' must be a table"),
+    ],
+)
+def test_merge_rejects_bad_values_naming_key_and_source(data, needle):
+    with pytest.raises(ConfigError) as e:
+        merge(TrainConfig(), data, "my.toml")
+    assert needle in str(e.value) and str(e.value).startswith("my.toml: ")
+
+
+def test_parse_sets_reads_toml_literals():
+    sets = parse_sets(["lr=0.02", "model.towers=1", "model.conv_channels=[1,2,3,4,5]", "a=b c"])
+    assert sets == {
+        "lr": 0.02,
+        "model": {"towers": 1, "conv_channels": [1, 2, 3, 4, 5]},
+        "a": "b c",
+    }
+    with pytest.raises(ConfigError):
+        parse_sets(["novalue"])
+
+
+def test_with_values_skips_unset_flags():
+    t = with_values(TrainConfig(), epochs=3, lr=None)
+    assert t.epochs == 3 and t.lr == 0.01
+
+
+def test_optional_fields_take_none():
+    e = merge(EvalConfig(), {"views": 1}, "--set")
+    assert e.views == 1
+    from alexcli.config import PrepareConfig
+
+    p = merge(PrepareConfig(classes=5), {"classes": "none"}, "--set")
+    assert p.classes is None
+
+
+def test_runtime_fields_stay_out_of_fingerprints():
+    a = fingerprint_view(TrainConfig())
+    b = fingerprint_view(TrainConfig(devices="cuda:0", workers=8, amp="bf16"))
+    assert a == b and "devices" not in a
+    assert fingerprint_view(TrainConfig(lr=0.02)) != a
+
+
+def test_to_dict_round_trips():
+    t = preset("small")
+    assert from_dict(TrainConfig, to_dict(t)) == t
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="unknown preset"):
+        preset("huge")
+
+
+@pytest.mark.parametrize("recipe", sorted(PIPELINES.glob("*.toml")), ids=lambda p: p.name)
+def test_every_shipped_recipe_loads(recipe):
+    r = load_recipe(recipe)
+    assert r.stages and r.data_dir and r.run_dir
+
+
+def test_recipe_preset_then_file_then_sets(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('source = "/x"\n[train]\npreset = "small"\nepochs = 7\n')
+    r = load_recipe(f, ["train.lr=0.5"])
+    assert r.train.preset == "small" and r.train.epochs == 7 and r.train.lr == 0.5
+    assert r.train.model == PRESETS["small"].model
+
+
+def test_recipe_errors_name_the_file(tmp_path):
+    f = tmp_path / "bad.toml"
+    f.write_text("[train]\nepohcs = 3\n")
+    with pytest.raises(ConfigError, match=r"bad.toml: unknown key 'train.epohcs'"):
+        load_recipe(f)
+    f.write_text("[train\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_recipe(f)
+    with pytest.raises(ConfigError, match="no such file"):
+        load_recipe(tmp_path / "missing.toml")
+    f.write_text('stages = ["prepare", "fly"]\n')
+    with pytest.raises(ConfigError, match="unknown stage 'fly'"):
+        load_recipe(f)
