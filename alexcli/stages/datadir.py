@@ -1,0 +1,90 @@
+"""A prepared DATA_DIR as downstream stages see it: classes, size, shards per split.
+
+`prepare` writes `DATA_DIR/manifest.json` (docs/formats.md); `stats`, `train`,
+`eval` and `neighbors` read it through `open_data_dir`, never by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alexcli.core.shards import ShardSet
+from alexcli.errors import FormatError, UserError
+from alexcli.stages.runner import require_manifest
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    path: str  # relative to DATA_DIR
+    images: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DataDir:
+    root: Path
+    manifest: dict[str, Any]
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self.manifest["fingerprint"])
+
+    @property
+    def size(self) -> int:
+        return int(self.manifest["size"])
+
+    @property
+    def classes(self) -> list[dict[str, str]]:
+        """Index order: label i is `classes[i]`, each with `name` (wnid) and `words`."""
+        return list(self.manifest["classes"])
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c["name"] for c in self.manifest["classes"]]
+
+    def splits(self) -> list[str]:
+        return list(self.manifest["splits"])
+
+    def shards(self, split: str) -> list[ShardEntry]:
+        splits = self.manifest["splits"]
+        if split not in splits:
+            raise UserError(
+                f"{self.root}: no {split!r} split (it has: {', '.join(splits) or 'none'})"
+            )
+        return [
+            ShardEntry(str(s["path"]), int(s["images"]), str(s.get("sha256", "")))
+            for s in splits[split]["shards"]
+        ]
+
+    def images(self, split: str) -> int:
+        return sum(s.images for s in self.shards(split))
+
+    def shard_set(self, split: str) -> ShardSet:
+        entries = self.shards(split)
+        return ShardSet(
+            [self.root / s.path for s in entries], [s.images for s in entries], split=split
+        )
+
+
+def open_data_dir(root: Path) -> DataDir:
+    """Read and check DATA_DIR's manifest; a one-line error names the fix."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such directory", hint="run `alexcli prepare SOURCE DATA_DIR`")
+    fix = f"alexcli prepare SOURCE {root}"
+    manifest = require_manifest(root / "manifest.json", "prepare", fix)
+    try:
+        classes, splits = manifest["classes"], manifest["splits"]
+        int(manifest["size"])
+        str(manifest["fingerprint"])
+        ok = isinstance(classes, list) and all("name" in c for c in classes)
+        ok = ok and isinstance(splits, dict) and all("shards" in v for v in splits.values())
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise FormatError(
+            f"{root / 'manifest.json'}: malformed manifest", hint=f"run `{fix} --force`"
+        )
+    return DataDir(root, manifest)
