@@ -78,3 +78,16 @@ def write_data_dir(
         build=build,
         force=True,
     )
+
+
+@pytest.fixture(scope="session")
+def synthetic_tree(tmp_path_factory):
+    """A small ILSVRC-2012-shaped tree (Kaggle labels) with ImageNet's traps, shared by
+    the tests that only read it: 4 classes × 6 training and 3 validation images of
+    100–250 px (so `prepare --size 64` never drafts them), plus the trap files."""
+    from alexcli.core.synthetic import make_tree
+
+    root = tmp_path_factory.mktemp("ilsvrc")
+    return make_tree(
+        root, classes=4, train_per_class=6, val_per_class=3, size_range=(100, 250), traps=True
+    )

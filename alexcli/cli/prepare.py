@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from alexcli.cli._app import app
-from alexcli.cli._options import DataDir, Force, Jobs, Json, Seed
-from alexcli.errors import NotBuiltYet
+from alexcli.cli._console import out, print_json, reporting
+from alexcli.cli._options import Force, Jobs, Json, Seed
+
+if TYPE_CHECKING:
+    from rich.table import Table
+
+    from alexcli.stages.prepare import PrepareResult
 
 
 @app.command()
 def prepare(
     source: Annotated[Path, typer.Argument(help="An ILSVRC-2012 tree or an image folder tree.")],
-    data_dir: DataDir,
+    data_dir: Annotated[Path, typer.Argument(help="Where the shards and manifest.json go.")],
     classes: Annotated[
         int | None, typer.Option(min=1, help="A seeded choice of N classes (default: all).")
     ] = None,
@@ -31,6 +36,13 @@ def prepare(
     size: Annotated[
         int | None, typer.Option(help="Shorter side, then the central crop (default 256).")
     ] = None,
+    resample: Annotated[
+        str | None,
+        typer.Option(help="The resize filter: `bilinear` (default), `bicubic` or `lanczos`."),
+    ] = None,
+    shard_size: Annotated[
+        int | None, typer.Option(help="At most N images per HDF5 shard (default 1024).")
+    ] = None,
     jobs: Jobs = None,
     seed: Seed = None,
     force: Force = False,
@@ -40,4 +52,48 @@ def prepare(
 
     Example: `alexcli prepare /data/imagenet data/in100 --classes 100 --jobs 16`
     """
-    raise NotBuiltYet("prepare", 3)
+    from alexcli.config import PrepareConfig, with_values
+    from alexcli.stages.prepare import prepare as run_prepare
+
+    config = with_values(
+        PrepareConfig(),
+        size=size,
+        classes=classes,
+        train_per_class=train_per_class,
+        val_per_class=val_per_class,
+        resample=resample,
+        shard_size=shard_size,
+        jobs=jobs,
+        seed=seed,
+    )
+    with reporting(quiet=json) as progress:
+        result = run_prepare(
+            source, data_dir, config, wnids_file=wnids, force=force, progress=progress
+        )
+    if json:
+        print_json(result.to_json())
+    else:
+        out.print(_summary(result))
+
+
+def _summary(r: PrepareResult) -> Table:
+    from rich.table import Table
+
+    table = Table(title="prepare" + (" (up to date)" if r.up_to_date else ""), show_header=False)
+    table.add_column(style="bold")
+    table.add_column(overflow="fold")
+    table.add_row("data dir", str(r.data_dir))
+    table.add_row("layout", r.layout)
+    table.add_row("classes", f"{r.classes:,}")
+    for split, n in r.images.items():
+        table.add_row(f"{split} images", f"{n:,}")
+    for reason, n in sorted(r.skipped.items()):
+        table.add_row(f"skipped: {reason}", f"{n:,}")
+    if not r.skipped:
+        table.add_row("skipped", "none")
+    if not r.up_to_date:
+        reused = f" ({r.shards_reused} reused)" if r.shards_reused else ""
+        table.add_row("shards written", f"{r.shards_written}{reused}")
+        table.add_row("throughput", f"{r.images_per_s:,.0f} images/s ({r.seconds:.1f} s)")
+    table.add_row("output size", f"{r.bytes / 1e6:,.1f} MB")
+    return table

@@ -1,0 +1,332 @@
+"""Source trees and class subsets: PAPER.md "Data" (ILSVRC-2012, 1000 classes).
+
+Two layouts are recognised by themselves:
+- **ILSVRC-2012**, every training folder a WordNet id: `train/<wnid>/*.JPEG`, the
+  validation images either in `val/<wnid>/`, or flat in `val/` and labelled by
+  Kaggle's `LOC_val_solution.csv` (the first token of PredictionString) or by the
+  devkit (`ILSVRC2012_validation_ground_truth.txt`, whose line n is the
+  ILSVRC2012_ID of `ILSVRC2012_val_<n>.JPEG` in `meta.mat` order — not the sorted
+  wnid order). Kaggle's own nesting (`ILSVRC/Data/CLS-LOC/train`) is found too.
+  Class words come from `LOC_synset_mapping.txt` or the devkit's meta.mat.
+- **Image folder**: `train/<class>/`, `val/<class>/`, any class names.
+
+The classes are the training folders. A subset is `--classes N` (a seeded choice),
+or `--wnids FILE`; per-class caps keep a seeded choice of each class's files.
+Labels index the sorted list of the chosen class names. Files are listed, not
+opened: whether a file holds an image is `core/images.py`'s business.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alexcli.errors import FormatError, UserError
+
+WNID = re.compile(r"n\d{8}")
+KAGGLE_CSV = "LOC_val_solution.csv"
+SYNSET_MAPPING = "LOC_synset_mapping.txt"
+DEVKIT_META = "meta.mat"
+DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
+_DEVKIT_DIRS = ("ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data", "")
+_BASES = ("", "ILSVRC/Data/CLS-LOC", "Data/CLS-LOC")
+NO_LABEL = "no label"  # a flat validation file that no label file names
+
+_LAYOUT_HINT = (
+    "SOURCE must hold train/<class>/ folders of images (ILSVRC-2012: train/<wnid>/*.JPEG); "
+    "extract ImageNet's per-class tar files first"
+)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One listed file: its path relative to SOURCE (posix), size and mtime."""
+
+    path: str
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """A detected source tree: its layout, classes, and how validation is labelled."""
+
+    root: Path
+    layout: str  # "ilsvrc2012-{folders,kaggle,devkit,none}" or "image-folder"
+    base: str  # the folder holding train/ and val/, relative to root ("" mostly)
+    classes: tuple[str, ...]  # every training folder, sorted
+    words: dict[str, str]
+    val_form: str  # "folders", "kaggle", "devkit" or "none"
+    val_labels: dict[str, str]  # flat val: file stem → class name
+    label_files: tuple[SourceFile, ...]  # metadata files read; they enter the fingerprint
+
+    def dir(self, split: str) -> Path:
+        return self.root / self.base / split
+
+
+# --------------------------------------------------------------------------- detection
+
+
+def find_source(root: Path) -> Source:
+    """Detect SOURCE's layout and read its label files; a one-line error if unknown."""
+    root = Path(root)
+    if not root.is_dir():
+        raise UserError(f"{root}: no such directory", hint=_LAYOUT_HINT)
+    base = next((b for b in _BASES if _class_dirs(root / b / "train")), None)
+    if base is None:
+        raise UserError(f"{root}: unknown layout, no train/<class>/ folders", hint=_LAYOUT_HINT)
+    classes = tuple(sorted(_class_dirs(root / base / "train")))
+    ilsvrc = all(WNID.fullmatch(c) for c in classes)
+    metas = [root / base, root] if base else [root]
+    words: dict[str, str] = {}
+    used: list[Path] = []
+    mapping = _first_file(metas, [SYNSET_MAPPING])
+    if ilsvrc and mapping is not None:
+        words = read_synset_mapping(mapping)
+        used.append(mapping)
+    val_form, val_labels = "none", dict[str, str]()
+    val_dir = root / base / "val"
+    if val_dir.is_dir():
+        if _class_dirs(val_dir):
+            val_form = "folders"
+        elif not _has_files(val_dir):
+            val_form = "none"
+        elif ilsvrc:
+            val_form, val_labels, files = _flat_val_labels(metas, val_dir)
+            used += files
+        else:
+            raise UserError(
+                f"{val_dir}: expected val/<class>/ folders",
+                hint="an image-folder tree keeps each class in its own folder",
+            )
+    if ilsvrc and not words:
+        meta = _first_file([d / sub for d in metas for sub in _DEVKIT_DIRS], [DEVKIT_META])
+        if meta is not None:
+            words = {w: info[1] for w, info in read_devkit_meta(meta).items()}
+            used.append(meta)
+    layout = f"ilsvrc2012-{val_form}" if ilsvrc else "image-folder"
+    words = {c: words.get(c) or c for c in classes}
+    label_files = tuple(_stat(root, p) for p in dict.fromkeys(used))
+    return Source(root, layout, base, classes, words, val_form, val_labels, label_files)
+
+
+def _flat_val_labels(
+    metas: Sequence[Path], val_dir: Path
+) -> tuple[str, dict[str, str], list[Path]]:
+    kaggle = _first_file(metas, [KAGGLE_CSV])
+    if kaggle is not None:
+        return "kaggle", read_kaggle_labels(kaggle), [kaggle]
+    devkit_dirs = [d / sub for d in metas for sub in _DEVKIT_DIRS]
+    truth = _first_file(devkit_dirs, [DEVKIT_TRUTH])
+    meta = truth.parent / DEVKIT_META if truth is not None else None
+    if truth is not None and meta is not None and meta.is_file():
+        return "devkit", read_devkit_labels(meta, truth), [meta, truth]
+    raise UserError(
+        f"{val_dir}: flat validation images but no labels for them",
+        hint=f"put {KAGGLE_CSV} or the devkit ({DEVKIT_TRUTH} + {DEVKIT_META}) in SOURCE, "
+        "or sort the images into val/<wnid>/",
+    )
+
+
+# --------------------------------------------------------------------------- label files
+
+
+def read_synset_mapping(path: Path) -> dict[str, str]:
+    """`LOC_synset_mapping.txt`: "n01440764 tench, Tinca tinca" per line → {wnid: words}."""
+    out: dict[str, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        wnid, _, words = line.strip().partition(" ")
+        if wnid:
+            out[wnid] = words.strip()
+    return out
+
+
+def read_kaggle_labels(path: Path) -> dict[str, str]:
+    """`LOC_val_solution.csv` → {image id (file stem): wnid}, the wnid being the first
+    token of PredictionString (the first box's class; every box has the same one)."""
+    out: dict[str, str] = {}
+    with open(path, newline="", encoding="utf-8") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        if header[:2] != ["ImageId", "PredictionString"]:
+            raise FormatError(f"{path}: not a LOC_val_solution.csv (header {header[:2]})")
+        for n, row in enumerate(rows, start=2):
+            tokens = row[1].split() if len(row) >= 2 else []
+            if not tokens or not WNID.fullmatch(tokens[0]):
+                raise FormatError(f"{path}:{n}: expected `ImageId,wnid x0 y0 x1 y1 ...`")
+            out[row[0].strip()] = tokens[0]
+    return out
+
+
+def read_devkit_meta(path: Path) -> dict[str, tuple[int, str]]:
+    """The devkit's meta.mat → {wnid: (ILSVRC2012_ID, words)} for the leaf classes
+    (num_children == 0). Read with scipy; IDs are in meta.mat's order."""
+    import scipy.io  # deferred: only devkit trees need it
+
+    try:
+        synsets = np.atleast_1d(scipy.io.loadmat(path, squeeze_me=True)["synsets"])
+        out: dict[str, tuple[int, str]] = {}
+        for s in synsets:
+            if int(s["num_children"]) == 0:
+                out[str(s["WNID"])] = (int(s["ILSVRC2012_ID"]), str(s["words"]))
+    except (KeyError, ValueError, TypeError, IndexError, OSError) as e:
+        raise FormatError(f"{path}: not the ILSVRC-2012 devkit's meta.mat ({e})") from None
+    return out
+
+
+def read_devkit_labels(meta: Path, truth: Path) -> dict[str, str]:
+    """{`ILSVRC2012_val_<n>`: wnid}: line n of the ground truth is an ILSVRC2012_ID,
+    mapped to its wnid through meta.mat."""
+    by_id = {i: wnid for wnid, (i, _) in read_devkit_meta(meta).items()}
+    out: dict[str, str] = {}
+    for n, line in enumerate(truth.read_text(encoding="utf-8").split(), start=1):
+        try:
+            out[f"ILSVRC2012_val_{n:08d}"] = by_id[int(line)]
+        except (KeyError, ValueError):
+            raise FormatError(f"{truth}:{n}: {line!r} is not an ILSVRC2012_ID of {meta}") from None
+    return out
+
+
+def read_wnids(path: Path) -> tuple[str, ...]:
+    """A class list: one name per line (the first word; `#` comments, blanks ignored),
+    so a trimmed LOC_synset_mapping.txt works too."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"--wnids {path}: no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--wnids {path}: unreadable ({e})") from None
+    names = [line.split("#")[0].split() for line in text.splitlines()]
+    out = tuple(dict.fromkeys(words[0] for words in names if words))
+    if not out:
+        raise UserError(f"--wnids {path}: no class names in it", hint="one wnid per line")
+    return out
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def choose_classes(
+    available: Sequence[str], *, count: int | None, wnids: Sequence[str], seed: int
+) -> list[str]:
+    """The chosen class names, sorted (label i is element i): all of them, the named
+    ones (`wnids`), or a seeded choice of `count`."""
+    if wnids:
+        known = set(available)
+        unknown = [w for w in wnids if w not in known]
+        if unknown:
+            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
+            raise UserError(
+                f"--wnids: {', '.join(unknown[:3])}{more} not among SOURCE's "
+                f"{len(available)} classes",
+                hint="names must match the train/<class>/ folders",
+            )
+        return sorted(set(wnids))
+    if count is None:
+        return sorted(available)
+    if not 1 <= count <= len(available):
+        raise UserError(
+            f"--classes {count}: SOURCE has {len(available)} classes",
+            hint=f"choose 1 to {len(available)}",
+        )
+    rng = np.random.default_rng([seed, 0])
+    picked = rng.choice(len(available), size=count, replace=False)
+    return sorted(available[int(i)] for i in picked)
+
+
+def cap_per_class(
+    files: Sequence[SourceFile], cap: int | None, seed: int, key: str
+) -> list[SourceFile]:
+    """At most `cap` of one class's files: a seeded choice that depends only on the seed
+    and `key` (split/class), so a class keeps the same images in any subset."""
+    if cap is None or len(files) <= cap:
+        return list(files)
+    rng = np.random.default_rng([seed, 1, zlib.crc32(key.encode())])
+    keep = np.sort(rng.choice(len(files), size=cap, replace=False))
+    return [files[int(i)] for i in keep]
+
+
+# --------------------------------------------------------------------------- listing
+
+
+def list_split(
+    src: Source, split: str, classes: Sequence[str]
+) -> tuple[dict[str, list[SourceFile]], list[SourceFile]]:
+    """The files of `classes` in `split`, by class, sorted by path; and the flat
+    validation files no label names. Only the chosen classes' folders are read."""
+    top = src.dir(split)
+    by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
+    unlabelled: list[SourceFile] = []
+    if split == "val" and src.val_form in ("kaggle", "devkit"):
+        for f in _walk(src.root, top, recursive=False):
+            cls = src.val_labels.get(Path(f.path).stem)
+            if cls is None:
+                unlabelled.append(f)
+            elif cls in by_class:
+                by_class[cls].append(f)
+    elif split == "train" or src.val_form == "folders":
+        for cls in classes:
+            if (top / cls).is_dir():
+                by_class[cls] = list(_walk(src.root, top / cls, recursive=True))
+    return by_class, unlabelled
+
+
+def listing_digest(files: Iterable[SourceFile]) -> str:
+    """A fingerprint of a listing: paths, sizes and modification times."""
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
+def _walk(root: Path, top: Path, *, recursive: bool) -> list[SourceFile]:
+    """Regular files under `top` (hidden names skipped), sorted by relative path."""
+    out: list[SourceFile] = []
+    prefix = top.relative_to(root).as_posix()
+    stack = [(top, prefix)]
+    while stack:
+        folder, rel = stack.pop()
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.startswith("."):
+                    continue
+                if e.is_file():
+                    st = e.stat()
+                    out.append(SourceFile(f"{rel}/{e.name}", st.st_size, st.st_mtime_ns))
+                elif recursive and e.is_dir():
+                    stack.append((Path(e.path), f"{rel}/{e.name}"))
+    out.sort(key=lambda f: f.path)
+    return out
+
+
+def _class_dirs(path: Path) -> list[str]:
+    if not path.is_dir():
+        return []
+    with os.scandir(path) as it:
+        return [e.name for e in it if e.is_dir() and not e.name.startswith(".")]
+
+
+def _has_files(path: Path) -> bool:
+    with os.scandir(path) as it:
+        return any(e.is_file() and not e.name.startswith(".") for e in it)
+
+
+def _first_file(dirs: Iterable[Path], names: Iterable[str]) -> Path | None:
+    for d in dirs:
+        for name in names:
+            if (d / name).is_file():
+                return d / name
+    return None
+
+
+def _stat(root: Path, path: Path) -> SourceFile:
+    st = path.stat()
+    return SourceFile(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)

@@ -1,0 +1,263 @@
+"""Decode one source image into the paper's input: PAPER.md "Data".
+
+"Rescale the image so that the shorter side is of length 256, then crop out the
+central 256×256 patch." Here: decode (pillow-simd, libjpeg-turbo), convert to RGB,
+resize the shorter side to `size` with an antialiased filter (bilinear by
+default, as torchvision; bicubic or Lanczos on request), keep the central
+size×size square, return uint8 (size, size, 3).
+
+Choices (docs/prepare.md gives the measurements):
+- The resize and the crop are one `Image.resize(..., box=...)`: pillow evaluates
+  the filter at the same positions as resize-then-crop (within 2 levels: rounding)
+  without resampling the part the crop throws away.
+- JPEGs are drafted (libjpeg's DCT scaling, 1/2, 1/4 or 1/8) only while the
+  shorter side stays at least `DRAFT_FACTOR`×size, so the filter still does at
+  least a 2× reduction: large photos decode ~1.5× faster, within ~0.2 levels on
+  average; ImageNet-sized ones (shorter side < 512) are untouched.
+- EXIF orientation is applied (the image as a viewer shows it, as OpenCV's
+  `imread` does); the few ImageNet files that carry a rotation come out upright.
+- CMYK, grayscale, palette and 16-bit images become RGB; transparency is
+  composited over white. CMYK uses PIL's plain conversion (no ICC profiles).
+- Files are opened with `formats=` restricted to the formats in `FORMATS`; what
+  cannot be read raises `Unreadable` with one of the `REASONS`, never anything else.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
+MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit (~9459² pixels)
+DRAFT_FACTOR = 2
+RESAMPLE = "bilinear"
+_FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+_ORIENTATION = 0x0112
+
+# Why a file is skipped; the manifest and the summary group by these.
+EMPTY = "empty file"
+NOT_IMAGE = "not an image"
+TRUNCATED = "truncated image"
+CORRUPT = "corrupt image"
+BOMB = "decompression bomb"
+UNREADABLE = "unreadable file"
+REASONS = (EMPTY, NOT_IMAGE, TRUNCATED, CORRUPT, BOMB, UNREADABLE)
+
+
+class Unreadable(Exception):
+    """A source file that yields no image; `reason` is one of `REASONS`."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def load_image(
+    path: Path | str,
+    size: int,
+    *,
+    resample: str = RESAMPLE,
+    draft: bool = True,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The central size×size RGB crop of `path` after its shorter side is scaled to
+    `size` with the `resample` filter, as uint8 (size, size, 3). Raises `Unreadable`
+    for a file without an image."""
+    source = open_image(path, max_pixels)
+    try:
+        extent = None  # the original image's extent in decoded pixels, when drafted
+        if draft and source.format == "JPEG":
+            drafted = source.draft("RGB", (DRAFT_FACTOR * size, DRAFT_FACTOR * size))
+            extent = drafted[1][2:] if drafted else None
+        source.load()
+        img = source
+        if "exif" in img.info:  # turn upright first, and the extent with it
+            img, extent = upright(img), _upright_extent(img, extent)
+        out = resize_center_crop(to_rgb(img), size, resample, extent)
+    except Exception as e:  # a malformed file can trip any decoder; one bad file never stops a run
+        raise _unreadable(e) from None
+    finally:
+        source.close()
+    return np.asarray(out, dtype=np.uint8)
+
+
+def open_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open (header only) an image of one of `FORMATS`, refusing more than `max_pixels`."""
+    try:
+        with warnings.catch_warnings():
+            # Our own limit below decides; PIL's warning would only be noise.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(path, formats=FORMATS)
+    except UnidentifiedImageError:
+        raise Unreadable(*_unidentified(path)) from None
+    except Image.DecompressionBombError as e:
+        raise Unreadable(BOMB, _short(e)) from None
+    except Exception as e:
+        raise _unreadable(e) from None
+    w, h = img.size
+    if w * h > max_pixels:
+        img.close()
+        raise Unreadable(BOMB, f"{w}×{h} pixels, over the limit of {max_pixels}")
+    if w < 1 or h < 1:
+        img.close()
+        raise Unreadable(CORRUPT, f"{w}×{h} pixels")
+    return img
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as a viewer shows it: its EXIF orientation applied (rare; cheap to check)."""
+    if "exif" not in img.info or _orientation(img) == 1:
+        return img
+    return ImageOps.exif_transpose(img)
+
+
+def _orientation(img: Image.Image) -> int:
+    value = img.getexif().get(_ORIENTATION, 1)
+    return value if value in range(1, 9) else 1
+
+
+def _upright_extent(
+    img: Image.Image, extent: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    # Orientations 5–8 turn the image by 90°: width and height swap.
+    if extent is None or _orientation(img) < 5:
+        return extent
+    return extent[1], extent[0]
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """RGB from any mode: grayscale, CMYK, palette, 16-bit; alpha composited on white."""
+    mode = img.mode
+    if mode == "RGB":
+        return img
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16-bit (or wider) gray: scale to 8 bits; PIL's own conversion clips instead.
+        arr = np.asarray(img, dtype=np.float64)
+        scale = 255.0 / 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 1.0
+        gray = np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode == "P" and "transparency" in img.info
+    )
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def resize_center_crop(
+    img: Image.Image,
+    size: int,
+    resample: str = RESAMPLE,
+    extent: tuple[float, float] | None = None,
+) -> Image.Image:
+    """Shorter side to `size`, then the central size×size square, in one antialiased resize.
+
+    The box is the crop's footprint in source pixels: with it pillow evaluates the
+    same filter at the same positions as a full resize followed by the crop.
+    `extent`: the width and height the image content spans (a drafted JPEG's is
+    its original size ÷ the DCT scale, a fraction of a pixel short of its size).
+    """
+    w, h = extent or img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (nw - size) // 2, (nh - size) // 2
+    sx, sy = w / nw, h / nh
+    box = (left * sx, top * sy, (left + size) * sx, (top + size) * sy)
+    return img.resize((size, size), _FILTERS[resample], box=box)
+
+
+def reference_resize(img: Image.Image, size: int, resample: str = RESAMPLE) -> Image.Image:
+    """The textbook two-step form: resize the whole image, then crop (for comparisons)."""
+    w, h = img.size
+    scale = size / min(w, h)
+    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
+    left, top = (nw - size) // 2, (nh - size) // 2
+    return img.resize((nw, nh), _FILTERS[resample]).crop((left, top, left + size, top + size))
+
+
+def decode_params() -> dict[str, Any]:
+    """The fixed choices that decide the output pixels (they enter prepare's fingerprint;
+    the filter and the size are configuration)."""
+    return {
+        "resize": "shorter side to size, central crop",
+        "draft_factor": DRAFT_FACTOR,
+        "exif_orientation": "applied",
+        "alpha": "composited over white",
+        "max_pixels": MAX_PIXELS,
+        "formats": list(FORMATS),
+    }
+
+
+# --------------------------------------------------------------------------- baseline
+
+
+def decode_only(path: Path | str) -> int:
+    """Decode a file fully and nothing else (the bench baseline); returns its pixel count."""
+    with Image.open(path) as img:
+        img.load()
+        return img.size[0] * img.size[1]
+
+
+def _decode_chunk(paths: Sequence[str]) -> int:
+    n = 0
+    for p in paths:
+        try:
+            decode_only(p)
+            n += 1
+        except Exception:  # the baseline only counts what decodes
+            pass
+    return n
+
+
+def decode_throughput(paths: Sequence[Path | str], jobs: int = 2, chunk: int = 64) -> float:
+    """Images/s of a plain `jobs`-process decode-only loop over `paths` (fork, no resize,
+    no writing): the ceiling `prepare` is measured against."""
+    import multiprocessing as mp
+
+    names = [os.fspath(p) for p in paths]
+    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
+    start = time.perf_counter()
+    with mp.get_context("fork").Pool(jobs) as pool:
+        done = sum(pool.imap_unordered(_decode_chunk, chunks))
+    return done / (time.perf_counter() - start)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _unidentified(path: Path | str) -> tuple[str, str]:
+    try:
+        if os.path.getsize(path) == 0:
+            return EMPTY, "0 bytes"
+    except OSError as e:
+        return UNREADABLE, e.strerror or str(e)
+    return NOT_IMAGE, f"not one of {', '.join(FORMATS)}"
+
+
+def _unreadable(e: Exception) -> Unreadable:
+    """The reason for an exception PIL raised on a file."""
+    if isinstance(e, OSError) and e.errno is not None:  # permissions, I/O, a vanished path
+        return Unreadable(UNREADABLE, e.strerror or _short(e))
+    if isinstance(e, OSError | EOFError):  # PIL's own: the data stop or make no sense
+        reason = TRUNCATED if "truncated" in str(e).lower() else CORRUPT
+        return Unreadable(reason, _short(e))
+    return Unreadable(CORRUPT, f"{type(e).__name__}: {_short(e)}")
+
+
+def _short(e: BaseException) -> str:
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:160]

@@ -1,0 +1,113 @@
+"""One shard of the paper's 256×256 images from a list of source files (PAPER.md "Data").
+
+The unit of work of `alexcli prepare`, run in a worker process: decode and resize
+each file of a `ShardPlan` (core/images.py), write them through
+`core/shards.ShardWriter` (atomic: a shard under its final name is whole), and
+return only metadata: the count, the sha256, the files skipped and why.
+
+A plan carries a fingerprint of everything that decides the shard's content (its
+files with their sizes and mtimes, labels, size, decoding choices), stored in the
+shard's `plan` attribute, so a finished shard of the same plan is recognised and
+kept (resuming after a kill) instead of written again.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from alexcli.core import images
+from alexcli.core.fingerprint import file_digest
+from alexcli.core.shards import ShardWriter, open_shard
+from alexcli.errors import UserError
+
+
+@dataclass(frozen=True)
+class ShardPlan:
+    """One shard to write: its path in DATA_DIR and its (source path, label) items."""
+
+    split: str
+    path: str
+    items: tuple[tuple[str, int], ...]
+    fingerprint: str
+
+
+@dataclass(frozen=True)
+class ShardDone:
+    """What a worker returns for a shard: metadata only, never pixels."""
+
+    path: str
+    images: int
+    sha256: str
+    bytes: int
+    skipped: list[dict[str, str]]
+    reused: bool
+
+
+def write_shard(
+    source: str,
+    data_dir: str,
+    plan: ShardPlan,
+    size: int,
+    resample: str,
+    reuse: bool,
+    parent: int | None = None,
+) -> ShardDone:
+    """Decode, resize and store one shard's images (in a worker); or, if a whole shard
+    of the same plan is already there, keep it. `parent`: the pid of the process that
+    dispatched the work, when this runs in a worker process."""
+    path = Path(data_dir) / plan.path
+    if reuse:
+        kept = _reusable(source, path, plan, size, resample)
+        if kept is not None:
+            return kept
+    skipped: list[dict[str, str]] = []
+    attrs = {"plan": plan.fingerprint}
+    with ShardWriter(
+        path, split=plan.split, size=size, capacity=len(plan.items), attrs=attrs
+    ) as writer:
+        for rel, label in plan.items:
+            if parent is not None and os.getppid() != parent:
+                # The command was killed (-9): a worker left behind drops its shard rather
+                # than rename it into place under a rerun that may plan differently.
+                raise SystemExit("prepare: the parent process is gone")
+            try:
+                image = images.load_image(os.path.join(source, rel), size, resample=resample)
+            except images.Unreadable as e:
+                skipped.append(_skip(rel, e))
+                continue
+            writer.add(image, label, rel)
+        count = writer.count
+    return ShardDone(plan.path, count, file_digest(path), path.stat().st_size, skipped, False)
+
+
+def _skip(rel: str, e: images.Unreadable) -> dict[str, str]:
+    return {"path": rel, "reason": e.reason, "detail": e.detail}
+
+
+def _reusable(
+    source: str, path: Path, plan: ShardPlan, size: int, resample: str
+) -> ShardDone | None:
+    """A finished shard of this very plan, or None. The files it lacks were skipped;
+    their reasons are found again by decoding just those (few) files."""
+    if not path.is_file():
+        return None
+    try:
+        with open_shard(path, plan.split) as f:
+            if f.attrs.get("plan") != plan.fingerprint:
+                return None
+            count = int(f.attrs["count"])
+            stored = {p.decode() if isinstance(p, bytes) else str(p) for p in f["paths"][:]}
+    except (UserError, OSError, ValueError, KeyError):
+        return None
+    skipped = []
+    for rel, _ in plan.items:
+        if rel not in stored:
+            try:
+                images.load_image(os.path.join(source, rel), size, resample=resample)
+            except images.Unreadable as e:
+                skipped.append(_skip(rel, e))
+            else:
+                return None  # it decodes now: the shard is not what this plan gives
+    return ShardDone(plan.path, count, file_digest(path), path.stat().st_size, skipped, True)

@@ -1,0 +1,353 @@
+"""`alexcli prepare`: an image tree → 256×256 RGB HDF5 shards + manifest.json.
+
+List SOURCE (core/imagenet.py), choose the classes and the files, plan the shards
+(the training split in a seeded shuffled order, so sequential reads are already
+mixed; validation sorted by path), then write the shards in parallel: each joblib
+worker writes whole shards (core/imageshards.py: decode, resize, ShardWriter) and
+returns only metadata (count, sha256, skipped files).
+
+Resume: each shard records the fingerprint of its plan. A rerun after a kill
+keeps a shard that is under its final name (so whole: the writer is atomic) with
+a matching plan and writes the rest, ending with exactly a clean run's shards.
+`--force` rewrites all.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexcli.config import PrepareConfig, fingerprint_view, to_dict
+from alexcli.core import imagenet, images
+from alexcli.core.atomic import remove_stale_temps
+from alexcli.core.fingerprint import fingerprint
+from alexcli.core.imageshards import ShardDone, ShardPlan, write_shard
+from alexcli.core.progress import SILENT, Progress
+from alexcli.errors import ConfigError, UserError
+from alexcli.stages.runner import run_stage
+
+STAGE = "prepare"
+VERSION = 1
+SPLITS = ("train", "val")
+MIN_SHARDS = 16  # a small split is still cut into this many shards, so every worker has work…
+MIN_SHARD_IMAGES = 32  # …unless they would hold fewer images than this
+_SHARD_NAME = re.compile(r"\d{5}\.h5")
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    """The outcome a user sees: counts, what was skipped and why, speed, size."""
+
+    data_dir: Path
+    fingerprint: str
+    up_to_date: bool
+    layout: str
+    classes: int
+    images: dict[str, int]
+    skipped: dict[str, int]  # reason → files
+    shards_written: int
+    shards_reused: int
+    seconds: float
+    images_per_s: float  # images decoded this run ÷ seconds
+    bytes: int
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["data_dir"] = str(self.data_dir)
+        data["seconds"], data["images_per_s"] = round(self.seconds, 3), round(self.images_per_s, 1)
+        return data
+
+
+# --------------------------------------------------------------------------- the stage
+
+
+def prepare(
+    source: Path,
+    data_dir: Path,
+    config: PrepareConfig = PrepareConfig(),
+    *,
+    wnids_file: Path | None = None,
+    force: bool = False,
+    progress: Progress = SILENT,
+) -> PrepareResult:
+    """Build DATA_DIR from SOURCE, or say it is up to date. `wnids_file` (one class per
+    line) sets `config.wnids`."""
+    start = time.perf_counter()
+    if wnids_file is not None:
+        config = replace(config, wnids=imagenet.read_wnids(wnids_file))
+    check_config(config)
+    data_dir = Path(data_dir)
+    if data_dir.exists() and not data_dir.is_dir():
+        raise UserError(f"{data_dir}: exists and is not a directory")
+    src = imagenet.find_source(Path(source))
+    chosen = imagenet.choose_classes(
+        src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
+    )
+    if config.wnids and config.classes is not None:
+        progress.log(f"--wnids names {len(chosen)} classes; --classes is ignored")
+    progress.log(f"{src.layout}: {len(src.classes)} classes, {len(chosen)} chosen")
+    plans, unlabelled, digest = plan_shards(src, chosen, config)
+    decode = images.decode_params()
+    params = {**fingerprint_view(config), "decode": decode}
+    counts: dict[str, Any] = {}
+
+    def build() -> dict[str, Any]:
+        _check_space(data_dir, plans, config.size)
+        done = write_shards(src.root, data_dir, plans, config, reuse=not force, progress=progress)
+        counts["written"] = sum(not d.reused for d in done)
+        counts["reused"] = sum(d.reused for d in done)
+        counts["decoded"] = sum(d.images for d in done if not d.reused)
+        return _manifest_body(src, chosen, config, plans, done, unlabelled, decode)
+
+    stage = run_stage(
+        stage=STAGE,
+        version=VERSION,
+        params=params,
+        manifest_path=data_dir / "manifest.json",
+        build=build,
+        listing=digest,
+        config=to_dict(config),
+        force=force,
+        progress=progress,
+    )
+    seconds = time.perf_counter() - start
+    return _result(data_dir, stage.manifest, stage.fingerprint, stage.up_to_date, counts, seconds)
+
+
+def check_config(config: PrepareConfig) -> None:
+    """Values a recipe or a flag can get wrong, as one-line errors."""
+    for name in ("size", "classes", "train_per_class", "val_per_class", "shard_size", "jobs"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_shards(
+    src: imagenet.Source, chosen: Sequence[str], config: PrepareConfig
+) -> tuple[list[ShardPlan], list[imagenet.SourceFile], str]:
+    """Every shard to write, the unlabelled files, and the listing's fingerprint.
+
+    The plan depends only on the listing and the result-changing configuration,
+    never on --jobs, so a rerun plans the same shards.
+    """
+    label = {c: i for i, c in enumerate(chosen)}
+    caps = {"train": config.train_per_class, "val": config.val_per_class}
+    listed: list[imagenet.SourceFile] = list(src.label_files)
+    plans: list[ShardPlan] = []
+    unlabelled: list[imagenet.SourceFile] = []
+    decode = images.decode_params()
+    for split in SPLITS:
+        by_class, loose = imagenet.list_split(src, split, chosen)
+        unlabelled += loose
+        listed += loose
+        items: list[tuple[imagenet.SourceFile, int]] = []
+        for cls in chosen:
+            listed += by_class[cls]
+            kept = imagenet.cap_per_class(by_class[cls], caps[split], config.seed, f"{split}/{cls}")
+            items += [(f, label[cls]) for f in kept]
+        if split == "train":
+            order = np.random.default_rng([config.seed, 2]).permutation(len(items))
+            items = [items[int(i)] for i in order]
+        else:
+            items.sort(key=lambda item: item[0].path)
+        for k, chunk in enumerate(_chunks(len(items), config.shard_size)):
+            part = [items[i] for i in chunk]
+            fp = fingerprint(
+                {"version": VERSION, "split": split, "size": config.size,
+                 "resample": config.resample, "decode": decode,
+                 "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part]}
+            )  # fmt: skip
+            entries = tuple((f.path, lab) for f, lab in part)
+            plans.append(ShardPlan(split, f"{split}/{k:05d}.h5", entries, fp))
+    return plans, unlabelled, imagenet.listing_digest(listed)
+
+
+def shard_count(n: int, shard_size: int) -> int:
+    """Shards for n images: at most `shard_size` each, but at least `MIN_SHARDS` of at
+    least `MIN_SHARD_IMAGES` when there are enough images, so small splits still
+    spread over the workers."""
+    if n == 0:
+        return 0
+    return max(math.ceil(n / shard_size), min(MIN_SHARDS, n // MIN_SHARD_IMAGES), 1)
+
+
+def _chunks(n: int, shard_size: int) -> list[np.ndarray]:
+    return list(np.array_split(np.arange(n), shard_count(n, shard_size))) if n else []
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def write_shards(
+    source: Path,
+    data_dir: Path,
+    plans: Sequence[ShardPlan],
+    config: PrepareConfig,
+    *,
+    reuse: bool = True,
+    progress: Progress = SILENT,
+) -> list[ShardDone]:
+    """Write (or reuse) every planned shard over `config.jobs` processes; remove shards
+    and temporaries that are not in the plan."""
+    for split in SPLITS:
+        remove_stale_temps(data_dir / split)
+    _remove_unplanned(data_dir, plans)
+    jobs = min(config.jobs or _cpus(), max(len(plans), 1))
+    task = progress.task("prepare", total=sum(len(p.items) for p in plans), unit="images")
+    sizes = {p.path: len(p.items) for p in plans}
+    done: list[ShardDone] = []
+    args = [(str(source), str(data_dir), p, config.size, config.resample, reuse) for p in plans]
+    for result in _run(jobs, args):
+        done.append(result)
+        task.advance(sizes[result.path], shards=f"{len(done)}/{len(plans)}")
+    task.close()
+    reused = sum(d.reused for d in done)
+    if reused:
+        progress.log(f"reused {reused} finished shard(s) of an earlier run")
+    order = {p.path: i for i, p in enumerate(plans)}
+    return sorted(done, key=lambda d: order[d.path])
+
+
+def _run(
+    jobs: int, args: Sequence[tuple[str, str, ShardPlan, int, str, bool]]
+) -> Iterator[ShardDone]:
+    if jobs <= 1 or len(args) <= 1:
+        yield from (write_shard(*a) for a in args)
+        return
+    from joblib import Parallel, delayed
+
+    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)
+    yield from parallel(delayed(write_shard)(*a, parent=os.getpid()) for a in args)
+
+
+def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:
+    planned = {p.path for p in plans}
+    for split in SPLITS:
+        folder = data_dir / split
+        if folder.is_dir():
+            for f in folder.iterdir():
+                rel = f"{split}/{f.name}"
+                if _SHARD_NAME.fullmatch(f.name) and rel not in planned:
+                    f.unlink()
+
+
+def _check_space(data_dir: Path, plans: Sequence[ShardPlan], size: int) -> None:
+    need = sum(len(p.items) for p in plans) * size * size * 3
+    data_dir.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(data_dir).free
+    if need > free:
+        raise UserError(
+            f"{data_dir}: the shards need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB are free",
+            hint="free some space, choose another DATA_DIR, or a smaller --size or subset",
+        )
+
+
+def _cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------------- manifest
+
+
+def _manifest_body(
+    src: imagenet.Source,
+    chosen: Sequence[str],
+    config: PrepareConfig,
+    plans: Sequence[ShardPlan],
+    done: Sequence[ShardDone],
+    unlabelled: Sequence[imagenet.SourceFile],
+    decode: dict[str, Any],
+) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    for split in SPLITS:
+        shards = [
+            {"path": d.path, "images": d.images, "sha256": d.sha256}
+            for d in done
+            if d.path.startswith(f"{split}/")
+        ]
+        splits[split] = {"images": sum(s["images"] for s in shards), "shards": shards}
+    skipped = [s for d in done for s in d.skipped]
+    skipped += [{"path": f.path, "reason": imagenet.NO_LABEL, "detail": ""} for f in unlabelled]
+    how = "wnids" if config.wnids else "classes" if config.classes is not None else "all"
+    return {
+        "source": str(src.root.resolve()),
+        "layout": src.layout,
+        "val_labels": src.val_form,
+        "classes": [{"name": c, "words": src.words[c]} for c in chosen],
+        "selection": {"how": how, "available": len(src.classes), "seed": config.seed},
+        "size": config.size,
+        "preprocess": {**decode, "resample": config.resample},
+        "splits": splits,
+        "skipped": skipped,
+        "bytes": sum(d.bytes for d in done),
+        "outputs": [p.path for p in plans],
+    }
+
+
+def _result(
+    data_dir: Path,
+    manifest: dict[str, Any],
+    fp: str,
+    up_to_date: bool,
+    counts: dict[str, Any],
+    seconds: float,
+) -> PrepareResult:
+    return PrepareResult(
+        data_dir=data_dir,
+        fingerprint=fp,
+        up_to_date=up_to_date,
+        layout=str(manifest.get("layout", "")),
+        classes=len(manifest["classes"]),
+        images={s: int(v["images"]) for s, v in manifest["splits"].items()},
+        skipped=dict(Counter(str(s["reason"]) for s in manifest.get("skipped", []))),
+        shards_written=int(counts.get("written", 0)),
+        shards_reused=int(counts.get("reused", 0)),
+        seconds=seconds,
+        images_per_s=counts.get("decoded", 0) / seconds if seconds > 0 else 0.0,
+        bytes=int(manifest.get("bytes", 0)),
+    )
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def benchmark(
+    source: Path, data_dir: Path, config: PrepareConfig = PrepareConfig(), *, jobs: int = 2
+) -> dict[str, float]:
+    """prepare's whole-command throughput against a plain `jobs`-process decode-only loop
+    over the same files, measured in the same run (the loop before and after prepare,
+    averaged, so drift on a shared machine hits both). For `alexcli bench`."""
+    config = replace(config, jobs=jobs)
+    src = imagenet.find_source(Path(source))
+    chosen = imagenet.choose_classes(
+        src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
+    )
+    plans, _, _ = plan_shards(src, chosen, config)
+    paths = [src.root / rel for p in plans for rel, _ in p.items]
+    before = images.decode_throughput(paths, jobs)
+    result = prepare(source, data_dir, config, force=True)
+    after = images.decode_throughput(paths, jobs)
+    decode = (before + after) / 2
+    return {
+        "images": float(len(paths)),
+        "prepare_images_per_s": result.images_per_s,
+        "decode_only_images_per_s": decode,
+        "ratio": result.images_per_s / decode if decode else 0.0,
+    }

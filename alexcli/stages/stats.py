@@ -1,0 +1,242 @@
+"""`alexcli stats DATA_DIR`: the training split's mean image and RGB PCA → stats.h5.
+
+Reads every training shard once (validation shards are never opened), several
+shards at once (joblib threads, `--jobs`; each returns exact partial sums that add
+up in any order), and writes, each atomically:
+
+    DATA_DIR/stats.h5         the arrays and what they came from (core/stats.py)
+    DATA_DIR/stats_mean.png   the mean image, to look at
+    DATA_DIR/stats.json       the stage manifest, last (stages/runner.py)
+
+The fingerprint covers the prepare fingerprint and the training shards' names,
+counts and sha256, so new shards make a rerun recompute, and unchanged ones say
+"up to date". `check_stats_current` is what `train` and `eval` call: it refuses
+stats computed from other shards, naming the command that fixes it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+
+from alexcli.config import StatsConfig, fingerprint_view, to_dict
+from alexcli.core.fingerprint import fingerprint
+from alexcli.core.progress import SILENT, Progress
+from alexcli.core.stats import (
+    Stats,
+    Sums,
+    finish,
+    one_torch_thread,
+    read_block_size,
+    read_stats,
+    shard_sums,
+    write_mean_png,
+    write_stats,
+)
+from alexcli.errors import FormatError, StaleInputError, UserError
+from alexcli.stages.datadir import DataDir, open_data_dir
+from alexcli.stages.runner import run_stage
+
+STAGE = "stats"
+VERSION = 1
+STATS_FILE = "stats.h5"
+MEAN_PNG = "stats_mean.png"
+MANIFEST = "stats.json"
+SPLIT = "train"  # the paper's statistics are over the training set only
+
+
+@dataclass(frozen=True, eq=False)
+class StatsResult:
+    stats: Stats
+    stats_path: Path
+    mean_png: Path
+    manifest_path: Path
+    up_to_date: bool
+    seconds: float  # computing the sums; 0 when up to date
+
+    @property
+    def images_per_s(self) -> float:
+        return self.stats.images / self.seconds if self.seconds > 0 else 0.0
+
+
+def run_stats(
+    data_dir: Path,
+    config: StatsConfig = StatsConfig(),
+    *,
+    force: bool = False,
+    progress: Progress = SILENT,
+) -> StatsResult:
+    """Compute DATA_DIR/stats.h5 unless it is up to date; return what it holds."""
+    data = open_data_dir(data_dir)
+    paths, counts = _train_shards(data)
+    stats_path, png_path = data.root / STATS_FILE, data.root / MEAN_PNG
+    digest = shards_digest(data)
+    seconds = 0.0
+
+    def build() -> dict[str, object]:
+        nonlocal seconds
+        start = time.perf_counter()
+        sums = sum_shards(paths, counts, size=data.size, jobs=config.jobs, progress=progress)
+        seconds = time.perf_counter() - start
+        stats = finish(sums, data.fingerprint, digest)
+        write_stats(stats_path, stats)
+        write_mean_png(png_path, stats.mean)
+        return {
+            "outputs": [STATS_FILE, MEAN_PNG],
+            "images": stats.images,
+            "data_fingerprint": data.fingerprint,
+            "seconds": round(seconds, 3),
+        }
+
+    result = run_stage(
+        stage=STAGE,
+        version=VERSION,
+        params=fingerprint_view(config),
+        manifest_path=data.root / MANIFEST,
+        build=build,
+        upstream={"prepare": data.fingerprint},
+        listing=digest,
+        config=to_dict(config),
+        force=force,
+        progress=progress,
+    )
+    return StatsResult(
+        read_stats(stats_path),
+        stats_path,
+        png_path,
+        result.manifest_path,
+        result.up_to_date,
+        seconds,
+    )
+
+
+def sum_shards(
+    paths: Sequence[Path],
+    counts: Sequence[int],
+    *,
+    size: int,
+    jobs: int | None = None,
+    progress: Progress = SILENT,
+) -> Sums:
+    """Exact sums over all `paths` (size×size shards), one shard a task, `jobs` threads
+    (None: one per core)."""
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
+    task = progress.task("stats", total=sum(counts), unit="images")
+    total = Sums.zeros(size)
+    with one_torch_thread():
+        try:
+            for part in _map_shards(paths, counts, size, jobs):
+                total = total + part
+                task.advance(part.images)
+        finally:
+            task.close()
+    return total
+
+
+def _map_shards(
+    paths: Sequence[Path], counts: Sequence[int], size: int, jobs: int
+) -> Iterable[Sums]:
+    tasks = zip(paths, counts, strict=True)
+    if jobs == 1:
+        return (shard_sums(p, c, size) for p, c in tasks)
+    from joblib import Parallel, delayed
+
+    # Threads, not processes: one thread's numpy sums and torch GEMMs run while
+    # another reads (h5py serialises HDF5 calls under one lock, but lets go of the
+    # GIL inside them), and a thread costs no start-up, torch import or pickling
+    # (docs/stats.md has the measurements).
+    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", prefer="threads")
+    return parallel(delayed(shard_sums)(p, c, size) for p, c in tasks)
+
+
+def check_stats_current(data_dir: Path) -> Stats:
+    """DATA_DIR's stats.h5, refused unless it was computed from DATA_DIR's shards as they are."""
+    data = open_data_dir(data_dir)
+    path = data.root / STATS_FILE
+    fix = f"run `alexcli stats {data.root}`"
+    if not path.exists():
+        raise UserError(f"{path} not found: `stats` has not run on {data.root}", hint=fix)
+    stats = read_stats(path)
+    changed = stats.data_fingerprint != data.fingerprint or (
+        stats.shards_digest and stats.shards_digest != shards_digest(data)
+    )
+    if changed:
+        raise StaleInputError(
+            f"{path} was computed from other shards than {data.root}'s "
+            f"(prepare fingerprint {stats.data_fingerprint}, now {data.fingerprint})",
+            hint=fix,
+        )
+    if stats.size != data.size:
+        raise FormatError(f"{path}: {stats.size} px stats for {data.size} px shards", hint=fix)
+    return stats
+
+
+def shards_digest(data: DataDir) -> str:
+    """A fingerprint of the training shards as the manifest lists them (name, count, sha256)."""
+    return fingerprint([[s.path, s.images, s.sha256] for s in data.shards(SPLIT)])
+
+
+def _train_shards(data: DataDir) -> tuple[list[Path], list[int]]:
+    entries = data.shards(SPLIT)
+    if not entries or sum(s.images for s in entries) == 0:
+        raise UserError(
+            f"{data.root}: no training images",
+            hint=f"run `alexcli prepare SOURCE {data.root} --force`",
+        )
+    return [data.root / s.path for s in entries], [s.images for s in entries]
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+@dataclass(frozen=True)
+class StatsBenchmark:
+    """Throughput of `stats` beside a plain h5py read of the same shards, same run."""
+
+    images: int
+    jobs: int
+    read_images_per_s: float  # one process, sequential h5py slices, nothing computed
+    stats_images_per_s: float  # sum_shards with `jobs` workers (the pool already started)
+
+    @property
+    def ratio(self) -> float:
+        return self.stats_images_per_s / self.read_images_per_s
+
+
+def benchmark(data_dir: Path, jobs: int | None = None, repeats: int = 2) -> StatsBenchmark:
+    """Time `sum_shards` against `plain_read` on DATA_DIR's training shards, best of `repeats`.
+
+    The shards are read once first so that both start from the page cache; the
+    first stats pass (worker start-up included) is discarded by taking the best.
+    """
+    data = open_data_dir(data_dir)
+    paths, counts = _train_shards(data)
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
+    block = read_block_size(data.size)
+    plain_read(paths, block)
+    read_s = stats_s = float("inf")
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        plain_read(paths, block)
+        read_s = min(read_s, time.perf_counter() - start)
+        start = time.perf_counter()
+        sum_shards(paths, counts, size=data.size, jobs=jobs)
+        stats_s = min(stats_s, time.perf_counter() - start)
+    n = sum(counts)
+    return StatsBenchmark(n, jobs, n / read_s, n / stats_s)
+
+
+def plain_read(paths: Sequence[Path], block: int) -> int:
+    """Read every image of `paths` in `block`-image h5py slices, one process; return the count."""
+    n = 0
+    for path in paths:
+        with h5py.File(path, "r") as f:
+            images = f["images"]
+            for start in range(0, images.shape[0], block):
+                n += len(images[start : start + block])
+    return n

@@ -1,0 +1,187 @@
+"""Decoding one image into the paper's input: shorter side, central crop, RGB."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alexcli.core import images
+from alexcli.core.synthetic import png_header, synthetic_image
+
+FILTERS = {
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
+
+
+def reference(img: Image.Image, size: int, resample: str = "bilinear") -> np.ndarray:
+    """The paper's recipe written out plainly: scale the whole image so its shorter side
+    is `size` (rounding the other), then cut the central size×size square."""
+    img = img.convert("RGB")
+    w, h = img.size
+    if w <= h:
+        nw, nh = size, round(h * size / w)
+    else:
+        nw, nh = round(w * size / h), size
+    big = img.resize((nw, nh), FILTERS[resample])
+    x, y = (nw - size) // 2, (nh - size) // 2
+    return np.asarray(big.crop((x, y, x + size, y + size)))
+
+
+def close_to(a: np.ndarray, b: np.ndarray) -> None:
+    """Equal up to rounding: pillow's one-step box resize and the two-step reference
+    round a few intermediate values differently (at most 2 levels, ~0.1 % of pixels)."""
+    assert a.shape == b.shape and a.dtype == np.uint8
+    d = np.abs(a.astype(int) - b.astype(int))
+    assert d.max() <= 2 and d.mean() < 0.01, (d.max(), d.mean())
+
+
+def save(tmp_path, img: Image.Image, fmt: str, name: str | None = None, **kw) -> str:
+    path = tmp_path / (name or f"img.{fmt.lower()}")
+    img.save(path, fmt, **kw)
+    return str(path)
+
+
+def photo(seed: int = 0, size_range=(300, 500)) -> Image.Image:
+    return synthetic_image(np.random.default_rng(seed), seed % 8, size_range)
+
+
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic", "lanczos"])
+@pytest.mark.parametrize(("w", "h", "size"), [(470, 380, 256), (300, 500, 128), (97, 61, 64)])
+def test_shorter_side_then_central_crop(tmp_path, resample, w, h, size):
+    img = photo(w).resize((w, h))
+    path = save(tmp_path, img, "PNG")  # lossless: the file holds exactly `img`
+    out = images.load_image(path, size, resample=resample)
+    close_to(out, reference(img, size, resample))
+
+
+def test_the_crop_is_central(tmp_path):
+    # Left third red, middle green, right third blue: a 3:1 image keeps only green.
+    arr = np.zeros((100, 300, 3), np.uint8)
+    arr[:, :100, 0] = arr[:, 100:200, 1] = arr[:, 200:, 2] = 255
+    out = images.load_image(save(tmp_path, Image.fromarray(arr), "PNG"), 50)
+    assert out.shape == (50, 50, 3)
+    assert (out[:, 2:-2, 1] == 255).all() and out[:, 2:-2, [0, 2]].max() == 0
+
+
+def test_jpeg_matches_the_reference(tmp_path):
+    path = save(tmp_path, photo(3), "JPEG", quality=90)
+    with Image.open(path) as img:
+        close_to(images.load_image(path, 256), reference(img, 256))
+
+
+def test_large_jpegs_are_drafted_within_a_level(tmp_path):
+    """DCT scaling keeps at least 2× the output size: close to decoding it all."""
+    path = save(tmp_path, photo(5, (1100, 1400)), "JPEG", quality=90)
+    with Image.open(path) as img:
+        assert img.draft("RGB", (512, 512)) is not None and img.size[0] < 1100  # it drafts
+    drafted = images.load_image(path, 256).astype(int)
+    full = images.load_image(path, 256, draft=False).astype(int)
+    d = np.abs(drafted - full)
+    assert d.mean() < 0.5 and np.percentile(d, 99) <= 3
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "L", "P", "1", "YCbCr"])
+def test_modes_become_rgb(tmp_path, mode):
+    img = photo(1).convert(mode)
+    fmt = "JPEG" if mode in ("CMYK", "L", "YCbCr") else "PNG"
+    path = save(tmp_path, img, fmt, name=f"x.{fmt}")
+    with Image.open(path) as src:
+        ref = reference(src.convert("RGB"), 96)
+    out = images.load_image(path, 96, draft=False)
+    close_to(out, ref)
+    if mode in ("L", "1"):
+        assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
+
+
+def test_png_named_jpeg(tmp_path):
+    img = photo(2)
+    path = save(tmp_path, img, "PNG", name="n02105855_2933.JPEG")
+    close_to(images.load_image(path, 128), reference(img, 128))
+
+
+def test_transparency_is_composited_over_white(tmp_path):
+    arr = np.zeros((80, 80, 4), np.uint8)
+    arr[..., 0] = 200  # red everywhere, but only the bottom half is opaque
+    arr[40:, :, 3] = 255
+    out = images.load_image(save(tmp_path, Image.fromarray(arr, "RGBA"), "PNG"), 80)
+    assert (out[:30] == 255).all()  # transparent → white, not black or red
+    assert (out[50:] == (200, 0, 0)).all()
+
+
+def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
+    arr = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
+    path = save(tmp_path, Image.fromarray(arr), "PNG")
+    out = images.load_image(path, 64)
+    np.testing.assert_allclose(out[0, :, 0], arr[0] / 257, atol=1.5)
+
+
+@pytest.mark.parametrize(("orientation", "turn"), [(6, Image.Transpose.ROTATE_270), (3, None)])
+def test_exif_orientation_is_applied(tmp_path, orientation, turn):
+    """The image as a viewer shows it: orientation 6 means "rotate 90° clockwise"."""
+    stored = photo(4).resize((400, 300))
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = save(tmp_path, stored, "JPEG", quality=95, exif=exif.tobytes())
+    with Image.open(path) as img:
+        decoded = img.convert("RGB")
+    shown = decoded.transpose(turn) if turn else decoded.transpose(Image.Transpose.ROTATE_180)
+    close_to(images.load_image(path, 128), reference(shown, 128))
+
+
+def _write(tmp_path, name: str, data: bytes) -> str:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return str(path)
+
+
+def _jpeg_bytes() -> bytes:
+    buf = io.BytesIO()
+    photo(6).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("name", "make", "reason"),
+    [
+        ("empty.JPEG", lambda: b"", images.EMPTY),
+        ("notes.txt", lambda: b"wnid list, see synsets\n", images.NOT_IMAGE),
+        ("page.JPEG", lambda: b"<html><body>404</body></html>", images.NOT_IMAGE),
+        ("half.JPEG", lambda: _jpeg_bytes()[: len(_jpeg_bytes()) // 2], images.TRUNCATED),
+        ("head.JPEG", lambda: _jpeg_bytes()[:400], images.TRUNCATED),
+        ("bomb.JPEG", lambda: png_header(30_000, 30_000), images.BOMB),
+        ("bomb2.png", lambda: png_header(10_000, 9_000), images.BOMB),
+    ],
+)
+def test_unreadable_files_raise_a_reason(tmp_path, name, make, reason):
+    path = _write(tmp_path, name, make())
+    with pytest.raises(images.Unreadable) as e:
+        images.load_image(path, 64)
+    assert e.value.reason == reason
+
+
+def test_formats_outside_the_list_are_not_images(tmp_path):
+    path = save(tmp_path, photo(0).resize((64, 64)), "PCX", name="x.JPEG")
+    with pytest.raises(images.Unreadable) as e:
+        images.load_image(path, 32)
+    assert e.value.reason == images.NOT_IMAGE
+
+
+def test_pixel_limit_and_missing_files(tmp_path):
+    path = save(tmp_path, photo(0).resize((100, 100)), "PNG")
+    with pytest.raises(images.Unreadable) as e:
+        images.load_image(path, 32, max_pixels=99 * 100)
+    assert e.value.reason == images.BOMB
+    with pytest.raises(images.Unreadable) as e:
+        images.load_image(tmp_path / "gone.JPEG", 32)
+    assert e.value.reason == images.UNREADABLE
+
+
+def test_decode_throughput_counts_what_decodes(tmp_path):
+    paths = [save(tmp_path, photo(i, (60, 90)), "JPEG", name=f"{i}.jpg") for i in range(6)]
+    paths.append(_write(tmp_path, "bad.jpg", b""))
+    assert images.decode_throughput(paths, jobs=2, chunk=2) > 0

@@ -1,0 +1,326 @@
+"""`alexcli prepare`: image trees in, shards + manifest out, as a user sees it."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from PIL import Image, ImageOps
+from test_images import close_to
+from test_images import reference as resize_reference
+
+from alexcli.config import PrepareConfig
+from alexcli.core import images
+from alexcli.core.fingerprint import file_digest
+from alexcli.core.synthetic import make_image_folder, make_tree
+from alexcli.stages.datadir import open_data_dir
+from alexcli.stages.prepare import prepare, shard_count
+
+EXPECTED_REASONS = {
+    "truncated": images.TRUNCATED,
+    "empty": images.EMPTY,
+    "stray": images.NOT_IMAGE,
+    "bomb": images.BOMB,
+}
+
+
+def reference(path: Path, size: int) -> np.ndarray:
+    """Independently: the upright image, transparency over white, the paper's resize."""
+    with Image.open(path) as img:
+        img = ImageOps.exif_transpose(img)
+        if img.mode in ("RGBA", "LA", "P"):
+            rgba = img.convert("RGBA")
+            img = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
+        return resize_reference(img, size)
+
+
+def read_split(data_dir: Path, split: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images, labels and paths of a split, straight from the shards the manifest lists."""
+    d = open_data_dir(data_dir)
+    imgs, labels, paths = [], [], []
+    for entry in d.shards(split):
+        with h5py.File(data_dir / entry.path, "r") as f:
+            imgs.append(f["images"][:])
+            labels.append(f["labels"][:])
+            paths += [p.decode() for p in f["paths"][:]]
+    size = d.size
+    return (
+        np.concatenate(imgs) if imgs else np.zeros((0, size, size, 3), np.uint8),
+        np.concatenate(labels) if labels else np.zeros(0, np.int32),
+        paths,
+    )
+
+
+def run(src, out, *args, jobs=1):
+    return ["prepare", str(src), str(out), "--jobs", str(jobs), *map(str, args)]
+
+
+def test_an_ilsvrc_tree_with_traps(cli, synthetic_tree, tmp_path):
+    tree, out = synthetic_tree, tmp_path / "data"
+    r = cli(*run(tree.root, out, "--size", 64))
+    assert r.code == 0, r.err
+    assert "train images" in r.out and "skipped" in r.out
+    d = open_data_dir(out)
+    assert d.class_names == sorted(tree.classes) and d.size == 64
+    assert [c["words"] for c in d.classes] == [tree.words[c] for c in d.class_names]
+    # Counts: every image, the converted traps among them, none of the unreadable ones.
+    truth = dict(tree.train) | dict(tree.val)
+    assert d.images("train") == len(tree.train) == 4 * 6 + 6
+    assert d.images("val") == len(tree.val) == 4 * 3
+    skipped = {(s["path"], s["reason"]) for s in d.manifest["skipped"]}
+    assert skipped == {
+        (rel, EXPECTED_REASONS[kind])
+        for rel, kind in tree.traps.items()
+        if kind in EXPECTED_REASONS
+    }
+    # Contents and labels, image by image, against the source files.
+    for split in ("train", "val"):
+        imgs, labels, paths = read_split(out, split)
+        assert sorted(paths) == sorted(rel for rel, _ in getattr(tree, split))
+        for img, label, rel in zip(imgs, labels, paths, strict=True):
+            assert d.class_names[label] == truth[rel]
+            close_to(img, reference(tree.root / rel, 64))
+    # The manifest: what docs/formats.md promises.
+    m = d.manifest
+    assert m["layout"] == "ilsvrc2012-kaggle" and m["config"]["size"] == 64
+    for split in ("train", "val"):
+        for shard in m["splits"][split]["shards"]:
+            assert shard["sha256"] == file_digest(out / shard["path"])
+    assert m["preprocess"]["resample"] == "bilinear" and m["version"] == 1
+
+
+@pytest.mark.parametrize("form", ["kaggle", "devkit", "folders", "image-folder"])
+def test_every_validation_form_gives_the_right_labels(cli, tmp_path, form):
+    if form == "image-folder":
+        tree = make_image_folder(tmp_path / "src", classes=3, train_per_class=2, val_per_class=2,
+                                 size_range=(40, 70))  # fmt: skip
+    else:
+        tree = make_tree(tmp_path / "src", classes=3, train_per_class=2, val_per_class=2,
+                         size_range=(40, 70), val_form=form)  # fmt: skip
+    assert cli(*run(tree.root, tmp_path / "out", "--size", 32)).code == 0
+    names = open_data_dir(tmp_path / "out").class_names
+    assert names == sorted(tree.classes)
+    for split, truth in (("train", dict(tree.train)), ("val", dict(tree.val))):
+        _, labels, paths = read_split(tmp_path / "out", split)
+        assert len(paths) == len(truth)
+        assert {p: names[lab] for p, lab in zip(paths, labels, strict=True)} == truth
+
+
+def test_train_is_shuffled_val_sorted_and_runs_repeat(tmp_path):
+    tree = make_tree(tmp_path / "src", classes=4, train_per_class=8, val_per_class=3,
+                     size_range=(40, 60))  # fmt: skip
+    cfg = PrepareConfig(size=32, shard_size=8, jobs=1)
+    prepare(tree.root, tmp_path / "a", cfg)
+    _, labels, paths = read_split(tmp_path / "a", "train")
+    assert paths != sorted(paths) and len(set(labels[:8])) > 1  # classes mixed in a shard
+    _, _, val_paths = read_split(tmp_path / "a", "val")
+    assert val_paths == sorted(val_paths)
+    prepare(tree.root, tmp_path / "b", cfg)
+    shards = open_data_dir(tmp_path / "a").manifest["splits"]
+    assert shards == open_data_dir(tmp_path / "b").manifest["splits"]  # same bytes (sha256)
+    prepare(tree.root, tmp_path / "c", PrepareConfig(size=32, shard_size=8, jobs=1, seed=1))
+    assert read_split(tmp_path / "c", "train")[2] != paths
+
+
+def test_subsets_and_caps(cli, synthetic_tree, tmp_path):
+    tree = synthetic_tree
+    r = cli(*run(tree.root, tmp_path / "two", "--size", 32, "--classes", 2, "--seed", 3))
+    assert r.code == 0, r.err
+    d = open_data_dir(tmp_path / "two")
+    assert len(d.class_names) == 2 and set(d.class_names) <= set(tree.classes)
+    _, labels, paths = read_split(tmp_path / "two", "train")
+    assert set(labels) == {0, 1}
+    assert all(p.split("/")[1] == d.class_names[lab] for p, lab in zip(paths, labels, strict=True))
+    wnids = tmp_path / "wnids.txt"
+    wnids.write_text(f"# two classes\n{tree.classes[3]}\n{tree.classes[1]} some words\n")
+    args = ("--size", 32, "--wnids", wnids, "--train-per-class", 4, "--val-per-class", 1)
+    assert cli(*run(tree.root, tmp_path / "named", *args)).code == 0
+    d = open_data_dir(tmp_path / "named")
+    assert d.class_names == [tree.classes[1], tree.classes[3]]
+    assert d.images("val") == 2
+    # Caps count listed files; an unreadable one among them is skipped, not replaced.
+    skipped = sum(1 for s in d.manifest["skipped"] if s["path"].startswith("train/"))
+    assert d.images("train") + skipped == 2 * 4
+    assert d.manifest["selection"]["how"] == "wnids"
+
+
+def test_up_to_date_force_and_changes(cli, synthetic_tree, tmp_path):
+    out = tmp_path / "data"
+    assert cli(*run(synthetic_tree.root, out, "--size", 32)).code == 0
+    files = sorted(out.rglob("*"))
+    stamps = {p: p.stat().st_mtime_ns for p in files}
+    r = cli(*run(synthetic_tree.root, out, "--size", 32))
+    assert r.code == 0 and "up to date" in r.err and "(up to date)" in r.out
+    assert {p: p.stat().st_mtime_ns for p in sorted(out.rglob("*"))} == stamps  # untouched
+    r = cli(*run(synthetic_tree.root, out, "--size", 32, "--force"))
+    assert r.code == 0 and "up to date" not in r.err
+    assert all(p.stat().st_mtime_ns != stamps[p] for p in files if p.suffix == ".h5")
+    r = cli(*run(synthetic_tree.root, out, "--size", 48))
+    assert "up to date" not in r.err and open_data_dir(out).size == 48
+
+
+def test_a_changed_source_file_is_noticed(cli, tmp_path):
+    tree = make_tree(tmp_path / "src", classes=2, train_per_class=3, val_per_class=1,
+                     size_range=(40, 60))  # fmt: skip
+    out = tmp_path / "out"
+    assert cli(*run(tree.root, out, "--size", 32)).code == 0
+    rel = tree.train[0][0]
+    Image.new("RGB", (50, 40), (0, 0, 255)).save(tree.root / rel, "JPEG")
+    r = cli(*run(tree.root, out, "--size", 32))
+    assert r.code == 0 and "up to date" not in r.err
+    imgs, _, paths = read_split(out, "train")
+    assert imgs[paths.index(rel)][..., 2].min() > 200  # the new, blue image
+
+
+def test_fewer_shards_than_before_leave_no_strays(tmp_path):
+    tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=1,
+                     size_range=(40, 60))  # fmt: skip
+    out = tmp_path / "out"
+    prepare(tree.root, out, PrepareConfig(size=32, shard_size=3, jobs=1))
+    assert len(list((out / "train").glob("*.h5"))) == 7
+    prepare(tree.root, out, PrepareConfig(size=32, shard_size=100, jobs=1))
+    assert [p.name for p in (out / "train").glob("*.h5")] == ["00000.h5"]
+
+
+def test_result_and_json(cli, synthetic_tree, tmp_path):
+    r = prepare(synthetic_tree.root, tmp_path / "a", PrepareConfig(size=32, jobs=1))
+    assert not r.up_to_date and r.classes == 4
+    assert r.images == {"train": 30, "val": 12}
+    assert r.skipped == {reason: 1 for reason in EXPECTED_REASONS.values()}
+    assert r.images_per_s > 0 and r.bytes == sum(
+        p.stat().st_size for p in (tmp_path / "a").rglob("*.h5")
+    )
+    out = cli(*run(synthetic_tree.root, tmp_path / "a", "--size", 32, "--json"))
+    data = json.loads(out.out)
+    assert data["up_to_date"] and data["images"] == r.images and data["skipped"] == r.skipped
+
+
+def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path):
+    one = prepare(
+        synthetic_tree.root, tmp_path / "one", PrepareConfig(size=32, shard_size=5, jobs=1)
+    )
+    two = prepare(
+        synthetic_tree.root, tmp_path / "two", PrepareConfig(size=32, shard_size=5, jobs=2)
+    )
+    assert one.shards_written == two.shards_written > 2
+    splits = [open_data_dir(tmp_path / d).manifest["splits"] for d in ("one", "two")]
+    assert splits[0] == splits[1]
+
+
+def test_shard_count_spreads_small_splits():
+    assert shard_count(0, 1024) == 0
+    assert shard_count(10, 1024) == 1
+    assert shard_count(480, 1024) == 15  # ≥ 32 images each, so several workers share it
+    assert shard_count(5000, 1024) == 16
+    assert shard_count(1_281_167, 1024) == 1252
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:  # not Linux: nothing to clean up after
+        return []
+
+
+def _kill_after_first_shard(args: list[str], shards: Path, log: Path) -> list[int]:
+    """Run alexcli in a subprocess, kill -9 it once a shard exists; return its children."""
+    with open(log, "wb") as err:  # not a pipe: orphaned workers would hold it open
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "alexcli", *args], stdout=subprocess.DEVNULL, stderr=err
+        )
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:
+            if list(shards.glob("*.h5")):
+                break
+            time.sleep(0.002)
+        workers = _children(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, log.read_text()
+    return workers
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_kill_then_rerun_is_a_clean_run(tmp_path, jobs):
+    """kill -9 in the middle: the rerun keeps the finished shards and ends with exactly
+    the shards of an uninterrupted run; workers left behind write nothing more."""
+    tree = make_tree(tmp_path / "src", classes=4, train_per_class=30, val_per_class=4,
+                     size_range=(200, 320), traps=True)  # fmt: skip
+    out = tmp_path / "killed"
+    args = run(tree.root, out, "--size", 96, "--shard-size", 4, jobs=jobs)
+    workers = _kill_after_first_shard(args, out / "train", tmp_path / "stderr.txt")
+    time.sleep(0.3)  # a worker caught inside close() may still rename its shard
+    finished = sorted(p.name for p in (out / "train").glob("*.h5"))
+    time.sleep(0.7)
+    try:
+        assert sorted(p.name for p in (out / "train").glob("*.h5")) == finished
+    finally:
+        for pid in workers:  # idle loky workers would linger for minutes
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+    assert not (out / "manifest.json").exists()
+    assert 1 <= len(finished) < shard_count(4 * 30 + 6, 4)
+    cfg = PrepareConfig(size=96, shard_size=4, jobs=1)
+    rerun = prepare(tree.root, out, cfg)
+    assert rerun.shards_reused >= len(finished)
+    assert not list(out.rglob(".*.tmp"))  # the killed writer's temporary is gone
+    clean = prepare(tree.root, tmp_path / "clean", cfg)
+    assert rerun.images == clean.images and rerun.skipped == clean.skipped
+    m_rerun, m_clean = (open_data_dir(d).manifest for d in (out, tmp_path / "clean"))
+    assert m_rerun["splits"] == m_clean["splits"]  # the same shards, byte for byte
+    assert m_rerun["skipped"] == m_clean["skipped"]
+    for split in ("train", "val"):
+        a, b = read_split(out, split), read_split(tmp_path / "clean", split)
+        np.testing.assert_array_equal(a[0], b[0])
+        assert list(a[1]) == list(b[1]) and a[2] == b[2]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("{missing}", "{out}"), "no such directory"),
+        (("{src}", "{out}", "--size", "0"), "--size 0: must be at least 1"),
+        (("{src}", "{out}", "--classes", "9"), "--classes 9: SOURCE has 4 classes"),
+        (("{empty}", "{out}"), "unknown layout"),
+        (("{src}", "{out}", "--wnids", "{missing}"), "no such file"),
+        (("{src}", "{out}", "--wnids", "{bad_wnids}"), "n12345678 not among"),
+        (("{src}", "{out}", "--shard-size", "-1"), "--shard-size -1: must be at least 1"),
+    ],
+)
+def test_bad_arguments_are_one_line(cli, synthetic_tree, tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "bad.txt").write_text("n12345678\n")
+    paths = {
+        "src": synthetic_tree.root,
+        "out": tmp_path / "out",
+        "missing": tmp_path / "missing",
+        "empty": tmp_path / "empty",
+        "bad_wnids": tmp_path / "bad.txt",
+    }
+    r = cli("prepare", *(a.format(**paths) for a in args), "--jobs", "1")
+    assert r.code == 2
+    lines = [line for line in r.err.splitlines() if line.strip()]
+    assert lines[0].startswith("error: ") and message in lines[0], r.err
+    assert len(lines) <= 2 and "Traceback" not in r.err
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_the_resize_filter_can_be_chosen(cli, synthetic_tree, tmp_path):
+    out = tmp_path / "lanczos"
+    assert cli(*run(synthetic_tree.root, out, "--size", 64, "--resample", "lanczos")).code == 0
+    d = open_data_dir(out)
+    assert d.manifest["preprocess"]["resample"] == "lanczos"
+    imgs, _, paths = read_split(out, "val")
+    with Image.open(synthetic_tree.root / paths[-1]) as img:
+        close_to(imgs[-1], resize_reference(img, 64, "lanczos"))
+    r = cli(*run(synthetic_tree.root, out, "--resample", "nearest"))
+    assert r.code == 2 and "'resample' must be one of" in r.err
