@@ -155,6 +155,8 @@ PRESETS: dict[str, TrainConfig] = {
         input_scale=0.017,
         model=ModelConfig(
             init="kaiming",
+            # Structure: a third of the paper's widths; conv1 7×7/2 turns 112 crops into
+            # the paper's 55×55 maps (docs/model.md has the sizes measured against it).
             conv_channels=(32, 64, 96, 96, 64),
             fc_features=(256, 256),
             conv1_kernel=7,

@@ -1,0 +1,353 @@
+"""The network of PAPER.md "Architecture": AlexNet as two towers, one per GPU.
+
+The paper's Figure 2, written so the code reads like it: every conv and FC layer
+is split in halves, one `Tower` holding tower 1's half of conv1…fc8 and another
+tower 2's. conv2, conv4 and conv5 see only their own tower's maps; conv3 and
+fc6…fc8 see both towers' (`AlexNet._share` is that exchange, and the only place
+activations cross devices). LRN runs over each tower's own maps, as on the
+paper's GPUs. fc8 is split like fc6 and fc7 (half of the neurons per tower);
+the logits are the towers' halves concatenated, tower 1 first.
+
+The same module runs on one device or two (`place`): the weights, their names in
+the state dict and the arithmetic do not depend on placement. Input 224×224 with
+conv1 padding 2 gives conv1 its 55×55 maps (Caffe crops 227 and pads nothing
+instead); any crop that leaves conv5 a pooled map works, fc6's width follows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alexcli.config import ModelConfig
+from alexcli.errors import ConfigError, DeviceError
+
+CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
+FCS = ("fc6", "fc7", "fc8")
+LAYERS = CONVS + FCS
+
+# Biases by init scheme (PAPER.md "Learning"; bvlc_alexnet for "caffe"); others are 0.
+_BIASES = {
+    "paper": dict.fromkeys(("conv2", "conv4", "conv5", "fc6", "fc7"), 1.0),
+    "caffe": dict.fromkeys(("conv2", "conv4", "conv5", "fc6", "fc7"), 0.1),
+}
+
+
+# --------------------------------------------------------------------------- shapes
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Per-tower widths and spatial sizes for one config and crop (validated)."""
+
+    towers: int
+    channels: tuple[int, ...]  # per tower, conv1…conv5
+    features: tuple[int, int]  # per tower, fc6 and fc7
+    classes: tuple[int, ...]  # fc8 outputs of each tower (an odd count: tower 1 has one more)
+    maps: tuple[int, ...]  # conv1…conv5 output sides
+    pooled: tuple[int, int, int]  # sides after the pools behind conv1, conv2, conv5
+
+    @property
+    def fc6_inputs(self) -> int:
+        return self.channels[4] * self.towers * self.pooled[2] ** 2
+
+
+def _side(size: int, kernel: int, stride: int, padding: int = 0) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def _sides(cfg: ModelConfig, crop: int) -> tuple[tuple[int, ...], tuple[int, int, int]]:
+    """Output sides of conv1…conv5 and of the three pools (floor rounding, as PyTorch)."""
+    k, s = cfg.pool_kernel, cfg.pool_stride
+    c1 = _side(crop, cfg.conv1_kernel, cfg.conv1_stride, cfg.conv1_padding)
+    p1 = _side(c1, k, s)
+    p2 = _side(p1, k, s)  # conv2 (5×5, padding 2) keeps the side
+    p5 = _side(p2, k, s)  # so do conv3…conv5 (3×3, padding 1)
+    return (c1, p1, p2, p2, p2), (p1, p2, p5)
+
+
+def _plan(cfg: ModelConfig, crop: int) -> _Plan:
+    """Check `cfg` and `crop` fit together and work out every layer's size."""
+    t = cfg.towers
+    widths = (*cfg.conv_channels, *cfg.fc_features)
+    if any(w % t for w in widths) or min(widths) < t:
+        raise ConfigError(
+            f"model widths {widths} do not split into {t} towers",
+            hint="make every conv_channels and fc_features entry divisible by model.towers",
+        )
+    if cfg.num_classes < 2:
+        raise ConfigError(f"num_classes is {cfg.num_classes}; a classifier needs at least 2")
+    maps, pooled = _sides(cfg, crop)
+    if min(pooled) < 1 or min(maps) < cfg.pool_kernel:
+        smallest = next(c for c in range(1, 4096) if min(_sides(cfg, c)[1]) >= 1)
+        raise ConfigError(
+            f"crop {crop} is too small for this network: conv5's maps vanish before fc6",
+            hint=f"use a crop of at least {smallest}",
+        )
+    half = cfg.num_classes // t
+    classes = tuple(half + (1 if i < cfg.num_classes % t else 0) for i in range(t))
+    return _Plan(
+        towers=t,
+        channels=tuple(c // t for c in cfg.conv_channels),
+        features=(cfg.fc_features[0] // t, cfg.fc_features[1] // t),
+        classes=classes,
+        maps=maps,
+        pooled=pooled,
+    )
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One learned layer of one tower, as `alexcli summary` shows it.
+
+    `output_shape` is the layer's own output (the sizes in the paper's Figure 2);
+    `after_shape` what its ReLU / LRN / pooling hand on. Multiply-adds count the
+    weights' multiply-accumulates only (no biases, activations, LRN or pooling).
+    """
+
+    name: str
+    tower: int  # 1 or 2 (the paper's GPU 1 and GPU 2)
+    inputs: str  # "image", "own" or "both"
+    output_shape: tuple[int, ...]
+    after_shape: tuple[int, ...]
+    then: str
+    parameters: int
+    mult_adds: int
+
+
+def layer_table(cfg: ModelConfig, crop: int = 224) -> list[LayerRow]:
+    """Every learned layer of every tower, worked out from the config (no weights built)."""
+    p = _plan(cfg, crop)
+    c, f, t = p.channels, p.features, p.towers
+    act = "ReLU" if cfg.activation == "relu" else "tanh"
+    pool = f"pool {cfg.pool_kernel}/{cfg.pool_stride}"  # max-pooling, kernel/stride
+    lrn = ", LRN" if cfg.lrn else ""
+    drop = f", dropout {cfg.dropout:g}" if cfg.dropout else ""
+    # name, inputs, fan-in per output (weights), outputs, output side, after side, then
+    k1 = 3 * cfg.conv1_kernel**2
+    specs = [
+        ("conv1", "image", k1, c[0], p.maps[0], p.pooled[0], f"{act}{lrn}, {pool}"),
+        ("conv2", "own", c[0] * 25, c[1], p.maps[1], p.pooled[1], f"{act}{lrn}, {pool}"),
+        ("conv3", "both", c[1] * t * 9, c[2], p.maps[2], p.maps[2], act),
+        ("conv4", "own", c[2] * 9, c[3], p.maps[3], p.maps[3], act),
+        ("conv5", "own", c[3] * 9, c[4], p.maps[4], p.pooled[2], f"{act}, {pool}"),
+        ("fc6", "both", p.fc6_inputs, f[0], 0, 0, f"{act}{drop}"),
+        ("fc7", "both", f[0] * t, f[1], 0, 0, f"{act}{drop}"),
+        ("fc8", "both", f[1] * t, 0, 0, 0, "softmax"),
+    ]
+    rows = []
+    for name, inputs, fan_in, width, side, after, then in specs:
+        for i in range(t):
+            n = width or p.classes[i]  # fc8: this tower's share of the classes
+            shape = (n, side, side) if side else (n,)
+            rows.append(
+                LayerRow(
+                    name=name,
+                    tower=i + 1,
+                    inputs=inputs,
+                    output_shape=shape,
+                    after_shape=(n, after, after) if side else shape,
+                    then=then,
+                    parameters=(fan_in + 1) * n,
+                    mult_adds=fan_in * n * max(side, 1) ** 2,
+                )
+            )
+    return rows
+
+
+# --------------------------------------------------------------------------- layers
+
+
+def local_response_norm(
+    x: Tensor, size: int, alpha: float, beta: float, k: float, convention: str = "paper"
+) -> Tensor:
+    """LRN across channels: b_i = a_i / (k + α Σ_j a_j²)^β, j over `size` maps around i.
+
+    "paper" uses α as the paper writes it; "torch" divides α by `size`, as PyTorch's
+    `LocalResponseNorm` and Caffe's layer do. The window is clipped at the first and
+    last map. The window sums are one matrix product with a band of ones over the
+    channels: fewer passes over memory than PyTorch's padded 3-D average pool, ~3×
+    faster forward + backward on the CPU (docs/model.md), same values to fp32 rounding.
+    """
+    c = x.shape[1]
+    offset = torch.arange(c, device=x.device)
+    offset = offset[None, :] - offset[:, None]  # j − i
+    band = ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(x.dtype)
+    scale = alpha if convention == "paper" else alpha / size
+    sums = torch.matmul(band, (x * x).flatten(2)).view_as(x)
+    return x * (k + scale * sums).pow(-beta)
+
+
+class Tower(nn.Module):
+    """One GPU's half of every layer: conv1…conv5 kernels and fc6…fc8 neurons."""
+
+    def __init__(self, cfg: ModelConfig, plan: _Plan, index: int) -> None:
+        super().__init__()
+        c, f, t = plan.channels, plan.features, plan.towers
+        k1 = cfg.conv1_kernel
+        self.conv1 = nn.Conv2d(3, c[0], k1, cfg.conv1_stride, cfg.conv1_padding)
+        self.conv2 = nn.Conv2d(c[0], c[1], 5, padding=2)
+        self.conv3 = nn.Conv2d(c[1] * t, c[2], 3, padding=1)  # both towers' conv2 maps
+        self.conv4 = nn.Conv2d(c[2], c[3], 3, padding=1)
+        self.conv5 = nn.Conv2d(c[3], c[4], 3, padding=1)
+        self.fc6 = nn.Linear(plan.fc6_inputs, f[0])  # both towers' pooled conv5
+        self.fc7 = nn.Linear(f[0] * t, f[1])
+        self.fc8 = nn.Linear(f[1] * t, plan.classes[index])
+        self.act: Callable[[Tensor], Tensor] = F.relu if cfg.activation == "relu" else torch.tanh
+        self.cfg = cfg
+
+    def norm_pool(self, x: Tensor) -> Tensor:
+        """After conv1 and conv2: LRN (unless ablated), then max-pooling."""
+        cfg = self.cfg
+        if cfg.lrn:
+            x = local_response_norm(
+                x, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention
+            )
+        return F.max_pool2d(x, cfg.pool_kernel, cfg.pool_stride)
+
+    def lower(self, image: Tensor) -> Tensor:
+        """conv1 and conv2, on this tower's maps only."""
+        x = self.norm_pool(self.act(self.conv1(image)))
+        return self.norm_pool(self.act(self.conv2(x)))
+
+    def upper(self, both: Tensor) -> Tensor:
+        """conv3 (both towers' maps), conv4 and conv5 (own), pooled and flattened."""
+        x = self.act(self.conv4(self.act(self.conv3(both))))
+        x = F.max_pool2d(self.act(self.conv5(x)), self.cfg.pool_kernel, self.cfg.pool_stride)
+        return torch.flatten(x, 1)
+
+    def hidden6(self, both: Tensor) -> Tensor:
+        return self.dropout(self.act(self.fc6(both)))
+
+    def hidden7(self, both: Tensor) -> Tensor:
+        return self.act(self.fc7(both))
+
+    def logits(self, both: Tensor) -> Tensor:
+        return self.fc8(both)
+
+    def dropout(self, x: Tensor) -> Tensor:
+        return F.dropout(x, self.cfg.dropout, self.training)
+
+    @property
+    def device(self) -> torch.device:
+        return self.conv1.weight.device
+
+
+# --------------------------------------------------------------------------- network
+
+
+class AlexNet(nn.Module):
+    """The two-tower network (or one tower, the ablation), on one device or two.
+
+    Input: float (N, 3, crop, crop) on the first tower's device; logits come back there.
+    """
+
+    def __init__(self, cfg: ModelConfig, crop: int = 224) -> None:
+        super().__init__()
+        plan = _plan(cfg, crop)
+        self.cfg, self.crop = cfg, crop
+        self.towers = nn.ModuleList(Tower(cfg, plan, i) for i in range(cfg.towers))
+        init_weights(self, cfg.init)
+
+    @property
+    def tower_list(self) -> list[Tower]:
+        """The towers, tower 1 first (typed; `towers` is the ModuleList in the state dict)."""
+        return cast(list[Tower], list(self.towers))
+
+    @property
+    def devices(self) -> list[torch.device]:
+        """Each tower's device, tower 1 first (read from the weights, so `.to()` keeps it true)."""
+        return [tower.device for tower in self.tower_list]
+
+    def place(self, devices: Sequence[torch.device]) -> AlexNet:
+        """One device: everything there. Two: tower 1 on the first, tower 2 on the second."""
+        devs = tower_devices(len(self.towers), devices)
+        for tower, device in zip(self.tower_list, devs, strict=True):
+            tower.to(device)
+        return self
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits (N, num_classes), tower 1's classes first, on the first device."""
+        h = self._share(self._each(Tower.dropout, self._fc7(x)))
+        return self._gather(self._each(Tower.logits, h))
+
+    def features(self, x: Tensor) -> Tensor:
+        """fc7's activations (N, fc_features[1]), the last hidden layer (Figure 4)."""
+        return self._gather(self._fc7(x))
+
+    def conv1_weight(self) -> Tensor:
+        """conv1's kernels (conv_channels[0], 3, k, k) on the CPU, tower 1's first (Figure 3)."""
+        return torch.cat([t.conv1.weight.detach().cpu() for t in self.tower_list])
+
+    def _fc7(self, x: Tensor) -> list[Tensor]:
+        """Each tower's fc7 activations: the figure from the image up to fc7."""
+        h = self._each(Tower.lower, [x.to(d) for d in self.devices])  # the image, to every tower
+        h = self._each(Tower.upper, self._share(h))  # conv3 sees both towers
+        h = self._each(Tower.hidden6, self._share(h))  # so do fc6…fc8
+        return self._each(Tower.hidden7, self._share(h))
+
+    def _each(self, step: Callable[[Tower, Tensor], Tensor], inputs: list[Tensor]) -> list[Tensor]:
+        """`step` of every tower, each on its own input (and device)."""
+        return [step(t, x) for t, x in zip(self.tower_list, inputs, strict=True)]
+
+    def _share(self, parts: list[Tensor]) -> list[Tensor]:
+        """Every tower gets all towers' maps along the channel axis: the GPUs' exchange."""
+        if len(parts) == 1:
+            return parts
+        joined: dict[torch.device, Tensor] = {}
+        for d in self.devices:
+            if d not in joined:
+                joined[d] = torch.cat([p.to(d) for p in parts], 1)
+        return [joined[d] for d in self.devices]
+
+    def _gather(self, parts: list[Tensor]) -> Tensor:
+        first = self.devices[0]
+        return torch.cat([p.to(first) for p in parts], 1) if len(parts) > 1 else parts[0]
+
+
+def tower_devices(towers: int, devices: Sequence[torch.device]) -> list[torch.device]:
+    """Where each tower goes: one device takes all; two devices, one tower each."""
+    if len(devices) == 1:
+        return list(devices) * towers
+    if len(devices) != towers:
+        raise DeviceError(
+            f"{len(devices)} devices for a network of {towers} tower(s)",
+            hint="name one device, or two for the two-tower model (model.towers=2)",
+        )
+    return list(devices)
+
+
+def init_weights(model: AlexNet, scheme: str) -> None:
+    """Initialise every layer of every tower by `scheme` (PAPER.md "Learning").
+
+    paper: weights N(0, 0.01²); biases 1 in conv2, conv4, conv5, fc6, fc7, 0 elsewhere.
+    caffe (bvlc_alexnet): the same, but biases 0.1 and std 0.005 in fc6, fc7.
+    torch: PyTorch's defaults, as the layers were made (nothing to do).
+    kaiming (He et al. 2015): N(0, gain²/fan_in), biases 0; keeps the activations'
+    scale from layer to layer, where the others shrink it (docs/model.md).
+    """
+    if scheme == "torch":
+        return
+    for tower in model.tower_list:
+        for name in LAYERS:
+            layer = getattr(tower, name)
+            if scheme == "kaiming":
+                nn.init.kaiming_normal_(layer.weight, nonlinearity=model.cfg.activation)
+                nn.init.zeros_(layer.bias)
+                continue
+            std = 0.005 if scheme == "caffe" and name in ("fc6", "fc7") else 0.01
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.constant_(layer.bias, _BIASES[scheme].get(name, 0.0))
+
+
+def build_model(
+    cfg: ModelConfig, crop: int = 224, devices: Sequence[torch.device] | None = None
+) -> AlexNet:
+    """A freshly initialised network for `crop`×`crop` inputs, placed on `devices`."""
+    model = AlexNet(cfg, crop)
+    return model.place(devices) if devices else model
