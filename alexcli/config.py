@@ -147,7 +147,7 @@ PRESETS: dict[str, TrainConfig] = {
         # paper's N(0, 0.01²) on raw pixels, which stays at chance at this scale.
         epochs=15,
         batch_size=32,
-        lr=0.01,
+        lr=0.005,
         crop=112,
         schedule="step",
         lr_steps=(10, 13),

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
 from alexcli.cli._app import app
-from alexcli.cli._options import Amp, DataDir, Devices, Force, Preset, Seed, Sets
-from alexcli.errors import NotBuiltYet
+from alexcli.cli._console import out as console
+from alexcli.cli._console import print_json, reporting
+from alexcli.cli._options import Amp, DataDir, Devices, Force, Json, Preset, Seed, Sets
+
+if TYPE_CHECKING:
+    from alexcli.stages.train import TrainResult
 
 
 @app.command()
@@ -18,7 +23,9 @@ def train(
     run_dir: Annotated[Path, typer.Argument(help="Where checkpoints and metrics go.")],
     preset: Preset = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (paper: 90).")] = None,
-    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch (paper: 128).")] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Global batch, all processes (paper: 128).")
+    ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.01).")] = None,
     crop: Annotated[int | None, typer.Option(min=1, help="Training crop (paper: 224).")] = None,
     devices: Devices = None,
@@ -35,9 +42,61 @@ def train(
     ] = None,
     set_: Sets = None,
     force: Force = False,
+    json: Json = False,
 ) -> None:
     """Train AlexNet on the shards with the paper's recipe.
 
     Example: `alexcli train data/in100 runs/in100 --devices cuda:0,cuda:1 --amp bf16`
+
+    Layering: `--preset` < `--config FILE.toml` < `--set key=value` < the flags
+    above. Under `torchrun` (e.g. `torchrun --nproc-per-node 8 -m alexcli train …`)
+    each process trains data parallel on its share of the global batch.
+
+    `--preset paper` is the paper exactly. `--preset small` departs from its recipe:
+    He init and inputs scaled to unit variance (docs/presets.md says why).
     """
-    raise NotBuiltYet("train", 6)
+    from alexcli.stages.train import train_with_flags
+
+    with reporting(quiet=json) as progress:
+        result = train_with_flags(
+            data_dir, run_dir, preset_name=preset, config_file=config, sets=set_ or (),
+            resume=resume, force=force, progress=progress, epochs=epochs,
+            batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp, seed=seed,
+            workers=workers,
+        )  # fmt: skip
+    if result.rank != 0:
+        return
+    if json:
+        print_json(_as_json(result))
+    else:
+        _show(result)
+
+
+def _as_json(r: TrainResult) -> dict[str, object]:
+    return {
+        "run_dir": str(r.run_dir),
+        "up_to_date": r.up_to_date,
+        "epochs_run": r.epochs_run,
+        "epochs": r.config.epochs,
+        "final": r.final,
+        "best_val_top1_error": r.best_top1_error,
+        "images_per_s": r.images_per_s,
+        "checkpoints": {k: str(v) for k, v in r.checkpoints.items()},
+    }
+
+
+def _show(r: TrainResult) -> None:
+    if r.up_to_date:
+        console.print(f"{r.run_dir}: up to date ({len(r.metrics)} epochs)", highlight=False)
+    table = Table("epoch", "train loss", "val top-1", "val top-5", "lr", "images/s")
+    for m in r.metrics[-10:]:
+        table.add_row(
+            str(m["epoch"]), f"{m['train_loss']:.4f}", f"{m['val_top1_error']:.2%}",
+            f"{m['val_top5_error']:.2%}", f"{m['lr']:.3g}", f"{m['images_per_s']:.0f}",
+        )  # fmt: skip
+    console.print(table)
+    best = f"{r.best_top1_error:.2%}" if r.best_top1_error is not None else "—"
+    console.print(
+        f"best val top-1 error {best}; checkpoints in {r.run_dir / 'checkpoints'}",
+        highlight=False,
+    )

@@ -1,0 +1,137 @@
+"""Shared by test_evaluate.py, test_predict.py and test_neighbors.py: a tiny real run
+(core/model.build_model + core/checkpoint.save_checkpoint, as `train` saves it) and an
+independent reference for the test-time views, written with numpy from the paper's
+description rather than through core/transforms."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from alexcli.config import PRESETS, TrainConfig, merge, to_dict
+from alexcli.core.checkpoint import save_checkpoint
+from alexcli.core.model import AlexNet, build_model
+
+SIZE, CROP = 40, 32  # stored images and network input: views 4 px from the centre
+
+
+def tiny_config(num_classes: int = 8, towers: int = 2, input_scale: float = 1.0) -> TrainConfig:
+    """The `small` preset's structure (two towers, LRN, overlapping pooling) at toy width."""
+    model = {
+        "num_classes": num_classes, "conv_channels": [8, 16, 16, 16, 16], "fc_features": [32, 32],
+        "conv1_kernel": 5, "conv1_stride": 2, "conv1_padding": 2, "init": "torch",
+        "towers": towers,
+    }  # fmt: skip
+    return merge(PRESETS["small"], {"crop": CROP, "input_scale": input_scale, "model": model}, "t")
+
+
+def colourful(n: int, seed: int = 1) -> np.ndarray:
+    """Images a random network tells apart: a colour each, plus noise."""
+    rng = np.random.default_rng(seed)
+    colour = rng.integers(0, 256, (n, 1, 1, 3))
+    return np.clip(colour + rng.normal(0, 30, (n, SIZE, SIZE, 3)), 0, 255).astype(np.uint8)
+
+
+def class_list(n: int, prefix: str = "n") -> list[dict[str, str]]:
+    return [{"name": f"{prefix}{i:08d}", "words": f"class {i}"} for i in range(n)]
+
+
+def save_run(
+    path: Path, cfg: TrainConfig | None = None, *, classes=None, seed: int = 0, mean=None
+) -> tuple[AlexNet, np.ndarray]:
+    """A checkpoint of a freshly initialised network (fc8 scaled up so the classes are
+    well apart), with a random mean image; returns the network and the mean."""
+    cfg = cfg or tiny_config()
+    torch.manual_seed(seed)
+    model = build_model(cfg.model, cfg.crop).eval()
+    with torch.no_grad():
+        for tower in model.tower_list:
+            tower.fc8.weight.mul_(20.0)
+    rng = np.random.default_rng(seed)
+    if mean is None:
+        mean = rng.uniform(60, 200, (SIZE, SIZE, 3)).astype(np.float32)
+    save_checkpoint(
+        path,
+        {
+            "config": to_dict(cfg),
+            "classes": classes or class_list(cfg.model.num_classes),
+            "size": SIZE,
+            "mean": torch.from_numpy(mean),
+            "eigval": torch.tensor([3.0, 2.0, 1.0]),
+            "eigvec": torch.eye(3),
+            "model": model.state_dict(),
+            "epoch": 3,
+            "step": 0,
+        },
+    )
+    return model, mean
+
+
+def reference_views(images: np.ndarray, mean: np.ndarray, crop: int, views: int) -> np.ndarray:
+    """(views, n, 3, crop, crop) float32: the paper's patches, written out by hand —
+    centre, four corners, then each reflected — of (image − mean image)."""
+    size = images.shape[1]
+    c, far = (size - crop) // 2, size - crop
+    corners = [(c, c)] if views == 1 else [(c, c), (0, 0), (0, far), (far, 0), (far, far)]
+    flips = [False] if views == 1 else [False, True]
+    centred = images.astype(np.float64) - mean[None].astype(np.float64)
+    out = []
+    for flip in flips:
+        for y, x in corners:
+            patch = centred[:, y : y + crop, x : x + crop]
+            out.append(patch[:, :, ::-1] if flip else patch)
+    return np.stack(out).transpose(0, 1, 4, 2, 3).astype(np.float32)
+
+
+def reference_probs(
+    model: AlexNet, images: np.ndarray, mean: np.ndarray, crop: int, views: int, scale: float = 1
+) -> np.ndarray:
+    """(n, classes) float64: each view through the network, softmax in numpy, averaged."""
+    with torch.no_grad():
+        logits = np.stack(
+            [model(torch.from_numpy(v * scale)).double().numpy()
+             for v in reference_views(images, mean, crop, views)]
+        )  # fmt: skip
+    e = np.exp(logits - logits.max(-1, keepdims=True))
+    return (e / e.sum(-1, keepdims=True)).mean(0)
+
+
+def reference_features(model: AlexNet, images: np.ndarray, mean: np.ndarray, crop: int):
+    """(n, fc7 width) float64: fc7 of the centre patch."""
+    with torch.no_grad():
+        x = torch.from_numpy(reference_views(images, mean, crop, 1)[0])
+        return model.features(x).double().numpy()
+
+
+class Payload:
+    """Unpickling this would write `target`: what a crafted checkpoint would do."""
+
+    def __init__(self, target: Path) -> None:
+        self.target = target
+
+    def __reduce__(self):
+        return (Path.write_text, (self.target, "pwned"))
+
+
+def write_bad_checkpoints(root: Path, good: Path) -> dict[str, tuple[Path, Path | None]]:
+    """Foreign bytes, a truncated real checkpoint, and one carrying a pickle payload
+    (name → (file, the file its payload would create))."""
+    root.mkdir(parents=True, exist_ok=True)
+    foreign = root / "foreign.pt"
+    foreign.write_bytes(b"GIF89a not a checkpoint at all" * 10)
+    truncated = root / "truncated.pt"
+    data = good.read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    payload, target = root / "payload.pt", root / "PWNED"
+    torch.save({"format": "alexcli-checkpoint", "version": 1, "evil": Payload(target)}, payload)
+    raw = root / "raw-pickle.pt"
+    raw.write_bytes(pickle.dumps(Payload(target), protocol=2))
+    return {
+        "foreign": (foreign, None),
+        "truncated": (truncated, None),
+        "payload": (payload, target),
+        "raw-pickle": (raw, target),
+    }

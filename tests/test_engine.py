@@ -1,0 +1,181 @@
+"""The loops: top-k counting, the lr schedule, the update rule, divergence."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from alexcli.core.engine import (
+    AverageMeter,
+    EpochProgress,
+    LrSchedule,
+    StepContext,
+    accuracy,
+    evaluate,
+    make_optimizer,
+    topk_correct,
+    train_epoch,
+)
+from alexcli.core.loader import Batch
+from alexcli.core.transforms import Normalizer
+from alexcli.errors import TrainingDiverged
+
+
+def test_topk_counts_match_numpy():
+    rng = np.random.default_rng(0)
+    out = rng.normal(size=(200, 12)).astype(np.float32)
+    target = rng.integers(0, 12, 200)
+    rank = (out > out[np.arange(200), target][:, None]).sum(1)  # outputs above the target's
+    got = topk_correct(torch.from_numpy(out), torch.from_numpy(target), (1, 5))
+    assert got == [int((rank < 1).sum()), int((rank < 5).sum())]
+    acc = accuracy(torch.from_numpy(out), torch.from_numpy(target))
+    assert acc == pytest.approx([100 * got[0] / 200, 100 * got[1] / 200])
+
+
+def test_top5_with_fewer_than_five_classes_counts_everything():
+    out = torch.randn(10, 3)
+    assert topk_correct(out, torch.randint(0, 3, (10,)), (1, 5))[1] == 10
+
+
+def test_average_meter_weights_by_count():
+    m = AverageMeter()
+    assert math.isnan(m.avg)
+    m.update(1.0, 3)
+    m.update(3.0, 1)
+    assert m.avg == pytest.approx(1.5)
+
+
+def test_plateau_divides_by_ten_after_patience_at_most_max_drops():
+    s = LrSchedule(0.01, "plateau", max_drops=2, patience=2)
+    drops = [s.end_epoch(e) for e in [0.9, 0.8, 0.8, 0.81, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]]
+    assert drops == [False, False, False, True, False, False, True, False, False, False]
+    assert s.lr(9, 0, 10) == pytest.approx(0.0001)
+
+
+def test_step_schedule_drops_at_the_milestones():
+    s = LrSchedule(0.1, "step", milestones=(2, 4))
+    assert [s.lr(e, 0, 5) for e in range(6)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3])
+    assert not s.end_epoch(0.5)
+
+
+def test_warmup_ramps_linearly_over_its_steps():
+    s = LrSchedule(0.04, "step", warmup_epochs=0.5)  # 2 of 4 steps
+    assert [s.lr(0, k, 4) for k in range(4)] == pytest.approx([0.02, 0.04, 0.04, 0.04])
+
+
+def test_schedule_state_round_trips():
+    a = LrSchedule(0.01, patience=1)
+    for e in (0.5, 0.6, 0.6):
+        a.end_epoch(e)
+    b = LrSchedule(0.01, patience=1)
+    b.load_state_dict(a.state_dict())
+    assert b.lr(5, 0, 1) == a.lr(5, 0, 1) and b.state_dict() == a.state_dict()
+
+
+def _paper_sgd(w, grads, lrs, mu=0.9, wd=5e-4):
+    """The paper's rule, by hand: v ← μv − λεw − ε∇, w ← w + v."""
+    v = np.zeros_like(w)
+    for g, lr in zip(grads, lrs, strict=True):
+        v = mu * v - wd * lr * w - lr * g(w)
+        w = w + v
+    return w
+
+
+def _torch_sgd(w, grads, lrs):
+    p = nn.Parameter(torch.tensor(w, dtype=torch.float64))
+    opt = make_optimizer(nn.ParameterList([p]), lrs[0], 0.9, 5e-4)
+    for g, lr in zip(grads, lrs, strict=True):
+        for group in opt.param_groups:
+            group["lr"] = lr
+        p.grad = torch.tensor(g(p.detach().numpy()))
+        opt.step()
+    return p.detach().numpy()
+
+
+def test_pytorch_momentum_is_the_papers_rule_at_a_constant_lr_and_differs_after_a_drop():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=5)
+    grads = [lambda w, k=k: a * w + np.sin(k + w) for k in range(30)]
+    w0 = rng.normal(size=5)
+    constant = [0.05] * 30
+    np.testing.assert_allclose(_torch_sgd(w0, grads, constant), _paper_sgd(w0, grads, constant),
+                               rtol=1e-12)  # fmt: skip
+    dropped = [0.05] * 15 + [0.005] * 15  # the paper's velocity keeps the old lr for a while
+    diff = np.abs(_torch_sgd(w0, grads, dropped) - _paper_sgd(w0, grads, dropped)).max()
+    assert diff > 1e-4
+
+
+class _Flat(nn.Module):
+    def __init__(self, classes=3, crop=4):
+        super().__init__()
+        self.fc = nn.Linear(3 * crop * crop, classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+
+
+def _batches(n_batches=3, n=8, crop=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    zeros = torch.zeros(n, dtype=torch.int64)
+    return [
+        Batch(torch.randint(0, 256, (n, crop, crop, 3), generator=g, dtype=torch.uint8),
+              torch.randint(0, 3, (n,), generator=g), zeros, zeros,
+              torch.zeros(n, dtype=torch.bool), torch.zeros(n, 3))
+        for _ in range(n_batches)
+    ]  # fmt: skip
+
+
+def _ctx(model, lr=0.01):
+    norm = Normalizer.create(np.full((4, 4, 3), 128.0), np.ones(3), np.eye(3),
+                             torch.device("cpu"), input_scale=1 / 64)  # fmt: skip
+    return StepContext(model, make_optimizer(model, lr, 0.9, 5e-4), LrSchedule(lr, "step"),
+                       norm, torch.device("cpu"))  # fmt: skip
+
+
+def test_evaluate_counts_every_image_once_as_numpy_does():
+    torch.manual_seed(0)
+    model = _Flat()
+    batches = _batches()
+    counts = evaluate(model, batches, _ctx(model).normalize, torch.device("cpu"))
+    x = torch.cat([(b.images.float() - 128) / 64 for b in batches]).permute(0, 3, 1, 2)
+    y = torch.cat([b.labels for b in batches])
+    logits = model(x).detach().numpy()
+    assert counts.images == 24
+    assert counts.top1 == int((logits.argmax(1) == y.numpy()).sum())
+    assert counts.loss == pytest.approx(
+        float(nn.functional.cross_entropy(model(x), y).detach()), rel=1e-5
+    )
+
+
+def test_an_epoch_lowers_the_loss_and_records_progress():
+    torch.manual_seed(0)
+    model = _Flat()
+    ctx = _ctx(model, lr=0.05)
+    batches = _batches(n_batches=1) * 20
+    state = train_epoch(ctx, batches, epoch=0, steps_per_epoch=20, state=EpochProgress())
+    assert state.step == 20 and state.images == 160 and state.seconds > 0
+    assert evaluate(model, batches[:1], ctx.normalize, ctx.device).loss < 0.5 * math.log(3)
+
+
+def test_bf16_autocast_runs_on_the_cpu():
+    torch.manual_seed(0)
+    model = _Flat()
+    ctx = _ctx(model)
+    ctx.amp = "bf16"
+    state = train_epoch(ctx, _batches(), epoch=0, steps_per_epoch=3, state=EpochProgress())
+    assert math.isfinite(state.loss)
+
+
+def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
+    torch.manual_seed(0)
+    model = _Flat()
+    ctx = _ctx(model, lr=1e30)
+    state = EpochProgress()
+    with pytest.raises(TrainingDiverged, match=r"at epoch 3, step (\d)") as e:
+        train_epoch(ctx, _batches(n_batches=4), epoch=2, steps_per_epoch=4, state=state)
+    assert "\n" not in str(e.value) and "--lr" in (e.value.hint or "")
+    assert f"step {state.step + 1}" in str(e.value)  # the step that failed, none after it

@@ -1,0 +1,212 @@
+"""`alexcli train`: learns, records, resumes exactly, runs data parallel, fails in one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_data_dir
+from train_helpers import TINY, make_data_dir, make_images
+
+from alexcli.core.checkpoint import load_checkpoint
+from alexcli.errors import FormatError
+from alexcli.stages.train import resolve_config, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_data_dir(tmp_path_factory.mktemp("data"), train=24, val=8)
+
+
+def _args(*sets):
+    return [a for s in (*TINY, *sets) for a in ("--set", s)]
+
+
+def _weights(run_dir):
+    return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt").model_state
+
+
+def test_the_small_recipe_learns_a_tiny_set_well_above_chance(tmp_path):
+    """The `small` preset's recipe and widths, at 32-px crops to take seconds."""
+    data = make_data_dir(tmp_path / "data", train=60, val=15)
+    fast = ["crop=32", "batch_size=16", "devices=cpu", "workers=1", "epochs=5"]
+    result = train(data, tmp_path / "run", resolve_config(preset_name="small", sets=fast))
+    errors = [m["val_top1_error"] for m in result.metrics]
+    assert len(errors) == 5 and result.epochs_run == 5
+    assert errors[-1] < 0.25, errors  # chance 0.75; six seed pairs tried: ≤ 0.02 at epoch 5
+
+
+def test_cli_writes_config_metrics_checkpoints_then_is_up_to_date(cli, data, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", data, run, "--preset", "small", "--epochs", "2", *_args())
+    assert r.code == 0, r.err
+    config = json.loads((run / "config.json").read_text())
+    assert config["preset"] == "small" and config["model"]["num_classes"] == 4
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["epoch"] for m in lines] == [1, 2]
+    for key in ("train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s"):
+        assert all(isinstance(m[key], float) for m in lines), key
+    last = load_checkpoint(run)  # best.pt, loadable by eval / viz
+    assert last.classes[0]["name"] == "n00000000" and last.mean.shape == (40, 40, 3)
+    assert (run / "checkpoints" / "last.pt").exists() and (run / "manifest.json").exists()
+
+    again = cli("train", data, run, "--preset", "small", "--epochs", "2", *_args())
+    assert again.code == 0 and "up to date" in again.out + again.err
+    resumed = cli("train", data, run, "--resume")  # the saved config is the base
+    assert resumed.code == 0 and "up to date" in resumed.out + resumed.err
+    js = cli("train", data, run, "--resume", "--json")
+    assert json.loads(js.out)["up_to_date"] is True
+
+
+def test_an_existing_run_is_never_silently_overwritten(cli, data, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", data, run, "--preset", "small", "--epochs", "1", *_args()).code == 0
+    r = cli("train", data, run, "--preset", "small", "--epochs", "2", *_args())
+    assert r.code == 2 and "finished run" in r.err and "--resume" in r.err
+    (run / "manifest.json").unlink()  # as a run killed before its end leaves it
+    r = cli("train", data, run, "--preset", "small", "--epochs", "1", *_args())
+    assert r.code == 2 and "unfinished" in r.err and "--force" in r.err
+    r = cli("train", data, run, "--preset", "small", "--epochs", "2", "--force", *_args())
+    assert r.code == 0 and load_checkpoint(run / "checkpoints" / "last.pt").epoch == 2
+
+
+def test_more_epochs_with_resume_continues_a_finished_run(cli, data, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", data, run, "--preset", "small", "--epochs", "1", *_args()).code == 0
+    r = cli("train", data, run, "--resume", "--epochs", "2")
+    assert r.code == 0, r.err
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(cli, data, tmp_path):
+    sets = _args("epochs=3", "checkpoint_minutes=0")  # last.pt after every step
+    reference = tmp_path / "reference"
+    assert cli("train", data, reference, "--preset", "small", *sets).code == 0
+
+    victim = tmp_path / "victim"
+    cmd = [sys.executable, "-m", "alexcli", "train", str(data), str(victim), "--preset",
+           "small", *sets]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    last = victim / "checkpoints" / "last.pt"
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            if last.exists():
+                try:
+                    ck = load_checkpoint(last)
+                except FormatError:
+                    continue
+                if (ck.epoch, ck.step) >= (1, 2):  # inside the second epoch
+                    break
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
+    killed_at = load_checkpoint(last)
+    assert killed_at.epoch < 3 and not (victim / "manifest.json").exists()
+
+    r = cli("train", data, victim, "--resume")
+    assert r.code == 0, r.err
+    want, got = _weights(reference), _weights(victim)
+    assert want.keys() == got.keys()
+    assert all(torch.equal(want[k], got[k]) for k in want), "resumed weights differ"
+    ref_lines = (reference / "metrics.jsonl").read_text().splitlines()
+    got_lines = (victim / "metrics.jsonl").read_text().splitlines()
+    strip = ("images_per_s", "seconds")
+    assert [{k: v for k, v in json.loads(x).items() if k not in strip} for x in got_lines] == [
+        {k: v for k, v in json.loads(x).items() if k not in strip} for x in ref_lines
+    ]
+
+
+@pytest.mark.slow
+def test_two_gloo_processes_under_torchrun_equal_one_process(cli, data, tmp_path):
+    sets = _args("epochs=2", "model.dropout=0")
+    one = tmp_path / "one"
+    assert cli("train", data, one, "--preset", "small", *sets).code == 0
+    two = tmp_path / "two"
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    cmd = [*torchrun, "-m", "alexcli", "train", str(data), str(two), "--preset", "small", *sets]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("best val top-1 error") == 1  # rank 0 alone reports
+    a, b = _weights(one), _weights(two)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-4, atol=1e-5, msg=k)
+    ma = [json.loads(x) for x in (one / "metrics.jsonl").read_text().splitlines()]
+    mb = [json.loads(x) for x in (two / "metrics.jsonl").read_text().splitlines()]
+    for x, y in zip(ma, mb, strict=True):  # every validation image counted once, both ways
+        assert x["val_loss"] == pytest.approx(y["val_loss"], rel=1e-4)
+        assert x["val_top1_error"] == y["val_top1_error"]
+
+
+def test_divergence_is_one_line_and_leaves_the_last_good_checkpoint(cli, data, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", data, run, "--preset", "small", "--epochs", "1", *_args()).code == 0
+    good = (run / "checkpoints" / "last.pt").read_bytes()
+    r = cli("train", data, run, "--resume", "--epochs", "2", "--lr", "1e6")
+    assert r.code == 1
+    assert "loss became" in r.err and "epoch 2" in r.err and r.err.count("error:") == 1
+    assert "Traceback" not in r.err
+    assert (run / "checkpoints" / "last.pt").read_bytes() == good
+    assert load_checkpoint(run / "checkpoints" / "last.pt").epoch == 1
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--amp", "fp8"], "amp"),
+        (["--set", "no_such_key=1"], "unknown key"),
+        (["--preset", "huge"], "unknown preset"),
+        (["--set", "crop=64"], "crop 64 is larger"),
+        (["--set", "batch_size=1000"], "larger than the"),
+    ],
+)
+def test_bad_arguments_are_one_line_errors(cli, data, tmp_path, args, message):
+    r = cli("train", data, tmp_path / "run", *_args(), *args)
+    assert r.code == 2, r.err
+    assert message in r.err and "Traceback" not in r.err
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_missing_inputs_name_the_command_that_makes_them(cli, data, tmp_path):
+    r = cli("train", tmp_path / "nowhere", tmp_path / "run")
+    assert r.code == 2 and "no such directory" in r.err and "alexcli prepare" in r.err
+    bare = make_data_dir(tmp_path / "bare", train=4, val=2)
+    (bare / "stats.h5").unlink()
+    r = cli("train", bare, tmp_path / "run", *_args())
+    assert r.code == 2 and "alexcli stats" in r.err
+
+
+def test_stale_stats_are_refused(cli, tmp_path):
+    data = make_data_dir(tmp_path / "data", train=4, val=2)
+    images, labels = make_images(np.random.default_rng(9), 4)
+    write_data_dir(data, {"train": (images, labels), "val": (images, labels)},
+                   fingerprint="prepared again")  # fmt: skip
+    r = cli("train", data, tmp_path / "run", *_args())
+    assert r.code == 2 and "other shards" in r.err and "alexcli stats" in r.err
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_config_file_sits_between_preset_and_set(tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text('preset = "small"\nlr = 0.5\nepochs = 7\n[model]\ntowers = 1\n')
+    cfg = resolve_config(config_file=toml, sets=["lr=0.25"], epochs=3)
+    assert (cfg.preset, cfg.lr, cfg.epochs, cfg.model.towers) == ("small", 0.25, 3, 1)
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('source = "x"\n[train]\npreset = "small"\nbatch_size = 8\n')
+    assert resolve_config(config_file=recipe, sets=["train.seed=4"]).seed == 4
+    assert resolve_config(config_file=recipe).batch_size == 8
