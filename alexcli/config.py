@@ -181,10 +181,24 @@ def preset(name: str) -> TrainConfig:
 
 
 @dataclass(frozen=True)
+class SyntheticConfig:
+    """`source = "synthetic"`: the embedded ILSVRC-shaped tree (core/synthetic.py), with
+    Kaggle-style validation labels and a few of ImageNet's awkward files."""
+
+    classes: int = 10
+    train_per_class: int = 100
+    val_per_class: int = 30
+    seed: int = 0
+    traps: bool = True
+
+
+@dataclass(frozen=True)
 class Recipe:
     """A chain of stages (pipelines/*.toml), run by `alexcli run` and `alexcli demo`.
 
-    Paths are relative to the directory the command runs in.
+    Paths are relative to the directory the command runs in (`alexcli demo`: WORK_DIR).
+    `source = "synthetic"` generates the tree described by `[synthetic]` under
+    `source/` there first. The eval stage reports the centre crop and `eval.views`.
     """
 
     source: str = ""
@@ -195,6 +209,7 @@ class Recipe:
     stats: StatsConfig = StatsConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
 
 
 STAGE_NAMES = ("prepare", "stats", "train", "eval", "viz-kernels", "viz-curves")

@@ -1,0 +1,272 @@
+"""Recipes: the stages chained, each skipped when up to date (`alexcli run`, `alexcli demo`).
+
+A recipe (pipelines/*.toml, `config.Recipe`) names a source, DATA_DIR, RUN_DIR, the
+stages to run and each stage's configuration. `run_recipe` calls the same stage
+functions as the single commands, in order: prepare → stats → train → eval →
+viz-kernels → viz-curves. Each stage keeps its own "up to date" rule; eval, which
+has none of its own, is cached here by the checkpoint, the data and the views.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from alexcli.config import STAGE_NAMES, Recipe, SyntheticConfig, load_recipe, to_dict
+from alexcli.core.atomic import write_json
+from alexcli.core.fingerprint import file_digest
+from alexcli.core.progress import SILENT, Progress
+from alexcli.errors import ConfigError, UserError
+from alexcli.stages.runner import read_manifest, run_stage
+
+DEMO_RECIPE = Path(__file__).resolve().parents[2] / "pipelines" / "demo.toml"
+_SYNTHETIC_STAMP = ".alexcli-synthetic.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One stage as the chain ran it."""
+
+    stage: str
+    up_to_date: bool
+    seconds: float
+    artefacts: dict[str, Path] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PipelineResult:
+    recipe: Recipe
+    source: Path
+    data_dir: Path
+    run_dir: Path
+    steps: list[Step]
+    evals: dict[int, dict[str, Any]]  # views → the eval report, as eval's --json writes it
+    classes: int
+
+    @property
+    def chance_top1_error(self) -> float:
+        return 1 - 1 / self.classes if self.classes else float("nan")
+
+    @property
+    def chance_top5_error(self) -> float:
+        return max(0.0, 1 - 5 / self.classes) if self.classes else float("nan")
+
+
+def run_recipe_file(
+    path: Path,
+    sets: list[str] | tuple[str, ...] = (),
+    *,
+    base: Path | None = None,
+    until: str | None = None,
+    force: bool = False,
+    progress: Progress = SILENT,
+) -> PipelineResult:
+    """`alexcli run RECIPE.toml`: load, override, run."""
+    recipe = load_recipe(Path(path), sets)
+    return run_recipe(
+        recipe, base=base or Path.cwd(), until=until, force=force, progress=progress,
+        where=str(path),
+    )  # fmt: skip
+
+
+def demo(
+    work_dir: Path,
+    sets: list[str] | tuple[str, ...] = (),
+    *,
+    force: bool = False,
+    progress: Progress = SILENT,
+) -> PipelineResult:
+    """`alexcli demo`: pipelines/demo.toml, with every path under WORK_DIR."""
+    if not DEMO_RECIPE.is_file():
+        raise UserError(
+            f"{DEMO_RECIPE}: the demo recipe is missing",
+            hint="run alexcli from its source checkout (`pip install -e .`)",
+        )
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
+    return run_recipe_file(DEMO_RECIPE, sets, base=Path(work_dir), force=force, progress=progress)
+
+
+def run_recipe(
+    recipe: Recipe,
+    *,
+    base: Path,
+    until: str | None = None,
+    force: bool = False,
+    progress: Progress = SILENT,
+    where: str = "recipe",
+) -> PipelineResult:
+    """Run the recipe's stages in order (up to `until`); paths are relative to `base`."""
+    stages = _stages_to_run(recipe, until, where)
+    source, data_dir, run_dir = (
+        base / recipe.source,
+        base / recipe.data_dir,
+        base / recipe.run_dir,
+    )
+    steps: list[Step] = []
+    evals: dict[int, dict[str, Any]] = {}
+
+    def timed(stage: str, work: Callable[[], tuple[bool, dict[str, Path]]]) -> None:
+        progress.log(f"── {stage}")
+        start = time.perf_counter()
+        up_to_date, artefacts = work()
+        steps.append(Step(stage, up_to_date, time.perf_counter() - start, artefacts))
+
+    if "prepare" in stages:
+        if recipe.source == "synthetic":
+            source = base / "source"
+            timed("synthetic", lambda: _synthetic(source, recipe.synthetic, force, progress))
+        elif not recipe.source:
+            raise ConfigError(f"{where}: 'source' is not set", hint="--set source=/data/imagenet")
+        elif not source.exists():
+            raise UserError(f"{where}: source {str(source)!r} does not exist")
+        timed("prepare", lambda: _prepare(recipe, source, data_dir, force, progress))
+    if "stats" in stages:
+        timed("stats", lambda: _stats(recipe, data_dir, force, progress))
+    if "train" in stages:
+        timed("train", lambda: _train(recipe, data_dir, run_dir, force, progress))
+    if "eval" in stages:
+        for views in dict.fromkeys((1, recipe.eval.views)):  # the centre crop, then the recipe's
+            label = f"eval ({views} view{'s' if views > 1 else ''})"
+            timed(label, partial(_eval, recipe, views, data_dir, run_dir, force, progress, evals))
+    if "viz-kernels" in stages:
+        timed("viz-kernels", lambda: _viz("kernels", run_dir, progress))
+    if "viz-curves" in stages:
+        timed("viz-curves", lambda: _viz("curves", run_dir, progress))
+    return PipelineResult(recipe, source, data_dir, run_dir, steps, evals, _class_count(data_dir))
+
+
+def _stages_to_run(recipe: Recipe, until: str | None, where: str) -> list[str]:
+    stages = list(recipe.stages)
+    if until is None:
+        return stages
+    if until not in STAGE_NAMES:
+        raise UserError(f"--until {until!r}: not a stage", hint=f"stages: {', '.join(STAGE_NAMES)}")
+    if until not in stages:
+        raise ConfigError(f"{where}: --until {until!r}, but the recipe does not run it")
+    return stages[: stages.index(until) + 1]
+
+
+# --------------------------------------------------------------------------- steps
+
+
+def _synthetic(
+    root: Path, cfg: SyntheticConfig, force: bool, progress: Progress
+) -> tuple[bool, dict[str, Path]]:
+    """Generate the synthetic tree once; a whole tree is renamed into place with its stamp."""
+    from alexcli.core.synthetic import make_tree
+
+    stamp = to_dict(cfg)
+    if not force and _read_json(root / _SYNTHETIC_STAMP) == stamp:
+        progress.log(f"synthetic: up to date ({root})")
+        return True, {"source": root}
+    tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    progress.log(f"synthetic: {cfg.classes} classes × {cfg.train_per_class} + {cfg.val_per_class}")
+    make_tree(
+        tmp, classes=cfg.classes, train_per_class=cfg.train_per_class,
+        val_per_class=cfg.val_per_class, seed=cfg.seed, traps=cfg.traps,
+    )  # fmt: skip
+    write_json(tmp / _SYNTHETIC_STAMP, stamp)
+    shutil.rmtree(root, ignore_errors=True)
+    os.replace(tmp, root)
+    return False, {"source": root}
+
+
+def _prepare(
+    recipe: Recipe, source: Path, data_dir: Path, force: bool, progress: Progress
+) -> tuple[bool, dict[str, Path]]:
+    from alexcli.stages.prepare import prepare
+
+    r = prepare(source, data_dir, recipe.prepare, force=force, progress=progress)
+    return r.up_to_date, {"shards": data_dir / "train", "manifest": data_dir / "manifest.json"}
+
+
+def _stats(
+    recipe: Recipe, data_dir: Path, force: bool, progress: Progress
+) -> tuple[bool, dict[str, Path]]:
+    from alexcli.stages.stats import run_stats
+
+    r = run_stats(data_dir, recipe.stats, force=force, progress=progress)
+    return r.up_to_date, {"stats": r.stats_path, "mean image": r.mean_png}
+
+
+def _train(
+    recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress: Progress
+) -> tuple[bool, dict[str, Path]]:
+    from alexcli.stages.train import train
+
+    # A recipe rerun continues an interrupted run rather than refusing it.
+    resume = not force and (run_dir / "checkpoints" / "last.pt").exists()
+    r = train(data_dir, run_dir, recipe.train, resume=resume, force=force, progress=progress)
+    return r.up_to_date, {
+        "checkpoint": r.checkpoints["best"],
+        "metrics": run_dir / "metrics.jsonl",
+    }
+
+
+def _eval(
+    recipe: Recipe,
+    views: int,
+    data_dir: Path,
+    run_dir: Path,
+    force: bool,
+    progress: Progress,
+    evals: dict[int, dict[str, Any]],
+) -> tuple[bool, dict[str, Path]]:
+    """eval, cached by (the checkpoint's bytes, the data, split, views) in RUN_DIR/eval/."""
+    from alexcli.core.checkpoint import resolve_checkpoint
+    from alexcli.stages.datadir import open_data_dir
+    from alexcli.stages.evaluate import evaluate
+
+    cfg = dataclasses.replace(recipe.eval, views=views)  # type: ignore[arg-type]
+    name = f"{cfg.split}-{views}view"
+    report_path = run_dir / "eval" / f"{name}.json"
+    checkpoint = resolve_checkpoint(run_dir)
+
+    def build() -> dict[str, Any]:
+        report = evaluate(run_dir, data_dir, cfg, progress).to_json()
+        write_json(report_path, report)
+        return {"outputs": [report_path.name]}
+
+    result = run_stage(
+        stage="eval", version=1, params={"split": cfg.split, "views": views},
+        manifest_path=run_dir / "eval" / f"{name}.manifest.json", build=build,
+        upstream={"checkpoint": file_digest(checkpoint)[:16],
+                  "prepare": open_data_dir(data_dir).fingerprint},
+        force=force, progress=progress,
+    )  # fmt: skip
+    evals[views] = json.loads(report_path.read_text())
+    return result.up_to_date, {f"eval, {views} view(s)": report_path}
+
+
+def _viz(kind: str, run_dir: Path, progress: Progress) -> tuple[bool, dict[str, Path]]:
+    """Redrawn every time: a second or two, from one file."""
+    from alexcli.stages.visualize import viz_curves, viz_kernels
+
+    if kind == "kernels":
+        out = run_dir / "kernels.png"
+        viz_kernels(run_dir, out, progress=progress)
+        return False, {"kernels": out}
+    out = run_dir / "curves.png"
+    viz_curves(run_dir, out, progress=progress)
+    return False, {"curves": out}
+
+
+def _class_count(data_dir: Path) -> int:
+    manifest = read_manifest(data_dir / "manifest.json")
+    return len(manifest["classes"]) if manifest else 0
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None

@@ -1,0 +1,146 @@
+"""`alexcli demo` and `alexcli run`: the stages chained, numbers carried through, reruns
+up to date, recipe errors in one line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+# A demo shrunk to seconds: 3 classes, 8 + 4 images each, 40 px, 1 epoch at 32 px crops.
+TINY = [
+    "synthetic.classes=3", "synthetic.train_per_class=8", "synthetic.val_per_class=4",
+    "prepare.size=40", "train.crop=32", "train.epochs=2", "train.batch_size=8",
+]  # fmt: skip
+
+
+def _sets(*items: str) -> list[str]:
+    return [arg for item in items for arg in ("--set", item)]
+
+
+@pytest.fixture(scope="module")
+def tiny_demo(tmp_path_factory):
+    """The shrunken demo, run once for this module: (work_dir, JSON of the first run)."""
+    from alexcli.cli import main
+
+    work = tmp_path_factory.mktemp("demo")
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        code = main(["demo", str(work), *_sets(*TINY), "--json"])
+    assert code == 0
+    return work, json.loads(buf.getvalue())
+
+
+def test_demo_runs_every_stage_and_writes_every_artefact(tiny_demo):
+    work, result = tiny_demo
+    stages = [s["stage"] for s in result["steps"]]
+    assert stages == ["synthetic", "prepare", "stats", "train", "eval (1 view)",
+                      "eval (10 views)", "viz-kernels", "viz-curves"]  # fmt: skip
+    for step in result["steps"]:
+        for path in step["artefacts"].values():
+            assert Path(path).exists(), path
+    for rel in ("data/manifest.json", "data/stats.h5", "run/checkpoints/best.pt",
+                "run/metrics.jsonl", "run/kernels.png", "run/curves.png"):  # fmt: skip
+        assert (work / rel).is_file(), rel
+
+
+def test_demo_numbers_are_the_stages_own(tiny_demo):
+    work, result = tiny_demo
+    for views in (1, 10):
+        own = json.loads((work / "run" / "eval" / f"val-{views}view.json").read_text())
+        shown = result["evals"][str(views)]
+        assert shown["top1_error"] == own["top1_error"]
+        assert shown["top5_error"] == own["top5_error"]
+        assert shown["views"] == views
+    manifest = json.loads((work / "data" / "manifest.json").read_text())
+    assert result["evals"]["1"]["images"] == manifest["splits"]["val"]["images"]
+    # eval's 1-view error of best.pt is training's own validation error at its best epoch
+    metrics = [
+        json.loads(line) for line in (work / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert result["evals"]["1"]["top1_error"] == pytest.approx(
+        min(m["val_top1_error"] for m in metrics)
+    )
+    assert result["classes"] == 3
+    assert result["chance"]["top1_error"] == pytest.approx(2 / 3)
+
+
+def test_demo_shows_the_traps_handled(tiny_demo):
+    work, _ = tiny_demo
+    skipped = json.loads((work / "data" / "manifest.json").read_text())["skipped"]
+    reasons = " ".join(s["reason"] for s in skipped)
+    assert skipped and "truncated" in reasons
+
+
+def test_a_second_demo_is_up_to_date(tiny_demo, cli):
+    work, _ = tiny_demo
+    r = cli("demo", work, *_sets(*TINY), "--json")
+    assert r.code == 0
+    steps = {s["stage"]: s["up_to_date"] for s in json.loads(r.out)["steps"]}
+    assert all(steps[s] for s in ("synthetic", "prepare", "stats", "train",
+                                  "eval (1 view)", "eval (10 views)"))  # fmt: skip
+    assert "up to date" in r.err
+
+
+def test_a_changed_setting_reruns_from_that_stage_on(tiny_demo, cli, tmp_path):
+    work, _ = tiny_demo
+    r = cli("demo", work, *_sets(*TINY, "eval.views=1"), "--json")
+    assert r.code == 0
+    steps = {s["stage"]: s["up_to_date"] for s in json.loads(r.out)["steps"]}
+    assert "eval (10 views)" not in steps and steps["eval (1 view)"]
+
+
+def test_the_demo_table(tiny_demo, cli):
+    work, result = tiny_demo
+    r = cli("demo", work, *_sets(*TINY))
+    assert r.code == 0
+    top1 = f"{100 * result['evals']['10']['top1_error']:.1f} %"
+    assert "Results" in r.out and top1 in r.out and "chance" in r.out
+    assert "66.7 %" in r.out  # chance top-1 for 3 classes
+
+
+def _recipe(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_run_until_stops_after_that_stage(tiny_demo, cli, tmp_path, monkeypatch):
+    work, _ = tiny_demo
+    monkeypatch.chdir(tmp_path)
+    recipe = _recipe(tmp_path, f'source = "{work / "source"}"\ndata_dir = "d"\n'
+                               '[prepare]\nsize = 40\n')  # fmt: skip
+    r = cli("run", recipe, "--until", "stats", "--json")
+    assert r.code == 0, r.err
+    assert [s["stage"] for s in json.loads(r.out)["steps"]] == ["prepare", "stats"]
+    assert (tmp_path / "d" / "stats.h5").is_file() and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "args", "needle"),
+    [
+        ("[train]\nepohcs = 3\n", [], "r.toml: unknown key 'train.epohcs'"),
+        ("[train]\nepochs = 'many'\n", [], "r.toml: 'train.epochs' must be an integer"),
+        ('source = "/no/such/dir"\n', [], "r.toml: source '/no/such/dir' does not exist"),
+        ("[prepare]\nsize = 40\n", [], "r.toml: 'source' is not set"),
+        ('source = "x"\n', ["--until", "fly"], "--until 'fly': not a stage"),
+        ('source = "x"\n', ["--set", "train.lr=fast"], "--set: 'train.lr' must be a number"),
+        ("[train\n", [], "not valid TOML"),
+    ],
+)
+def test_recipe_errors_are_one_line_naming_key_and_file(cli, tmp_path, monkeypatch, text,
+                                                         args, needle):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    r = cli("run", _recipe(tmp_path, text), *args)
+    assert r.code == 2
+    assert r.err.startswith("error: ") and needle in r.err.splitlines()[0]
+    assert "Traceback" not in r.err
+
+
+def test_missing_recipe(cli, tmp_path):
+    r = cli("run", tmp_path / "nope.toml")
+    assert r.code == 2 and "no such file" in r.err
