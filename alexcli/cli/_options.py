@@ -13,7 +13,7 @@ Force = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Jobs = Annotated[
     int | None,
-    typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores)."),
+    typer.Option("--jobs", "-j", min=1, help="Parallel workers (default: all cores)."),
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")]
 Preset = Annotated[
