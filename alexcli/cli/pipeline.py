@@ -74,13 +74,14 @@ def _render(r: PipelineResult, json: bool) -> None:
         table.add_row("chance", _pct(r.chance_top1_error), _pct(r.chance_top5_error), "",
                       style="dim")  # fmt: skip
         out.print(table)
-    stages = Table("stage", "", "seconds", title="Stages")
+    stages = Table("stage", "", "seconds", "notes", title="Stages")
     artefacts = Table("artefact", "path", title="Artefacts")
     for s in r.steps:
-        stages.add_row(s.stage, "up to date" if s.up_to_date else "ran", f"{s.seconds:.1f}")
+        status = "up to date" if s.up_to_date else "ran"
+        stages.add_row(s.stage, status, f"{s.seconds:.1f}", s.notes)
         for name, path in s.artefacts.items():
             artefacts.add_row(name, str(path))
-    stages.add_row("total", "", f"{sum(s.seconds for s in r.steps):.1f}", style="bold")
+    stages.add_row("total", "", f"{sum(s.seconds for s in r.steps):.1f}", "", style="bold")
     out.print(stages)
     out.print(artefacts)
 
@@ -96,6 +97,7 @@ def _as_json(r: PipelineResult) -> dict[str, object]:
                 "up_to_date": s.up_to_date,
                 "seconds": s.seconds,
                 "artefacts": {k: str(p) for k, p in s.artefacts.items()},
+                "notes": s.notes,
             }
             for s in r.steps
         ],

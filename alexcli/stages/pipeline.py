@@ -30,6 +30,8 @@ from alexcli.stages.runner import read_manifest, run_stage
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "pipelines" / "demo.toml"
 _SYNTHETIC_STAMP = ".alexcli-synthetic.json"
 
+Done = tuple[bool, dict[str, Path], str]  # up to date, artefacts, notes
+
 
 @dataclass(frozen=True)
 class Step:
@@ -39,6 +41,7 @@ class Step:
     up_to_date: bool
     seconds: float
     artefacts: dict[str, Path] = field(default_factory=dict)
+    notes: str = ""  # what a user should see of it: skipped files, epochs, speed
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,11 @@ def run_recipe(
     steps: list[Step] = []
     evals: dict[int, dict[str, Any]] = {}
 
-    def timed(stage: str, work: Callable[[], tuple[bool, dict[str, Path]]]) -> None:
+    def timed(stage: str, work: Callable[[], Done]) -> None:
         progress.log(f"── {stage}")
         start = time.perf_counter()
-        up_to_date, artefacts = work()
-        steps.append(Step(stage, up_to_date, time.perf_counter() - start, artefacts))
+        up_to_date, artefacts, notes = work()
+        steps.append(Step(stage, up_to_date, time.perf_counter() - start, artefacts, notes))
 
     if "prepare" in stages:
         if recipe.source == "synthetic":
@@ -157,16 +160,14 @@ def _stages_to_run(recipe: Recipe, until: str | None, where: str) -> list[str]:
 # --------------------------------------------------------------------------- steps
 
 
-def _synthetic(
-    root: Path, cfg: SyntheticConfig, force: bool, progress: Progress
-) -> tuple[bool, dict[str, Path]]:
+def _synthetic(root: Path, cfg: SyntheticConfig, force: bool, progress: Progress) -> Done:
     """Generate the synthetic tree once; a whole tree is renamed into place with its stamp."""
     from alexcli.core.synthetic import make_tree
 
     stamp = to_dict(cfg)
     if not force and _read_json(root / _SYNTHETIC_STAMP) == stamp:
         progress.log(f"synthetic: up to date ({root})")
-        return True, {"source": root}
+        return True, {"source": root}, ""
     tmp = root.with_name(f".{root.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     progress.log(f"synthetic: {cfg.classes} classes × {cfg.train_per_class} + {cfg.val_per_class}")
@@ -177,39 +178,40 @@ def _synthetic(
     write_json(tmp / _SYNTHETIC_STAMP, stamp)
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)
-    return False, {"source": root}
+    return False, {"source": root}, ""
 
 
-def _prepare(
-    recipe: Recipe, source: Path, data_dir: Path, force: bool, progress: Progress
-) -> tuple[bool, dict[str, Path]]:
+def _prepare(recipe: Recipe, source: Path, data_dir: Path, force: bool, progress: Progress) -> Done:
     from alexcli.stages.prepare import prepare
 
     r = prepare(source, data_dir, recipe.prepare, force=force, progress=progress)
-    return r.up_to_date, {"shards": data_dir / "train", "manifest": data_dir / "manifest.json"}
+    notes = [f"{r.classes} classes, " + ", ".join(f"{n} {k}" for k, n in r.images.items())]
+    notes += [f"skipped {n}: {why}" for why, n in sorted(r.skipped.items())]
+    artefacts = {"shards": data_dir / "train", "manifest": data_dir / "manifest.json"}
+    return r.up_to_date, artefacts, "\n".join(notes)
 
 
-def _stats(
-    recipe: Recipe, data_dir: Path, force: bool, progress: Progress
-) -> tuple[bool, dict[str, Path]]:
+def _stats(recipe: Recipe, data_dir: Path, force: bool, progress: Progress) -> Done:
     from alexcli.stages.stats import run_stats
 
     r = run_stats(data_dir, recipe.stats, force=force, progress=progress)
-    return r.up_to_date, {"stats": r.stats_path, "mean image": r.mean_png}
+    notes = f"{r.stats.images} images; RGB mean " + "/".join(f"{v:.1f}" for v in r.stats.rgb_mean)
+    return r.up_to_date, {"stats": r.stats_path, "mean image": r.mean_png}, notes
 
 
-def _train(
-    recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress: Progress
-) -> tuple[bool, dict[str, Path]]:
+def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress: Progress) -> Done:
     from alexcli.stages.train import train
 
     # A recipe rerun continues an interrupted run rather than refusing it.
     resume = not force and (run_dir / "checkpoints" / "last.pt").exists()
     r = train(data_dir, run_dir, recipe.train, resume=resume, force=force, progress=progress)
-    return r.up_to_date, {
-        "checkpoint": r.checkpoints["best"],
-        "metrics": run_dir / "metrics.jsonl",
-    }
+    notes = f"{len(r.metrics)} epochs, preset {r.config.preset}"
+    if r.best_top1_error is not None:
+        notes += f", best val top-1 error {100 * r.best_top1_error:.1f} %"
+    if r.epochs_run:
+        notes += f", {r.images_per_s:.0f} images/s"
+    artefacts = {"checkpoint": r.checkpoints["best"], "metrics": run_dir / "metrics.jsonl"}
+    return r.up_to_date, artefacts, notes
 
 
 def _eval(
@@ -220,7 +222,7 @@ def _eval(
     force: bool,
     progress: Progress,
     evals: dict[int, dict[str, Any]],
-) -> tuple[bool, dict[str, Path]]:
+) -> Done:
     """eval, cached by (the checkpoint's bytes, the data, split, views) in RUN_DIR/eval/."""
     from alexcli.core.checkpoint import resolve_checkpoint
     from alexcli.stages.datadir import open_data_dir
@@ -243,21 +245,27 @@ def _eval(
                   "prepare": open_data_dir(data_dir).fingerprint},
         force=force, progress=progress,
     )  # fmt: skip
-    evals[views] = json.loads(report_path.read_text())
-    return result.up_to_date, {f"eval, {views} view(s)": report_path}
+    evals[views] = report = json.loads(report_path.read_text())
+    notes = f"{report['images']} images, {report['images_per_s']:.0f} images/s"
+    return result.up_to_date, {f"eval, {views} view(s)": report_path}, notes
 
 
-def _viz(kind: str, run_dir: Path, progress: Progress) -> tuple[bool, dict[str, Path]]:
+def _viz(kind: str, run_dir: Path, progress: Progress) -> Done:
     """Redrawn every time: a second or two, from one file."""
     from alexcli.stages.visualize import viz_curves, viz_kernels
 
     if kind == "kernels":
         out = run_dir / "kernels.png"
-        viz_kernels(run_dir, out, progress=progress)
-        return False, {"kernels": out}
+        k = viz_kernels(run_dir, out, progress=progress)
+        colour = ", ".join(f"tower {t.tower} {t.mean:.2f}" for t in k.colour)
+        return False, {"kernels": out}, f"colour measure: {colour}"
     out = run_dir / "curves.png"
-    viz_curves(run_dir, out, progress=progress)
-    return False, {"curves": out}
+    c = viz_curves(run_dir, out, progress=progress)
+    return (
+        False,
+        {"curves": out},
+        f"lower lr from epochs {', '.join(str(d.epoch) for d in c.drops)}",
+    )
 
 
 def _class_count(data_dir: Path) -> int:
