@@ -185,3 +185,52 @@ def test_decode_throughput_counts_what_decodes(tmp_path):
     paths = [save(tmp_path, photo(i, (60, 90)), "JPEG", name=f"{i}.jpg") for i in range(6)]
     paths.append(_write(tmp_path, "bad.jpg", b""))
     assert images.decode_throughput(paths, jobs=2, chunk=2) > 0
+
+
+def _exif(orientation: int) -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return exif.tobytes()
+
+
+@pytest.mark.parametrize(
+    ("mode", "fmt", "name", "kw", "what"),
+    [
+        ("RGB", "JPEG", "a.JPEG", {}, ()),
+        ("RGB", "PNG", "a.png", {}, ()),
+        ("RGB", "JPEG", "a.jpg", {"exif": _exif(1)}, ()),  # EXIF, but already upright
+        ("RGB", "PNG", "a.dat", {}, ()),  # a suffix that promises nothing
+        ("CMYK", "JPEG", "a.JPEG", {}, ("cmyk",)),
+        ("L", "JPEG", "a.JPEG", {}, ("grayscale",)),
+        ("1", "PNG", "a.png", {}, ("1-bit",)),
+        ("LA", "PNG", "a.png", {}, ("grayscale", "alpha")),
+        ("P", "PNG", "a.png", {}, ("palette",)),
+        ("P", "PNG", "a.png", {"transparency": 0}, ("palette", "alpha")),
+        ("RGBA", "PNG", "a.png", {}, ("alpha",)),
+        ("I;16", "PNG", "a.png", {}, ("16-bit",)),
+        ("RGB", "PNG", "n02105855_2933.JPEG", {}, ("png named .JPEG",)),
+        ("P", "PNG", "a.jpg", {}, ("png named .jpg", "palette")),
+        ("RGB", "JPEG", "a.png", {}, ("jpeg named .png",)),
+        ("RGB", "GIF", "a.JPEG", {}, ("gif named .JPEG", "palette")),  # GIF stores a palette
+        ("RGB", "JPEG", "a.JPEG", {"exif": _exif(6)}, ("exif rotated",)),
+        (
+            "L",
+            "JPEG",
+            "a.png",
+            {"exif": _exif(8)},
+            ("jpeg named .png", "exif rotated", "grayscale"),
+        ),
+    ],
+)
+def test_conversions_are_noted(tmp_path, mode, fmt, name, kw, what):
+    """What a user reads in the manifest's `converted`: each thing done to make the file
+    an upright RGB image, nothing for a plain RGB file of the format its name says."""
+    img = photo(7, (60, 90))
+    if mode == "I;16":
+        img = Image.fromarray(np.asarray(img.convert("L")).astype(np.uint16) * 257)
+    else:
+        img = img.convert(mode)
+    path = save(tmp_path, img, fmt, name=name, **kw)
+    out, notes = images.load_image_noted(path, 32)
+    assert notes == what
+    np.testing.assert_array_equal(out, images.load_image(path, 32))  # the same pixels

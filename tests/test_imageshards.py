@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+import h5py
 import numpy as np
 import pytest
 from PIL import Image
@@ -61,3 +62,21 @@ def test_a_worker_whose_parent_died_writes_nothing(source, tmp_path):
     with pytest.raises(SystemExit):
         write_shard(str(source), str(out), plan(), 16, "bilinear", True, parent=not_my_parent)
     assert not (out / "train").exists() or not any((out / "train").iterdir())
+
+
+def test_conversions_are_reported_and_kept_with_the_shard(source, tmp_path):
+    """A kept shard reports the same conversions as when it was written, without
+    decoding; one written before conversions were recorded is written again."""
+    Image.fromarray(np.full((30, 40), 90, np.uint8)).save(source / "c" / "gray.JPEG", "PNG")
+    items = (("c/0.png", 0), ("c/bad.JPEG", 1), ("c/gray.JPEG", 1), ("c/1.png", 0))
+    p = ShardPlan("train", "train/00000.h5", items, "plan-c")
+    out = tmp_path / "out"
+    first = write_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
+    assert first.converted == [{"path": "c/gray.JPEG", "what": ["png named .JPEG", "grayscale"]}]
+    (source / "c" / "gray.JPEG").write_bytes(b"")  # were it decoded again, it would be skipped
+    again = write_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
+    assert again.reused and again.converted == first.converted
+    with h5py.File(out / p.path, "r+") as f:  # as shards were before this attribute
+        del f.attrs["converted"]
+    older = write_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
+    assert not older.reused and older.converted == [] and older.images == 2

@@ -31,6 +31,15 @@ EXPECTED_REASONS = {
     "stray": images.NOT_IMAGE,
     "bomb": images.BOMB,
 }
+# What prepare says it did to each convertible trap (core/synthetic.py), as a user reads it.
+EXPECTED_CONVERSIONS = {
+    "cmyk": ["cmyk"],
+    "gray": ["grayscale"],
+    "png": ["png named .JPEG"],
+    "palette": ["png named .JPEG", "palette"],
+    "exif": ["exif rotated"],
+    "rgba": ["png named .JPEG", "alpha"],
+}
 
 
 def reference(path: Path, size: int) -> np.ndarray:
@@ -82,6 +91,14 @@ def test_an_ilsvrc_tree_with_traps(cli, synthetic_tree, tmp_path):
         for rel, kind in tree.traps.items()
         if kind in EXPECTED_REASONS
     }
+    # Every convertible trap is listed with what was done to it; plain RGB JPEGs are not.
+    converted = {c["path"]: c["what"] for c in d.manifest["converted"]}
+    assert converted == {
+        rel: EXPECTED_CONVERSIONS[kind]
+        for rel, kind in tree.traps.items()
+        if kind in EXPECTED_CONVERSIONS
+    }
+    assert "converted: png named .JPEG" in r.out and "converted: cmyk" in r.out
     # Contents and labels, image by image, against the source files.
     for split in ("train", "val"):
         imgs, labels, paths = read_split(out, split)
@@ -196,12 +213,17 @@ def test_result_and_json(cli, synthetic_tree, tmp_path):
     assert not r.up_to_date and r.classes == 4
     assert r.images == {"train": 30, "val": 12}
     assert r.skipped == {reason: 1 for reason in EXPECTED_REASONS.values()}
+    assert r.converted == {
+        "png named .JPEG": 3, "grayscale": 2, "palette": 1, "alpha": 1, "exif rotated": 1,
+        "cmyk": 1,
+    }  # fmt: skip
     assert r.images_per_s > 0 and r.bytes == sum(
         p.stat().st_size for p in (tmp_path / "a").rglob("*.h5")
     )
     out = cli(*run(synthetic_tree.root, tmp_path / "a", "--size", 32, "--json"))
     data = json.loads(out.out)
     assert data["up_to_date"] and data["images"] == r.images and data["skipped"] == r.skipped
+    assert data["converted"] == r.converted
 
 
 def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path):
@@ -278,6 +300,9 @@ def test_kill_then_rerun_is_a_clean_run(tmp_path, jobs):
     m_rerun, m_clean = (open_data_dir(d).manifest for d in (out, tmp_path / "clean"))
     assert m_rerun["splits"] == m_clean["splits"]  # the same shards, byte for byte
     assert m_rerun["skipped"] == m_clean["skipped"]
+    assert len(m_rerun["converted"]) == 7 and rerun.converted == clean.converted
+    del m_rerun["created"], m_clean["created"]
+    assert m_rerun == m_clean  # the kept shards' conversions too
     for split in ("train", "val"):
         a, b = read_split(out, split), read_split(tmp_path / "clean", split)
         np.testing.assert_array_equal(a[0], b[0])

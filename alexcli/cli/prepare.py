@@ -91,6 +91,10 @@ def _summary(r: PrepareResult) -> Table:
         table.add_row(f"skipped: {reason}", f"{n:,}")
     if not r.skipped:
         table.add_row("skipped", "none")
+    for kind, n in r.converted.items():
+        table.add_row(f"converted: {kind}", f"{n:,}")
+    if not r.converted:
+        table.add_row("converted", "none")
     if not r.up_to_date:
         reused = f" ({r.shards_reused} reused)" if r.shards_reused else ""
         table.add_row("shards written", f"{r.shards_written}{reused}")

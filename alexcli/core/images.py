@@ -20,6 +20,9 @@ Choices (docs/prepare.md gives the measurements):
   composited over white. CMYK uses PIL's plain conversion (no ICC profiles).
 - Files are opened with `formats=` restricted to the formats in `FORMATS`; what
   cannot be read raises `Unreadable` with one of the `REASONS`, never anything else.
+- What was done to a file beyond decoding an RGB image is reported as short kinds
+  (`load_image_noted`: "cmyk", "png named .JPEG", "exif rotated"…), so the
+  manifest can list ImageNet's awkward files; an RGB JPEG costs two comparisons.
 """
 
 from __future__ import annotations
@@ -54,6 +57,48 @@ BOMB = "decompression bomb"
 UNREADABLE = "unreadable file"
 REASONS = (EMPTY, NOT_IMAGE, TRUNCATED, CORRUPT, BOMB, UNREADABLE)
 
+# What was done to a file that decoded but was not an upright RGB image of the format
+# its name says; the manifest's `converted` and the summary group by these. A file
+# named for another format gives "<format> named <suffix>", e.g. "png named .JPEG".
+CMYK = "cmyk"
+GRAYSCALE = "grayscale"
+ONE_BIT = "1-bit"
+PALETTE = "palette"
+ALPHA = "alpha"
+SIXTEEN_BIT = "16-bit"
+WIDE = "32-bit"
+EXIF_ROTATED = "exif rotated"
+_MODE_KINDS: dict[str, tuple[str, ...]] = {
+    "RGB": (),
+    "RGBX": (),  # RGB with a padding byte: nothing to convert
+    "CMYK": (CMYK,),
+    "L": (GRAYSCALE,),
+    "1": (ONE_BIT,),
+    "LA": (GRAYSCALE, ALPHA),
+    "La": (GRAYSCALE, ALPHA),
+    "P": (PALETTE,),
+    "PA": (PALETTE, ALPHA),
+    "RGBA": (ALPHA,),
+    "RGBa": (ALPHA,),
+    "I;16": (SIXTEEN_BIT,),
+    "I;16L": (SIXTEEN_BIT,),
+    "I;16B": (SIXTEEN_BIT,),
+    "I;16N": (SIXTEEN_BIT,),
+    "I": (WIDE,),
+    "F": (WIDE,),
+}
+# The format a file's suffix promises (lower case), for "png named .JPEG".
+_SUFFIX_FORMATS = {
+    **dict.fromkeys((".jpeg", ".jpg", ".jpe", ".jfif"), "JPEG"),
+    ".png": "PNG",
+    **dict.fromkeys((".bmp", ".dib"), "BMP"),
+    ".gif": "GIF",
+    **dict.fromkeys((".tif", ".tiff"), "TIFF"),
+    ".webp": "WEBP",
+    **dict.fromkeys((".ppm", ".pgm", ".pbm", ".pnm"), "PPM"),
+}
+_SAME_FORMAT = {"MPO": "JPEG"}  # a camera's multi-picture JPEG is still a JPEG
+
 
 class Unreadable(Exception):
     """A source file that yields no image; `reason` is one of `REASONS`."""
@@ -75,6 +120,19 @@ def load_image(
     """The central size×size RGB crop of `path` after its shorter side is scaled to
     `size` with the `resample` filter, as uint8 (size, size, 3). Raises `Unreadable`
     for a file without an image."""
+    return load_image_noted(path, size, resample=resample, draft=draft, max_pixels=max_pixels)[0]
+
+
+def load_image_noted(
+    path: Path | str,
+    size: int,
+    *,
+    resample: str = RESAMPLE,
+    draft: bool = True,
+    max_pixels: int = MAX_PIXELS,
+) -> tuple[np.ndarray, tuple[str, ...]]:
+    """`load_image`, and what it did to the file on the way (empty for an upright RGB
+    image of the format its name says): the kinds above, in the order done."""
     source = open_image(path, max_pixels)
     try:
         extent = None  # the original image's extent in decoded pixels, when drafted
@@ -83,14 +141,37 @@ def load_image(
             extent = drafted[1][2:] if drafted else None
         source.load()
         img = source
+        notes = _misnamed(path, source.format)
         if "exif" in img.info:  # turn upright first, and the extent with it
+            if _orientation(img) != 1:
+                notes += (EXIF_ROTATED,)
             img, extent = upright(img), _upright_extent(img, extent)
+        if img.mode != "RGB":
+            notes += mode_conversions(img)
         out = resize_center_crop(to_rgb(img), size, resample, extent)
     except Exception as e:  # a malformed file can trip any decoder; one bad file never stops a run
         raise _unreadable(e) from None
     finally:
         source.close()
-    return np.asarray(out, dtype=np.uint8)
+    return np.asarray(out, dtype=np.uint8), notes
+
+
+def mode_conversions(img: Image.Image) -> tuple[str, ...]:
+    """What `to_rgb` does to an image of this mode, as kinds ("cmyk", "palette", "alpha"…)."""
+    kinds = _MODE_KINDS.get(img.mode, (img.mode.lower(),))
+    if img.mode == "P" and "transparency" in img.info:
+        kinds += (ALPHA,)
+    return kinds
+
+
+def _misnamed(path: Path | str, fmt: str | None) -> tuple[str, ...]:
+    """("png named .JPEG",) for a file whose suffix promises another format, else ()."""
+    suffix = os.path.splitext(path)[1]
+    expected = _SUFFIX_FORMATS.get(suffix.lower())
+    actual = _SAME_FORMAT.get(fmt or "", fmt)
+    if expected is None or expected == actual:
+        return ()
+    return (f"{(actual or 'unknown').lower()} named {suffix}",)
 
 
 def open_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:

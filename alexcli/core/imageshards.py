@@ -3,24 +3,32 @@
 The unit of work of `alexcli prepare`, run in a worker process: decode and resize
 each file of a `ShardPlan` (core/images.py), write them through
 `core/shards.ShardWriter` (atomic: a shard under its final name is whole), and
-return only metadata: the count, the sha256, the files skipped and why.
+return only metadata: the count, the sha256, the files skipped and why, the files
+converted and how.
 
 A plan carries a fingerprint of everything that decides the shard's content (its
 files with their sizes and mtimes, labels, size, decoding choices), stored in the
 shard's `plan` attribute, so a finished shard of the same plan is recognised and
-kept (resuming after a kill) instead of written again.
+kept (resuming after a kill) instead of written again. What was converted is
+stored beside it (the `converted` attribute: JSON, the kinds of a file → the rows
+that had them), so a kept shard reports its conversions without decoding anything.
 """
 
 from __future__ import annotations
 
+import json
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from alexcli.core import images
 from alexcli.core.fingerprint import file_digest
 from alexcli.core.shards import ShardWriter, open_shard
 from alexcli.errors import UserError
+
+_SEP = ", "  # joins one file's kinds in the keys of the `converted` attribute
 
 
 @dataclass(frozen=True)
@@ -42,6 +50,7 @@ class ShardDone:
     sha256: str
     bytes: int
     skipped: list[dict[str, str]]
+    converted: list[dict[str, Any]]  # {path, what: [kinds]}, in the shard's order
     reused: bool
 
 
@@ -63,6 +72,8 @@ def write_shard(
         if kept is not None:
             return kept
     skipped: list[dict[str, str]] = []
+    stored: list[str] = []
+    rows: dict[str, list[int]] = {}  # "kind, kind" → rows converted that way
     attrs = {"plan": plan.fingerprint}
     with ShardWriter(
         path, split=plan.split, size=size, capacity=len(plan.items), attrs=attrs
@@ -73,13 +84,33 @@ def write_shard(
                 # than rename it into place under a rerun that may plan differently.
                 raise SystemExit("prepare: the parent process is gone")
             try:
-                image = images.load_image(os.path.join(source, rel), size, resample=resample)
+                image, notes = images.load_image_noted(
+                    os.path.join(source, rel), size, resample=resample
+                )
             except images.Unreadable as e:
                 skipped.append(_skip(rel, e))
                 continue
+            if notes:
+                rows.setdefault(_SEP.join(notes), []).append(len(stored))
             writer.add(image, label, rel)
+            stored.append(rel)
+        writer.attrs["converted"] = json.dumps(rows, separators=(",", ":"))
         count = writer.count
-    return ShardDone(plan.path, count, file_digest(path), path.stat().st_size, skipped, False)
+    return ShardDone(
+        plan.path,
+        count,
+        file_digest(path),
+        path.stat().st_size,
+        skipped,
+        converted_list(stored, rows),
+        False,
+    )
+
+
+def converted_list(paths: Sequence[str], rows: Mapping[str, Sequence[int]]) -> list[dict[str, Any]]:
+    """The manifest's `converted` entries of one shard, in row order, from its rows by kinds."""
+    what = {int(r): kinds.split(_SEP) for kinds, rs in rows.items() for r in rs}
+    return [{"path": paths[r], "what": what[r]} for r in sorted(what)]
 
 
 def _skip(rel: str, e: images.Unreadable) -> dict[str, str]:
@@ -90,7 +121,8 @@ def _reusable(
     source: str, path: Path, plan: ShardPlan, size: int, resample: str
 ) -> ShardDone | None:
     """A finished shard of this very plan, or None. The files it lacks were skipped;
-    their reasons are found again by decoding just those (few) files."""
+    their reasons are found again by decoding just those (few) files. Its conversions
+    are in its attributes (a shard written before they were recorded is not kept)."""
     if not path.is_file():
         return None
     try:
@@ -98,9 +130,11 @@ def _reusable(
             if f.attrs.get("plan") != plan.fingerprint:
                 return None
             count = int(f.attrs["count"])
-            stored = {p.decode() if isinstance(p, bytes) else str(p) for p in f["paths"][:]}
-    except (UserError, OSError, ValueError, KeyError):
+            paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f["paths"][:]]
+            converted = converted_list(paths, json.loads(f.attrs["converted"]))
+    except (UserError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError):
         return None
+    stored = set(paths)
     skipped = []
     for rel, _ in plan.items:
         if rel not in stored:
@@ -110,4 +144,6 @@ def _reusable(
                 skipped.append(_skip(rel, e))
             else:
                 return None  # it decodes now: the shard is not what this plan gives
-    return ShardDone(plan.path, count, file_digest(path), path.stat().st_size, skipped, True)
+    return ShardDone(
+        plan.path, count, file_digest(path), path.stat().st_size, skipped, converted, True
+    )

@@ -58,7 +58,8 @@ class ShardWriter:
         self.split = split
         self.size = size
         self.count = 0
-        self._attrs = dict(attrs or {})
+        # Root attributes written by close(), beside the format's own; add to them until then.
+        self.attrs: dict[str, Any] = dict(attrs or {})
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
         self._file = h5py.File(tmp, "w")
@@ -97,7 +98,7 @@ class ShardWriter:
         self._file.create_dataset(
             "paths", data=self._paths, shape=(n,), dtype=h5py.string_dtype("utf-8")
         )
-        self._file.attrs.update(self._attrs)
+        self._file.attrs.update(self.attrs)
         self._file.attrs.update(
             format=FORMAT, schema_version=SCHEMA_VERSION, split=self.split, size=self.size, count=n
         )

@@ -186,6 +186,7 @@ def _prepare(recipe: Recipe, source: Path, data_dir: Path, force: bool, progress
 
     r = prepare(source, data_dir, recipe.prepare, force=force, progress=progress)
     notes = [f"{r.classes} classes, " + ", ".join(f"{n} {k}" for k, n in r.images.items())]
+    notes += [f"converted {n}: {what}" for what, n in r.converted.items()]
     notes += [f"skipped {n}: {why}" for why, n in sorted(r.skipped.items())]
     artefacts = {"shards": data_dir / "train", "manifest": data_dir / "manifest.json"}
     return r.up_to_date, artefacts, "\n".join(notes)

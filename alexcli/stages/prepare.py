@@ -4,7 +4,7 @@ List SOURCE (core/imagenet.py), choose the classes and the files, plan the shard
 (the training split in a seeded shuffled order, so sequential reads are already
 mixed; validation sorted by path), then write the shards in parallel: each joblib
 worker writes whole shards (core/imageshards.py: decode, resize, ShardWriter) and
-returns only metadata (count, sha256, skipped files).
+returns only metadata (count, sha256, skipped files, converted files).
 
 Resume: each shard records the fingerprint of its plan. A rerun after a kill
 keeps a shard that is under its final name (so whole: the writer is atomic) with
@@ -46,7 +46,8 @@ _SHARD_NAME = re.compile(r"\d{5}\.h5")
 
 @dataclass(frozen=True)
 class PrepareResult:
-    """The outcome a user sees: counts, what was skipped and why, speed, size."""
+    """The outcome a user sees: counts, what was skipped and why, what was converted,
+    speed, size."""
 
     data_dir: Path
     fingerprint: str
@@ -55,6 +56,7 @@ class PrepareResult:
     classes: int
     images: dict[str, int]
     skipped: dict[str, int]  # reason → files
+    converted: dict[str, int]  # kind ("cmyk", "png named .JPEG"…) → files, most first
     shards_written: int
     shards_reused: int
     seconds: float
@@ -296,6 +298,7 @@ def _manifest_body(
         "preprocess": {**decode, "resample": config.resample},
         "splits": splits,
         "skipped": skipped,
+        "converted": [c for d in done for c in d.converted],
         "bytes": sum(d.bytes for d in done),
         "outputs": [p.path for p in plans],
     }
@@ -317,6 +320,9 @@ def _result(
         classes=len(manifest["classes"]),
         images={s: int(v["images"]) for s, v in manifest["splits"].items()},
         skipped=dict(Counter(str(s["reason"]) for s in manifest.get("skipped", []))),
+        converted=dict(
+            Counter(str(k) for c in manifest.get("converted", []) for k in c["what"]).most_common()
+        ),
         shards_written=int(counts.get("written", 0)),
         shards_reused=int(counts.get("reused", 0)),
         seconds=seconds,
