@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
 from alexcli.cli._app import app
-from alexcli.cli._options import Json, Preset
-from alexcli.errors import NotBuiltYet
+from alexcli.cli._console import out, print_json, reporting
+from alexcli.cli._options import Devices, Json, Preset
+from alexcli.config import BenchConfig, with_values
+
+if TYPE_CHECKING:
+    from alexcli.stages.bench import BenchResult
 
 
 @app.command()
@@ -18,10 +23,98 @@ def bench(
         Path | None, typer.Argument(help="Shards to measure (default: made-up data).")
     ] = None,
     preset: Preset = None,
+    source: Annotated[
+        Path | None,
+        typer.Option("--source", help="Image tree for prepare's figure (default: generated)."),
+    ] = None,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="Batch of the step and loader (default: preset's).")
+    ] = None,
+    devices: Devices = None,
+    amp: Annotated[
+        str | None,
+        typer.Option("--amp", help="The tuned step's precision: `off`, `bf16` (default), `fp16`."),
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="Compute threads (default: what `train` uses).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Loader processes (default: what `train` uses).")
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option("--jobs", "-j", min=1, help="prepare's and stats' processes (2).")
+    ] = None,
+    seconds: Annotated[
+        float | None, typer.Option(min=0.01, help="Time each rate for at least this long (5).")
+    ] = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="Measure one stage: prepare, stats, loader, train (repeatable)."
+        ),
+    ] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="Tiny data, short timings: checks the report, seconds.")
+    ] = False,
     json: Json = False,
 ) -> None:
     """Each stage's throughput beside this machine's limit, measured in the same run.
 
+    prepare against a plain decode loop, stats against a plain read, the loader
+    against raw random reads and the step's appetite, the training step against the
+    fp32 and bf16 peaks (a big matmul or 3×3 convolution) and against plain eager fp32
+    PyTorch. Ratio = stage ÷ limit. docs/performance.md has the numbers and what holds
+    each stage back.
+
     Example: `alexcli bench data/in100 --json > bench.json`
     """
-    raise NotBuiltYet("bench", 10)
+    from alexcli.stages.bench import run_bench
+
+    stages = tuple(s.strip() for item in only or () for s in item.split(",") if s.strip())
+    config = with_values(
+        BenchConfig(), preset=preset, batch_size=batch_size, devices=devices, amp=amp,
+        threads=threads, workers=workers, jobs=jobs, seconds=seconds, only=stages or None,
+        source=str(source) if source else None, quick=quick or None,
+    )  # fmt: skip
+    with reporting(quiet=json) as progress:
+        result = run_bench(data_dir, config, progress)
+    if json:
+        print_json(result.to_json())
+    else:
+        _show(result)
+
+
+def _show(result: BenchResult) -> None:
+    table = Table("stage", "measured", "images/s", "limit, same run", "images/s", "ratio",
+                  "target")  # fmt: skip
+    for f in result.figures:
+        colour = {True: "green", False: "red", None: "default"}[f.met]
+        target = f"≥ {f.target:g}" if f.target is not None else ""
+        table.add_row(f.stage, f.name, f"{f.value:,.1f}", f.limit, f"{f.limit_value:,.1f}",
+                      f"[{colour}]{f.ratio:.2f}[/]", target)  # fmt: skip
+    out.print(table)
+    m, details = result.machine, result.details
+    features = ", ".join(m["cpu_features"])
+    out.print(
+        f"{m['cpu']}, {m['cores']} cores ({features}); torch {m['torch']}, "
+        f"{m['threads']} thread{'' if m['threads'] == 1 else 's'}; {result.seconds:.0f} s",
+        highlight=False,
+    )
+    train = details.get("train")
+    if train:
+        peaks = ", ".join(
+            f"{k} {train['matmul_gflops'][k]:,.0f} / {v:,.0f}"
+            for k, v in train["conv3x3_gflops"].items()
+        )
+        out.print(
+            f"GFLOP/s of a big matmul / a big 3×3 conv: {peaks}; "
+            f"{train['flops_per_image'] / 1e9:.2f} GFLOP per training image "
+            f"({train['flops_convention']})",
+            highlight=False,
+        )
+        ops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in train["step_top_ops"][:5])
+        out.print(f"where the tuned step's time goes: {ops}", highlight=False)
+    for f in result.figures:
+        if f.met is False:
+            gap = f"{f.name} / {f.limit}: {f.ratio:.2f} < {f.target:g}"
+            out.print(f"[red]{gap}[/]: {f.cause}", highlight=False)

@@ -126,10 +126,20 @@ class LrSchedule:
 
 
 def make_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float
+    model: nn.Module, lr: float, momentum: float, weight_decay: float, *, fused: bool | None = None
 ) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every parameter (the paper's rule)."""
-    return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    """SGD with momentum and weight decay on every parameter (the paper's rule).
+
+    `fused` (default: where every parameter is a float on the CPU or CUDA) updates each
+    tensor in one pass instead of the foreach kernels' several: the paper network's
+    update (61 M weights) ~6× faster on the CPU, same formula (docs/performance.md).
+    """
+    params = list(model.parameters())
+    if fused is None:
+        fused = bool(params) and all(
+            p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
+        )
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -42,6 +42,7 @@ from alexcli.core.engine import (
     train_epoch,
 )
 from alexcli.core.fingerprint import file_digest
+from alexcli.core.heap import keep_freed_memory
 from alexcli.core.loader import (
     CropDataset,
     EpochSampler,
@@ -144,9 +145,10 @@ class TrainLoop:
         try:
             ctx, epoch, state = self._setup(devices, resume)
             self._make_loaders(devices[0], workers)
-            for e in range(epoch, cfg.epochs):
-                self._epoch(ctx, e, state)
-                state = EpochProgress()
+            with keep_freed_memory(devices[0].type == "cpu"):  # no page faults per step
+                for e in range(epoch, cfg.epochs):
+                    self._epoch(ctx, e, state)
+                    state = EpochProgress()
         finally:
             torch.set_num_threads(threads)
         self.images_per_s = self._images / self._seconds if self._seconds else 0.0

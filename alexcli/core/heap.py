@@ -1,0 +1,50 @@
+"""Keep freed memory in the process during CPU training. No paper section: a runtime
+setting of the training step (docs/performance.md "The training step").
+
+glibc's malloc serves every block above its mmap threshold (128 KiB to 32 MiB) with
+a fresh mapping and unmaps it when freed, so each SGD step maps its activations,
+gradients and bf16 weight copies anew and takes a page fault for every 4 KiB page
+it first touches: ~75,000 faults a step for the paper network at batch 32, ~15-25 %
+of its time on this CPU. `keep_freed_memory()` turns mapping and trimming off for
+its duration (`mallopt`), so the heap grows over the first steps to what a step
+needs and is reused from then on; on leaving, the defaults come back and the unused
+heap is returned. Elsewhere (not glibc: macOS, musl) it does nothing. Values
+computed are unchanged.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import platform
+from collections.abc import Iterator
+
+_M_TRIM_THRESHOLD = -1  # <malloc.h>
+_M_MMAP_MAX = -4
+_DEFAULT_TRIM_THRESHOLD = 128 * 1024
+_DEFAULT_MMAP_MAX = 65536
+
+
+def _glibc() -> ctypes.CDLL | None:
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
+@contextlib.contextmanager
+def keep_freed_memory(enabled: bool = True) -> Iterator[bool]:
+    """Inside: freed blocks stay in the heap for reuse. Yields whether it took effect."""
+    libc = _glibc() if enabled else None
+    if libc is None:
+        yield False
+        return
+    ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    try:
+        yield ok
+    finally:
+        libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
+        libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
+        libc.malloc_trim(0)

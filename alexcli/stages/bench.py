@@ -1,0 +1,371 @@
+"""`alexcli bench [DATA_DIR]`: each stage's throughput beside this machine's limit, both
+measured in the same run, as ratios (stage ÷ limit) against issue 10's targets.
+
+    stage    measured                            limit (same run)                     target
+    prepare  the whole command                   plain decode-only loop, same processes  0.8
+    stats    the whole sum                       plain h5py sequential read              0.7
+    loader   batches, device-side part included  raw random reads, same processes        0.5
+    loader   the same                            what the preset's step consumes        10
+    train    tuned step, fp32 and at --amp       that dtype's peak ÷ FLOPs per image      —
+    train    tuned step at --amp                 plain eager fp32 PyTorch, same network   2
+
+Without DATA_DIR the data are made up: a generated ILSVRC-shaped tree (core/synthetic.py),
+prepared into a temporary directory that is removed afterwards; nothing else is written.
+The measurements themselves are in core/bench.py; docs/performance.md has the numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alexcli.config import BenchConfig, PrepareConfig, TrainConfig, preset
+from alexcli.core import bench as measure
+from alexcli.core.devices import resolve_devices
+from alexcli.core.engine import Amp
+from alexcli.core.loader import cpu_cores, default_workers
+from alexcli.core.progress import SILENT, Progress
+from alexcli.core.synthetic import make_tree
+from alexcli.core.transforms import Normalizer
+from alexcli.errors import AlexcliError, ConfigError
+from alexcli.stages.datadir import open_data_dir
+
+STAGES = ("prepare", "stats", "loader", "train")
+LOADER_CAUSE = (
+    "a worker's crop and reflection (numpy's reversed copy: ~4,200/s) and the float "
+    "conversion, mean and colour noise (~3,100/s on one CPU thread) against a bare "
+    "page-cache read (docs/performance.md)"
+)
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured rate beside the limit it is compared with, same run, same units."""
+
+    stage: str
+    name: str
+    value: float
+    limit: str
+    limit_value: float
+    target: float | None = None  # the ratio issue 10 asks for
+    unit: str = "images/s"
+    cause: str = ""  # what holds it back, reported when the target is missed
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.limit_value if self.limit_value > 0 else 0.0
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.ratio >= self.target
+
+    def to_json(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["value"], data["limit_value"] = round(self.value, 2), round(self.limit_value, 2)
+        data.update(ratio=round(self.ratio, 4), met=self.met)
+        if self.met is not False:
+            del data["cause"]
+        return data
+
+
+@dataclass(frozen=True)
+class BenchResult:
+    figures: list[Figure]
+    machine: dict[str, Any]
+    settings: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "figures": [f.to_json() for f in self.figures],
+            "machine": self.machine,
+            "settings": self.settings,
+            "details": self.details,
+            "seconds": round(self.seconds, 1),
+        }
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Everything resolved once: the preset's network and batch, devices, threads."""
+
+    train: TrainConfig
+    batch_size: int
+    devices: list[torch.device]
+    threads: int
+    workers: int
+    precision: str  # the tuned step's: "fp32" (--amp off), "bf16" or "fp16"
+    seconds: float
+    quick: bool
+    stages: tuple[str, ...]
+
+
+def run_bench(
+    data_dir: Path | None, config: BenchConfig = BenchConfig(), progress: Progress = SILENT
+) -> BenchResult:
+    """Measure the stages `config.only` names (all by default); return the figures."""
+    start = time.perf_counter()
+    plan = _plan(config)
+    given = data_dir
+    figures: dict[str, list[Figure]] = {s: [] for s in STAGES}
+    details: dict[str, Any] = {}
+    threads = torch.get_num_threads()
+    with tempfile.TemporaryDirectory(prefix="alexcli-bench-") as tmp:
+        needs_data = data_dir is None and {"stats", "loader"} & set(plan.stages)
+        if "prepare" in plan.stages or needs_data:
+            made = _prepare(Path(tmp), config, plan, figures, details, progress)
+            data_dir = data_dir or made
+        if "stats" in plan.stages and data_dir is not None:
+            progress.log("stats: the whole sum against a plain read")
+            figures["stats"] = _stats(data_dir, config, plan, details)
+        try:
+            torch.set_num_threads(plan.threads)
+            step = None
+            if "train" in plan.stages:
+                figures["train"], step = _train(plan, details, progress)
+            if "loader" in plan.stages and data_dir is not None:
+                progress.log("loader: training batches against raw reads")
+                figures["loader"] = _loader(data_dir, plan, step, details)
+        finally:
+            torch.set_num_threads(threads)
+    return BenchResult(
+        [f for s in STAGES for f in figures[s]],
+        machine=_machine(plan),
+        settings=_settings(config, plan, given),
+        details=details,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _plan(config: BenchConfig) -> _Plan:
+    unknown = [s for s in config.only if s not in STAGES]
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]!r}: no such stage", hint=f"use {', '.join(STAGES)}")
+    if config.seconds <= 0:
+        raise ConfigError(f"--seconds {config.seconds}: must be positive")
+    train = preset(config.preset or ("small" if config.quick else "paper"))
+    batch = config.batch_size or (4 if config.quick else train.batch_size)
+    if batch < 1:
+        raise ConfigError(f"--batch-size {batch}: must be at least 1")
+    devices = resolve_devices(config.devices)
+    if config.amp == "fp16" and devices[0].type != "cuda":
+        raise ConfigError("--amp fp16 needs a CUDA device", hint="use --amp bf16 on a CPU")
+    workers = config.workers if config.workers is not None else default_workers()
+    threads = config.threads or max(cpu_cores() - workers, 1)
+    seconds = min(config.seconds, 0.2) if config.quick else config.seconds
+    stages = config.only or STAGES
+    precision = "fp32" if config.amp == "off" else config.amp
+    return _Plan(train, batch, devices, threads, workers, precision, seconds, config.quick, stages)
+
+
+# --------------------------------------------------------------------------- prepare, stats
+
+
+def _prepare(
+    tmp: Path,
+    config: BenchConfig,
+    plan: _Plan,
+    figures: dict[str, list[Figure]],
+    details: dict[str, Any],
+    progress: Progress,
+) -> Path:
+    """prepare against a plain decode loop (when asked for); the prepared DATA_DIR."""
+    from alexcli.stages import prepare
+
+    source = Path(config.source) if config.source else tmp / "source"
+    if not config.source:
+        classes, per_class = (2, 6) if plan.quick else (8, max(config.source_images // 8, 1))
+        progress.log(f"making a source tree of {classes * per_class} training images")
+        sizes = (120, 200) if plan.quick else (300, 500)
+        make_tree(source, classes=classes, train_per_class=per_class, val_per_class=2,
+                  size_range=sizes)  # fmt: skip
+    size = max(plan.train.crop + plan.train.crop // 7, 64)  # 256 for 224 crops
+    cfg = PrepareConfig(size=size)
+    data = tmp / "data"
+    if "prepare" not in plan.stages:
+        prepare.prepare(source, data, dataclasses.replace(cfg, jobs=config.jobs))
+        return data
+    progress.log("prepare: the whole command against a plain decode loop")
+    got = prepare.benchmark(source, data, cfg, jobs=config.jobs)
+    details["prepare"] = {k: round(v, 2) for k, v in got.items()} | {"size": size}
+    figures["prepare"] = [
+        Figure("prepare", f"prepare, {_n(config.jobs, 'proc')}", got["prepare_images_per_s"],
+               f"decode only, {_n(config.jobs, 'proc')}", got["decode_only_images_per_s"], 0.8,
+               cause="pillow-simd's resize and h5py's writes cost about as much as the "
+               "decode itself (docs/prepare.md)"),
+    ]  # fmt: skip
+    return data
+
+
+def _stats(
+    data_dir: Path, config: BenchConfig, plan: _Plan, details: dict[str, Any]
+) -> list[Figure]:
+    from alexcli.stages import stats
+
+    got = stats.benchmark(data_dir, config.jobs, repeats=1 if plan.quick else 2)
+    details["stats"] = dataclasses.asdict(got)
+    return [
+        Figure("stats", f"stats, {_n(got.jobs, 'thread')}", got.stats_images_per_s,
+               "h5py read, 1 proc", got.read_images_per_s, 0.7,
+               cause="exact int64 sums of every pixel cost ~3× the read (docs/stats.md)"),
+    ]  # fmt: skip
+
+
+# --------------------------------------------------------------------------- train step
+
+
+def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[list[Figure], float]:
+    """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step."""
+    cfg, amp = plan.train, plan.precision
+    flops = measure.flops_per_image(cfg.model, cfg.crop)
+    progress.log("train: the arithmetic peaks (a big matmul, a big 3×3 convolution)")
+    dtypes = ("fp32", "bf16", "fp16") if amp == "fp16" else ("fp32", "bf16")
+    matmul, convs = measure.peaks(dtypes, plan.devices[0], quick=plan.quick)
+    peaks = {k: max(matmul[k], convs[k]) for k in dtypes}
+    rates, top = _step_rates(plan, progress)
+    details["train"] = {
+        "preset": cfg.preset,
+        "batch_size": plan.batch_size,
+        "crop": cfg.crop,
+        "flops_per_image": flops,
+        "flops_convention": "6 × forward multiply-adds (2 FLOPs each; backward = 2 forwards)",
+        "matmul_gflops": {k: round(v / 1e9, 1) for k, v in matmul.items()},
+        "conv3x3_gflops": {k: round(v / 1e9, 1) for k, v in convs.items()},
+        "peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()},
+        "step_images_per_s": {k: round(v, 2) for k, v in rates.items()},
+        "step_top_ops": [{"op": op, "share": round(share, 4)} for op, share in top],
+    }
+    tuned = rates[f"tuned_{amp}"]
+    figures = [
+        Figure("train", f"{cfg.preset} step, {k}", rates[f"tuned_{k}"],
+               f"{k} peak (matmul, conv)", peaks[k] / flops)
+        for k in dict.fromkeys(("fp32", amp))
+    ]  # fmt: skip
+    figures.append(
+        Figure("train", f"{cfg.preset} step, {amp}", tuned,
+               "plain eager fp32 step", rates["plain_fp32"], 2.0,
+               cause="conv backward dominates both (details.train.step_top_ops)")
+    )  # fmt: skip
+    return figures, tuned
+
+
+def _step_rates(
+    plan: _Plan, progress: Progress
+) -> tuple[dict[str, float], list[tuple[str, float]]]:
+    """Images/s of each step setup (one network in memory at a time), and where the
+    tuned step's time goes."""
+    cfg, top = plan.train, []
+    rates: dict[str, float] = {}
+    for name, setup in _setups(plan.precision).items():
+        progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
+                     f"at {cfg.crop}")  # fmt: skip
+        runner = measure.StepBench(cfg.model, crop=cfg.crop, batch_size=plan.batch_size,
+                                   devices=plan.devices, setup=setup, lr=cfg.lr,
+                                   input_scale=cfg.input_scale)  # fmt: skip
+        rates[name] = runner.rate(plan.seconds).per_s
+        if name == f"tuned_{plan.precision}":
+            top = runner.top_ops()
+        del runner
+    return rates, top
+
+
+def _setups(precision: str) -> dict[str, measure.StepSetup]:
+    """plain fp32, tuned fp32, and the tuned step at `precision` when that is not fp32."""
+    setups = {"plain_fp32": measure.StepSetup.plain(), "tuned_fp32": measure.StepSetup.tuned()}
+    if precision != "fp32":
+        amp: Amp = "bf16" if precision == "bf16" else "fp16"
+        setups[f"tuned_{precision}"] = measure.StepSetup.tuned(amp)
+    return setups
+
+
+# --------------------------------------------------------------------------- loader
+
+
+def _loader(
+    data_dir: Path, plan: _Plan, step: float | None, details: dict[str, Any]
+) -> list[Figure]:
+    """Training batches (workers + the device-side normaliser) against raw random reads
+    by as many processes, and against what the step consumes."""
+    data = open_data_dir(data_dir)
+    crop = plan.train.crop
+    if data.size < crop:
+        raise ConfigError(
+            f"{data_dir}: {data.size} px images are smaller than the {crop} px crop",
+            hint="use --preset small, or bench without DATA_DIR (made-up data)",
+        )
+    shards = data.shard_set("train")
+    batch = min(plan.batch_size, len(shards))
+    normalize = _normalizer(data_dir, data.size, plan)
+    got = measure.loader_rate(shards, normalize, size=data.size, batch_size=batch, crop=crop,
+                              workers=plan.workers, seconds=plan.seconds)  # fmt: skip
+    procs = max(plan.workers, 1)
+    raw = measure.raw_read_rate(shards, procs, plan.seconds)
+    details["loader"] = {
+        "workers": plan.workers,
+        "batch_size": batch,
+        "crop": crop,
+        "images": len(shards),
+        "device": str(normalize.mean.device),
+        "raw_read_processes": procs,
+    }
+    figures = [
+        Figure("loader", f"loader, {_n(plan.workers, 'worker')}", got.per_s,
+               f"random reads, {_n(procs, 'proc')}", raw.per_s, 0.5, cause=LOADER_CAUSE),
+    ]  # fmt: skip
+    if step is not None:
+        figures.append(
+            Figure("loader", f"loader, {_n(plan.workers, 'worker')}", got.per_s,
+                   f"{plan.train.preset} step, {plan.precision}", step, 10.0, cause=LOADER_CAUSE)
+        )  # fmt: skip
+    return figures
+
+
+def _n(count: int, what: str) -> str:
+    return f"{count} {what}{'' if count == 1 else 's'}"
+
+
+def _normalizer(data_dir: Path, size: int, plan: _Plan) -> Normalizer:
+    """DATA_DIR's own stats when current; else a flat one (the same work, other values)."""
+    from alexcli.stages.stats import check_stats_current
+
+    device = plan.devices[0]
+    try:
+        s = check_stats_current(data_dir)
+    except AlexcliError:
+        return measure.flat_normalizer(size, device, plan.train.input_scale)
+    return Normalizer.create(s.mean, s.eigval, s.eigvec, device, input_scale=plan.train.input_scale)
+
+
+# --------------------------------------------------------------------------- context
+
+
+def _machine(plan: _Plan) -> dict[str, Any]:
+    """What the numbers were measured on."""
+    return measure.describe_machine() | {
+        "threads": plan.threads,
+        "devices": [str(d) for d in plan.devices],
+    }
+
+
+def _settings(config: BenchConfig, plan: _Plan, data_dir: Path | None) -> dict[str, Any]:
+    return {
+        "preset": plan.train.preset,
+        "batch_size": plan.batch_size,
+        "crop": plan.train.crop,
+        "amp": config.amp,
+        "devices": config.devices,
+        "workers": plan.workers,
+        "jobs": config.jobs,
+        "seconds": plan.seconds,
+        "quick": plan.quick,
+        "stages": list(plan.stages),
+        "data_dir": str(data_dir) if data_dir else "made up",
+        "source": config.source or "made up",
+    }

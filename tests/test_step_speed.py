@@ -1,0 +1,156 @@
+"""What makes the training step fast changes no results: the LRN's hand-written backward
+(core/model.py), channels-last, the fused SGD (core/engine.py), the kept heap
+(core/heap.py). Each is checked against the plain computation it replaces."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from alexcli.config import ModelConfig, TrainConfig
+from alexcli.core.engine import make_optimizer
+from alexcli.core.heap import keep_freed_memory
+from alexcli.core.model import build_model, local_response_norm
+
+TINY = ModelConfig(
+    num_classes=7, conv_channels=(8, 16, 24, 24, 16), fc_features=(32, 32), conv1_kernel=5,
+    conv1_stride=2,
+)  # fmt: skip
+CROP = 48
+
+
+def lrn_by_autograd(x: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
+    """The paper's formula term by term, differentiated by autograd (the reference)."""
+    sq = F.pad(x * x, (0, 0, 0, 0, n // 2, (n - 1) // 2))  # zero maps past both ends
+    sums = sum(sq[:, i : i + x.shape[1]] for i in range(n))
+    return x / (k + alpha * sums) ** beta
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_lrn_gradient_is_exact_in_both_layouts(layout):
+    x = (torch.randn(2, 9, 4, 5, dtype=torch.float64) * 60).contiguous(memory_format=layout)
+    x.requires_grad_()
+    assert torch.autograd.gradcheck(lambda v: local_response_norm(v, 5, 1e-4, 0.75, 2.0), (x,))
+    g = torch.randn(2, 9, 4, 5, dtype=torch.float64)
+    ours = torch.autograd.grad(local_response_norm(x, 5, 1e-4, 0.75, 2.0), x, g)[0]
+    ref = torch.autograd.grad(lrn_by_autograd(x, 5, 1e-4, 0.75, 2.0), x, g)[0]
+    torch.testing.assert_close(ours, ref, rtol=1e-10, atol=1e-12)
+
+
+def test_lrn_keeps_the_memory_layout():
+    x = torch.rand(2, 16, 6, 6).contiguous(memory_format=torch.channels_last) * 50
+    y = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(y, lrn_by_autograd(x.contiguous(), 5, 1e-4, 0.75, 2.0))
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_lrn_in_half_precision_is_the_formula_to_its_rounding(dtype):
+    x = torch.rand(2, 12, 5, 5, dtype=torch.float64) * 400  # a² > fp16's range at 400
+    y = local_response_norm(x.to(dtype), 5, 1e-4, 0.75, 2.0)
+    assert y.dtype == dtype and torch.isfinite(y).all()
+    torch.testing.assert_close(
+        y.double(), lrn_by_autograd(x, 5, 1e-4, 0.75, 2.0), rtol=2e-2, atol=0
+    )
+
+
+def test_lrn_under_fp16_autocast_sums_in_fp32():
+    x = (torch.rand(2, 12, 5, 5) * 400).half()  # a² up to 160,000: inf in fp16
+    with torch.autocast("cpu", dtype=torch.float16):
+        y = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    ref = lrn_by_autograd(x.double(), 5, 1e-4, 0.75, 2.0)
+    torch.testing.assert_close(y.double(), ref, rtol=2e-2, atol=0)
+
+
+def test_plain_lrn_layer_is_the_same_network():
+    torch.manual_seed(0)
+    x = torch.randn(3, 3, CROP, CROP) * 80
+    ours = build_model(TINY, CROP).eval()
+    plain = build_model(TINY, CROP).eval()
+    plain.load_state_dict(ours.state_dict())
+    for tower in plain.tower_list:
+        tower.plain_lrn = True
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
+
+
+def step_grads(channels_last: bool, plain_lrn: bool) -> dict[str, torch.Tensor]:
+    torch.manual_seed(0)
+    model = build_model(dataclasses.replace(TINY, dropout=0.0), CROP)
+    for tower in model.tower_list:
+        tower.plain_lrn = plain_lrn
+    x = torch.randn(4, 3, CROP, CROP) * 80
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
+    F.cross_entropy(model(x), torch.arange(4)).backward()
+    return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_channels_last_step_has_the_plain_steps_gradients():
+    fast, plain = step_grads(True, False), step_grads(False, True)
+    assert fast.keys() == plain.keys() and len(fast) == 32  # 8 layers × 2 towers × (w, b)
+    for name in fast:
+        torch.testing.assert_close(fast[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_training_defaults_to_channels_last():
+    assert TrainConfig().channels_last is True
+
+
+def test_fused_sgd_is_the_default_on_the_cpu_and_follows_foreach():
+    weights = {}
+    for fused in (None, False):
+        torch.manual_seed(0)
+        model = build_model(TINY, CROP)
+        opt = make_optimizer(model, 0.01, 0.9, 5e-4, fused=fused)
+        assert opt.defaults["fused"] is (fused is None)
+        for step in range(3):
+            torch.manual_seed(step)
+            opt.zero_grad()
+            F.cross_entropy(
+                model(torch.randn(2, 3, CROP, CROP) * 50), torch.tensor([1, 2])
+            ).backward()
+            opt.step()
+        weights[fused] = [p.detach().clone() for p in model.parameters()]
+    for a, b in zip(weights[None], weights[False], strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_kept_heap_changes_no_values_and_is_undone():
+    torch.manual_seed(0)
+    a, b = torch.randn(300, 300), torch.randn(300, 300)
+    expected = (a @ b).numpy()
+    with keep_freed_memory() as kept:
+        inside = (a @ b).numpy()
+        big = np.ones(10_000_000, np.uint8)  # 10 MB: above malloc's mmap threshold
+        del big
+    np.testing.assert_array_equal(inside, expected)
+    with keep_freed_memory(enabled=False) as off:
+        assert off is False
+    assert isinstance(kept, bool)
+
+
+def _faults_of_reallocating(mb: int, times: int) -> int:
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        torch.ones(mb * 2**18)  # float32: mb MB, written, freed
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+
+def test_kept_heap_stops_the_page_faults_of_each_step():
+    with keep_freed_memory() as kept:
+        if not kept:
+            pytest.skip("not glibc")
+        _faults_of_reallocating(40, 8)  # the heap grows to what the loop needs…
+        inside = _faults_of_reallocating(40, 5)  # …and is reused from then on
+    outside = _faults_of_reallocating(40, 5)
+    assert outside > 5 * 40 * 256 * 0.9  # every 4 KiB page of every 40 MB block, each time
+    assert inside < outside / 20
