@@ -148,7 +148,7 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager[Any]:
-    """torch.autocast for `--amp bf16|fp16` (bf16 on this CPU runs on AMX), else nothing."""
+    """torch.autocast for `--amp bf16|fp16` (bf16 on CPUs with AVX512_BF16 or AMX), else nothing."""
     if amp == "off":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
