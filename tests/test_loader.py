@@ -7,7 +7,16 @@ import pytest
 import torch
 from conftest import write_data_dir
 
-from alexcli.core.loader import CropDataset, EpochSampler, Sample, default_workers, make_loader
+from alexcli.core.batchring import RingBuffers
+from alexcli.core.loader import (
+    PREFETCH,
+    BatchPlan,
+    CropDataset,
+    EpochSampler,
+    Sample,
+    default_workers,
+    make_loader,
+)
 from alexcli.stages.datadir import open_data_dir
 
 S, C = 16, 12
@@ -131,3 +140,126 @@ def test_iterating_the_loader_leaves_torchs_global_rng_alone(tmp_path):
 def test_default_workers_leaves_a_core_for_training():
     assert default_workers() >= 0
     assert default_workers(processes_per_node=1000) == 0
+
+
+def _reference(images, labels, plan, crop=C):
+    """What a batch must hold: numpy crops, reflected with numpy's own reversal."""
+    want = [images[s.index, s.y : s.y + crop, s.x : s.x + crop] for s in plan]
+    want = [w[:, ::-1] if s.flip else w for w, s in zip(want, plan, strict=True)]
+    return np.stack(want), labels[[s.index for s in plan]]
+
+
+def _plans(sampler, epochs=(0,)):
+    out = []
+    for e in epochs:
+        sampler.set_epoch(e)
+        out += list(sampler)
+    return out
+
+
+def test_the_sampler_hands_out_plans_that_iterate_as_samples():
+    sampler = EpochSampler(30, 6, size=S, crop=C, seed=4)
+    plan = next(iter(sampler))
+    assert isinstance(plan, BatchPlan) and len(plan) == 6
+    assert BatchPlan.of(list(plan)) == plan  # arrays → samples → arrays, nothing lost
+    assert plan[2] == list(plan)[2] and plan != BatchPlan.of(list(plan)[::-1])
+
+
+def test_kept_batches_are_never_overwritten_by_later_ones(tmp_path):
+    """A consumer that holds on to every batch (more than a worker's ring has slots)
+    gets the same images as the in-process loader: slots are reused only once dropped."""
+    data, images, labels = _data(tmp_path)
+    sampler = EpochSampler(20, 2, size=S, crop=C, seed=7)
+    plans = _plans(sampler, (0, 1))
+    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=1,
+                         pin_memory=False)  # fmt: skip
+    kept = []
+    for e in (0, 1):
+        sampler.set_epoch(e)
+        kept += list(loader)  # 20 batches, all alive at once
+    assert len(kept) == len(plans) > PREFETCH + 3
+    for batch, plan in zip(kept, plans, strict=True):
+        want, want_labels = _reference(images, labels, plan)
+        np.testing.assert_array_equal(batch.images.numpy(), want)
+        np.testing.assert_array_equal(batch.labels.numpy(), want_labels)
+        np.testing.assert_array_equal(batch.alphas.numpy(), plan.alpha)
+
+
+def test_dropped_batches_hand_their_slot_back(tmp_path, monkeypatch):
+    """The fast path: a consumer that lets each batch go gets every batch through the
+    worker's reused shared arrays (none freshly allocated), with the right contents."""
+    data, images, labels = _data(tmp_path)
+    received = []
+    real = RingBuffers.receive
+
+    def counting(self, slot, n):
+        received.append(slot)
+        return real(self, slot, n)
+
+    monkeypatch.setattr(RingBuffers, "receive", counting)  # runs in this process
+    sampler = EpochSampler(20, 2, size=S, crop=C, seed=8)
+    plans = _plans(sampler, range(3))
+    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=1,
+                         pin_memory=False)  # fmt: skip
+    got = []
+    for e in range(3):
+        sampler.set_epoch(e)
+        for batch in loader:
+            got.append((batch.images.sum().item(), batch.labels.tolist()))
+    assert len(received) == len(plans) == 30  # every batch came through a slot
+    assert len(set(received)) <= PREFETCH + 3
+    for (total, labs), plan in zip(got, plans, strict=True):
+        want, want_labels = _reference(images, labels, plan)
+        assert total == want.sum() and labs == want_labels.tolist()
+
+
+def test_validation_through_workers_ends_with_its_partial_batch(tmp_path):
+    data, images, labels = _data(tmp_path, n=19)
+    sampler = EpochSampler(19, 4, size=S, crop=S, train=False)  # whole images, as eval reads
+    batches = list(make_loader(CropDataset(data.shard_set("train"), S), sampler, workers=1,
+                               pin_memory=False))  # fmt: skip
+    assert [b.n for b in batches] == [4, 4, 4, 4, 3]
+    np.testing.assert_array_equal(torch.cat([b.images for b in batches]).numpy(), images)
+    np.testing.assert_array_equal(torch.cat([b.labels for b in batches]).numpy(), labels)
+
+
+def test_shards_stored_another_way_are_read_through_h5py(tmp_path):
+    """The memory-mapped reads rely on one raw chunk per image; a shard written with
+    compression (as another tool might) is read through h5py, with the same crops."""
+    import h5py
+
+    data, images, labels = _data(tmp_path)
+    shards = data.shard_set("train")
+    path = shards.paths[1]
+    with h5py.File(path, "r+") as f:
+        pixels = f["images"][:]
+        del f["images"]
+        f.create_dataset("images", data=pixels, chunks=(2, S, S, 3), compression="gzip")
+    ds = CropDataset(shards, C)
+    assert ds._shard(0)._flat is not None and ds._shard(1)._flat is None
+    sampler = EpochSampler(20, 20, size=S, crop=C, seed=2)
+    plan = next(iter(sampler))
+    batch = ds.__getitems__(plan)
+    want, want_labels = _reference(images, labels, plan)
+    np.testing.assert_array_equal(batch.images.numpy(), want)
+    np.testing.assert_array_equal(batch.labels.numpy(), want_labels)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_pinned_batches_come_through_the_pin_thread_and_free_their_slots(tmp_path):
+    data, images, labels = _data(tmp_path)
+    sampler = EpochSampler(20, 2, size=S, crop=C, seed=9)
+    plans = _plans(sampler, range(2))
+    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=1,
+                         pin_memory=True)  # fmt: skip
+    kept = []
+    for e in range(2):
+        sampler.set_epoch(e)
+        kept += list(loader)
+    for batch, plan in zip(kept, plans, strict=True):
+        assert all(t.is_pinned() for t in batch)
+        want, _ = _reference(images, labels, plan)
+        np.testing.assert_array_equal(batch.images.numpy(), want)
+    loader.ring.sweep()
+    assert not loader.ring.flags.any()  # the pinned copies hold no slot

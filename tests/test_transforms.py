@@ -9,6 +9,7 @@ import torch
 from alexcli.core.transforms import (
     Normalizer,
     center_offset,
+    crop_into,
     crop_uint8,
     draw_augmentation,
     lighting_shift,
@@ -159,3 +160,34 @@ def test_view_batch_matches_numpy(rng):
         if flip:
             want = want[:, :, ::-1]
         np.testing.assert_allclose(got[v], want.transpose(0, 3, 1, 2), atol=1e-4)
+
+
+def test_crop_into_writes_the_reflected_patch_like_numpy(rng):
+    img = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
+    out = torch.empty((C, C, 3), dtype=torch.uint8)
+    for y, x, flip in ((0, 6, True), (3, 1, False), (6, 0, True)):
+        crop_into(out, torch.from_numpy(img), y, x, flip)
+        np.testing.assert_array_equal(out.numpy(), crop_uint8(img, y, x, C, flip))
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+@pytest.mark.parametrize("scale", [1.0, 0.017])
+@pytest.mark.parametrize("noise", [True, False])
+def test_cpu_normalizer_gives_the_batch_wide_numbers_bit_for_bit(rng, channels_last, scale, noise):
+    """The CPU path works image by image; the numbers are those of the plain batch-wide
+    formula ((x − mean crops) + shift) · scale, to the last bit."""
+    _, val, vec = _eigen(rng)
+    mean = rng.uniform(0, 255, (S, S, 3)).astype(np.float32)
+    norm = Normalizer.create(mean, val, vec, torch.device("cpu"), input_scale=scale)
+    aug = draw_augmentation(rng, 9, S, C)
+    crops = torch.from_numpy(rng.integers(0, 256, (9, C, C, 3), dtype=np.uint8))
+    ys, xs, flips = (torch.from_numpy(a) for a in (aug.ys, aug.xs, aug.flips))
+    alphas = torch.from_numpy(aug.alphas) if noise else None
+    got = norm(crops, ys, xs, flips, alphas, channels_last=channels_last)
+    want = crops.float() - mean_crops_gathered(norm.mean, ys, xs, flips, C)
+    if noise:
+        want = want + lighting_shift(alphas, norm.eigval, norm.eigvec, "sqrt")[:, None, None]
+    want = (want * scale if scale != 1.0 else want).permute(0, 3, 1, 2)
+    assert torch.equal(got, want)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    assert got.is_contiguous(memory_format=layout)

@@ -32,10 +32,9 @@ from alexcli.stages.datadir import DataDir, open_data_dir
 
 if TYPE_CHECKING:
     import torch
-    from torch.utils.data import DataLoader
 
     from alexcli.core.checkpoint import Checkpoint
-    from alexcli.core.loader import Batch
+    from alexcli.core.loader import BatchLoader
     from alexcli.core.model import AlexNet
     from alexcli.core.shards import ShardSet
     from alexcli.core.transforms import Normalizer
@@ -249,7 +248,7 @@ class RunNetwork:
                 hint=f"prepare the data with --size {self.ckpt.size}",
             )
 
-    def loader(self, shards: ShardSet, cfg: EvalConfig) -> DataLoader[Batch]:
+    def loader(self, shards: ShardSet, cfg: EvalConfig) -> BatchLoader:
         """Whole stored images of `shards` in index order (the training loader with
         crop = image size, so its worker processes read while the network runs)."""
         from alexcli.core.loader import CropDataset, EpochSampler, default_workers, make_loader

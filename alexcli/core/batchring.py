@@ -1,0 +1,89 @@
+"""Shared-memory arrays that loader workers fill batch after batch, reused once the
+training process is done with them. No paper section: the machinery under
+PAPER.md "Reducing overfitting"'s crops (docs/training.md "Feeding").
+
+A DataLoader worker normally sends each batch in a fresh shared-memory segment:
+created, zero-filled page by page as the worker writes it, its descriptor passed over
+a socket, mapped and faulted in again by the receiver, unlinked after. For a batch of
+128 crops at 224 (19 MB) that cost more than reading the images (one worker moved
+~6,000 images/s that way doing nothing else). So the arrays are made once, before the
+workers start (they inherit them), `slots` per worker, with one shared flag per slot:
+
+- a worker takes a slot whose flag is 0, sets it to 1, fills it and sends only the
+  slot's number (the loader's shipment pickles as `(ring key, slot, n)`); with every
+  slot taken it sends a fresh array instead, so a consumer that keeps batches is never
+  overwritten, only slower;
+- the training process (`RingBuffers.receive`, called as the shipment is unpickled:
+  by the main thread, or by the DataLoader's pin thread on CUDA) wraps the slot in a
+  tensor of its own storage and sets the flag back to 0 once nothing refers to that
+  storage any longer (a weak reference: the pin thread's copy drops it at once).
+
+Each flag has one writer per transition (the worker 0 → 1, the trainer 1 → 0, only
+after receiving the batch), so no lock is needed. Pages are only touched when a slot
+is first used: a worker that keeps up uses the first few.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import weakref
+
+import numpy as np
+import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+
+_RINGS: weakref.WeakValueDictionary[str, RingBuffers] = weakref.WeakValueDictionary()
+_KEYS = itertools.count()
+
+
+class RingBuffers:
+    """`slots` shared uint8 arrays of `shape` per worker and the flags saying which ones
+    the training process still holds. Build before the workers start."""
+
+    def __init__(self, workers: int, slots: int, shape: tuple[int, ...]) -> None:
+        self.arrays = torch.empty((workers, slots, *shape), dtype=torch.uint8).share_memory_()
+        self.flags = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
+        self._held: list[tuple[tuple[int, int], StorageWeakRef]] = []
+        self.key = f"{os.getpid()}-{next(_KEYS)}"
+        _RINGS[self.key] = self
+
+    @staticmethod
+    def find(key: str) -> RingBuffers:
+        """The ring `key` of this process (the training process's, for arriving batches)."""
+        return _RINGS[key]
+
+    def acquire(self, worker: int, n: int) -> tuple[torch.Tensor, tuple[int, int] | None]:
+        """In a worker: an array for n images and its (worker, slot); slot None: a fresh
+        shared array (every slot is still held, or n is more than a slot holds)."""
+        flags = self.flags.numpy()[worker]
+        free = np.flatnonzero(flags == 0)
+        if n > self.arrays.shape[2] or not len(free):
+            fresh = torch.empty((n, *self.arrays.shape[3:]), dtype=torch.uint8)
+            return fresh.share_memory_(), None
+        slot = int(free[0])
+        flags[slot] = 1
+        return self.arrays[worker, slot, :n], (worker, slot)
+
+    def receive(self, slot: tuple[int, int], n: int) -> torch.Tensor:
+        """In the training process: the n images a worker wrote into `slot`, as a tensor
+        with a storage of its own, so that the slot is handed back once it is dropped."""
+        self.sweep()
+        images = torch.from_numpy(self.arrays.numpy()[slot[0], slot[1], :n])
+        self._held.append((slot, StorageWeakRef(images.untyped_storage())))
+        return images
+
+    def sweep(self) -> None:
+        """Hand back the slots of batches nothing refers to any longer."""
+        held, flags = [], self.flags.numpy()
+        for slot, ref in self._held:
+            if ref.expired():
+                flags[slot] = 0
+            else:
+                held.append((slot, ref))
+        self._held = held
+
+    def __getstate__(self) -> dict[str, object]:
+        state = self.__dict__.copy()
+        state["_held"] = []  # the training process's bookkeeping stays there
+        return state
