@@ -165,22 +165,26 @@ PRESETS: dict[str, TrainConfig] = {
         # The recipe (docs/presets.md has the experiments): He init and unit-variance
         # input (÷ ~58.8, ImageNet's per-channel std in 0–255 units) instead of the
         # paper's N(0, 0.01²) on raw pixels, which stays at chance at this scale.
-        epochs=15,
+        # 30 epochs: the paper's conv1 makes a step ~3× cheaper than the 7×7/2 one it
+        # replaced; 30 of its epochs beat 15 of the old (0.088 vs 0.148 mean top-1
+        # error over 3 seeds of the demo's data) in 60 % of the time (docs/presets.md).
+        epochs=30,
         batch_size=32,
         lr=0.005,
         crop=112,
         schedule="step",
-        lr_steps=(10, 13),
+        lr_steps=(20, 26),
         warmup_epochs=0.0,
         input_scale=0.017,
         model=ModelConfig(
             init="kaiming",
-            # Structure: a third of the paper's widths; conv1 7×7/2 turns 112 crops into
-            # the paper's 55×55 maps (docs/model.md has the sizes measured against it).
+            # Structure: a third of the paper's widths and the paper's conv1, 11×11 stride
+            # 4 (Figure 3's kernel shape): 112 crops give 27 → 13 → 6 → 2 maps, so crops
+            # must be ≥ 63 (docs/presets.md "conv1" has the measurements).
             conv_channels=(32, 64, 96, 96, 64),
             fc_features=(256, 256),
-            conv1_kernel=7,
-            conv1_stride=2,
+            conv1_kernel=11,
+            conv1_stride=4,
             conv1_padding=2,
         ),
     ),

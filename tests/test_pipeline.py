@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
-# A demo shrunk to seconds: 3 classes, 8 + 4 images each, 40 px, 1 epoch at 32 px crops.
+# A demo shrunk to seconds: 3 classes, 8 + 4 images each, 72 px, 2 epochs at 64 px crops
+# (the small preset's 11×11/4 conv1 needs crops ≥ 63).
 TINY = [
     "synthetic.classes=3", "synthetic.train_per_class=8", "synthetic.val_per_class=4",
-    "prepare.size=40", "train.crop=32", "train.epochs=2", "train.batch_size=8",
+    "prepare.size=72", "train.crop=64", "train.epochs=2", "train.batch_size=8",
 ]  # fmt: skip
 
 

@@ -37,13 +37,13 @@ def _weights(run_dir):
 
 
 def test_the_small_recipe_learns_a_tiny_set_well_above_chance(tmp_path):
-    """The `small` preset's recipe and widths, at 32-px crops to take seconds."""
+    """The `small` preset's recipe and widths, at 64-px crops to take seconds."""
     data = make_data_dir(tmp_path / "data", train=60, val=15)
-    fast = ["crop=32", "batch_size=16", "devices=cpu", "workers=1", "epochs=5"]
+    fast = ["crop=64", "batch_size=16", "devices=cpu", "workers=1", "epochs=5"]
     result = train(data, tmp_path / "run", resolve_config(preset_name="small", sets=fast))
     errors = [m["val_top1_error"] for m in result.metrics]
     assert len(errors) == 5 and result.epochs_run == 5
-    assert errors[-1] < 0.25, errors  # chance 0.75; six seed pairs tried: ≤ 0.02 at epoch 5
+    assert errors[-1] < 0.25, errors  # chance 0.75; three seed pairs tried: 0.0 at epoch 5
 
 
 def test_cli_writes_config_metrics_checkpoints_then_is_up_to_date(cli, data, tmp_path):
@@ -57,7 +57,7 @@ def test_cli_writes_config_metrics_checkpoints_then_is_up_to_date(cli, data, tmp
     for key in ("train_loss", "val_top1_error", "val_top5_error", "lr", "images_per_s"):
         assert all(isinstance(m[key], float) for m in lines), key
     last = load_checkpoint(run)  # best.pt, loadable by eval / viz
-    assert last.classes[0]["name"] == "n00000000" and last.mean.shape == (40, 40, 3)
+    assert last.classes[0]["name"] == "n00000000" and last.mean.shape == (72, 72, 3)
     assert (run / "checkpoints" / "last.pt").exists() and (run / "manifest.json").exists()
 
     again = cli("train", data, run, "--preset", "small", "--epochs", "2", *_args())
@@ -171,7 +171,7 @@ def test_divergence_is_one_line_and_leaves_the_last_good_checkpoint(cli, data, t
         (["--amp", "fp8"], "amp"),
         (["--set", "no_such_key=1"], "unknown key"),
         (["--preset", "huge"], "unknown preset"),
-        (["--set", "crop=64"], "crop 64 is larger"),
+        (["--set", "crop=80"], "crop 80 is larger"),
         (["--set", "batch_size=1000"], "larger than the"),
     ],
 )

@@ -17,7 +17,7 @@ from alexcli.core.model import build_model
 
 
 def make_checkpoint(path, towers=2):
-    """The `small` preset's network (32 conv1 kernels 7×7) with tower 1's kernels grey
+    """The `small` preset's network (32 conv1 kernels 11×11) with tower 1's kernels grey
     (R = G = B) and tower 2's colour-opponent (R = −G), saved as `train` saves it."""
     cfg = merge(PRESETS["small"], {"model": {"towers": towers}}, "test")
     model = build_model(cfg.model, cfg.crop)
@@ -64,11 +64,11 @@ def test_viz_kernels_writes_the_grid_and_measures_colour(cli, run_dir, tmp_path)
     r = cli("viz-kernels", run, "--out", out)
     assert r.code == 0, r.err
     image = np.asarray(Image.open(out).convert("RGB"))
-    # 32 kernels 7×7, 16 per tower in one row of 16, scale 6 → 42-px tiles, 2-px gaps
-    assert image.shape == (2 * (2 + 44) + 12, 2 + 16 * 44, 3)
+    # 32 kernels 11×11, 16 per tower in one row of 16, scale 4 → 44-px tiles, 2-px gaps
+    assert image.shape == (2 * (2 + 46) + 12, 2 + 16 * 46, 3)
     k = weights[16].astype(np.float64)  # tower 2's first kernel: below the band
     ref = np.rint((k - k.min()) / (k.max() - k.min()) * 255).astype(np.uint8)
-    tile = image[46 + 12 + 2 : 46 + 12 + 2 + 42 : 6, 2 : 2 + 42 : 6]
+    tile = image[48 + 12 + 2 : 48 + 12 + 2 + 44 : 4, 2 : 2 + 44 : 4]
     np.testing.assert_array_equal(tile, ref.transpose(1, 2, 0))
     table = [line.split("│") for line in r.out.splitlines() if line.startswith("│")]
     means = {row[1].strip(): float(row[3]) for row in table}
@@ -81,10 +81,10 @@ def test_viz_kernels_json_and_one_tower(cli, tmp_path):
     r = cli("viz-kernels", tmp_path / "one.pt", "--out", tmp_path / "k.png", "--json")
     assert r.code == 0, r.err
     result = json.loads(r.out)
-    assert (result["towers"], result["kernels"], result["kernel_size"]) == (1, 32, 7)
+    assert (result["towers"], result["kernels"], result["kernel_size"]) == (1, 32, 11)
     assert len(result["colour"]) == 1
     assert Image.open(tmp_path / "k.png").size == (result["width"], result["height"])
-    assert result["height"] == 2 + 2 * 44  # one block: 32 kernels, two rows of 16
+    assert result["height"] == 2 + 2 * 46  # one block: 32 kernels, two rows of 16
 
 
 def test_viz_curves_png_and_the_terminal_table(cli, run_dir, tmp_path):

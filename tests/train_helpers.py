@@ -17,7 +17,7 @@ from alexcli.stages.stats import STATS_FILE, shards_digest
 TINY = [
     "model.conv_channels=[8, 16, 16, 16, 16]",
     "model.fc_features=[32, 32]",
-    "crop=32",
+    "crop=64",  # the small preset's 11×11/4 conv1 needs ≥ 63
     "batch_size=16",
     "devices=cpu",
     "workers=1",  # and so one compute thread: robust on a busy 2-core machine
@@ -27,7 +27,7 @@ _COLOURS = np.array([[220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 210, 40]
 
 
 def make_images(
-    rng: np.random.Generator, per_class: int, classes: int = 4, size: int = 40
+    rng: np.random.Generator, per_class: int, classes: int = 4, size: int = 72
 ) -> tuple[np.ndarray, np.ndarray]:
     """Class k: a square of colour k at a random place on a noisy grey background."""
     images, labels = [], []
@@ -66,7 +66,7 @@ def write_stats(root: Path, images: np.ndarray) -> None:
 
 
 def make_data_dir(
-    root: Path, *, train: int = 24, val: int = 8, classes: int = 4, size: int = 40, seed: int = 0
+    root: Path, *, train: int = 24, val: int = 8, classes: int = 4, size: int = 72, seed: int = 0
 ) -> Path:
     """A prepared DATA_DIR with stats: `train` / `val` images per class."""
     rng = np.random.default_rng(seed)
