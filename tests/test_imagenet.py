@@ -164,3 +164,70 @@ def test_only_chosen_classes_are_listed(tmp_path):
     assert set(train) == set(val) == set(chosen)
     assert sum(len(v) for v in val.values()) == 4
     assert np.all([f.size > 0 for fs in train.values() for f in fs])
+
+
+def test_label_files_saved_by_spreadsheets_and_editors_are_read(tmp_path):
+    """A byte-order mark (Excel's "CSV UTF-8", Notepad), CRLF line ends and trailing blank
+    rows are how these files come back from a spreadsheet or an editor."""
+    tree = small_tree(tmp_path)
+    csv_path = tmp_path / "LOC_val_solution.csv"
+    rows = csv_path.read_text(encoding="utf-8").splitlines()
+    csv_path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([*rows, "", ""]).encode())
+    mapping = tmp_path / "LOC_synset_mapping.txt"
+    mapping.write_bytes(b"\xef\xbb\xbf" + mapping.read_bytes())
+    src = imagenet.find_source(tmp_path)
+    assert val_labels(src, tree)[0] == dict(tree.val)
+    assert src.words == tree.words
+    wnids = tmp_path / "wnids.txt"
+    wnids.write_bytes(b"\xef\xbb\xbf" + f"{tree.classes[1]}\r\n".encode())
+    assert imagenet.read_wnids(wnids) == (tree.classes[1],)
+
+
+def test_label_files_that_cannot_be_read_are_format_errors(tmp_path):
+    small_tree(tmp_path, val_form="devkit")
+    data = tmp_path / "ILSVRC2012_devkit_t12" / "data"
+    (data / "meta.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
+    with pytest.raises(FormatError, match=r"meta\.mat: not the ILSVRC-2012 devkit's"):
+        imagenet.find_source(tmp_path)
+    (data / "meta.mat").unlink()
+    with pytest.raises(UserError, match=r"ground_truth\.txt is there but not meta\.mat"):
+        imagenet.find_source(tmp_path)
+    shutil.rmtree(tmp_path / "ILSVRC2012_devkit_t12")
+    (tmp_path / "LOC_val_solution.csv").write_bytes(
+        b"ImageId,PredictionString\ncaf\xe9,n00000001 1 2 3 4\n"
+    )  # Latin-1, not UTF-8
+    with pytest.raises(FormatError, match=r"LOC_val_solution\.csv: not UTF-8 text"):
+        imagenet.find_source(tmp_path)
+
+
+def test_a_stray_folder_among_wnids_is_named(tmp_path):
+    """ILSVRC-2012 with one `__MACOSX` or `tmp` folder in train/ must not turn into an
+    image-folder tree (words lost, flat val/ refused with a misleading message)."""
+    small_tree(tmp_path)
+    (tmp_path / "train" / "__MACOSX").mkdir()
+    with pytest.raises(UserError, match=r"__MACOSX.*not a wnid"):
+        imagenet.find_source(tmp_path)
+
+
+def test_listing_survives_symlink_loops_and_names_unreadable_folders(tmp_path, monkeypatch):
+    tree = small_tree(tmp_path, val_form="folders")
+    cls = tree.classes[0]
+    (tmp_path / "train" / cls / "loop").symlink_to(".")  # `ln -s . loop`: endless nesting
+    elsewhere = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "train" / tree.classes[1], elsewhere)
+    (tmp_path / "train" / tree.classes[1]).symlink_to(elsewhere)  # a class on another disk
+    src = imagenet.find_source(tmp_path)
+    train, _ = imagenet.list_split(src, "train", src.classes)
+    assert {f.path: c for c, fs in train.items() for f in fs} == dict(tree.train)
+
+    denied = str(tmp_path / "train" / cls)
+    real_scandir = imagenet.os.scandir
+
+    def scandir(path):  # chmod 000 does not stop root, who runs CI here
+        if str(path) == denied:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(imagenet.os, "scandir", scandir)
+    with pytest.raises(UserError, match=f"{cls}: cannot list it .Permission denied."):
+        imagenet.list_split(src, "train", src.classes)

@@ -198,6 +198,23 @@ def test_a_changed_source_file_is_noticed(cli, tmp_path):
     assert imgs[paths.index(rel)][..., 2].min() > 200  # the new, blue image
 
 
+def test_a_truncated_shard_is_rewritten_by_a_plain_rerun(cli, tmp_path):
+    """A shard cut short (a full disk, a copy interrupted) is not "up to date": the rerun
+    writes that shard again and keeps the others."""
+    tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=2,
+                     size_range=(40, 60))  # fmt: skip
+    out = tmp_path / "out"
+    assert cli(*run(tree.root, out, "--size", 32, "--shard-size", 5)).code == 0
+    shard = out / "train" / "00001.h5"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])
+    r = cli(*run(tree.root, out, "--size", 32, "--shard-size", 5, "--json"))
+    assert r.code == 0 and "up to date" not in r.err
+    data = json.loads(r.out)
+    assert data["shards_written"] == 1 and data["shards_reused"] == 4
+    assert shard.read_bytes() == whole
+
+
 def test_fewer_shards_than_before_leave_no_strays(tmp_path):
     tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=1,
                      size_range=(40, 60))  # fmt: skip
@@ -319,12 +336,16 @@ def test_kill_then_rerun_is_a_clean_run(tmp_path, jobs):
         (("{src}", "{out}", "--wnids", "{missing}"), "no such file"),
         (("{src}", "{out}", "--wnids", "{bad_wnids}"), "n12345678 not among"),
         (("{src}", "{out}", "--shard-size", "-1"), "--shard-size -1: must be at least 1"),
+        (("{no_files}", "{out}"), "no training files in the 2 chosen classes"),
     ],
 )
 def test_bad_arguments_are_one_line(cli, synthetic_tree, tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "bad.txt").write_text("n12345678\n")
+    for cls in ("cat", "dog"):  # class folders, nothing in them (tar files not extracted)
+        (tmp_path / "no_files" / "train" / cls).mkdir(parents=True)
     paths = {
+        "no_files": tmp_path / "no_files",
         "src": synthetic_tree.root,
         "out": tmp_path / "out",
         "missing": tmp_path / "missing",
@@ -337,6 +358,22 @@ def test_bad_arguments_are_one_line(cli, synthetic_tree, tmp_path, args, message
     assert lines[0].startswith("error: ") and message in lines[0], r.err
     assert len(lines) <= 2 and "Traceback" not in r.err
     assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("inside", "message"),
+    [("train/data", "is inside SOURCE's train/"), ("val/data", "is inside SOURCE's val/"),
+     (".", "is SOURCE itself")],
+)  # fmt: skip
+def test_a_data_dir_inside_the_source_is_refused(cli, tmp_path, inside, message):
+    """Its shards would be listed as images of SOURCE on the next run (so never up to
+    date), or its train/ and val/ mixed with SOURCE's own."""
+    tree = make_tree(tmp_path / "src", classes=2, train_per_class=2, val_per_class=1,
+                     size_range=(40, 60), val_form="folders")  # fmt: skip
+    before = sorted(tree.root.rglob("*"))
+    r = cli("prepare", tree.root, tree.root / inside, "--size", 32)
+    assert r.code == 2 and message in r.err.splitlines()[0], r.err
+    assert sorted(tree.root.rglob("*")) == before
 
 
 def test_the_resize_filter_can_be_chosen(cli, synthetic_tree, tmp_path):

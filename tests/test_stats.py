@@ -236,8 +236,23 @@ def test_no_training_images(tmp_path):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     manifest["splits"]["train"] = {"images": 0, "shards": []}
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(UserError, match="no training images"):
+    with pytest.raises(UserError, match="no training images") as e:
         run_stats(tmp_path)
+    assert "--force" not in str(e.value.hint)  # rewriting the same nothing would not help
+    assert "skipped" in str(e.value.hint)
+
+
+@pytest.mark.parametrize("spoil", ["truncate", "garbage"])
+def test_a_damaged_stats_h5_is_computed_again_not_up_to_date(tmp_path, cli, spoil):
+    images = _data_dir(tmp_path)
+    assert cli("stats", tmp_path, "--jobs", "1").code == 0
+    path = tmp_path / "stats.h5"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if spoil == "truncate" else b"junk")
+    r = cli("stats", tmp_path, "--jobs", "1", "--json")
+    assert r.code == 0, r.err
+    assert json.loads(r.out)["up_to_date"] is False
+    np.testing.assert_allclose(read_stats(path).rgb_mean, _reference(images)["rgb_mean"])
 
 
 def test_command_prints_a_table_and_json(tmp_path, cli):

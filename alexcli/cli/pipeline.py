@@ -10,10 +10,16 @@ from rich.table import Table
 
 from alexcli.cli._app import app
 from alexcli.cli._console import out, print_json, reporting
-from alexcli.cli._options import Force, Json, Sets
+from alexcli.cli._options import Force, Json
 
 if TYPE_CHECKING:
     from alexcli.stages.pipeline import PipelineResult
+
+# A recipe's keys start with their table (`train.`, `prepare.`…), unlike `train --set`'s.
+Sets = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override any recipe key: `--set train.model.towers=1`."),
+]
 
 
 @app.command()

@@ -79,12 +79,14 @@ def find_source(root: Path) -> Source:
     """Detect SOURCE's layout and read its label files; a one-line error if unknown."""
     root = Path(root)
     if not root.is_dir():
-        raise UserError(f"{root}: no such directory", hint=_LAYOUT_HINT)
+        what = "not a directory" if root.exists() else "no such directory"
+        raise UserError(f"{root}: {what}", hint=_LAYOUT_HINT)
     base = next((b for b in _BASES if _class_dirs(root / b / "train")), None)
     if base is None:
         raise UserError(f"{root}: unknown layout, no train/<class>/ folders", hint=_LAYOUT_HINT)
     classes = tuple(sorted(_class_dirs(root / base / "train")))
     ilsvrc = all(WNID.fullmatch(c) for c in classes)
+    _check_not_mixed(root / base / "train", classes)
     metas = [root / base, root] if base else [root]
     words: dict[str, str] = {}
     used: list[Path] = []
@@ -118,6 +120,19 @@ def find_source(root: Path) -> Source:
     return Source(root, layout, base, classes, words, val_form, val_labels, label_files)
 
 
+def _check_not_mixed(train: Path, classes: Sequence[str]) -> None:
+    """wnid folders beside others (`__MACOSX`, `tmp`) would silently make an ILSVRC-2012
+    tree an image folder: its words lost, its flat val/ refused with a misleading reason."""
+    others = [c for c in classes if not WNID.fullmatch(c)]
+    if others and len(others) < len(classes):
+        more = f" and {len(others) - 3} more" if len(others) > 3 else ""
+        raise UserError(
+            f"{train}: {', '.join(others[:3])}{more} not a wnid, beside "
+            f"{len(classes) - len(others)} wnid folders",
+            hint="move the other folders out of train/ (ILSVRC-2012 has only n######## ones)",
+        )
+
+
 def _flat_val_labels(
     metas: Sequence[Path], val_dir: Path
 ) -> tuple[str, dict[str, str], list[Path]]:
@@ -129,6 +144,11 @@ def _flat_val_labels(
     meta = truth.parent / DEVKIT_META if truth is not None else None
     if truth is not None and meta is not None and meta.is_file():
         return "devkit", read_devkit_labels(meta, truth), [meta, truth]
+    if truth is not None:
+        raise UserError(
+            f"{truth} is there but not meta.mat beside it: its IDs cannot be mapped to wnids",
+            hint=f"copy the devkit's data/{DEVKIT_META} next to {DEVKIT_TRUTH}",
+        )
     raise UserError(
         f"{val_dir}: flat validation images but no labels for them",
         hint=f"put {KAGGLE_CSV} or the devkit ({DEVKIT_TRUTH} + {DEVKIT_META}) in SOURCE, "
@@ -142,7 +162,7 @@ def _flat_val_labels(
 def read_synset_mapping(path: Path) -> dict[str, str]:
     """`LOC_synset_mapping.txt`: "n01440764 tench, Tinca tinca" per line → {wnid: words}."""
     out: dict[str, str] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_text(path).splitlines():
         wnid, _, words = line.strip().partition(" ")
         if wnid:
             out[wnid] = words.strip()
@@ -153,16 +173,17 @@ def read_kaggle_labels(path: Path) -> dict[str, str]:
     """`LOC_val_solution.csv` → {image id (file stem): wnid}, the wnid being the first
     token of PredictionString (the first box's class; every box has the same one)."""
     out: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = csv.reader(f)
-        header = next(rows, [])
-        if header[:2] != ["ImageId", "PredictionString"]:
-            raise FormatError(f"{path}: not a LOC_val_solution.csv (header {header[:2]})")
-        for n, row in enumerate(rows, start=2):
-            tokens = row[1].split() if len(row) >= 2 else []
-            if not tokens or not WNID.fullmatch(tokens[0]):
-                raise FormatError(f"{path}:{n}: expected `ImageId,wnid x0 y0 x1 y1 ...`")
-            out[row[0].strip()] = tokens[0]
+    rows = csv.reader(_read_text(path).splitlines())
+    header = next(rows, [])
+    if header[:2] != ["ImageId", "PredictionString"]:
+        raise FormatError(f"{path}: not a LOC_val_solution.csv (header {header[:2]})")
+    for n, row in enumerate(rows, start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # a blank line (a trailing one, mostly)
+        tokens = row[1].split() if len(row) >= 2 else []
+        if not tokens or not WNID.fullmatch(tokens[0]):
+            raise FormatError(f"{path}:{n}: expected `ImageId,wnid x0 y0 x1 y1 ...`")
+        out[row[0].strip()] = tokens[0]
     return out
 
 
@@ -177,7 +198,9 @@ def read_devkit_meta(path: Path) -> dict[str, tuple[int, str]]:
         for s in synsets:
             if int(s["num_children"]) == 0:
                 out[str(s["WNID"])] = (int(s["ILSVRC2012_ID"]), str(s["words"]))
-    except (KeyError, ValueError, TypeError, IndexError, OSError) as e:
+    except (KeyError, ValueError, TypeError, IndexError, OSError, EOFError,
+            NotImplementedError, scipy.io.matlab.MatReadError) as e:  # fmt: skip
+        # (NotImplementedError: a MATLAB v7.3 file, re-saved; MatReadError: a cut one)
         raise FormatError(f"{path}: not the ILSVRC-2012 devkit's meta.mat ({e})") from None
     return out
 
@@ -187,7 +210,7 @@ def read_devkit_labels(meta: Path, truth: Path) -> dict[str, str]:
     mapped to its wnid through meta.mat."""
     by_id = {i: wnid for wnid, (i, _) in read_devkit_meta(meta).items()}
     out: dict[str, str] = {}
-    for n, line in enumerate(truth.read_text(encoding="utf-8").split(), start=1):
+    for n, line in enumerate(_read_text(truth).split(), start=1):
         try:
             out[f"ILSVRC2012_val_{n:08d}"] = by_id[int(line)]
         except (KeyError, ValueError):
@@ -199,7 +222,7 @@ def read_wnids(path: Path) -> tuple[str, ...]:
     """A class list: one name per line (the first word; `#` comments, blanks ignored),
     so a trimmed LOC_synset_mapping.txt works too."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UserError(f"--wnids {path}: no such file") from None
     except (OSError, UnicodeDecodeError) as e:
@@ -292,31 +315,60 @@ def _walk(root: Path, top: Path, *, recursive: bool) -> list[SourceFile]:
     out: list[SourceFile] = []
     prefix = top.relative_to(root).as_posix()
     stack = [(top, prefix)]
+    seen = {_identity(top)}  # symlinked folders are followed, each real one listed once
     while stack:
         folder, rel = stack.pop()
-        with os.scandir(folder) as it:
-            for e in it:
-                if e.name.startswith("."):
-                    continue
-                if e.is_file():
-                    st = e.stat()
-                    out.append(SourceFile(f"{rel}/{e.name}", st.st_size, st.st_mtime_ns))
-                elif recursive and e.is_dir():
+        for e in _scan(folder):
+            if e.name.startswith("."):
+                continue
+            if e.is_file():
+                st = e.stat()
+                out.append(SourceFile(f"{rel}/{e.name}", st.st_size, st.st_mtime_ns))
+            elif recursive and e.is_dir():
+                key = _identity(Path(e.path))
+                if key not in seen:
+                    seen.add(key)
                     stack.append((Path(e.path), f"{rel}/{e.name}"))
     out.sort(key=lambda f: f.path)
     return out
 
 
+def _scan(folder: Path) -> list[os.DirEntry[str]]:
+    """A folder's entries; one that cannot be listed is a one-line error naming it."""
+    try:
+        with os.scandir(folder) as it:
+            return list(it)
+    except OSError as e:
+        raise UserError(
+            f"{folder}: cannot list it ({e.strerror or e})",
+            hint="make it readable (chmod a+rx), or move it out of SOURCE",
+        ) from None
+
+
 def _class_dirs(path: Path) -> list[str]:
     if not path.is_dir():
         return []
-    with os.scandir(path) as it:
-        return [e.name for e in it if e.is_dir() and not e.name.startswith(".")]
+    return [e.name for e in _scan(path) if e.is_dir() and not e.name.startswith(".")]
 
 
 def _has_files(path: Path) -> bool:
-    with os.scandir(path) as it:
-        return any(e.is_file() and not e.name.startswith(".") for e in it)
+    return any(e.is_file() and not e.name.startswith(".") for e in _scan(path))
+
+
+def _read_text(path: Path) -> str:
+    """A label file's text; a byte-order mark (spreadsheets and editors add one) dropped."""
+    try:
+        return path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise FormatError(
+            f"{path}: not UTF-8 text ({e.reason} at byte {e.start})",
+            hint="save it as UTF-8 (ILSVRC-2012's own files are ASCII)",
+        ) from None
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    st = folder.stat()
+    return st.st_dev, st.st_ino
 
 
 def _first_file(dirs: Iterable[Path], names: Iterable[str]) -> Path | None:

@@ -34,7 +34,7 @@ from alexcli.core.fingerprint import fingerprint
 from alexcli.core.imageshards import ShardDone, ShardPlan, write_shard
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import ConfigError, UserError
-from alexcli.stages.runner import run_stage
+from alexcli.stages.runner import read_manifest, run_stage
 
 STAGE = "prepare"
 VERSION = 1
@@ -92,13 +92,18 @@ def prepare(
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
     src = imagenet.find_source(Path(source))
+    _check_outside(src, data_dir)
     chosen = imagenet.choose_classes(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     if config.wnids and config.classes is not None:
         progress.log(f"--wnids names {len(chosen)} classes; --classes is ignored")
-    progress.log(f"{src.layout}: {len(src.classes)} classes, {len(chosen)} chosen")
     plans, unlabelled, digest = plan_shards(src, chosen, config)
+    _check_training_files(src, chosen, plans, progress)
+    progress.log(f"{src.layout}: {len(src.classes)} classes, {len(chosen)} chosen")
+    changed = not force and _shards_changed(data_dir)
+    if changed:
+        progress.log("prepare: shards differ in size from the manifest's; checking each one")
     decode = images.decode_params()
     params = {**fingerprint_view(config), "decode": decode}
     counts: dict[str, Any] = {}
@@ -119,7 +124,7 @@ def prepare(
         build=build,
         listing=digest,
         config=to_dict(config),
-        force=force,
+        force=force or changed,  # `changed` rebuilds, keeping every shard still whole
         progress=progress,
     )
     seconds = time.perf_counter() - start
@@ -133,6 +138,52 @@ def check_config(config: PrepareConfig) -> None:
         if value is not None and value < 1:
             flag = "--" + name.replace("_", "-")
             raise ConfigError(f"{flag} {value}: must be at least 1")
+
+
+def _check_outside(src: imagenet.Source, data_dir: Path) -> None:
+    """DATA_DIR inside SOURCE's train/ or val/ would have its shards listed as images by
+    the next run (never up to date); SOURCE itself would mix the two trees' train/ and val/."""
+    target = data_dir.resolve()
+    hint = "choose a DATA_DIR outside SOURCE's train/ and val/, e.g. beside SOURCE"
+    if target in (src.root.resolve(), (src.root / src.base).resolve()):
+        raise UserError(f"DATA_DIR {data_dir} is SOURCE itself", hint=hint)
+    for split in SPLITS:
+        folder = src.dir(split).resolve()
+        if target == folder or folder in target.parents:
+            raise UserError(f"DATA_DIR {data_dir} is inside SOURCE's {split}/", hint=hint)
+
+
+def _check_training_files(
+    src: imagenet.Source, chosen: Sequence[str], plans: Sequence[ShardPlan], progress: Progress
+) -> None:
+    """No training file at all is an error; a chosen class without any, a warning (its
+    label exists but can never be learned: an ImageNet tar file not extracted, mostly)."""
+    have = {label for p in plans if p.split == "train" for _, label in p.items}
+    if not have:
+        raise UserError(
+            f"{src.dir('train')}: no training files in the {len(chosen)} chosen classes",
+            hint="put the images in train/<class>/ (ILSVRC-2012: extract the per-class tars)",
+        )
+    empty = [c for i, c in enumerate(chosen) if i not in have]
+    if empty:
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        progress.log(
+            f"warning: {len(empty)} of the {len(chosen)} classes have no training files: "
+            f"{', '.join(empty[:3])}{more}"
+        )
+
+
+def _shards_changed(data_dir: Path) -> bool:
+    """Whether the shards on disk add up to another size than the manifest recorded: one
+    cut short (a full disk, an interrupted copy) or replaced is not "up to date"."""
+    old = read_manifest(data_dir / "manifest.json")
+    if old is None or "bytes" not in old:
+        return False
+    try:
+        shards = [s["path"] for split in old["splits"].values() for s in split["shards"]]
+        return sum((data_dir / p).stat().st_size for p in shards) != int(old["bytes"])
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        return True
 
 
 # --------------------------------------------------------------------------- planning

@@ -77,6 +77,9 @@ def run_stats(
     stats_path, png_path = data.root / STATS_FILE, data.root / MEAN_PNG
     digest = shards_digest(data)
     seconds = 0.0
+    damaged = not force and stats_path.exists() and not _readable(stats_path)
+    if damaged:
+        progress.log(f"stats: {stats_path} is damaged; computing it again")
 
     def build() -> dict[str, object]:
         nonlocal seconds
@@ -102,7 +105,7 @@ def run_stats(
         upstream={"prepare": data.fingerprint},
         listing=digest,
         config=to_dict(config),
-        force=force,
+        force=force or damaged,
         progress=progress,
     )
     return StatsResult(
@@ -186,9 +189,17 @@ def _train_shards(data: DataDir) -> tuple[list[Path], list[int]]:
     if not entries or sum(s.images for s in entries) == 0:
         raise UserError(
             f"{data.root}: no training images",
-            hint=f"run `alexcli prepare SOURCE {data.root} --force`",
+            hint=f"prepare could read none: see `skipped` in {data.root / 'manifest.json'}",
         )
     return [data.root / s.path for s in entries], [s.images for s in entries]
+
+
+def _readable(path: Path) -> bool:
+    try:
+        read_stats(path)
+    except FormatError:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- benchmark
