@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -386,3 +387,21 @@ def test_the_resize_filter_can_be_chosen(cli, synthetic_tree, tmp_path):
         close_to(imgs[-1], resize_reference(img, 64, "lanczos"))
     r = cli(*run(synthetic_tree.root, out, "--resample", "nearest"))
     assert r.code == 2 and "'resample' must be one of" in r.err
+
+
+def test_validation_labels_of_classes_without_training_folders_are_named(cli, tmp_path):
+    """An ILSVRC copy with one class's training tar not extracted: its validation images
+    cannot be used (no label index), and prepare says so instead of dropping them quietly."""
+    tree = make_tree(tmp_path / "src", classes=3, train_per_class=4, val_per_class=2,
+                     size_range=(80, 120))  # fmt: skip
+    missing = sorted(p.name for p in (tree.root / "train").iterdir() if p.is_dir())[1]
+    shutil.rmtree(tree.root / "train" / missing)
+    r = cli("prepare", tree.root, tmp_path / "out", "--size", "32")
+    assert r.code == 0, r.err
+    assert (
+        f"2 validation images are labelled with 1 classes that have no train/ folder ({missing})"
+        in r.err
+    )
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert [c["name"] for c in manifest["classes"]] == sorted(set(tree.classes) - {missing})
+    assert manifest["splits"]["val"]["images"] == 4

@@ -71,6 +71,17 @@ class Source:
     def dir(self, split: str) -> Path:
         return self.root / self.base / split
 
+    def classless_val_labels(self) -> dict[str, int]:
+        """Classes the flat validation labels name that have no training folder, with how
+        many images each: a per-class tar not extracted, mostly. Their images are not
+        listed (they could never be predicted)."""
+        known = set(self.classes)
+        counts: dict[str, int] = {}
+        for cls in self.val_labels.values():
+            if cls not in known:
+                counts[cls] = counts.get(cls, 0) + 1
+        return counts
+
 
 # --------------------------------------------------------------------------- detection
 

@@ -100,6 +100,7 @@ def prepare(
         progress.log(f"--wnids names {len(chosen)} classes; --classes is ignored")
     plans, unlabelled, digest = plan_shards(src, chosen, config)
     _check_training_files(src, chosen, plans, progress)
+    _warn_classless_val(src, progress)
     progress.log(f"{src.layout}: {len(src.classes)} classes, {len(chosen)} chosen")
     changed = not force and _shards_changed(data_dir)
     if changed:
@@ -170,6 +171,19 @@ def _check_training_files(
         progress.log(
             f"warning: {len(empty)} of the {len(chosen)} classes have no training files: "
             f"{', '.join(empty[:3])}{more}"
+        )
+
+
+def _warn_classless_val(src: imagenet.Source, progress: Progress) -> None:
+    """Validation labels of classes without a train/ folder are left out, but not silently."""
+    orphans = src.classless_val_labels()
+    if orphans:
+        names = sorted(orphans)
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        progress.log(
+            f"warning: {sum(orphans.values())} validation images are labelled with "
+            f"{len(names)} classes that have no train/ folder ({', '.join(names[:3])}{more}); "
+            "left out"
         )
 
 
