@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import random
 
@@ -114,6 +115,14 @@ def test_bad_files_are_one_line_format_errors(tmp_path, make, match):
     make(bad, (tmp_path / "good.pt").read_bytes())
     with pytest.raises(FormatError, match=match) as e:
         load_checkpoint(bad)
+    assert "\n" not in str(e.value) and "--force" in e.value.hint
+
+
+def test_weights_that_do_not_fit_the_saved_network_name_what_differs(tmp_path):
+    five_classes = build_model(dataclasses.replace(MODEL, num_classes=5), 32)
+    save_checkpoint(tmp_path / "x.pt", _payload(five_classes))
+    with pytest.raises(FormatError, match=r"size mismatch for towers\.0\.fc8\.weight") as e:
+        load_checkpoint(tmp_path / "x.pt").build_model()
     assert "\n" not in str(e.value) and "--force" in e.value.hint
 
 

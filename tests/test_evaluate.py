@@ -253,6 +253,18 @@ def test_missing_paths_and_bad_flags_are_one_line(cli, tmp_path, small_run):
     _one_line(cli("eval", run, data, "--devices", "cuda:7", "--workers", "0"))
 
 
+def test_a_json_report_that_cannot_be_written_is_refused_before_evaluating(
+    cli, tmp_path, small_run
+):
+    run, data = small_run
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    for target in (tmp_path, blocker / "eval.json"):  # a directory; under a file
+        r = cli("eval", run, data, "--json", target, *FAST)
+        _one_line(r)
+        assert str(target) in r.err and "evaluating" not in r.err
+
+
 def test_a_data_dir_of_another_image_size_is_refused(cli, tmp_path, small_run):
     run, _ = small_run
     images = np.zeros((2, SIZE + 8, SIZE + 8, 3), np.uint8)

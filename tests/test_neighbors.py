@@ -125,9 +125,22 @@ def test_neighbors_table_without_json(cli, tmp_path, data_and_run):
     assert not list(out.parent.glob(".*.tmp"))  # written atomically, nothing left behind
 
 
+def test_queries_from_the_training_split_find_themselves(cli, tmp_path, data_and_run):
+    run, data, out = tmp_path / "run", tmp_path / "data", tmp_path / "f.png"
+    r = cli("neighbors", run, data, "--out", out, "--split", "train", "--index", "7", "--k", "1",
+            "--json", *FAST)  # fmt: skip
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    (query,) = report["results"]
+    assert report["split"] == "train" and query["index"] == 7
+    assert query["neighbours"][0]["index"] == 7  # itself (fc7 of another batch: ~1e-7 away)
+
+
 def test_bad_neighbors_requests_are_one_line(cli, tmp_path, data_and_run):
     run, data, out = tmp_path / "run", tmp_path / "data", tmp_path / "f.png"
-    for args in [("--index", 6), ("--k", 21), ("--out", tmp_path / "f.jpg")]:
+    (tmp_path / "a-file").write_text("")
+    unwritable = ("--out", tmp_path / "a-file" / "f.png")  # found before the fc7 pass
+    for args in [("--index", 6), ("--k", 21), ("--out", tmp_path / "f.jpg"), unwritable]:
         extra = args if args[0] == "--out" else ("--out", out, *args)
         r = cli("neighbors", run, data, *extra, *FAST)
         assert r.code == 2 and sum(x.startswith("error:") for x in r.err.splitlines()) == 1, r.err

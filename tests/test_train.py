@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -73,11 +74,21 @@ def test_an_existing_run_is_never_silently_overwritten(cli, data, tmp_path):
     assert cli("train", data, run, "--preset", "small", "--epochs", "1", *_args()).code == 0
     r = cli("train", data, run, "--preset", "small", "--epochs", "2", *_args())
     assert r.code == 2 and "finished run" in r.err and "--resume" in r.err
+    r = cli("train", data, run)  # --preset forgotten: the paper's 224 crop does not fit
+    assert r.code == 2 and "finished run" in r.err, r.err  # what to do, not "crop 224"
     (run / "manifest.json").unlink()  # as a run killed before its end leaves it
     r = cli("train", data, run, "--preset", "small", "--epochs", "1", *_args())
     assert r.code == 2 and "unfinished" in r.err and "--force" in r.err
     r = cli("train", data, run, "--preset", "small", "--epochs", "2", "--force", *_args())
     assert r.code == 0 and load_checkpoint(run / "checkpoints" / "last.pt").epoch == 2
+
+
+def test_a_finished_run_that_lost_a_checkpoint_says_so(cli, data, tmp_path):
+    run, args = tmp_path / "run", ("--preset", "small", "--epochs", "1", *_args())
+    assert cli("train", data, run, *args).code == 0
+    (run / "checkpoints" / "best.pt").unlink()  # e.g. to save space
+    r = cli("train", data, run, *args)  # the same settings: not "another configuration"
+    assert r.code == 2 and "lacks checkpoints/best.pt" in r.err and "--force" in r.err, r.err
 
 
 def test_more_epochs_with_resume_continues_a_finished_run(cli, data, tmp_path):
@@ -87,6 +98,44 @@ def test_more_epochs_with_resume_continues_a_finished_run(cli, data, tmp_path):
     assert r.code == 0, r.err
     lines = (run / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["epoch"] for x in lines] == [1, 2]
+
+
+def test_metrics_record_the_lr_each_epoch_trained_at(cli, data, tmp_path):
+    """The "plateau" schedule drops the lr after an epoch's validation: that epoch still
+    trained at the old one, and viz-curves places the drop by these lines."""
+    run = tmp_path / "run"
+    sets = _args('schedule="plateau"', "plateau_patience=1", "lr=1e-7", "epochs=4")
+    assert cli("train", data, run, "--preset", "small", *sets).code == 0
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    want, drops, lr, best = [], [], 1e-7, math.inf  # the plateau rule, by hand
+    for m in lines:
+        want.append(lr)
+        drops.append(round(math.log10(1e-7 / lr)))
+        if m["val_top1_error"] < best:
+            best = m["val_top1_error"]
+        elif drops[-1] < 3:
+            lr /= 10
+    assert want[-1] < want[0]  # at lr 1e-7 the error stands still: it did drop
+    assert [m["lr"] for m in lines] == pytest.approx(want, rel=1e-9)
+    assert [m["lr_drops"] for m in lines] == drops
+
+
+def test_a_resume_that_cannot_continue_is_refused_before_the_run_changes(cli, data, tmp_path):
+    run = tmp_path / "run"
+    assert cli("train", data, run, "--preset", "small", "--epochs", "2", *_args()).code == 0
+    files = [run / "config.json", run / "manifest.json", run / "checkpoints" / "last.pt"]
+    before = {f: f.read_bytes() for f in files}
+    other = make_data_dir(tmp_path / "other", train=4, val=2, classes=5)
+    cases = [
+        ((other, "--epochs", "3"), "5 classes, the run was trained on 4"),
+        ((data, "--epochs", "3", "--set", "model.towers=1"), "weights do not fit"),
+        ((data, "--epochs", "1"), "already trained 2 epochs"),
+    ]
+    for (data_dir, *args), message in cases:
+        r = cli("train", data_dir, run, "--resume", *args)
+        assert r.code == 2 and message in r.err and "--force" in r.err, r.err
+        assert r.err.count("error:") == 1 and "Traceback" not in r.err
+    assert all(f.read_bytes() == b for f, b in before.items())  # config.json too
 
 
 @pytest.mark.slow
@@ -173,6 +222,8 @@ def test_divergence_is_one_line_and_leaves_the_last_good_checkpoint(cli, data, t
         (["--preset", "huge"], "unknown preset"),
         (["--set", "crop=80"], "crop 80 is larger"),
         (["--set", "batch_size=1000"], "larger than the"),
+        (["--lr", "-1"], "lr is -1"),
+        (["--set", "model.dropout=1.5"], "model.dropout is 1.5"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(cli, data, tmp_path, args, message):
@@ -189,6 +240,13 @@ def test_missing_inputs_name_the_command_that_makes_them(cli, data, tmp_path):
     (bare / "stats.h5").unlink()
     r = cli("train", bare, tmp_path / "run", *_args())
     assert r.code == 2 and "alexcli stats" in r.err
+
+
+def test_a_run_dir_that_cannot_be_written_is_one_line(cli, data, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    for run in (tmp_path / "a-file", tmp_path / "a-file" / "run"):
+        r = cli("train", data, run, *_args())
+        assert r.code == 2 and str(run) in r.err and "unexpected" not in r.err, r.err
 
 
 def test_stale_stats_are_refused(cli, tmp_path):

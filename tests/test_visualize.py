@@ -112,6 +112,21 @@ def test_viz_curves_svg_from_a_run_in_progress(cli, run_dir, tmp_path):
     assert [len(p.get("points").split()) for p in polylines] == [6, 6, 6]
 
 
+def test_viz_curves_leaves_out_values_that_are_not_finite(cli, run_dir, tmp_path):
+    """Python's json writes NaN and Infinity (a diverged run, another tool's log): such a
+    value is a gap in its curve, not an "unexpected ValueError"."""
+    run, _ = run_dir
+    text = (run / "metrics.jsonl").read_text()
+    text = text.replace('"train_loss": 1.5,', '"train_loss": NaN,')
+    text = text.replace('"val_top1_error": 0.65,', '"val_top1_error": Infinity,')
+    (run / "metrics.jsonl").write_text(text)
+    r = cli("viz-curves", run, "--out", tmp_path / "c.png", "--json")
+    assert r.code == 0, r.err
+    epochs = json.loads(r.out)["epochs"]
+    assert epochs[1]["train_loss"] is None and epochs[2]["val_top1_error"] is None
+    assert epochs[0]["train_loss"] == 3.0 and Image.open(tmp_path / "c.png").size == (900, 620)
+
+
 def _one_line_error(r, *words):
     assert r.code == 2
     assert "Traceback" not in r.err
@@ -138,6 +153,13 @@ def test_a_file_that_is_not_a_checkpoint(cli, tmp_path):
     fake.write_text("hello")
     _one_line_error(cli("viz-kernels", fake, "--out", tmp_path / "k.png"), "model.pt")
     assert not (tmp_path / "k.png").exists()
+
+
+def test_an_out_that_cannot_be_written(cli, run_dir, tmp_path):
+    run, _ = run_dir
+    (tmp_path / "a-file").write_text("")
+    _one_line_error(cli("viz-curves", run, "--out", tmp_path / "a-file" / "c.png"), "a-file")
+    _one_line_error(cli("viz-kernels", run, "--out", tmp_path / "a-file" / "k.png"), "a-file")
 
 
 def test_a_wrong_picture_suffix(cli, run_dir, tmp_path):

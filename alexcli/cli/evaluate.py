@@ -49,13 +49,15 @@ def eval_(
 
     Example: `alexcli eval runs/in100 data/in100 --views 10 --json eval.json`
     """
-    from alexcli.core.atomic import write_json
+    from alexcli.core.atomic import check_writable, write_json
     from alexcli.stages.evaluate import evaluate
 
     cfg = with_values(
         EvalConfig(), views=views, split=split, devices=devices, amp=amp,
         batch_size=batch_size, workers=workers,
     )  # fmt: skip
+    if json_file is not None:
+        check_writable(json_file, "--json")  # now, not after hours of evaluating
     with reporting() as progress:
         report = evaluate(run_dir, data_dir, cfg, progress)
     if json_file is not None:
@@ -143,6 +145,7 @@ def neighbors(
         typer.Option("--index", min=0, help="A validation image by index (repeatable)."),
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = 6,
+    split: Annotated[str, typer.Option(help="The split the queries come from.")] = "val",
     views: Views = None,
     json: Json = False,
     devices: Devices = None,
@@ -159,8 +162,8 @@ def neighbors(
     from alexcli.stages.neighbors import neighbors as run
 
     cfg = with_values(
-        EvalConfig(), views=views, devices=devices, amp=amp, batch_size=batch_size,
-        workers=workers,
+        EvalConfig(), views=views, split=split, devices=devices, amp=amp,
+        batch_size=batch_size, workers=workers,
     )  # fmt: skip
     with reporting(quiet=json) as progress:
         report = run(

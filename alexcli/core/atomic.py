@@ -10,9 +10,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from alexcli.errors import UserError
 
 _TMP_SUFFIX = ".tmp"
 
@@ -82,3 +85,22 @@ def _fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def check_writable(path: Path, flag: str) -> None:
+    """Refuse, before the work, an output that could not be written after it (a directory,
+    a path under a file, a folder not ours); missing folders are fine: writes make them."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{flag} {path}: is a directory", hint="give a file name")
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"{flag} {path}: cannot write there ({e.strerror or e})",
+            hint="choose a place you can write",
+        ) from None

@@ -152,8 +152,9 @@ class Checkpoint:
         model = build_model(cfg.model, cfg.crop, devices)
         try:
             model.load_state_dict(self.model_state)
-        except RuntimeError as e:
-            reason = str(e).splitlines()[0][:120]
+        except RuntimeError as e:  # "Error(s) in loading state_dict…:", then one line each
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            reason = " ".join(lines[1:2] or lines[:1])[:200]
             raise FormatError(
                 f"{self.path}: weights do not fit the network ({reason})", hint=_FIX
             ) from None

@@ -93,8 +93,9 @@ def _epoch(record: object) -> Epoch:
         raise TypeError("not a JSON object")
     values: dict[str, float | None] = {}
     for key in (*SERIES, "lr", "images_per_s"):
-        value = record.get(key)
-        values[key] = None if value is None else float(value)
+        value = None if record.get(key) is None else float(record[key])
+        # json reads NaN / Infinity (a diverged run): no point to draw, as if missing
+        values[key] = value if value is not None and math.isfinite(value) else None
     return Epoch(epoch=int(record["epoch"]), **values)
 
 

@@ -95,13 +95,16 @@ class LrSchedule:
 
     def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """The lr for step `step` (0-based) of epoch `epoch` (0-based)."""
-        drops = self.drops if self.kind == "plateau" else sum(epoch >= m for m in self.milestones)
-        lr = self.base_lr * 0.1**drops
+        lr = self.base_lr * 0.1 ** self.drops_at(epoch)
         warm = self.warmup_epochs * steps_per_epoch
         done = epoch * steps_per_epoch + step
         if warm > 0 and done < warm:
             lr *= (done + 1) / math.ceil(warm)
         return lr
+
+    def drops_at(self, epoch: int) -> int:
+        """How many ÷10 drops epoch `epoch` (0-based) trains with ("plateau": so far)."""
+        return self.drops if self.kind == "plateau" else sum(epoch >= m for m in self.milestones)
 
     def end_epoch(self, val_error: float) -> bool:
         """Record an epoch's validation error; True when "plateau" just dropped the lr."""

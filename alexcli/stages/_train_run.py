@@ -29,7 +29,13 @@ from torch.nn.parallel import DistributedDataParallel
 
 from alexcli.config import TrainConfig, to_dict
 from alexcli.core.atomic import atomic_path, write_text
-from alexcli.core.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from alexcli.core.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from alexcli.core.distributed import Dist, process_devices
 from alexcli.core.engine import (
     EpochProgress,
@@ -56,6 +62,7 @@ from alexcli.core.stats import Stats
 from alexcli.core.transforms import Normalizer
 from alexcli.errors import ConfigError, DeviceError, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
+from alexcli.stages.evaluate import check_classes
 from alexcli.stages.stats import STATS_FILE, check_stats_current
 
 # --------------------------------------------------------------------------- inputs
@@ -104,6 +111,15 @@ def check_fits(cfg: TrainConfig, data: DataDir, dist: Dist) -> None:
         raise DeviceError("--amp fp16 needs a CUDA device", hint="use --amp bf16 on a CPU")
     if cfg.epochs < 1:
         raise ConfigError(f"epochs is {cfg.epochs}", hint="train at least one epoch")
+    # torch's own bounds, refused here in one line rather than by SGD or dropout mid-setup
+    for key, value, ok, bounds in (
+        ("lr", cfg.lr, cfg.lr >= 0, "≥ 0"),
+        ("momentum", cfg.momentum, cfg.momentum >= 0, "≥ 0"),
+        ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0, "≥ 0"),
+        ("model.dropout", cfg.model.dropout, 0 <= cfg.model.dropout <= 1, "in [0, 1]"),
+    ):
+        if not ok:
+            raise ConfigError(f"{key} is {value}", hint=f"{key} must be {bounds}")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -127,10 +143,44 @@ class TrainLoop:
         self._task: Task | None = None
         self._val_task: Task | None = None
         self._first_epoch = 0
+        self._resume_from: Checkpoint | None = None
 
     @property
     def last(self) -> Path:
         return self.run_dir / "checkpoints" / "last.pt"
+
+    def check_resume(self) -> None:
+        """Read last.pt before anything in RUN_DIR changes, and refuse in one line a
+        --resume it cannot continue: other classes, another network, more epochs done."""
+        if not self.last.is_file():
+            return
+        ck = load_checkpoint(self.last)
+        fix = "resume with the run's own settings and data, or start over with --force"
+        try:
+            check_classes(ck.classes, self.data.classes, self.data.root)
+        except UserError as e:
+            raise UserError(e.message, hint=fix) from None
+        with torch.device("meta"):  # shapes only: nothing allocated, no RNG drawn
+            now = {k: tuple(v.shape) for k, v in build_model(self.cfg.model, self.cfg.crop)
+                   .state_dict().items()}  # fmt: skip
+        saved = {k: tuple(v.shape) for k, v in ck.model_state.items()}
+        misfits = [k for k in now if now[k] != saved.get(k)] + [k for k in saved if k not in now]
+        if misfits:
+            key = misfits[0]
+            raise ConfigError(
+                f"{self.last}: its weights do not fit the network configured now "
+                f"({key}: {saved.get(key, 'absent')} saved, {now.get(key, 'absent')} now)",
+                hint=fix,
+            )
+        if (ck.epoch, ck.step) > (self.cfg.epochs, 0):
+            done = f"{ck.epoch} epochs" + (f" and {ck.step} steps" if ck.step else "")
+            raise ConfigError(
+                f"{self.run_dir} has already trained {done}, more than the {self.cfg.epochs} "
+                "epochs asked for",
+                hint=f"resume with --epochs {ck.epoch + (ck.step > 0)} or more, or start over "
+                "with --force",
+            )
+        self._resume_from = ck
 
     def run(self, *, resume: bool) -> dict[str, Any]:
         """Train from scratch, or from last.pt with `resume`; return the manifest body."""
@@ -226,6 +276,8 @@ class TrainLoop:
             task=task, after_step=after_step,
         )  # fmt: skip
         val = self._validate(ctx)
+        # The lr this epoch trained at, read before "plateau" may drop it for the next.
+        lr, drops = self.schedule.lr(epoch, steps - 1, steps), self.schedule.drops_at(epoch)
         self.schedule.end_epoch(val.top1_error)
         line = {
             "epoch": epoch + 1,
@@ -233,10 +285,10 @@ class TrainLoop:
             "val_top1_error": val.top1_error,
             "val_top5_error": val.top5_error,
             "val_loss": val.loss,
-            "lr": self.schedule.lr(epoch, steps - 1, steps),
+            "lr": lr,
             "images_per_s": state.images / state.seconds if state.seconds else 0.0,
             "seconds": state.seconds,
-            "lr_drops": self.schedule.drops,
+            "lr_drops": drops,
         }
         self.metrics.append(line)
         improved = self.best is None or val.top1_error < self.best
@@ -325,7 +377,7 @@ class TrainLoop:
 
     def _restore(self) -> tuple[int, EpochProgress]:
         """Everything last.pt saved, back in place; the (epoch, progress) to go on from."""
-        ck = load_checkpoint(self.last)
+        ck, self._resume_from = self._resume_from or load_checkpoint(self.last), None
         p = ck.payload
         self.model.load_state_dict(ck.model_state)
         self.optimizer.load_state_dict(p["optimizer"])

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from alexcli.config import EvalConfig
+from alexcli.core.atomic import check_writable
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
@@ -81,6 +82,7 @@ def neighbors(
 
     if out.suffix.lower() != ".png" or out.is_dir():
         raise UserError(f"--out {out}: expected a .png file name", hint="e.g. --out fig4.png")
+    check_writable(out, "--out")
     data = open_data_dir(data_dir)
     net = RunNetwork.load(run, cfg)
     net.check_data(data)

@@ -31,7 +31,7 @@ from alexcli.config import (
     to_dict,
 )
 from alexcli.config import fingerprint_view as config_view
-from alexcli.core.atomic import remove_stale_temps, write_json
+from alexcli.core.atomic import check_writable, remove_stale_temps, write_json
 from alexcli.core.fingerprint import stage_fingerprint
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import ConfigError, UserError
@@ -158,13 +158,17 @@ def train(
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, num_classes=len(data.classes))
     )
-    run.check_fits(cfg, data, dist)
     run_dir = Path(run_dir)
     upstream = {"prepare": data.fingerprint, "stats": inputs.stats_fingerprint}
     params = config_view(cfg)
     fp = stage_fingerprint(STAGE, VERSION, params, upstream)
+    # An existing run refused first: a run of another preset is a missing --resume,
+    # not a crop that does not fit.
     up_to_date = dist.decide(lambda: _decide(run_dir, fp, resume=resume, force=force))
+    run.check_fits(cfg, data, dist)
     loop = run.TrainLoop(cfg, inputs, run_dir, dist, progress)
+    if resume and not up_to_date:
+        loop.check_resume()  # before config.json is rewritten
 
     def build() -> dict[str, Any]:
         if dist.rank == 0:
@@ -207,16 +211,26 @@ def _is_up_to_date(run_dir: Path, fp: str) -> bool:
 def _decide(run_dir: Path, fp: str, *, resume: bool, force: bool) -> bool:
     """Up to date (True) or to be trained (False); a UserError when RUN_DIR holds a run
     that neither --resume nor --force says what to do with."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a directory", hint="RUN_DIR is a directory to train into")
     if not force and _is_up_to_date(run_dir, fp):
         return True
+    check_writable(run_dir / "config.json", "RUN_DIR")  # a finished run may be read-only
     if not resume and not force:
-        _refuse_existing(run_dir)
+        _refuse_existing(run_dir, fp)
     return False
 
 
-def _refuse_existing(run_dir: Path) -> None:
+def _refuse_existing(run_dir: Path, fp: str) -> None:
     """A run is there and is not this finished one: never overwrite it silently."""
     if (run_dir / "manifest.json").exists():
+        old = read_manifest(run_dir / "manifest.json") or {}
+        missing = [o for o in old.get("outputs", []) if not (run_dir / o).exists()]
+        if old.get("fingerprint") == fp and missing:
+            raise UserError(
+                f"{run_dir}: this finished run lacks {', '.join(missing)}",
+                hint="--force trains it again",
+            )
         raise UserError(
             f"{run_dir} holds a finished run with another configuration or other data",
             hint="--resume continues it with the new settings (e.g. more --epochs); "

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alexcli.core.atomic import check_writable
 from alexcli.core.curves import Epoch, LrDrop, lr_drops, plot, read_metrics, write_figure
 from alexcli.core.kernels import Normalize, colour_fraction, kernel_grid, write_png
 from alexcli.core.progress import SILENT, Progress
@@ -138,3 +139,4 @@ def _check_out(out: Path, suffixes: tuple[str, ...]) -> None:
         )
     if Path(out).is_dir():
         raise UserError(f"--out {out}: is a directory", hint="give a file name")
+    check_writable(out, "--out")
