@@ -322,13 +322,18 @@ def merge(cfg: T, data: Mapping[str, Any], where: str, _prefix: str = "") -> T:
     return dataclasses.replace(cfg, **changes)
 
 
-def with_values(cfg: T, where: str = "flags", **values: Any) -> T:
+FLAGS = "flags"  # `where` for values from command-line flags
+
+
+def with_values(cfg: T, where: str = FLAGS, **values: Any) -> T:
     """`merge` for keyword arguments, skipping the ones that are None (not given)."""
     return merge(cfg, {k: v for k, v in values.items() if v is not None}, where)
 
 
 def _coerce(value: Any, annotation: Any, path: str, where: str) -> Any:
     def bad(expected: str) -> ConfigError:
+        if where == FLAGS:  # as the user typed it: --views 5
+            return ConfigError(f"--{path.replace('_', '-')} {value}: must be {expected}")
         return ConfigError(f"{where}: {path!r} must be {expected}, got {value!r}")
 
     origin = typing.get_origin(annotation)

@@ -89,6 +89,21 @@ def test_errors_are_one_line_and_exit_codes(capsys, exc, code):
         assert lines[1] == f"hint: {exc.hint}"
 
 
+def test_ctrl_c_says_interrupted_and_exits_130(capsys):
+    assert main(["boom"], application=_toy_app(KeyboardInterrupt())) == 130
+    err = capsys.readouterr().err
+    assert err.startswith("error: interrupted") and "--resume" in err
+    assert "Traceback" not in err
+
+
+def test_a_refusal_of_the_system_is_one_line_naming_the_file(capsys, tmp_path):
+    full = OSError(28, "No space left on device", str(tmp_path / "run" / "last.pt.tmp"))
+    assert main(["boom"], application=_toy_app(full)) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert lines[0] == f"error: No space left on device ({tmp_path / 'run' / 'last.pt.tmp'})"
+    assert lines[1].startswith("hint: ") and len(lines) == 2
+
+
 def test_usage_error_exits_2_in_one_line(capsys):
     assert main(["boom", "--n", "abc"], application=_toy_app(RuntimeError())) == 2
     err = capsys.readouterr().err
@@ -128,3 +143,8 @@ def test_pil_is_pillow_simd():
     names = {d.metadata["Name"].lower() for d in metadata.distributions()}
     assert "pillow-simd" in names
     assert "pillow" not in names, "plain pillow would replace pillow-simd's PIL"
+
+
+def test_a_bad_flag_value_is_named_as_typed(cli, tmp_path):
+    r = cli("eval", tmp_path / "run", tmp_path / "data", "--views", "5")
+    assert r.code == 2 and r.err.startswith("error: --views 5: must be one of 1, 10"), r.err

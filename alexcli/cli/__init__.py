@@ -30,6 +30,9 @@ __all__ = ["app", "main"]
 _COMMANDS = (prepare, stats, train, evaluate, visualize, summary, pipeline, bench)
 
 
+INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+
 def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> int:
     """Run `application` (alexcli) with `argv` (default: sys.argv[1:]); return the exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
@@ -37,6 +40,8 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
     command = get_command(application)
     try:
         result = command.main(args=args, prog_name="alexcli", standalone_mode=False)
+        if result == INTERRUPTED:  # Ctrl-C: click returns 130 here rather than raising
+            _interrupted()
         return result if isinstance(result, int) else 0
     except AlexcliError as e:
         if debug:
@@ -51,15 +56,25 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
             error(message, "see `alexcli COMMAND --help`")
         return int(getattr(e, "exit_code", 2))
     except (typer.Abort, KeyboardInterrupt):
-        error("interrupted")
-        return 130
+        _interrupted()
+        return INTERRUPTED
     except typer.Exit as e:
         return int(e.exit_code)
+    except OSError as e:  # the system refused: a full disk, permissions, a vanished path
+        if debug:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        error(f"{e.strerror or e}{where}", "free the space or fix the path, then rerun")
+        return 1
     except Exception as e:
         if debug:
             raise
         error(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback")
         return 1
+
+
+def _interrupted() -> None:
+    error("interrupted", "rerun the command: finished work is kept (train: add --resume)")
 
 
 def _one_line(e: Exception) -> str:

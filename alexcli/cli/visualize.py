@@ -33,7 +33,8 @@ def viz_kernels(
         int | None, typer.Option(min=1, help="Kernels per row (default 16).")
     ] = None,
     scale: Annotated[
-        int | None, typer.Option(min=1, help="Enlargement, pixels per weight (default ~44/k).")
+        int | None,
+        typer.Option(min=1, max=64, help="Enlargement, pixels per weight (default ~44/k)."),
     ] = None,
     json: Json = False,
 ) -> None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from alexcli.config import (
+    FLAGS,
     TrainConfig,
     from_dict,
     load_toml,
@@ -91,7 +92,7 @@ def resolve_config(
     if config_file is not None:
         cfg = merge(cfg, data, str(config_file))
     cfg = merge(cfg, overrides, "--set")
-    return merge(cfg, {k: v for k, v in flags.items() if v is not None}, "flags")
+    return merge(cfg, {k: v for k, v in flags.items() if v is not None}, FLAGS)
 
 
 def train_with_flags(
