@@ -405,3 +405,51 @@ def test_validation_labels_of_classes_without_training_folders_are_named(cli, tm
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert [c["name"] for c in manifest["classes"]] == sorted(set(tree.classes) - {missing})
     assert manifest["splits"]["val"]["images"] == 4
+
+
+def _tiny_imagenet(root, wnids=("n01443537", "n01629819", "n01641577"), per_class=3):
+    """Tiny ImageNet as Stanford ships it: train/<wnid>/images/*.JPEG beside a box list,
+    val/images/ flat with val_annotations.txt, words.txt with more nouns than classes, and
+    an unlabelled test/. Class k is a colour; each val image's annotation says which."""
+    colours = [(220, 30, 30), (30, 200, 40), (40, 60, 230)]
+    (root / "val" / "images").mkdir(parents=True)
+    (root / "test" / "images").mkdir(parents=True)
+    lines, n = [], 0
+    for k, wnid in enumerate(wnids):
+        folder = root / "train" / wnid / "images"
+        folder.mkdir(parents=True)
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text(f"{wnid}_0.JPEG\t0\t0\t63\t63\n")
+        for i in range(per_class):
+            Image.new("RGB", (64, 64), colours[k]).save(folder / f"{wnid}_{i}.JPEG")
+            Image.new("RGB", (64, 64), colours[k]).save(root / "val" / "images" / f"val_{n}.JPEG")
+            lines.append(f"val_{n}.JPEG\t{wnid}\t0\t0\t63\t63")
+            n += 1
+    Image.new("RGB", (64, 64)).save(root / "test" / "images" / "test_0.JPEG")
+    (root / "val" / "val_annotations.txt").write_text("\n".join(lines) + "\n")
+    (root / "wnids.txt").write_text("\n".join(wnids) + "\n")
+    words = [
+        "n00001740\tentity",
+        "n01443537\tgoldfish, Carassius auratus",
+        "n01629819\tEuropean fire salamander",
+        "n01641577\tbullfrog, Rana catesbeiana",
+    ]
+    (root / "words.txt").write_text("\n".join(words) + "\n")
+    return dict(line.split("\t")[:2] for line in lines)
+
+
+def test_tiny_imagenet_is_read_as_stanford_ships_it(cli, tmp_path):
+    truth = _tiny_imagenet(tmp_path / "tiny")
+    r = cli("prepare", tmp_path / "tiny", tmp_path / "out", "--size", "32", "--json")
+    assert r.code == 0, r.err
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["layout"] == "tiny-imagenet" and manifest["skipped"] == []
+    assert [c["words"] for c in manifest["classes"]] == [
+        "goldfish, Carassius auratus", "European fire salamander", "bullfrog, Rana catesbeiana"
+    ]  # fmt: skip
+    assert manifest["splits"]["train"]["images"] == manifest["splits"]["val"]["images"] == 9
+    names = [c["name"] for c in manifest["classes"]]
+    with h5py.File(tmp_path / "out" / manifest["splits"]["val"]["shards"][0]["path"]) as f:
+        for path, label, image in zip(f["paths"][:], f["labels"][:], f["images"][:], strict=True):
+            want = truth[Path(path.decode()).name]
+            assert names[label] == want
+            assert image[16, 16].argmax() == names.index(want)  # its colour is its class

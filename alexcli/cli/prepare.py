@@ -19,7 +19,9 @@ if TYPE_CHECKING:
 
 @app.command()
 def prepare(
-    source: Annotated[Path, typer.Argument(help="An ILSVRC-2012 tree or an image folder tree.")],
+    source: Annotated[
+        Path, typer.Argument(help="An ILSVRC-2012, Tiny ImageNet or image folder tree.")
+    ],
     data_dir: Annotated[Path, typer.Argument(help="Where the shards and manifest.json go.")],
     classes: Annotated[
         int | None, typer.Option(min=1, help="A seeded choice of N classes (default: all).")

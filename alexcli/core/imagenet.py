@@ -8,6 +8,10 @@ Two layouts are recognised by themselves:
   ILSVRC2012_ID of `ILSVRC2012_val_<n>.JPEG` in `meta.mat` order — not the sorted
   wnid order). Kaggle's own nesting (`ILSVRC/Data/CLS-LOC/train`) is found too.
   Class words come from `LOC_synset_mapping.txt` or the devkit's meta.mat.
+- **Tiny ImageNet** (Stanford CS231N's 200-class, 64×64 subset): wnid training
+  folders holding `images/` and a `<wnid>_boxes.txt` (not listed), the validation
+  images flat in `val/images/` labelled by `val/val_annotations.txt` (file, wnid,
+  box per line), words from `words.txt`.
 - **Image folder**: `train/<class>/`, `val/<class>/`, any class names.
 
 The classes are the training folders. A subset is `--classes N` (a seeded choice),
@@ -39,6 +43,9 @@ DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 _DEVKIT_DIRS = ("ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data", "")
 _BASES = ("", "ILSVRC/Data/CLS-LOC", "Data/CLS-LOC")
 NO_LABEL = "no label"  # a flat validation file that no label file names
+TINY_ANNOTATIONS = "val_annotations.txt"  # Tiny ImageNet: val/images/<file> → wnid
+TINY_WORDS = "words.txt"  # Tiny ImageNet: "wnid<TAB>words", every WordNet noun
+TINY_BOXES = "_boxes.txt"  # Tiny ImageNet: train/<wnid>/<wnid>_boxes.txt, not an image
 
 _LAYOUT_HINT = (
     "SOURCE must hold train/<class>/ folders of images (ILSVRC-2012: train/<wnid>/*.JPEG); "
@@ -60,11 +67,11 @@ class Source:
     """A detected source tree: its layout, classes, and how validation is labelled."""
 
     root: Path
-    layout: str  # "ilsvrc2012-{folders,kaggle,devkit,none}" or "image-folder"
+    layout: str  # "ilsvrc2012-{folders,kaggle,devkit,none}", "tiny-imagenet", "image-folder"
     base: str  # the folder holding train/ and val/, relative to root ("" mostly)
     classes: tuple[str, ...]  # every training folder, sorted
     words: dict[str, str]
-    val_form: str  # "folders", "kaggle", "devkit" or "none"
+    val_form: str  # "folders", "kaggle", "devkit", "tiny" or "none"
     val_labels: dict[str, str]  # flat val: file stem → class name
     label_files: tuple[SourceFile, ...]  # metadata files read; they enter the fingerprint
 
@@ -101,14 +108,18 @@ def find_source(root: Path) -> Source:
     metas = [root / base, root] if base else [root]
     words: dict[str, str] = {}
     used: list[Path] = []
-    mapping = _first_file(metas, [SYNSET_MAPPING])
+    mapping = _first_file(metas, [SYNSET_MAPPING, TINY_WORDS])
     if ilsvrc and mapping is not None:
         words = read_synset_mapping(mapping)
         used.append(mapping)
     val_form, val_labels = "none", dict[str, str]()
     val_dir = root / base / "val"
     if val_dir.is_dir():
-        if _class_dirs(val_dir):
+        tiny = val_dir / TINY_ANNOTATIONS
+        if ilsvrc and tiny.is_file() and (val_dir / "images").is_dir():
+            val_form, val_labels = "tiny", read_tiny_labels(tiny)
+            used.append(tiny)
+        elif _class_dirs(val_dir):
             val_form = "folders"
         elif not _has_files(val_dir):
             val_form = "none"
@@ -126,6 +137,8 @@ def find_source(root: Path) -> Source:
             words = {w: info[1] for w, info in read_devkit_meta(meta).items()}
             used.append(meta)
     layout = f"ilsvrc2012-{val_form}" if ilsvrc else "image-folder"
+    if val_form == "tiny":
+        layout = "tiny-imagenet"
     words = {c: words.get(c) or c for c in classes}
     label_files = tuple(_stat(root, p) for p in dict.fromkeys(used))
     return Source(root, layout, base, classes, words, val_form, val_labels, label_files)
@@ -170,13 +183,28 @@ def _flat_val_labels(
 # --------------------------------------------------------------------------- label files
 
 
+def read_tiny_labels(path: Path) -> dict[str, str]:
+    """Tiny ImageNet's `val_annotations.txt`: "val_0.JPEG<TAB>n03444034<TAB>0 32 44 62"
+    per line → {file stem: wnid}."""
+    out: dict[str, str] = {}
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        if len(fields) < 2 or not WNID.fullmatch(fields[1]):
+            raise FormatError(f"{path}:{n}: expected `val_<n>.JPEG wnid x0 y0 x1 y1`")
+        out[Path(fields[0]).stem] = fields[1]
+    return out
+
+
 def read_synset_mapping(path: Path) -> dict[str, str]:
-    """`LOC_synset_mapping.txt`: "n01440764 tench, Tinca tinca" per line → {wnid: words}."""
+    """`LOC_synset_mapping.txt`: "n01440764 tench, Tinca tinca" per line → {wnid: words}
+    (Tiny ImageNet's `words.txt` is the same with a tab)."""
     out: dict[str, str] = {}
     for line in _read_text(path).splitlines():
-        wnid, _, words = line.strip().partition(" ")
-        if wnid:
-            out[wnid] = words.strip()
+        parts = line.split(maxsplit=1)  # after a space, or Tiny ImageNet's tab
+        if parts:
+            out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
     return out
 
 
@@ -299,8 +327,9 @@ def list_split(
     top = src.dir(split)
     by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
     unlabelled: list[SourceFile] = []
-    if split == "val" and src.val_form in ("kaggle", "devkit"):
-        for f in _walk(src.root, top, recursive=False):
+    if split == "val" and src.val_form in ("kaggle", "devkit", "tiny"):
+        flat = top / "images" if src.val_form == "tiny" else top
+        for f in _walk(src.root, flat, recursive=False):
             cls = src.val_labels.get(Path(f.path).stem)
             if cls is None:
                 unlabelled.append(f)
@@ -309,7 +338,10 @@ def list_split(
     elif split == "train" or src.val_form == "folders":
         for cls in classes:
             if (top / cls).is_dir():
-                by_class[cls] = list(_walk(src.root, top / cls, recursive=True))
+                files = _walk(src.root, top / cls, recursive=True)
+                if src.val_form == "tiny":  # its box lists beside the images
+                    files = [f for f in files if not f.path.endswith(TINY_BOXES)]
+                by_class[cls] = files
     return by_class, unlabelled
 
 
