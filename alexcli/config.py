@@ -254,6 +254,16 @@ def load_recipe(path: Path, sets: Sequence[str] = ()) -> Recipe:
             f"{where}: unknown stage {unknown[0]!r} in `stages`",
             hint=f"stages are: {', '.join(STAGE_NAMES)}",
         )
+    if not recipe.stages:
+        raise ConfigError(
+            f"{where}: `stages` is empty", hint=f"list some of {', '.join(STAGE_NAMES)}"
+        )
+    order = [s for s in STAGE_NAMES if s in recipe.stages]
+    if list(recipe.stages) != order:  # they always run in the chain's order
+        raise ConfigError(
+            f"{where}: `stages` out of order ({', '.join(recipe.stages)})",
+            hint=f"list them as they run: {', '.join(order)}",
+        )
     return recipe
 
 

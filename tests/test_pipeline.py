@@ -131,6 +131,8 @@ def test_run_until_stops_after_that_stage(tiny_demo, cli, tmp_path, monkeypatch)
         ('source = "x"\n', ["--until", "fly"], "--until 'fly': not a stage"),
         ('source = "x"\n', ["--set", "train.lr=fast"], "--set: 'train.lr' must be a number"),
         ("[train\n", [], "not valid TOML"),
+        ('source = "x"\nstages = []\n', [], "r.toml: `stages` is empty"),
+        ('source = "x"\nstages = ["stats", "prepare"]\n', [], "`stages` out of order"),
     ],
 )
 def test_recipe_errors_are_one_line_naming_key_and_file(cli, tmp_path, monkeypatch, text,
