@@ -453,3 +453,17 @@ def test_tiny_imagenet_is_read_as_stanford_ships_it(cli, tmp_path):
             want = truth[Path(path.decode()).name]
             assert names[label] == want
             assert image[16, 16].argmax() == names.index(want)  # its colour is its class
+
+
+def test_too_little_space_is_refused_before_anything_is_made(synthetic_tree, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from alexcli.errors import UserError
+    from alexcli.stages import prepare as stage
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(stage.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
+    out = tmp_path / "new" / "data"
+    with pytest.raises(UserError, match="the shards need ~"):
+        prepare(synthetic_tree.root, out, PrepareConfig(size=64, jobs=1))
+    assert not (tmp_path / "new").exists()

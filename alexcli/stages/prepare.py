@@ -314,8 +314,10 @@ def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:
 
 def _check_space(data_dir: Path, plans: Sequence[ShardPlan], size: int) -> None:
     need = sum(len(p.items) for p in plans) * size * size * 3
-    data_dir.mkdir(parents=True, exist_ok=True)
-    free = shutil.disk_usage(data_dir).free
+    existing = data_dir  # asked before anything is made: a refusal leaves no empty DATA_DIR
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
     if need > free:
         raise UserError(
             f"{data_dir}: the shards need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB are free",
