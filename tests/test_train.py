@@ -224,6 +224,7 @@ def test_divergence_is_one_line_and_leaves_the_last_good_checkpoint(cli, data, t
         (["--set", "batch_size=1000"], "larger than the"),
         (["--lr", "-1"], "lr is -1"),
         (["--set", "model.dropout=1.5"], "model.dropout is 1.5"),
+        (["--resume", "--force"], "--resume and --force together"),
     ],
 )
 def test_bad_arguments_are_one_line_errors(cli, data, tmp_path, args, message):

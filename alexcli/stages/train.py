@@ -149,6 +149,11 @@ def train(
     progress: Progress = SILENT,
 ) -> TrainResult:
     """Train per `cfg` on DATA_DIR's shards into RUN_DIR (see the module docstring)."""
+    if resume and force:
+        raise ConfigError(
+            "--resume and --force together: one continues last.pt, the other starts over",
+            hint="choose one",
+        )
     from alexcli.core.distributed import setup_distributed  # torch: only when training
     from alexcli.stages import _train_run as run
 
