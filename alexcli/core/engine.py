@@ -279,11 +279,11 @@ class TopK:
 
     @property
     def top1_error(self) -> float:
-        return 1.0 - self.top1 / self.images if self.images else math.nan
+        return (self.images - self.top1) / self.images if self.images else math.nan
 
     @property
     def top5_error(self) -> float:
-        return 1.0 - self.top5 / self.images if self.images else math.nan
+        return (self.images - self.top5) / self.images if self.images else math.nan
 
     @property
     def loss(self) -> float:

@@ -100,16 +100,16 @@ class Tally:
 
     @property
     def top1_error(self) -> float:
-        return 1.0 - self.top1 / self.images if self.images else float("nan")
+        return (self.images - self.top1) / self.images if self.images else float("nan")
 
     @property
     def top5_error(self) -> float:
-        return 1.0 - self.top5 / self.images if self.images else float("nan")
+        return (self.images - self.top5) / self.images if self.images else float("nan")
 
     def class_top1_error(self) -> np.ndarray:
         """Per-class top-1 error, float64 (classes,); NaN for a class with no images."""
         with np.errstate(invalid="ignore", divide="ignore"):
-            return 1.0 - self.class_top1 / self.class_images
+            return (self.class_images - self.class_top1) / self.class_images
 
 
 def evaluate_batches(
