@@ -216,6 +216,30 @@ def test_a_truncated_shard_is_rewritten_by_a_plain_rerun(cli, tmp_path):
     assert shard.read_bytes() == whole
 
 
+def test_verify_finds_flipped_bytes_and_writes_that_shard_again(cli, tmp_path):
+    """Bytes changed in place (bit rot, a bad copy) keep the size: a plain rerun cannot see
+    them, --verify hashes every shard against the manifest and rewrites the one that differs."""
+    tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=2,
+                     size_range=(40, 60))  # fmt: skip
+    out = tmp_path / "out"
+    args = run(tree.root, out, "--size", 32, "--shard-size", 5)
+    assert cli(*args).code == 0
+    r = cli(*args, "--verify")
+    assert r.code == 0 and "all 5 shards match their sha256" in r.err and "up to date" in r.err
+    shard = out / "train" / "00002.h5"
+    original = shard.read_bytes()
+    whole = bytearray(original)
+    whole[len(whole) // 2] ^= 0xFF  # one byte, in the middle of the images
+    shard.write_bytes(bytes(whole))
+    assert "up to date" in cli(*args).err  # same sizes: not seen without --verify
+    r = cli(*args, "--verify", "--json")
+    assert r.code == 0 and "1 shard(s) differ from their sha256 (train/00002.h5)" in r.err
+    assert json.loads(r.out)["shards_written"] == 1
+    assert file_digest(shard) == json.loads((out / "manifest.json").read_text())["splits"][
+        "train"]["shards"][2]["sha256"]  # fmt: skip
+    assert shard.read_bytes() == original
+
+
 def test_fewer_shards_than_before_leave_no_strays(tmp_path):
     tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=1,
                      size_range=(40, 60))  # fmt: skip

@@ -48,6 +48,13 @@ def prepare(
     jobs: Jobs = None,
     seed: Seed = None,
     force: Force = False,
+    verify: Annotated[
+        bool,
+        typer.Option(
+            help="First check every shard's bytes against the manifest's sha256 (reads "
+            "them all); write again the ones that differ."
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Resize an image tree to SIZE×SIZE (shorter side, then the centre) into HDF5 shards.
@@ -70,7 +77,13 @@ def prepare(
     )
     with reporting(quiet=json) as progress:
         result = run_prepare(
-            source, data_dir, config, wnids_file=wnids, force=force, progress=progress
+            source,
+            data_dir,
+            config,
+            wnids_file=wnids,
+            force=force,
+            verify=verify,
+            progress=progress,
         )
     if json:
         print_json(result.to_json())

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,3 +55,24 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def differing_files(
+    expected: Mapping[Path, str], jobs: int = 1, done: Callable[[Path], None] | None = None
+) -> list[Path]:
+    """The files of `expected` whose sha256 is not the one given (missing ones too),
+    hashed by `jobs` threads (hashlib lets go of the GIL on large blocks); `done(path)`
+    after each file."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def check(path: Path) -> Path | None:
+        try:
+            same = file_digest(path) == expected[path]
+        except OSError:
+            same = False
+        if done is not None:
+            done(path)
+        return None if same else path
+
+    with ThreadPoolExecutor(max(jobs, 1)) as pool:
+        return [p for p in pool.map(check, expected) if p is not None]

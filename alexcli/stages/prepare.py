@@ -30,7 +30,7 @@ import numpy as np
 from alexcli.config import PrepareConfig, fingerprint_view, to_dict
 from alexcli.core import imagenet, images
 from alexcli.core.atomic import remove_stale_temps
-from alexcli.core.fingerprint import fingerprint
+from alexcli.core.fingerprint import differing_files, fingerprint
 from alexcli.core.imageshards import ShardDone, ShardPlan, write_shard
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import ConfigError, UserError
@@ -80,10 +80,12 @@ def prepare(
     *,
     wnids_file: Path | None = None,
     force: bool = False,
+    verify: bool = False,
     progress: Progress = SILENT,
 ) -> PrepareResult:
     """Build DATA_DIR from SOURCE, or say it is up to date. `wnids_file` (one class per
-    line) sets `config.wnids`."""
+    line) sets `config.wnids`; `verify` checks every shard's bytes against the manifest's
+    sha256 first and writes again the ones that differ."""
     start = time.perf_counter()
     if wnids_file is not None:
         config = replace(config, wnids=imagenet.read_wnids(wnids_file))
@@ -102,7 +104,8 @@ def prepare(
     _check_training_files(src, chosen, plans, progress)
     _warn_classless_val(src, progress)
     progress.log(f"{src.layout}: {len(src.classes)} classes, {len(chosen)} chosen")
-    changed = not force and _shards_changed(data_dir)
+    damaged = _verify(data_dir, config.jobs, progress) if verify and not force else False
+    changed = not force and (damaged or _shards_changed(data_dir))
     if changed:
         progress.log("prepare: shards differ in size from the manifest's; checking each one")
     decode = images.decode_params()
@@ -185,6 +188,32 @@ def _warn_classless_val(src: imagenet.Source, progress: Progress) -> None:
             f"{len(names)} classes that have no train/ folder ({', '.join(names[:3])}{more}); "
             "left out"
         )
+
+
+def _verify(data_dir: Path, jobs: int | None, progress: Progress) -> bool:
+    """Hash every shard the manifest lists against its sha256; remove the ones that
+    differ (damaged: a rerun writes them again) and say whether there were any."""
+    old = read_manifest(data_dir / "manifest.json")
+    if old is None:
+        return False
+    try:
+        expected = {data_dir / s["path"]: str(s["sha256"])
+                    for split in old["splits"].values() for s in split["shards"]}  # fmt: skip
+    except (KeyError, TypeError, AttributeError):
+        return True
+    task = progress.task("verify", total=len(expected), unit="shard")
+    bad = differing_files(expected, jobs or os.cpu_count() or 1, lambda _: task.advance(1))
+    task.close()
+    for path in bad:
+        path.unlink(missing_ok=True)
+    if bad:
+        names = ", ".join(p.relative_to(data_dir).as_posix() for p in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        progress.log(f"prepare: {len(bad)} shard(s) differ from their sha256 ({names}{more}); "
+                     "writing them again")  # fmt: skip
+    else:
+        progress.log(f"prepare: all {len(expected)} shards match their sha256")
+    return bool(bad)
 
 
 def _shards_changed(data_dir: Path) -> bool:
