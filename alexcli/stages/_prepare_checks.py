@@ -1,0 +1,129 @@
+"""`alexcli prepare`'s checks before any work: the configuration, where DATA_DIR is,
+whether SOURCE has anything to train on, whether the shards on disk are still the ones
+the manifest lists (sizes; with --verify, sha256), and the free space. Each refusal is
+one line naming what to change; each leaves DATA_DIR as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+from alexcli.config import PrepareConfig
+from alexcli.core import imagenet
+from alexcli.core.fingerprint import differing_files
+from alexcli.core.imageshards import ShardPlan
+from alexcli.core.progress import Progress
+from alexcli.errors import ConfigError, UserError
+from alexcli.stages.runner import read_manifest
+
+SPLITS = ("train", "val")
+
+
+def check_config(config: PrepareConfig) -> None:
+    """Values a recipe or a flag can get wrong, as one-line errors."""
+    for name in ("size", "classes", "train_per_class", "val_per_class", "shard_size", "jobs"):
+        value = getattr(config, name)
+        if value is not None and value < 1:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {value}: must be at least 1")
+
+
+def check_outside(src: imagenet.Source, data_dir: Path) -> None:
+    """DATA_DIR inside SOURCE's train/ or val/ would have its shards listed as images by
+    the next run (never up to date); SOURCE itself would mix the two trees' train/ and val/."""
+    target = data_dir.resolve()
+    hint = "choose a DATA_DIR outside SOURCE's train/ and val/, e.g. beside SOURCE"
+    if target in (src.root.resolve(), (src.root / src.base).resolve()):
+        raise UserError(f"DATA_DIR {data_dir} is SOURCE itself", hint=hint)
+    for split in SPLITS:
+        folder = src.dir(split).resolve()
+        if target == folder or folder in target.parents:
+            raise UserError(f"DATA_DIR {data_dir} is inside SOURCE's {split}/", hint=hint)
+
+
+def check_training_files(
+    src: imagenet.Source, chosen: Sequence[str], plans: Sequence[ShardPlan], progress: Progress
+) -> None:
+    """No training file at all is an error; a chosen class without any, a warning (its
+    label exists but can never be learned: an ImageNet tar file not extracted, mostly)."""
+    have = {label for p in plans if p.split == "train" for _, label in p.items}
+    if not have:
+        raise UserError(
+            f"{src.dir('train')}: no training files in the {len(chosen)} chosen classes",
+            hint="put the images in train/<class>/ (ILSVRC-2012: extract the per-class tars)",
+        )
+    empty = [c for i, c in enumerate(chosen) if i not in have]
+    if empty:
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        progress.log(
+            f"warning: {len(empty)} of the {len(chosen)} classes have no training files: "
+            f"{', '.join(empty[:3])}{more}"
+        )
+
+
+def warn_classless_val(src: imagenet.Source, progress: Progress) -> None:
+    """Validation labels of classes without a train/ folder are left out, but not silently."""
+    orphans = src.classless_val_labels()
+    if orphans:
+        names = sorted(orphans)
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        progress.log(
+            f"warning: {sum(orphans.values())} validation images are labelled with "
+            f"{len(names)} classes that have no train/ folder ({', '.join(names[:3])}{more}); "
+            "left out"
+        )
+
+
+def verify_shards(data_dir: Path, jobs: int | None, progress: Progress) -> bool:
+    """Hash every shard the manifest lists against its sha256; remove the ones that
+    differ (damaged: a rerun writes them again) and say whether there were any."""
+    old = read_manifest(data_dir / "manifest.json")
+    if old is None:
+        return False
+    try:
+        expected = {data_dir / s["path"]: str(s["sha256"])
+                    for split in old["splits"].values() for s in split["shards"]}  # fmt: skip
+    except (KeyError, TypeError, AttributeError):
+        return True
+    task = progress.task("verify", total=len(expected), unit="shard")
+    bad = differing_files(expected, jobs or os.cpu_count() or 1, lambda _: task.advance(1))
+    task.close()
+    for path in bad:
+        path.unlink(missing_ok=True)
+    if bad:
+        names = ", ".join(p.relative_to(data_dir).as_posix() for p in bad[:3])
+        more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+        progress.log(f"prepare: {len(bad)} shard(s) differ from their sha256 ({names}{more}); "
+                     "writing them again")  # fmt: skip
+    else:
+        progress.log(f"prepare: all {len(expected)} shards match their sha256")
+    return bool(bad)
+
+
+def shards_changed(data_dir: Path) -> bool:
+    """Whether the shards on disk add up to another size than the manifest recorded: one
+    cut short (a full disk, an interrupted copy) or replaced is not "up to date"."""
+    old = read_manifest(data_dir / "manifest.json")
+    if old is None or "bytes" not in old:
+        return False
+    try:
+        shards = [s["path"] for split in old["splits"].values() for s in split["shards"]]
+        return sum((data_dir / p).stat().st_size for p in shards) != int(old["bytes"])
+    except (OSError, KeyError, TypeError, ValueError, AttributeError):
+        return True
+
+
+def check_space(data_dir: Path, plans: Sequence[ShardPlan], size: int) -> None:
+    need = sum(len(p.items) for p in plans) * size * size * 3
+    existing = data_dir  # asked before anything is made: a refusal leaves no empty DATA_DIR
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    free = shutil.disk_usage(existing).free
+    if need > free:
+        raise UserError(
+            f"{data_dir}: the shards need ~{need / 1e9:.1f} GB, {free / 1e9:.1f} GB are free",
+            hint="free some space, choose another DATA_DIR, or a smaller --size or subset",
+        )
