@@ -483,7 +483,7 @@ def test_too_little_space_is_refused_before_anything_is_made(synthetic_tree, tmp
     from collections import namedtuple
 
     from alexcli.errors import UserError
-    from alexcli.stages import prepare as stage
+    from alexcli.stages import _prepare_checks as stage
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(stage.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
