@@ -22,6 +22,7 @@ def two_gpus(monkeypatch):
     """A machine that reports two CUDA devices (only names are made, nothing runs)."""
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)  # restored after
 
 
 @pytest.mark.parametrize(
@@ -52,6 +53,14 @@ def test_auto_is_the_first_gpu_with_cuda(two_gpus):
 )
 def test_cuda_specs(two_gpus, spec, expected):
     assert [str(d) for d in resolve_devices(spec)] == expected
+
+
+def test_naming_a_gpu_turns_on_cudnns_autotuner(two_gpus):
+    """The shapes of a run are fixed: cuDNN times each convolution's algorithms once."""
+    resolve_devices("cpu")
+    assert not torch.backends.cudnn.benchmark
+    resolve_devices("cuda:1")
+    assert torch.backends.cudnn.benchmark
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,11 @@ from alexcli.core.distributed import Dist, process_devices, setup_distributed
         ("cuda:0", 3, "cuda:3"),
         ("cuda:0,cuda:1", 0, "cuda:0,cuda:1"),
         ("cuda:0,cuda:1", 2, "cuda:4,cuda:5"),  # two towers per process
+        ("cuda:0,cuda:0", 3, "cuda:3,cuda:3"),  # both towers on the process's one GPU
+        ("cuda:1", 2, "cuda:5"),  # a block of two GPUs per process, the second used
+        ("cuda:0,cpu", 1, "cuda:1,cpu"),  # the CPU stays the CPU
+        ("CUDA:0", 2, "cuda:2"),
+        ("cuda:x", 1, "cuda:x"),  # left for resolve_devices to refuse in one line
         ("cpu", 5, "cpu"),
     ],
 )

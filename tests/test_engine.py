@@ -179,3 +179,42 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
         train_epoch(ctx, _batches(n_batches=4), epoch=2, steps_per_epoch=4, state=state)
     assert "\n" not in str(e.value) and "--lr" in (e.value.hint or "")
     assert f"step {state.step + 1}" in str(e.value)  # the step that failed, none after it
+
+
+@pytest.mark.parametrize("devices", [1, 2])
+def test_a_step_gradscaler_skips_leaves_fused_sgd_as_plain_sgd(monkeypatch, devices):
+    """fp16 on CUDA: GradScaler's first scale (2^16) routinely overflows the first step.
+    Fused SGD, left to skip it in its kernel, (1) left the momentum buffers it made with
+    `empty_like` unfilled, so the next step added whatever that memory held (reused CUDA
+    memory may hold anything; NaN here), and (2) with the towers on two devices was
+    handed the sum of their overflow flags, 2, and skips only on 1: it stepped with
+    infinite gradients. Every step must match plain SGD's."""
+    monkeypatch.setattr(torch, "empty_like", lambda t, *a, **k: torch.full_like(t, math.nan))
+    if devices == 2:  # a second device's overflow flag, as towers on two GPUs give
+        unscale = torch.amp.GradScaler._unscale_grads_
+
+        def two_devices(self, *args):
+            found = unscale(self, *args)
+            return {**found, torch.device("cpu", 0): found[torch.device("cpu")].clone()}
+
+        monkeypatch.setattr(torch.amp.GradScaler, "_unscale_grads_", two_devices)
+    steps = []
+
+    def overflow_first(grad):  # the first step's scaled gradients overflow
+        steps.append(1)
+        return grad * math.inf if len(steps) == 1 else grad
+
+    weights = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        model = _Flat()
+        ctx = _ctx(model)
+        ctx.optimizer = make_optimizer(model, 0.01, 0.9, 5e-4, fused=fused)
+        ctx.scaler = torch.amp.GradScaler("cpu")  # 2^16, halved at each skipped step
+        steps.clear()
+        model.fc.weight.register_hook(overflow_first)
+        train_epoch(ctx, _batches(n_batches=3), epoch=0, steps_per_epoch=3, state=EpochProgress())
+        assert ctx.scaler.get_scale() == 2.0**15  # the first step was skipped, the rest not
+        weights.append(model.fc.weight.detach().clone())
+    assert weights[0].isfinite().all()
+    torch.testing.assert_close(weights[0], weights[1])

@@ -269,3 +269,18 @@ def test_a_config_file_sits_between_preset_and_set(tmp_path):
     recipe.write_text('source = "x"\n[train]\npreset = "small"\nbatch_size = 8\n')
     assert resolve_config(config_file=recipe, sets=["train.seed=4"]).seed == 4
     assert resolve_config(config_file=recipe).batch_size == 8
+
+
+def test_momentum_buffers_follow_their_parameters_layout_on_resume():
+    """A run saved with channels_last off and resumed with it on (or back): the buffers
+    come back in the saved layout, which CUDA's fused SGD refuses; they are relaid."""
+    from alexcli.stages._train_run import _match_layouts
+
+    conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
+    sgd = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9)
+    saved = torch.randn(8, 3, 3, 3)  # contiguous, as a run without channels_last saved it
+    sgd.state[conv.weight]["momentum_buffer"] = saved.clone()
+    _match_layouts(sgd)
+    buf = sgd.state[conv.weight]["momentum_buffer"]
+    assert buf.stride() == conv.weight.stride() != saved.stride()
+    assert torch.equal(buf, saved)

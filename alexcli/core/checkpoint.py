@@ -202,6 +202,8 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
     p = state["python"]
     random.setstate((p["version"], tuple(int(v) for v in p["state"].tolist()), p["gauss"]))
     if "cuda" in state and torch.cuda.is_available():
-        cuda_states = state["cuda"]
-        if len(cuda_states) == torch.cuda.device_count():
-            torch.cuda.set_rng_state_all(cuda_states)
+        # One state per GPU the saving process saw. Restore those this machine has too:
+        # a run resumed where more or fewer GPUs show (CUDA_VISIBLE_DEVICES) keeps
+        # cuda:0's dropout stream rather than dropping every device's.
+        for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, i)

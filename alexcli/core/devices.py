@@ -39,7 +39,13 @@ def resolve_devices(spec: str) -> list[torch.device]:
             f"--devices {spec!r}: {len(parts)} devices, but the network has two towers",
             hint="name one or two devices; for more GPUs run under torchrun (data parallel)",
         )
-    return [_one_device(p, spec) for p in parts]
+    devices = [_one_device(p, spec) for p in parts]
+    if any(d.type == "cuda" for d in devices):
+        # A run's layer shapes are fixed, so cuDNN may time each convolution's algorithms
+        # once and keep the fastest (pytorch/examples' imagenet does the same); without
+        # it cuDNN picks by heuristics. Each new batch size is timed once more.
+        torch.backends.cudnn.benchmark = True
+    return devices
 
 
 def _one_device(name: str, spec: str) -> torch.device:

@@ -7,6 +7,7 @@ finds its place in that job (rank, world, its own devices) and how the ranks agr
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ import torch.distributed as torch_dist
 from alexcli import errors
 from alexcli.core.devices import resolve_devices
 from alexcli.errors import AlexcliError
+
+_CUDA = re.compile(r"^cuda(?::(\d+))?$")  # one CUDA device name in a --devices spec
 
 
 @dataclass
@@ -75,10 +78,11 @@ def setup_distributed(devices: str) -> Dist:
     if world == 1:
         return Dist()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = "cuda" in devices or (devices == "auto" and torch.cuda.is_available())
-    if cuda:
-        torch.cuda.set_device(process_devices(devices, local_rank)[0])
-    torch_dist.init_process_group("nccl" if cuda else "gloo")
+    # The collectives' tensors (the loss, the validation counts) live on the first device.
+    first = process_devices(devices, local_rank)[0]
+    if first.type == "cuda":
+        torch.cuda.set_device(first)
+    torch_dist.init_process_group("nccl" if first.type == "cuda" else "gloo")
     return Dist(
         torch_dist.get_rank(),
         world,
@@ -90,12 +94,18 @@ def setup_distributed(devices: str) -> Dist:
 
 def process_devices(spec: str, local_rank: int) -> list[torch.device]:
     """This process's devices. Under torchrun a CUDA spec counts from the process's
-    own first GPU: with `cuda:0,cuda:1`, local rank r holds cuda:2r and cuda:2r+1."""
+    own first GPU, each process owning a block of GPUs as wide as the spec's highest
+    index + 1: with `cuda:0,cuda:1`, local rank r holds cuda:2r and cuda:2r+1; with
+    both towers on one GPU (`cuda:0,cuda:0`), cuda:r. Other parts (`cpu`) stay."""
     text = spec.strip().lower()
     if text == "auto":
         text = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
     elif local_rank and "cuda" in text:
         parts = [p.strip() for p in text.split(",")]
-        idx = [int(p.partition(":")[2] or 0) for p in parts]
-        text = ",".join(f"cuda:{i + local_rank * len(parts)}" for i in idx)
+        index = {p: int(m.group(1) or 0) for p in parts if (m := _CUDA.match(p))}
+        if index:  # else nothing to move (a malformed name is resolve_devices' to refuse)
+            width = max(index.values()) + 1
+            text = ",".join(
+                f"cuda:{index[p] + local_rank * width}" if p in index else p for p in parts
+            )
     return resolve_devices(text)

@@ -142,7 +142,17 @@ def make_optimizer(
         fused = bool(params) and all(
             p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
         )
-    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
+    sgd = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
+    # GradScaler (--amp fp16) lets a fused optimizer skip an overflowing step inside its
+    # kernel, and fused SGD gets that wrong twice: on a skipped first step it leaves the
+    # momentum buffers it made with `empty_like` unfilled, so the next step adds
+    # uninitialised memory to the weights; and with the towers on two devices it is
+    # handed the sum of their overflow flags, 2, but skips only on exactly 1. An fp16
+    # overflow is routine at the scaler's first scale (2^16). Declining the protocol
+    # makes GradScaler unscale, check and skip the step itself, as for any optimizer;
+    # the update is still the fused kernel.
+    sgd._step_supports_amp_scaling = False
+    return sgd
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -306,9 +306,12 @@ def default_workers(processes_per_node: int = 1) -> int:
 PREFETCH = 4  # batches each worker works ahead
 
 
-class _Shipment(NamedTuple):
+@dataclass(frozen=True, eq=False)
+class _Shipment:
     """A batch as a worker makes it: the images in a slot of the ring, or a fresh shared
-    array when every slot is held; the rest numpy (pickled inline: no shared memory)."""
+    array when every slot is held; the rest numpy (pickled inline: no shared memory).
+    Not a tuple: torch versions before ~2.12 pin a named tuple field by field before
+    asking for an object's own `pin_memory`, which would leave the labels unpinned."""
 
     images: torch.Tensor  # uint8 (n, crop, crop, 3)
     labels: np.ndarray

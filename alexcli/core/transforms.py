@@ -141,9 +141,9 @@ def mean_crops_gathered(
 ) -> torch.Tensor:
     """`mean_crops` as one indexed gather (the CUDA path: one kernel for the batch)."""
     ar = torch.arange(crop, device=mean.device)
-    rows = ys.to(mean.device)[:, None] + ar  # (n, crop)
-    flip = flips.to(mean.device)[:, None]
-    cols = xs.to(mean.device)[:, None] + torch.where(flip, crop - 1 - ar, ar)
+    rows = ys.to(mean.device, non_blocking=True)[:, None] + ar  # (n, crop)
+    flip = flips.to(mean.device, non_blocking=True)[:, None]
+    cols = xs.to(mean.device, non_blocking=True)[:, None] + torch.where(flip, crop - 1 - ar, ar)
     return mean[rows[:, :, None], cols[:, None, :]]
 
 
@@ -214,7 +214,10 @@ class Normalizer:
         shift = None
         if alphas is not None:
             shift = lighting_shift(
-                alphas.to(self.mean.device), self.eigval, self.eigvec, self.lighting_scale
+                alphas.to(self.mean.device, non_blocking=True),
+                self.eigval,
+                self.eigvec,
+                self.lighting_scale,
             )
         if self.mean.device.type == "cpu":
             x = self._per_image(images, ys, xs, flips, shift)

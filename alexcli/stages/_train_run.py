@@ -381,6 +381,7 @@ class TrainLoop:
         p = ck.payload
         self.model.load_state_dict(ck.model_state)
         self.optimizer.load_state_dict(p["optimizer"])
+        _match_layouts(self.optimizer)
         self.schedule.load_state_dict(p["scheduler"])
         if self.scaler is not None and p.get("scaler"):
             self.scaler.load_state_dict(p["scaler"])
@@ -392,6 +393,17 @@ class TrainLoop:
         state = EpochProgress(**p.get("epoch_progress", {"step": ck.step}))
         self.progress.log(f"resuming from {self.last}: epoch {ck.epoch + 1}, step {ck.step}")
         return ck.epoch, state
+
+
+def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Momentum buffers in their parameter's memory layout: a run saved with another
+    `channels_last` has them in the other one, which CUDA's fused SGD refuses."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            buf = state.get("momentum_buffer")
+            if isinstance(buf, torch.Tensor) and buf.stride() != param.stride():
+                state["momentum_buffer"] = torch.empty_like(param).copy_(buf)
 
 
 def _seed_everything(seed: int) -> None:
