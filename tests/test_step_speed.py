@@ -152,5 +152,7 @@ def test_kept_heap_stops_the_page_faults_of_each_step():
         _faults_of_reallocating(40, 8)  # the heap grows to what the loop needs…
         inside = _faults_of_reallocating(40, 5)  # …and is reused from then on
     outside = _faults_of_reallocating(40, 5)
-    assert outside > 5 * 40 * 256 * 0.9  # every 4 KiB page of every 40 MB block, each time
+    # Every 4 KiB page of every 40 MB block, each time (51,200); now and then the kernel
+    # serves some blocks with larger pages here (20,480 seen): a quarter at least.
+    assert outside > 5 * 40 * 256 * 0.25
     assert inside < outside / 20
