@@ -16,6 +16,7 @@ instead); any crop that leaves conv5 a pooled map works, fc6's width follows.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
@@ -182,10 +183,17 @@ def local_response_norm(
 
 
 def _band(channels: int, size: int, like: Tensor) -> Tensor:
-    """(C, C) ones where map j is in map i's window (row i), zeros elsewhere."""
-    i = torch.arange(channels, device=like.device)
-    offset = i[None, :] - i[:, None]  # j − i
-    return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(like.dtype)
+    """(C, C) ones where map j is in map i's window (row i), zeros elsewhere; made once
+    per shape, device and dtype (on a GPU, four small kernels saved per call)."""
+    return _band_cached(channels, size, like.device, like.dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def _band_cached(channels: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):  # a plain tensor, usable by autograd later
+        i = torch.arange(channels, device=device)
+        offset = i[None, :] - i[:, None]  # j − i
+        return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(dtype)
 
 
 def _is_channels_last(x: Tensor) -> bool:
