@@ -124,6 +124,10 @@ def check_fits(cfg: TrainConfig, data: DataDir, dist: Dist) -> None:
 
 # --------------------------------------------------------------------------- the loop
 
+# Steps between DDP ranks' agreeing on whether a checkpoint is due (a broadcast of a
+# pickled flag: a stall of every GPU if done each step).
+AGREE_EVERY = 20
+
 
 class TrainLoop:
     """The epochs: train, validate, schedule, checkpoint. One per `train()` call."""
@@ -266,8 +270,10 @@ class TrainLoop:
         timer = {"saved": time.monotonic()}
 
         def after_step(s: EpochProgress) -> None:
+            if s.step >= steps or (self.dist.world > 1 and s.step % AGREE_EVERY):
+                return  # under DDP rank 0's clock is shared every few steps, not every step
             due = time.monotonic() - timer["saved"] >= cfg.checkpoint_minutes * 60
-            if s.step < steps and self.dist.agree(due):
+            if self.dist.agree(due):
                 self._save(epoch, s)
                 timer["saved"] = time.monotonic()
 
