@@ -103,6 +103,7 @@ def test_default_scale_makes_tiles_about_44_px():
     assert grid_layout(32, 7).scale == 6
     assert grid_layout(32, 7).columns == 16
     assert grid_layout(8, 5).columns == 4  # a tower of 4 kernels: one row of 4
+    assert grid_layout(8, 5, columns=50).columns == 4  # no blank width beyond a tower
 
 
 def test_colour_is_kept_grey_stays_grey():

@@ -106,7 +106,7 @@ def grid_layout(
     if towers < 1 or kernels % towers:
         raise ValueError(f"{kernels} kernels do not split into {towers} towers")
     per_tower = kernels // towers
-    columns = columns or min(COLUMNS, per_tower)
+    columns = min(columns or COLUMNS, per_tower)  # more columns than kernels: blank width
     scale = scale or max(1, round(TILE_TARGET / kernel_size))
     if columns < 1 or scale < 1 or gap < 0:
         raise ValueError("columns and scale must be >= 1, gap >= 0")
