@@ -48,6 +48,12 @@ class TrainingDiverged(AlexcliError):
     """The loss became NaN or infinite."""
 
 
+class Stopped(AlexcliError):
+    """SIGTERM (a scheduler's preemption, `kill`): stopped after saving where it was."""
+
+    exit_code = 143  # 128 + SIGTERM, as if the signal had ended the process
+
+
 class NotBuiltYet(AlexcliError):
     """A command whose issue is still open."""
 

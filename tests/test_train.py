@@ -181,6 +181,36 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(cli, data
 
 
 @pytest.mark.slow
+def test_sigterm_saves_where_it_is_and_resume_ends_as_if_uninterrupted(cli, data, tmp_path):
+    """A scheduler preempting the job sends SIGTERM: the run saves last.pt at the step it
+    reached, says so in one line, exits 143, and --resume finishes it exactly."""
+    sets = _args("epochs=3")  # last.pt only at epoch ends, unless stopped
+    reference = tmp_path / "reference"
+    assert cli("train", data, reference, "--preset", "small", *sets).code == 0
+
+    victim = tmp_path / "victim"
+    cmd = [sys.executable, "-m", "alexcli", "train", str(data), str(victim), "--preset",
+           "small", *sets]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    last = victim / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None and not last.exists():
+        time.sleep(0.02)  # the first epoch's end: training is under way
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    assert err.count("error:") == 1 and "stopped by SIGTERM" in err and "--resume" in err
+    assert "Traceback" not in err
+    stopped = load_checkpoint(last)
+    assert (stopped.epoch, stopped.step) > (1, 0) and not (victim / "manifest.json").exists()
+
+    assert cli("train", data, victim, "--resume").code == 0
+    want, got = _weights(reference), _weights(victim)
+    assert all(torch.equal(want[k], got[k]) for k in want), "resumed weights differ"
+
+
+@pytest.mark.slow
 def test_two_gloo_processes_under_torchrun_equal_one_process(cli, data, tmp_path):
     sets = _args("epochs=2", "model.dropout=0")
     one = tmp_path / "one"

@@ -12,11 +12,15 @@ worker seed from it).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+import signal
+import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,7 +64,7 @@ from alexcli.core.model import build_model
 from alexcli.core.progress import Progress, Task
 from alexcli.core.stats import Stats
 from alexcli.core.transforms import Normalizer
-from alexcli.errors import ConfigError, DeviceError, UserError
+from alexcli.errors import ConfigError, DeviceError, Stopped, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.evaluate import check_classes
 from alexcli.stages.stats import STATS_FILE, check_stats_current
@@ -148,6 +152,7 @@ class TrainLoop:
         self._val_task: Task | None = None
         self._first_epoch = 0
         self._resume_from: Checkpoint | None = None
+        self.stop_requested = False  # set by SIGTERM: save at the next step and stop
 
     @property
     def last(self) -> Path:
@@ -199,7 +204,7 @@ class TrainLoop:
         try:
             ctx, epoch, state = self._setup(devices, resume)
             self._make_loaders(devices[0], workers)
-            with keep_freed_memory(devices[0].type == "cpu"):  # no page faults per step
+            with keep_freed_memory(devices[0].type == "cpu"), _sigterm_requests_stop(self):
                 for e in range(epoch, cfg.epochs):
                     self._epoch(ctx, e, state)
                     state = EpochProgress()
@@ -273,9 +278,15 @@ class TrainLoop:
             if s.step >= steps or (self.dist.world > 1 and s.step % AGREE_EVERY):
                 return  # under DDP rank 0's clock is shared every few steps, not every step
             due = time.monotonic() - timer["saved"] >= cfg.checkpoint_minutes * 60
-            if self.dist.agree(due):
+            if self.dist.agree(due or self.stop_requested):
                 self._save(epoch, s)
                 timer["saved"] = time.monotonic()
+                if self.dist.agree(self.stop_requested):
+                    raise Stopped(
+                        f"stopped by SIGTERM in epoch {epoch + 1}, after step {s.step}: "
+                        f"{self.last} holds it",
+                        hint="the same command with --resume continues exactly from there",
+                    )
 
         train_epoch(
             ctx, self.train_loader, epoch=epoch, steps_per_epoch=steps, state=state,
@@ -399,6 +410,25 @@ class TrainLoop:
         state = EpochProgress(**p.get("epoch_progress", {"step": ck.step}))
         self.progress.log(f"resuming from {self.last}: epoch {ck.epoch + 1}, step {ck.step}")
         return ck.epoch, state
+
+
+@contextlib.contextmanager
+def _sigterm_requests_stop(loop: TrainLoop) -> Iterator[None]:
+    """SIGTERM (a scheduler preempting the job, `kill`) sets `loop.stop_requested`: the
+    next step saves last.pt and stops (`Stopped`) instead of dying mid-step. Only the
+    main thread can hold a handler; elsewhere SIGTERM keeps its default."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def request(signum: int, frame: object) -> None:
+        loop.stop_requested = True
+
+    before = signal.signal(signal.SIGTERM, request)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
