@@ -40,3 +40,19 @@ def test_a_ring_travels_to_a_worker_without_the_trainers_bookkeeping():
     copy = pickle.loads(pickle.dumps(ring))
     assert copy.key == ring.key and copy._held == [] and len(ring._held) == 1
     assert kept.shape == (3, 4)
+
+
+def test_too_little_shared_memory_is_one_line_naming_the_fix(monkeypatch):
+    """Docker's default /dev/shm is 64 MB; the ring (2 workers × 7 slots of 16 crops at 224
+    here, 32 MiB) is refused up front when it does not fit, not with a bus error later."""
+    import pytest
+
+    from alexcli.core import batchring
+    from alexcli.errors import UserError
+
+    monkeypatch.setattr(batchring, "_shm_free", lambda: 20 * 2**20)
+    with pytest.raises(UserError, match="need 32 MiB of shared memory, /dev/shm has 20 MiB free"):
+        RingBuffers(workers=2, slots=7, shape=(16, 224, 224, 3))
+    monkeypatch.setattr(batchring, "_shm_free", lambda: None)  # not Linux: no check
+    ring = RingBuffers(workers=2, slots=7, shape=(16, 224, 224, 3))
+    assert ring.arrays.is_shared() and ring.arrays.shape == (2, 7, 16, 224, 224, 3)

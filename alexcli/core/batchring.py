@@ -19,19 +19,24 @@ workers start (they inherit them), `slots` per worker, with one shared flag per 
   storage any longer (a weak reference: the pin thread's copy drops it at once).
 
 Each flag has one writer per transition (the worker 0 → 1, the trainer 1 → 0, only
-after receiving the batch), so no lock is needed. Pages are only touched when a slot
-is first used: a worker that keeps up uses the first few.
+after receiving the batch), so no lock is needed. The ring's space in /dev/shm is
+reserved when it is made (not enough is a one-line error naming `--shm-size`, not a bus
+error later), but its pages are only written when a slot is first used: a worker that
+keeps up uses the first few.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import weakref
 
 import numpy as np
 import torch
 from torch.multiprocessing.reductions import StorageWeakRef
+
+from alexcli.errors import UserError
 
 _RINGS: weakref.WeakValueDictionary[str, RingBuffers] = weakref.WeakValueDictionary()
 _KEYS = itertools.count()
@@ -42,7 +47,7 @@ class RingBuffers:
     the training process still holds. Build before the workers start."""
 
     def __init__(self, workers: int, slots: int, shape: tuple[int, ...]) -> None:
-        self.arrays = torch.empty((workers, slots, *shape), dtype=torch.uint8).share_memory_()
+        self.arrays = _shared_uint8((workers, slots, *shape))
         self.flags = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
         self._held: list[tuple[tuple[int, int], StorageWeakRef]] = []
         self.key = f"{os.getpid()}-{next(_KEYS)}"
@@ -87,3 +92,32 @@ class RingBuffers:
         state = self.__dict__.copy()
         state["_held"] = []  # the training process's bookkeeping stays there
         return state
+
+
+def _shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor in shared memory (/dev/shm), its space reserved now
+    but none of its pages written: `torch.empty(...).share_memory_()` would fill the
+    process's own memory first and copy it over (~2 GB per loader with 15 workers)."""
+    nbytes = math.prod(shape)
+    free = _shm_free()
+    if free is not None and nbytes > free:
+        raise UserError(
+            f"the loader's batches need {nbytes / 2**20:,.0f} MiB of shared memory, "
+            f"/dev/shm has {free / 2**20:,.0f} MiB free",
+            hint="fewer --workers or a smaller --batch-size; in Docker, run with a larger "
+            "--shm-size (e.g. 8g)",
+        )
+    try:
+        storage = torch.UntypedStorage._new_shared(nbytes)
+    except AttributeError:  # a torch without the helper
+        return torch.empty(shape, dtype=torch.uint8).share_memory_()
+    return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def _shm_free() -> int | None:
+    """Bytes free in /dev/shm, where torch puts shared tensors on Linux; None elsewhere."""
+    try:
+        st = os.statvfs("/dev/shm")
+    except (OSError, AttributeError):
+        return None
+    return st.f_bavail * st.f_frsize
