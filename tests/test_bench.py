@@ -67,6 +67,22 @@ def test_quick_bench_reports_every_figure_beside_its_limit(cli, own_tmp):
     assert not list(own_tmp.glob("alexcli-bench-*"))  # the made-up data are gone
 
 
+def test_made_up_data_of_a_killed_bench_are_removed_by_the_next(cli, own_tmp):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    orphan = own_tmp / f"alexcli-bench-{done.stdout.strip()}-x1y2"  # its process is gone
+    live = own_tmp / f"alexcli-bench-{os.getpid()}-a3b4"  # a bench still running
+    for folder in (orphan, live):
+        (folder / "data").mkdir(parents=True)
+    r = cli("bench", "--quick", "--only", "train", "--json")
+    assert r.code == 0, r.err
+    assert not orphan.exists() and live.exists()
+
+
 def test_bench_on_a_data_dir_measures_only_what_it_is_asked(cli, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 128, 128, 3), dtype=np.uint8)

@@ -17,6 +17,8 @@ The measurements themselves are in core/bench.py; docs/performance.md has the nu
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -117,7 +119,8 @@ def run_bench(
     figures: dict[str, list[Figure]] = {s: [] for s in STAGES}
     details: dict[str, Any] = {}
     threads = torch.get_num_threads()
-    with tempfile.TemporaryDirectory(prefix="alexcli-bench-") as tmp:
+    _remove_orphans()
+    with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
         needs_data = data_dir is None and {"stats", "loader"} & set(plan.stages)
         if "prepare" in plan.stages or needs_data:
             made = _prepare(Path(tmp), config, plan, figures, details, progress)
@@ -142,6 +145,28 @@ def run_bench(
         details=details,
         seconds=time.perf_counter() - start,
     )
+
+
+_TMP_PREFIX = "alexcli-bench-"  # + the pid of the bench that made it
+
+
+def _remove_orphans() -> None:
+    """The made-up data of benches killed before they could clean up (SIGTERM, SIGKILL):
+    a temporary directory whose pid is no longer running."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{_TMP_PREFIX}*-*"):
+        pid = folder.name[len(_TMP_PREFIX) :].split("-", 1)[0]
+        if pid.isdigit() and not _running(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _plan(config: BenchConfig) -> _Plan:
