@@ -126,14 +126,27 @@ def mean_crops_sliced(
     mean_flipped: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """`mean_crops` as one slice copy per image (the CPU path)."""
+    out = mean.new_empty((len(ys), crop, crop, 3))
+    for i, patch in enumerate(_mean_slices(mean, ys, xs, flips, crop, mean_flipped)):
+        out[i] = patch
+    return out
+
+
+def _mean_slices(
+    mean: torch.Tensor,
+    ys: torch.Tensor,
+    xs: torch.Tensor,
+    flips: torch.Tensor,
+    crop: int,
+    mean_flipped: torch.Tensor | None,
+) -> Iterator[torch.Tensor]:
+    """Each crop's (crop, crop, 3) view of the mean image, reflected with it: no copies."""
     flipped = mean.flip(1) if mean_flipped is None else mean_flipped
     size = mean.shape[1]
-    out = mean.new_empty((len(ys), crop, crop, 3))
-    for i, (y, x, f) in enumerate(zip(ys.tolist(), xs.tolist(), flips.tolist(), strict=True)):
+    for y, x, f in zip(ys.tolist(), xs.tolist(), flips.tolist(), strict=True):
         # mean[:, x:x+c] reflected is the reflected mean's columns S-c-x … S-x.
         src, x0 = (flipped, size - crop - x) if f else (mean, x)
-        out[i] = src[y : y + crop, x0 : x0 + crop]
-    return out
+        yield src[y : y + crop, x0 : x0 + crop]
 
 
 def mean_crops_gathered(
@@ -240,17 +253,15 @@ class Normalizer:
         the first write of each image does (docs/training.md "Feeding")."""
         n, c = images.shape[0], images.shape[1]
         out = torch.empty((n, c, c, 3), dtype=torch.float32)
-        flipped = self.mean.flip(1) if self.mean_flipped is None else self.mean_flipped
         # Each image's shift repeated along a row: an add over rows of c·3 floats runs
         # vectorised, a broadcast of the 3-wide shift ~10× slower.
         rows = None if shift is None else shift.repeat(1, c)
-        size, scale = self.size, self.input_scale
-        for i, (y, x, f) in enumerate(zip(ys.tolist(), xs.tolist(), flips.tolist(), strict=True)):
-            # mean[:, x:x+c] reflected is the reflected mean's columns S-c-x … S-x.
-            src, x0 = (flipped, size - c - x) if f else (self.mean, x)
+        scale = self.input_scale
+        means = _mean_slices(self.mean, ys, xs, flips, c, self.mean_flipped)
+        for i, mean in enumerate(means):
             o = out[i]
             o.copy_(images[i])
-            o.sub_(src[y : y + c, x0 : x0 + c])
+            o.sub_(mean)
             if rows is not None:
                 o.view(c, c * 3).add_(rows[i])
             if scale != 1.0:
