@@ -138,14 +138,16 @@ def neighbors(
     out: Annotated[Path, typer.Option("--out", help="The PNG to write.")],
     queries: Annotated[
         int | None,
-        typer.Option(min=1, help="How many validation images, spread through the split (5)."),
+        typer.Option(min=1, help="How many query images, spread through --split (5)."),
     ] = None,
     index: Annotated[
         list[int] | None,
-        typer.Option("--index", min=0, help="A validation image by index (repeatable)."),
+        typer.Option("--index", min=0, help="A query image by its index in --split (repeatable)."),
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = 6,
-    split: Annotated[str, typer.Option(help="The split the queries come from.")] = "val",
+    split: Annotated[
+        str, typer.Option(help="The split the queries come from: val (default) or train.")
+    ] = "val",
     views: Views = None,
     json: Json = False,
     devices: Devices = None,
