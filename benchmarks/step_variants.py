@@ -19,9 +19,9 @@ import time
 
 import torch
 
+from alexcli.bench.limits import StepBench, StepSetup
 from alexcli.config import preset
-from alexcli.core.bench import StepBench, StepSetup
-from alexcli.core.model import local_response_norm
+from alexcli.core.nn.model import local_response_norm
 
 LADDER = [
     ("plain eager (PyTorch LRN, foreach SGD)", StepSetup(plain_lrn=True)),

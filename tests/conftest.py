@@ -46,8 +46,8 @@ def write_data_dir(
 
     import numpy as np
 
+    from alexcli.core.data.shards import write_shard
     from alexcli.core.fingerprint import file_digest
-    from alexcli.core.shards import write_shard
     from alexcli.stages.runner import run_stage
 
     root = Path(root)
@@ -85,7 +85,7 @@ def synthetic_tree(tmp_path_factory):
     """A small ILSVRC-2012-shaped tree (Kaggle labels) with ImageNet's traps, shared by
     the tests that only read it: 4 classes × 6 training and 3 validation images of
     100–250 px (so `prepare --size 64` never drafts them), plus the trap files."""
-    from alexcli.core.synthetic import make_tree
+    from alexcli.core.data.synthetic import make_tree
 
     root = tmp_path_factory.mktemp("ilsvrc")
     return make_tree(

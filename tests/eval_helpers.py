@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from alexcli.config import PRESETS, TrainConfig, merge, to_dict
-from alexcli.core.checkpoint import save_checkpoint
-from alexcli.core.model import AlexNet, build_model
+from alexcli.core.nn.checkpoint import save_checkpoint
+from alexcli.core.nn.model import AlexNet, build_model
 
 SIZE, CROP = 40, 32  # stored images and network input: views 4 px from the centre
 

@@ -6,7 +6,7 @@ import pickle
 
 import torch
 
-from alexcli.core.batchring import RingBuffers
+from alexcli.core.data.batchring import RingBuffers
 
 
 def test_a_slot_comes_back_only_when_nothing_refers_to_its_batch():
@@ -47,7 +47,7 @@ def test_too_little_shared_memory_is_one_line_naming_the_fix(monkeypatch):
     here, 32 MiB) is refused up front when it does not fit, not with a bus error later."""
     import pytest
 
-    from alexcli.core import batchring
+    from alexcli.core.data import batchring
     from alexcli.errors import UserError
 
     monkeypatch.setattr(batchring, "_shm_free", lambda: 20 * 2**20)

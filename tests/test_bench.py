@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from conftest import write_data_dir
 
+from alexcli.bench.limits import flops_per_image
 from alexcli.config import PRESETS, ModelConfig
-from alexcli.core.bench import flops_per_image
 
 # stage → the targets of its figures, in report order (issue 10)
 TARGETS = {

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from alexcli.config import ModelConfig, TrainConfig, to_dict
-from alexcli.core.checkpoint import (
+from alexcli.core.nn.checkpoint import (
     FORMAT,
     load_checkpoint,
     resolve_checkpoint,
@@ -19,7 +19,7 @@ from alexcli.core.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from alexcli.core.model import build_model
+from alexcli.core.nn.model import build_model
 from alexcli.errors import FormatError, UserError
 
 MODEL = ModelConfig(

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexcli.core.curves import (
+from alexcli.core.figures.curves import (
     COLOURS,
     Epoch,
     lr_drops,

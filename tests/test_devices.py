@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexcli.core.devices import resolve_devices
+from alexcli.core.nn.devices import resolve_devices
 from alexcli.errors import DeviceError
 
 CPU = torch.device("cpu")

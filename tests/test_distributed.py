@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from alexcli.core import distributed
-from alexcli.core.distributed import Dist, process_devices, setup_distributed
+from alexcli.core.nn import distributed
+from alexcli.core.nn.distributed import Dist, process_devices, setup_distributed
 
 
 @pytest.mark.parametrize(

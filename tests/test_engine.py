@@ -9,7 +9,9 @@ import pytest
 import torch
 from torch import nn
 
-from alexcli.core.engine import (
+from alexcli.core.data.loader import Batch
+from alexcli.core.data.transforms import Normalizer
+from alexcli.core.nn.loops import (
     AverageMeter,
     EpochProgress,
     LrSchedule,
@@ -20,8 +22,6 @@ from alexcli.core.engine import (
     topk_correct,
     train_epoch,
 )
-from alexcli.core.loader import Batch
-from alexcli.core.transforms import Normalizer
 from alexcli.errors import TrainingDiverged
 
 

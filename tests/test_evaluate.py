@@ -22,8 +22,8 @@ from eval_helpers import (
 )
 
 from alexcli.config import PRESETS, EvalConfig, merge
-from alexcli.core.evaluate import Tally, average_softmax, view_probabilities
-from alexcli.core.transforms import Normalizer, iter_views, view_batch, view_offsets
+from alexcli.core.data.transforms import Normalizer, iter_views, view_batch, view_offsets
+from alexcli.core.nn.evaluate import Tally, average_softmax, view_probabilities
 from alexcli.stages.evaluate import PAPER_VAL, RunNetwork, paper_reference
 
 FAST = ("--devices", "cpu", "--workers", "0")
@@ -136,8 +136,8 @@ def test_eval_reports_the_errors_of_a_known_answer(cli, tmp_path, views):
 
 def test_one_view_agrees_with_trainings_own_validation(tmp_path):
     """`--views 1` is what `train` measures each epoch (engine.evaluate on centre crops)."""
-    from alexcli.core.engine import evaluate as validate
-    from alexcli.core.loader import CropDataset, EpochSampler, make_loader
+    from alexcli.core.data.loader import CropDataset, EpochSampler, make_loader
+    from alexcli.core.nn.loops import evaluate as validate
     from alexcli.stages.datadir import open_data_dir
     from alexcli.stages.evaluate import evaluate
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from alexcli.core import imagenet
-from alexcli.core.imagenet import SourceFile, choose_classes
-from alexcli.core.synthetic import make_image_folder, make_tree
+from alexcli.core.data import sources
+from alexcli.core.data.sources import SourceFile, choose_classes
+from alexcli.core.data.synthetic import make_image_folder, make_tree
 from alexcli.errors import FormatError, UserError
 
 
@@ -20,7 +20,7 @@ def small_tree(root, **kw):
 
 
 def val_labels(src, tree):
-    by_class, unlabelled = imagenet.list_split(src, "val", src.classes)
+    by_class, unlabelled = sources.list_split(src, "val", src.classes)
     got = {f.path: cls for cls, files in by_class.items() for f in files}
     return got, unlabelled
 
@@ -28,13 +28,13 @@ def val_labels(src, tree):
 @pytest.mark.parametrize("form", ["kaggle", "devkit", "folders"])
 def test_ilsvrc_layouts_label_val_by_wnid(tmp_path, form):
     tree = small_tree(tmp_path, val_form=form)
-    src = imagenet.find_source(tmp_path)
+    src = sources.find_source(tmp_path)
     assert src.layout == f"ilsvrc2012-{form}"
     assert src.classes == tree.classes
     assert src.words == tree.words  # from LOC_synset_mapping.txt, or the devkit's meta.mat
     got, unlabelled = val_labels(src, tree)
     assert got == dict(tree.val) and not unlabelled
-    train, _ = imagenet.list_split(src, "train", src.classes)
+    train, _ = sources.list_split(src, "train", src.classes)
     assert {f.path: c for c, fs in train.items() for f in fs} == dict(tree.train)
 
 
@@ -49,7 +49,7 @@ def test_devkit_ids_follow_meta_mat_order_not_sorted_wnids(tmp_path):
     for n, line in enumerate(truth, start=1):  # independent decoding of the ground truth
         rel = f"val/ILSVRC2012_val_{n:08d}.JPEG"
         assert dict(tree.val)[rel] == by_id[int(line)]
-    got, _ = val_labels(imagenet.find_source(tmp_path), tree)
+    got, _ = val_labels(sources.find_source(tmp_path), tree)
     assert got == dict(tree.val)
 
 
@@ -63,7 +63,7 @@ def test_kaggle_nesting_and_unlabelled_val_files(tmp_path):
         shutil.move(tmp_path / "k" / name, nested / name)
     (nested / "ILSVRC/Data/CLS-LOC/val/ILSVRC2012_val_99999999.JPEG").write_bytes(b"x")
     (nested / "ILSVRC/Data/CLS-LOC/val/.DS_Store").write_bytes(b"x")  # hidden: not listed
-    src = imagenet.find_source(nested)
+    src = sources.find_source(nested)
     assert src.base == "ILSVRC/Data/CLS-LOC" and src.layout == "ilsvrc2012-kaggle"
     got, unlabelled = val_labels(src, tree)
     prefix = "ILSVRC/Data/CLS-LOC/"
@@ -73,42 +73,42 @@ def test_kaggle_nesting_and_unlabelled_val_files(tmp_path):
 
 def test_image_folder_and_train_only_trees(tmp_path):
     tree = make_image_folder(tmp_path / "f", classes=3, train_per_class=2, val_per_class=1)
-    src = imagenet.find_source(tmp_path / "f")
+    src = sources.find_source(tmp_path / "f")
     assert src.layout == "image-folder" and src.classes == tree.classes
     assert src.words["red_plain_disc"] == "red_plain_disc"  # no word list: the name
     got, _ = val_labels(src, tree)
     assert got == dict(tree.val)
     shutil.rmtree(tmp_path / "f" / "val")
-    assert imagenet.find_source(tmp_path / "f").val_form == "none"
+    assert sources.find_source(tmp_path / "f").val_form == "none"
 
 
 def test_unknown_layouts_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="no such directory"):
-        imagenet.find_source(tmp_path / "missing")
+        sources.find_source(tmp_path / "missing")
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "a.jpg").write_bytes(b"x")
     with pytest.raises(UserError, match="unknown layout"):
-        imagenet.find_source(tmp_path / "photos")
+        sources.find_source(tmp_path / "photos")
     (tmp_path / "photos" / "train").mkdir()  # train/ without class folders
     with pytest.raises(UserError, match="unknown layout"):
-        imagenet.find_source(tmp_path / "photos")
+        sources.find_source(tmp_path / "photos")
 
 
 def test_flat_val_without_labels_is_an_error(tmp_path):
     small_tree(tmp_path)
     (tmp_path / "LOC_val_solution.csv").unlink()
     with pytest.raises(UserError, match="no labels"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
 
 
 def test_malformed_label_files(tmp_path):
     small_tree(tmp_path)
     (tmp_path / "LOC_val_solution.csv").write_text("ImageId,PredictionString\nx,12 3 4\n")
     with pytest.raises(FormatError, match=r"LOC_val_solution\.csv:2"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
     (tmp_path / "LOC_val_solution.csv").write_text("id,label\n")
     with pytest.raises(FormatError, match="not a LOC_val_solution"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
 
 
 def test_choose_classes_is_seeded_sorted_and_checked():
@@ -128,39 +128,39 @@ def test_choose_classes_is_seeded_sorted_and_checked():
 
 def test_caps_keep_a_seeded_sorted_choice_per_class():
     files = [SourceFile(f"train/c/{i:03d}.JPEG", 1, 1) for i in range(100)]
-    kept = imagenet.cap_per_class(files, 10, seed=0, key="train/c")
+    kept = sources.cap_per_class(files, 10, seed=0, key="train/c")
     assert len(kept) == 10 and kept == sorted(kept, key=lambda f: f.path)
-    assert kept == imagenet.cap_per_class(files, 10, seed=0, key="train/c")
-    assert kept != imagenet.cap_per_class(files, 10, seed=0, key="train/d")
+    assert kept == sources.cap_per_class(files, 10, seed=0, key="train/c")
+    assert kept != sources.cap_per_class(files, 10, seed=0, key="train/d")
     assert kept[0].path != "train/c/000.JPEG" or kept[-1].path != "train/c/009.JPEG"
-    assert imagenet.cap_per_class(files, None, seed=0, key="k") == files
-    assert imagenet.cap_per_class(files[:5], 10, seed=0, key="k") == files[:5]
+    assert sources.cap_per_class(files, None, seed=0, key="k") == files
+    assert sources.cap_per_class(files[:5], 10, seed=0, key="k") == files[:5]
 
 
 def test_read_wnids(tmp_path):
     path = tmp_path / "wnids.txt"
     path.write_text("# my subset\nn01440764 tench, Tinca tinca\n\nn01443537\nn01440764\n")
-    assert imagenet.read_wnids(path) == ("n01440764", "n01443537")
+    assert sources.read_wnids(path) == ("n01440764", "n01443537")
     path.write_text("# nothing\n\n")
     with pytest.raises(UserError, match="no class names"):
-        imagenet.read_wnids(path)
+        sources.read_wnids(path)
     with pytest.raises(UserError, match="no such file"):
-        imagenet.read_wnids(tmp_path / "nope.txt")
+        sources.read_wnids(tmp_path / "nope.txt")
 
 
 def test_listing_digest_sees_size_and_mtime():
     a = [SourceFile("train/c/1.JPEG", 10, 5)]
-    assert imagenet.listing_digest(a) == imagenet.listing_digest(list(a))
-    assert imagenet.listing_digest(a) != imagenet.listing_digest([SourceFile(a[0].path, 11, 5)])
-    assert imagenet.listing_digest(a) != imagenet.listing_digest([SourceFile(a[0].path, 10, 6)])
+    assert sources.listing_digest(a) == sources.listing_digest(list(a))
+    assert sources.listing_digest(a) != sources.listing_digest([SourceFile(a[0].path, 11, 5)])
+    assert sources.listing_digest(a) != sources.listing_digest([SourceFile(a[0].path, 10, 6)])
 
 
 def test_only_chosen_classes_are_listed(tmp_path):
     tree = small_tree(tmp_path, classes=5)
-    src = imagenet.find_source(tmp_path)
+    src = sources.find_source(tmp_path)
     chosen = list(tree.classes[:2])
-    train, _ = imagenet.list_split(src, "train", chosen)
-    val, _ = imagenet.list_split(src, "val", chosen)
+    train, _ = sources.list_split(src, "train", chosen)
+    val, _ = sources.list_split(src, "val", chosen)
     assert set(train) == set(val) == set(chosen)
     assert sum(len(v) for v in val.values()) == 4
     assert np.all([f.size > 0 for fs in train.values() for f in fs])
@@ -175,12 +175,12 @@ def test_label_files_saved_by_spreadsheets_and_editors_are_read(tmp_path):
     csv_path.write_bytes(b"\xef\xbb\xbf" + "\r\n".join([*rows, "", ""]).encode())
     mapping = tmp_path / "LOC_synset_mapping.txt"
     mapping.write_bytes(b"\xef\xbb\xbf" + mapping.read_bytes())
-    src = imagenet.find_source(tmp_path)
+    src = sources.find_source(tmp_path)
     assert val_labels(src, tree)[0] == dict(tree.val)
     assert src.words == tree.words
     wnids = tmp_path / "wnids.txt"
     wnids.write_bytes(b"\xef\xbb\xbf" + f"{tree.classes[1]}\r\n".encode())
-    assert imagenet.read_wnids(wnids) == (tree.classes[1],)
+    assert sources.read_wnids(wnids) == (tree.classes[1],)
 
 
 def test_label_files_that_cannot_be_read_are_format_errors(tmp_path):
@@ -188,16 +188,16 @@ def test_label_files_that_cannot_be_read_are_format_errors(tmp_path):
     data = tmp_path / "ILSVRC2012_devkit_t12" / "data"
     (data / "meta.mat").write_bytes(b"MATLAB 5.0 MAT-file, truncated")
     with pytest.raises(FormatError, match=r"meta\.mat: not the ILSVRC-2012 devkit's"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
     (data / "meta.mat").unlink()
     with pytest.raises(UserError, match=r"ground_truth\.txt is there but not meta\.mat"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
     shutil.rmtree(tmp_path / "ILSVRC2012_devkit_t12")
     (tmp_path / "LOC_val_solution.csv").write_bytes(
         b"ImageId,PredictionString\ncaf\xe9,n00000001 1 2 3 4\n"
     )  # Latin-1, not UTF-8
     with pytest.raises(FormatError, match=r"LOC_val_solution\.csv: not UTF-8 text"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
 
 
 def test_a_stray_folder_among_wnids_is_named(tmp_path):
@@ -206,7 +206,7 @@ def test_a_stray_folder_among_wnids_is_named(tmp_path):
     small_tree(tmp_path)
     (tmp_path / "train" / "__MACOSX").mkdir()
     with pytest.raises(UserError, match=r"__MACOSX.*not a wnid"):
-        imagenet.find_source(tmp_path)
+        sources.find_source(tmp_path)
 
 
 def test_listing_survives_symlink_loops_and_names_unreadable_folders(tmp_path, monkeypatch):
@@ -216,18 +216,18 @@ def test_listing_survives_symlink_loops_and_names_unreadable_folders(tmp_path, m
     elsewhere = tmp_path / "elsewhere"
     shutil.move(tmp_path / "train" / tree.classes[1], elsewhere)
     (tmp_path / "train" / tree.classes[1]).symlink_to(elsewhere)  # a class on another disk
-    src = imagenet.find_source(tmp_path)
-    train, _ = imagenet.list_split(src, "train", src.classes)
+    src = sources.find_source(tmp_path)
+    train, _ = sources.list_split(src, "train", src.classes)
     assert {f.path: c for c, fs in train.items() for f in fs} == dict(tree.train)
 
     denied = str(tmp_path / "train" / cls)
-    real_scandir = imagenet.os.scandir
+    real_scandir = sources.os.scandir
 
     def scandir(path):  # chmod 000 does not stop root, who runs CI here
         if str(path) == denied:
             raise PermissionError(13, "Permission denied", str(path))
         return real_scandir(path)
 
-    monkeypatch.setattr(imagenet.os, "scandir", scandir)
+    monkeypatch.setattr(sources.os, "scandir", scandir)
     with pytest.raises(UserError, match=f"{cls}: cannot list it .Permission denied."):
-        imagenet.list_split(src, "train", src.classes)
+        sources.list_split(src, "train", src.classes)

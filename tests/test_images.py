@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexcli.core import images
-from alexcli.core.synthetic import png_header, synthetic_image
+from alexcli.core.data import decode
+from alexcli.core.data.synthetic import png_header, synthetic_image
 
 FILTERS = {
     "bilinear": Image.Resampling.BILINEAR,
@@ -55,7 +55,7 @@ def photo(seed: int = 0, size_range=(300, 500)) -> Image.Image:
 def test_shorter_side_then_central_crop(tmp_path, resample, w, h, size):
     img = photo(w).resize((w, h))
     path = save(tmp_path, img, "PNG")  # lossless: the file holds exactly `img`
-    out = images.load_image(path, size, resample=resample)
+    out = decode.load_image(path, size, resample=resample)
     close_to(out, reference(img, size, resample))
 
 
@@ -63,7 +63,7 @@ def test_the_crop_is_central(tmp_path):
     # Left third red, middle green, right third blue: a 3:1 image keeps only green.
     arr = np.zeros((100, 300, 3), np.uint8)
     arr[:, :100, 0] = arr[:, 100:200, 1] = arr[:, 200:, 2] = 255
-    out = images.load_image(save(tmp_path, Image.fromarray(arr), "PNG"), 50)
+    out = decode.load_image(save(tmp_path, Image.fromarray(arr), "PNG"), 50)
     assert out.shape == (50, 50, 3)
     assert (out[:, 2:-2, 1] == 255).all() and out[:, 2:-2, [0, 2]].max() == 0
 
@@ -71,7 +71,7 @@ def test_the_crop_is_central(tmp_path):
 def test_jpeg_matches_the_reference(tmp_path):
     path = save(tmp_path, photo(3), "JPEG", quality=90)
     with Image.open(path) as img:
-        close_to(images.load_image(path, 256), reference(img, 256))
+        close_to(decode.load_image(path, 256), reference(img, 256))
 
 
 def test_large_jpegs_are_drafted_within_a_level(tmp_path):
@@ -79,8 +79,8 @@ def test_large_jpegs_are_drafted_within_a_level(tmp_path):
     path = save(tmp_path, photo(5, (1100, 1400)), "JPEG", quality=90)
     with Image.open(path) as img:
         assert img.draft("RGB", (512, 512)) is not None and img.size[0] < 1100  # it drafts
-    drafted = images.load_image(path, 256).astype(int)
-    full = images.load_image(path, 256, draft=False).astype(int)
+    drafted = decode.load_image(path, 256).astype(int)
+    full = decode.load_image(path, 256, draft=False).astype(int)
     d = np.abs(drafted - full)
     assert d.mean() < 0.5 and np.percentile(d, 99) <= 3
 
@@ -92,7 +92,7 @@ def test_modes_become_rgb(tmp_path, mode):
     path = save(tmp_path, img, fmt, name=f"x.{fmt}")
     with Image.open(path) as src:
         ref = reference(src.convert("RGB"), 96)
-    out = images.load_image(path, 96, draft=False)
+    out = decode.load_image(path, 96, draft=False)
     close_to(out, ref)
     if mode in ("L", "1"):
         assert (out[..., 0] == out[..., 1]).all() and (out[..., 1] == out[..., 2]).all()
@@ -101,14 +101,14 @@ def test_modes_become_rgb(tmp_path, mode):
 def test_png_named_jpeg(tmp_path):
     img = photo(2)
     path = save(tmp_path, img, "PNG", name="n02105855_2933.JPEG")
-    close_to(images.load_image(path, 128), reference(img, 128))
+    close_to(decode.load_image(path, 128), reference(img, 128))
 
 
 def test_transparency_is_composited_over_white(tmp_path):
     arr = np.zeros((80, 80, 4), np.uint8)
     arr[..., 0] = 200  # red everywhere, but only the bottom half is opaque
     arr[40:, :, 3] = 255
-    out = images.load_image(save(tmp_path, Image.fromarray(arr, "RGBA"), "PNG"), 80)
+    out = decode.load_image(save(tmp_path, Image.fromarray(arr, "RGBA"), "PNG"), 80)
     assert (out[:30] == 255).all()  # transparent → white, not black or red
     assert (out[50:] == (200, 0, 0)).all()
 
@@ -116,7 +116,7 @@ def test_transparency_is_composited_over_white(tmp_path):
 def test_sixteen_bit_gray_is_scaled_not_clipped(tmp_path):
     arr = np.tile(np.linspace(0, 65535, 64).astype(np.uint16), (64, 1))
     path = save(tmp_path, Image.fromarray(arr), "PNG")
-    out = images.load_image(path, 64)
+    out = decode.load_image(path, 64)
     np.testing.assert_allclose(out[0, :, 0], arr[0] / 257, atol=1.5)
 
 
@@ -130,7 +130,7 @@ def test_exif_orientation_is_applied(tmp_path, orientation, turn):
     with Image.open(path) as img:
         decoded = img.convert("RGB")
     shown = decoded.transpose(turn) if turn else decoded.transpose(Image.Transpose.ROTATE_180)
-    close_to(images.load_image(path, 128), reference(shown, 128))
+    close_to(decode.load_image(path, 128), reference(shown, 128))
 
 
 def _write(tmp_path, name: str, data: bytes) -> str:
@@ -148,43 +148,43 @@ def _jpeg_bytes() -> bytes:
 @pytest.mark.parametrize(
     ("name", "make", "reason"),
     [
-        ("empty.JPEG", lambda: b"", images.EMPTY),
-        ("notes.txt", lambda: b"wnid list, see synsets\n", images.NOT_IMAGE),
-        ("page.JPEG", lambda: b"<html><body>404</body></html>", images.NOT_IMAGE),
-        ("half.JPEG", lambda: _jpeg_bytes()[: len(_jpeg_bytes()) // 2], images.TRUNCATED),
-        ("head.JPEG", lambda: _jpeg_bytes()[:400], images.TRUNCATED),
-        ("bomb.JPEG", lambda: png_header(30_000, 30_000), images.BOMB),
-        ("bomb2.png", lambda: png_header(10_000, 9_000), images.BOMB),
+        ("empty.JPEG", lambda: b"", decode.EMPTY),
+        ("notes.txt", lambda: b"wnid list, see synsets\n", decode.NOT_IMAGE),
+        ("page.JPEG", lambda: b"<html><body>404</body></html>", decode.NOT_IMAGE),
+        ("half.JPEG", lambda: _jpeg_bytes()[: len(_jpeg_bytes()) // 2], decode.TRUNCATED),
+        ("head.JPEG", lambda: _jpeg_bytes()[:400], decode.TRUNCATED),
+        ("bomb.JPEG", lambda: png_header(30_000, 30_000), decode.BOMB),
+        ("bomb2.png", lambda: png_header(10_000, 9_000), decode.BOMB),
     ],
 )
 def test_unreadable_files_raise_a_reason(tmp_path, name, make, reason):
     path = _write(tmp_path, name, make())
-    with pytest.raises(images.Unreadable) as e:
-        images.load_image(path, 64)
+    with pytest.raises(decode.Unreadable) as e:
+        decode.load_image(path, 64)
     assert e.value.reason == reason
 
 
 def test_formats_outside_the_list_are_not_images(tmp_path):
     path = save(tmp_path, photo(0).resize((64, 64)), "PCX", name="x.JPEG")
-    with pytest.raises(images.Unreadable) as e:
-        images.load_image(path, 32)
-    assert e.value.reason == images.NOT_IMAGE
+    with pytest.raises(decode.Unreadable) as e:
+        decode.load_image(path, 32)
+    assert e.value.reason == decode.NOT_IMAGE
 
 
 def test_pixel_limit_and_missing_files(tmp_path):
     path = save(tmp_path, photo(0).resize((100, 100)), "PNG")
-    with pytest.raises(images.Unreadable) as e:
-        images.load_image(path, 32, max_pixels=99 * 100)
-    assert e.value.reason == images.BOMB
-    with pytest.raises(images.Unreadable) as e:
-        images.load_image(tmp_path / "gone.JPEG", 32)
-    assert e.value.reason == images.UNREADABLE
+    with pytest.raises(decode.Unreadable) as e:
+        decode.load_image(path, 32, max_pixels=99 * 100)
+    assert e.value.reason == decode.BOMB
+    with pytest.raises(decode.Unreadable) as e:
+        decode.load_image(tmp_path / "gone.JPEG", 32)
+    assert e.value.reason == decode.UNREADABLE
 
 
 def test_decode_throughput_counts_what_decodes(tmp_path):
     paths = [save(tmp_path, photo(i, (60, 90)), "JPEG", name=f"{i}.jpg") for i in range(6)]
     paths.append(_write(tmp_path, "bad.jpg", b""))
-    assert images.decode_throughput(paths, jobs=2, chunk=2) > 0
+    assert decode.decode_throughput(paths, jobs=2, chunk=2) > 0
 
 
 def _exif(orientation: int) -> bytes:
@@ -231,6 +231,6 @@ def test_conversions_are_noted(tmp_path, mode, fmt, name, kw, what):
     else:
         img = img.convert(mode)
     path = save(tmp_path, img, fmt, name=name, **kw)
-    out, notes = images.load_image_noted(path, 32)
+    out, notes = decode.load_image_noted(path, 32)
     assert notes == what
-    np.testing.assert_array_equal(out, images.load_image(path, 32))  # the same pixels
+    np.testing.assert_array_equal(out, decode.load_image(path, 32))  # the same pixels

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexcli.core import images
-from alexcli.core.imageshards import ShardPlan, write_shard
-from alexcli.core.shards import open_shard
+from alexcli.core.data import decode
+from alexcli.core.data.packing import ShardPlan, write_shard
+from alexcli.core.data.shards import open_shard
 
 
 @pytest.fixture
@@ -35,12 +35,12 @@ def test_writes_the_images_and_reports_the_skipped(source, tmp_path):
     out = tmp_path / "out"
     done = write_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
     assert (done.images, done.reused) == (3, False)
-    assert done.skipped == [{"path": "c/bad.JPEG", "reason": images.EMPTY, "detail": "0 bytes"}]
+    assert done.skipped == [{"path": "c/bad.JPEG", "reason": decode.EMPTY, "detail": "0 bytes"}]
     with open_shard(out / done.path, "train") as f:
         assert f.attrs["plan"] == "plan-a"
         assert [p.decode() for p in f["paths"][:]] == ["c/0.png", "c/1.png", "c/2.png"]
         assert list(f["labels"][:]) == [0, 1, 0]
-        np.testing.assert_array_equal(f["images"][1], images.load_image(source / "c/1.png", 16))
+        np.testing.assert_array_equal(f["images"][1], decode.load_image(source / "c/1.png", 16))
 
 
 def test_a_finished_shard_of_the_same_plan_is_kept(source, tmp_path):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexcli.core.kernels import (
+from alexcli.core.figures.kernel_grid import (
     colour_fraction,
     grid_layout,
     kernel_grid,

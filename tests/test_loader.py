@@ -7,8 +7,8 @@ import pytest
 import torch
 from conftest import write_data_dir
 
-from alexcli.core.batchring import RingBuffers
-from alexcli.core.loader import (
+from alexcli.core.data.batchring import RingBuffers
+from alexcli.core.data.loader import (
     PREFETCH,
     BatchPlan,
     CropDataset,

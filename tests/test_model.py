@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from alexcli.config import PRESETS, ModelConfig
-from alexcli.core.model import (
+from alexcli.core.nn.model import (
     CONVS,
     LAYERS,
     AlexNet,

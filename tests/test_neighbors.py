@@ -19,7 +19,7 @@ from eval_helpers import (
 )
 from PIL import Image
 
-from alexcli.core.neighbors import GridLayout, RunningNearest
+from alexcli.core.nn.retrieval import GridLayout, RunningNearest
 from alexcli.stages.neighbors import choose_queries
 
 FAST = ("--devices", "cpu", "--workers", "0")

@@ -11,7 +11,7 @@ import torch
 from eval_helpers import CROP, SIZE, class_list, reference_probs, save_run, tiny_config
 from PIL import Image
 
-from alexcli.core.images import load_image
+from alexcli.core.data.decode import load_image
 
 
 def _photo(path, width, height, seed=0):
@@ -51,7 +51,7 @@ def test_predict_gives_the_known_answer_of_a_network_that_only_has_biases(cli, t
     classes = [{"name": f"n{i:08d}", "words": w} for i, w in enumerate(
         ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead", "electric ray",
          "stingray", "cock"])]  # fmt: skip
-    from alexcli.core.checkpoint import load_checkpoint, save_checkpoint
+    from alexcli.core.nn.checkpoint import load_checkpoint, save_checkpoint
 
     save_run(tmp_path / "run.pt", cfg, classes=classes)
     ckpt = load_checkpoint(tmp_path / "run.pt")

@@ -20,17 +20,17 @@ from test_images import close_to
 from test_images import reference as resize_reference
 
 from alexcli.config import PrepareConfig
-from alexcli.core import images
+from alexcli.core.data import decode
+from alexcli.core.data.synthetic import make_image_folder, make_tree
 from alexcli.core.fingerprint import file_digest
-from alexcli.core.synthetic import make_image_folder, make_tree
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.prepare import prepare, shard_count
 
 EXPECTED_REASONS = {
-    "truncated": images.TRUNCATED,
-    "empty": images.EMPTY,
-    "stray": images.NOT_IMAGE,
-    "bomb": images.BOMB,
+    "truncated": decode.TRUNCATED,
+    "empty": decode.EMPTY,
+    "stray": decode.NOT_IMAGE,
+    "bomb": decode.BOMB,
 }
 # What prepare says it did to each convertible trap (core/synthetic.py), as a user reads it.
 EXPECTED_CONVERSIONS = {

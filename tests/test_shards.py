@@ -8,7 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
-from alexcli.core.shards import SCHEMA_VERSION, ShardSet, ShardWriter, open_shard, write_shard
+from alexcli.core.data.shards import SCHEMA_VERSION, ShardSet, ShardWriter, open_shard, write_shard
 from alexcli.errors import FormatError
 
 

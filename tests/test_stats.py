@@ -12,9 +12,9 @@ from conftest import write_data_dir
 from PIL import Image
 
 from alexcli.config import StatsConfig
+from alexcli.core.data.shards import write_shard
+from alexcli.core.data.stats import centred_moment, eigen, read_stats, shard_sums, write_stats
 from alexcli.core.progress import Recorder
-from alexcli.core.shards import write_shard
-from alexcli.core.stats import centred_moment, eigen, read_stats, shard_sums, write_stats
 from alexcli.errors import FormatError, StaleInputError, UserError
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.stats import benchmark, check_stats_current, run_stats

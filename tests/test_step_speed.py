@@ -12,9 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from alexcli.config import ModelConfig, TrainConfig
-from alexcli.core.engine import make_optimizer
-from alexcli.core.heap import keep_freed_memory
-from alexcli.core.model import build_model, local_response_norm
+from alexcli.core.machine import keep_freed_memory
+from alexcli.core.nn.loops import make_optimizer
+from alexcli.core.nn.model import build_model, local_response_norm
 
 TINY = ModelConfig(
     num_classes=7, conv_channels=(8, 16, 24, 24, 16), fc_features=(32, 32), conv1_kernel=5,

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alexcli.config import PRESETS
-from alexcli.core.model import build_model
+from alexcli.core.nn.model import build_model
 from alexcli.errors import DeviceError
 from alexcli.stages.summary import summarize
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alexcli.core import synthetic as sy
+from alexcli.core.data import synthetic as sy
 
 
 def files(root):

@@ -17,7 +17,7 @@ import torch
 from conftest import write_data_dir
 from train_helpers import TINY, make_data_dir, make_images
 
-from alexcli.core.checkpoint import load_checkpoint
+from alexcli.core.nn.checkpoint import load_checkpoint
 from alexcli.errors import FormatError
 from alexcli.stages.train import resolve_config, train
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexcli.core.transforms import (
+from alexcli.core.data.transforms import (
     Normalizer,
     center_offset,
     crop_into,

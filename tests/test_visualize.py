@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from alexcli.config import PRESETS, merge, to_dict
-from alexcli.core.checkpoint import save_checkpoint
-from alexcli.core.model import build_model
+from alexcli.core.nn.checkpoint import save_checkpoint
+from alexcli.core.nn.model import build_model
 
 
 def make_checkpoint(path, towers=2):

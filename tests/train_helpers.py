@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 from conftest import write_data_dir
 
-from alexcli.core.stats import Stats
-from alexcli.core.stats import write_stats as core_write_stats
+from alexcli.core.data.stats import Stats
+from alexcli.core.data.stats import write_stats as core_write_stats
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.stats import STATS_FILE, shards_digest
 

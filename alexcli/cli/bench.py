@@ -14,7 +14,7 @@ from alexcli.cli._options import Devices, Json, Preset
 from alexcli.config import BenchConfig, with_values
 
 if TYPE_CHECKING:
-    from alexcli.stages.bench import BenchResult
+    from alexcli.bench.run import BenchResult
 
 
 @app.command()
@@ -68,7 +68,7 @@ def bench(
 
     Example: `alexcli bench data/in100 --json > bench.json`
     """
-    from alexcli.stages.bench import run_bench
+    from alexcli.bench.run import run_bench
 
     stages = tuple(s.strip() for item in only or () for s in item.split(",") if s.strip())
     config = with_values(

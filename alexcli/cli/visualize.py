@@ -93,7 +93,7 @@ def viz_curves(
 
 
 def _show_curves(r: CurvesResult) -> None:
-    from alexcli.core.curves import LABELS, SERIES, sparkline, summary_rows
+    from alexcli.core.figures.curves import LABELS, SERIES, sparkline, summary_rows
 
     drops = {d.epoch for d in r.drops}
     rows = summary_rows(r.epochs, limit=16)

@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from alexcli.config import PrepareConfig
-from alexcli.core import imagenet
+from alexcli.core.data import sources
+from alexcli.core.data.packing import ShardPlan
 from alexcli.core.fingerprint import differing_files
-from alexcli.core.imageshards import ShardPlan
 from alexcli.core.progress import Progress
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.runner import read_manifest
@@ -31,7 +31,7 @@ def check_config(config: PrepareConfig) -> None:
             raise ConfigError(f"{flag} {value}: must be at least 1")
 
 
-def check_outside(src: imagenet.Source, data_dir: Path) -> None:
+def check_outside(src: sources.Source, data_dir: Path) -> None:
     """DATA_DIR inside SOURCE's train/ or val/ would have its shards listed as images by
     the next run (never up to date); SOURCE itself would mix the two trees' train/ and val/."""
     target = data_dir.resolve()
@@ -45,7 +45,7 @@ def check_outside(src: imagenet.Source, data_dir: Path) -> None:
 
 
 def check_training_files(
-    src: imagenet.Source, chosen: Sequence[str], plans: Sequence[ShardPlan], progress: Progress
+    src: sources.Source, chosen: Sequence[str], plans: Sequence[ShardPlan], progress: Progress
 ) -> None:
     """No training file at all is an error; a chosen class without any, a warning (its
     label exists but can never be learned: an ImageNet tar file not extracted, mostly)."""
@@ -64,7 +64,7 @@ def check_training_files(
         )
 
 
-def warn_classless_val(src: imagenet.Source, progress: Progress) -> None:
+def warn_classless_val(src: sources.Source, progress: Progress) -> None:
     """Validation labels of classes without a train/ folder are left out, but not silently."""
     orphans = src.classless_val_labels()
     if orphans:

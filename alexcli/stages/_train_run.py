@@ -33,15 +33,26 @@ from torch.nn.parallel import DistributedDataParallel
 
 from alexcli.config import TrainConfig, to_dict
 from alexcli.core.atomic import atomic_path, write_text
-from alexcli.core.checkpoint import (
+from alexcli.core.data.loader import (
+    CropDataset,
+    EpochSampler,
+    cpu_cores,
+    default_workers,
+    make_loader,
+)
+from alexcli.core.data.stats import Stats
+from alexcli.core.data.transforms import Normalizer
+from alexcli.core.fingerprint import file_digest
+from alexcli.core.machine import keep_freed_memory
+from alexcli.core.nn.checkpoint import (
     Checkpoint,
     load_checkpoint,
     rng_state,
     save_checkpoint,
     set_rng_state,
 )
-from alexcli.core.distributed import Dist, process_devices
-from alexcli.core.engine import (
+from alexcli.core.nn.distributed import Dist, process_devices
+from alexcli.core.nn.loops import (
     EpochProgress,
     LrSchedule,
     StepContext,
@@ -51,19 +62,8 @@ from alexcli.core.engine import (
     make_optimizer,
     train_epoch,
 )
-from alexcli.core.fingerprint import file_digest
-from alexcli.core.heap import keep_freed_memory
-from alexcli.core.loader import (
-    CropDataset,
-    EpochSampler,
-    cpu_cores,
-    default_workers,
-    make_loader,
-)
-from alexcli.core.model import build_model
+from alexcli.core.nn.model import build_model
 from alexcli.core.progress import Progress, Task
-from alexcli.core.stats import Stats
-from alexcli.core.transforms import Normalizer
 from alexcli.errors import ConfigError, DeviceError, Stopped, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.evaluate import check_classes

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alexcli.core.shards import ShardSet
+from alexcli.core.data.shards import ShardSet
 from alexcli.errors import FormatError, UserError
 from alexcli.stages.runner import require_manifest
 

@@ -33,11 +33,11 @@ from alexcli.stages.datadir import DataDir, open_data_dir
 if TYPE_CHECKING:
     import torch
 
-    from alexcli.core.checkpoint import Checkpoint
-    from alexcli.core.loader import BatchLoader
-    from alexcli.core.model import AlexNet
-    from alexcli.core.shards import ShardSet
-    from alexcli.core.transforms import Normalizer
+    from alexcli.core.data.loader import BatchLoader
+    from alexcli.core.data.shards import ShardSet
+    from alexcli.core.data.transforms import Normalizer
+    from alexcli.core.nn.checkpoint import Checkpoint
+    from alexcli.core.nn.model import AlexNet
 
 # PAPER.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
 PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}
@@ -118,7 +118,7 @@ def evaluate(
     run: Path, data_dir: Path, cfg: EvalConfig = EvalConfig(), progress: Progress = SILENT
 ) -> EvalReport:
     """Top-1 / top-5 error of `run` on DATA_DIR's `cfg.split`, with `cfg.views` views."""
-    from alexcli.core.evaluate import evaluate_batches
+    from alexcli.core.nn.evaluate import evaluate_batches
 
     data = open_data_dir(data_dir)
     net = RunNetwork.load(run, cfg)
@@ -176,8 +176,8 @@ def predict(
     """
     import torch
 
-    from alexcli.core.evaluate import view_probabilities
-    from alexcli.core.images import Unreadable, load_image
+    from alexcli.core.data.decode import Unreadable, load_image
+    from alexcli.core.nn.evaluate import view_probabilities
 
     net = RunNetwork.load(run, cfg)
     answers: list[Prediction] = []
@@ -219,9 +219,9 @@ class RunNetwork:
 
     @classmethod
     def load(cls, run: Path, cfg: EvalConfig) -> RunNetwork:
-        from alexcli.core.checkpoint import load_checkpoint
-        from alexcli.core.devices import resolve_devices
-        from alexcli.core.transforms import Normalizer
+        from alexcli.core.data.transforms import Normalizer
+        from alexcli.core.nn.checkpoint import load_checkpoint
+        from alexcli.core.nn.devices import resolve_devices
 
         devices = resolve_devices(cfg.devices)
         if cfg.amp == "fp16" and devices[0].type != "cuda":
@@ -251,7 +251,7 @@ class RunNetwork:
     def loader(self, shards: ShardSet, cfg: EvalConfig) -> BatchLoader:
         """Whole stored images of `shards` in index order (the training loader with
         crop = image size, so its worker processes read while the network runs)."""
-        from alexcli.core.loader import CropDataset, EpochSampler, default_workers, make_loader
+        from alexcli.core.data.loader import CropDataset, EpochSampler, default_workers, make_loader
 
         size = self.ckpt.size
         sampler = EpochSampler(len(shards), cfg.batch_size, size=size, crop=size, train=False)
@@ -261,7 +261,7 @@ class RunNetwork:
 
     def guesses(self, probs: torch.Tensor) -> list[list[Guess]]:
         """Each row's top-5 classes with their names and words."""
-        from alexcli.core.evaluate import top_classes
+        from alexcli.core.nn.evaluate import top_classes
 
         classes = self.ckpt.classes
         return [

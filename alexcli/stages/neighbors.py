@@ -25,8 +25,8 @@ from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.evaluate import Guess, RunNetwork
 
 if TYPE_CHECKING:
-    from alexcli.core.neighbors import GridRow
-    from alexcli.core.shards import ShardSet
+    from alexcli.core.data.shards import ShardSet
+    from alexcli.core.nn.retrieval import GridRow
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ def neighbors(
     through the split), the `k` training images nearest in fc7 space; a PNG grid at `out`."""
     import torch
 
-    from alexcli.core.evaluate import centre_features, view_probabilities
-    from alexcli.core.neighbors import draw_grid, nearest_in, write_png
+    from alexcli.core.nn.evaluate import centre_features, view_probabilities
+    from alexcli.core.nn.retrieval import draw_grid, nearest_in, write_png
 
     if out.suffix.lower() != ".png" or out.is_dir():
         raise UserError(f"--out {out}: expected a .png file name", hint="e.g. --out fig4.png")
@@ -121,7 +121,7 @@ def _retrievals(
     dist: np.ndarray,
 ) -> tuple[list[Retrieval], list[GridRow]]:
     """Each query's results (for JSON) and its row of the figure."""
-    from alexcli.core.neighbors import GridRow
+    from alexcli.core.nn.retrieval import GridRow
 
     classes, results, rows = data.classes, [], []
     for q, i in enumerate(chosen):

@@ -164,7 +164,7 @@ def _stages_to_run(recipe: Recipe, until: str | None, where: str) -> list[str]:
 
 def _synthetic(root: Path, cfg: SyntheticConfig, force: bool, progress: Progress) -> Done:
     """Generate the synthetic tree once; a whole tree is renamed into place with its stamp."""
-    from alexcli.core.synthetic import make_tree
+    from alexcli.core.data.synthetic import make_tree
 
     if root.exists() and not _generated_or_empty(root):
         raise UserError(
@@ -235,7 +235,7 @@ def _check_same_data(run_dir: Path, data_dir: Path) -> None:
     old model would be continued (or, finished, just evaluated) on the new data, or fail to
     load when the class count differs. The finished run's manifest says what it was trained
     on; an unfinished one's last.pt does."""
-    from alexcli.core.checkpoint import load_checkpoint
+    from alexcli.core.nn.checkpoint import load_checkpoint
     from alexcli.stages._train_run import open_inputs
 
     inputs = open_inputs(data_dir)
@@ -262,7 +262,7 @@ def _eval(
     evals: dict[int, dict[str, Any]],
 ) -> Done:
     """eval, cached by (the checkpoint's bytes, the data, split, views) in RUN_DIR/eval/."""
-    from alexcli.core.checkpoint import resolve_checkpoint
+    from alexcli.core.nn.checkpoint import resolve_checkpoint
     from alexcli.stages.datadir import open_data_dir
     from alexcli.stages.evaluate import evaluate
 

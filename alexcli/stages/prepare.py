@@ -1,6 +1,6 @@
 """`alexcli prepare`: an image tree → 256×256 RGB HDF5 shards + manifest.json.
 
-List SOURCE (core/imagenet.py), choose the classes and the files, plan the shards
+List SOURCE (core/sources.py), choose the classes and the files, plan the shards
 (the training split in a seeded shuffled order, so sequential reads are already
 mixed; validation sorted by path), then write the shards in parallel: each joblib
 worker writes whole shards (core/imageshards.py: decode, resize, ShardWriter) and
@@ -27,10 +27,10 @@ from typing import Any
 import numpy as np
 
 from alexcli.config import PrepareConfig, fingerprint_view, to_dict
-from alexcli.core import imagenet, images
 from alexcli.core.atomic import remove_stale_temps
+from alexcli.core.data import decode, sources
+from alexcli.core.data.packing import ShardDone, ShardPlan, write_shard
 from alexcli.core.fingerprint import fingerprint
-from alexcli.core.imageshards import ShardDone, ShardPlan, write_shard
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages import _prepare_checks as checks
@@ -88,14 +88,14 @@ def prepare(
     sha256 first and writes again the ones that differ."""
     start = time.perf_counter()
     if wnids_file is not None:
-        config = replace(config, wnids=imagenet.read_wnids(wnids_file))
+        config = replace(config, wnids=sources.read_wnids(wnids_file))
     checks.check_config(config)
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
-    src = imagenet.find_source(Path(source))
+    src = sources.find_source(Path(source))
     checks.check_outside(src, data_dir)
-    chosen = imagenet.choose_classes(
+    chosen = sources.choose_classes(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     if config.wnids and config.classes is not None:
@@ -110,8 +110,8 @@ def prepare(
     changed = not force and (damaged or checks.shards_changed(data_dir))
     if changed:
         progress.log("prepare: shards differ in size from the manifest's; checking each one")
-    decode = images.decode_params()
-    params = {**fingerprint_view(config), "decode": decode}
+    decoding = decode.decode_params()
+    params = {**fingerprint_view(config), "decode": decoding}
     counts: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
@@ -120,7 +120,7 @@ def prepare(
         counts["written"] = sum(not d.reused for d in done)
         counts["reused"] = sum(d.reused for d in done)
         counts["decoded"] = sum(d.images for d in done if not d.reused)
-        return _manifest_body(src, chosen, config, plans, done, unlabelled, decode)
+        return _manifest_body(src, chosen, config, plans, done, unlabelled, decoding)
 
     stage = run_stage(
         stage=STAGE,
@@ -141,8 +141,8 @@ def prepare(
 
 
 def plan_shards(
-    src: imagenet.Source, chosen: Sequence[str], config: PrepareConfig
-) -> tuple[list[ShardPlan], list[imagenet.SourceFile], str]:
+    src: sources.Source, chosen: Sequence[str], config: PrepareConfig
+) -> tuple[list[ShardPlan], list[sources.SourceFile], str]:
     """Every shard to write, the unlabelled files, and the listing's fingerprint.
 
     The plan depends only on the listing and the result-changing configuration,
@@ -150,18 +150,18 @@ def plan_shards(
     """
     label = {c: i for i, c in enumerate(chosen)}
     caps = {"train": config.train_per_class, "val": config.val_per_class}
-    listed: list[imagenet.SourceFile] = list(src.label_files)
+    listed: list[sources.SourceFile] = list(src.label_files)
     plans: list[ShardPlan] = []
-    unlabelled: list[imagenet.SourceFile] = []
-    decode = images.decode_params()
+    unlabelled: list[sources.SourceFile] = []
+    decoding = decode.decode_params()
     for split in SPLITS:
-        by_class, loose = imagenet.list_split(src, split, chosen)
+        by_class, loose = sources.list_split(src, split, chosen)
         unlabelled += loose
         listed += loose
-        items: list[tuple[imagenet.SourceFile, int]] = []
+        items: list[tuple[sources.SourceFile, int]] = []
         for cls in chosen:
             listed += by_class[cls]
-            kept = imagenet.cap_per_class(by_class[cls], caps[split], config.seed, f"{split}/{cls}")
+            kept = sources.cap_per_class(by_class[cls], caps[split], config.seed, f"{split}/{cls}")
             items += [(f, label[cls]) for f in kept]
         if split == "train":
             order = np.random.default_rng([config.seed, 2]).permutation(len(items))
@@ -172,12 +172,12 @@ def plan_shards(
             part = [items[i] for i in chunk]
             fp = fingerprint(
                 {"version": VERSION, "split": split, "size": config.size,
-                 "resample": config.resample, "decode": decode,
+                 "resample": config.resample, "decode": decoding,
                  "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part]}
             )  # fmt: skip
             entries = tuple((f.path, lab) for f, lab in part)
             plans.append(ShardPlan(split, f"{split}/{k:05d}.h5", entries, fp))
-    return plans, unlabelled, imagenet.listing_digest(listed)
+    return plans, unlabelled, sources.listing_digest(listed)
 
 
 def shard_count(n: int, shard_size: int) -> int:
@@ -260,13 +260,13 @@ def _cpus() -> int:
 
 
 def _manifest_body(
-    src: imagenet.Source,
+    src: sources.Source,
     chosen: Sequence[str],
     config: PrepareConfig,
     plans: Sequence[ShardPlan],
     done: Sequence[ShardDone],
-    unlabelled: Sequence[imagenet.SourceFile],
-    decode: dict[str, Any],
+    unlabelled: Sequence[sources.SourceFile],
+    decoding: dict[str, Any],
 ) -> dict[str, Any]:
     splits: dict[str, Any] = {}
     for split in SPLITS:
@@ -277,7 +277,7 @@ def _manifest_body(
         ]
         splits[split] = {"images": sum(s["images"] for s in shards), "shards": shards}
     skipped = [s for d in done for s in d.skipped]
-    skipped += [{"path": f.path, "reason": imagenet.NO_LABEL, "detail": ""} for f in unlabelled]
+    skipped += [{"path": f.path, "reason": sources.NO_LABEL, "detail": ""} for f in unlabelled]
     how = "wnids" if config.wnids else "classes" if config.classes is not None else "all"
     return {
         "source": str(src.root.resolve()),
@@ -286,7 +286,7 @@ def _manifest_body(
         "classes": [{"name": c, "words": src.words[c]} for c in chosen],
         "selection": {"how": how, "available": len(src.classes), "seed": config.seed},
         "size": config.size,
-        "preprocess": {**decode, "resample": config.resample},
+        "preprocess": {**decoding, "resample": config.resample},
         "splits": splits,
         "skipped": skipped,
         "converted": [c for d in done for c in d.converted],
@@ -338,21 +338,21 @@ def benchmark(
     as the throughput, finds them running, as every shard after the first few does in a
     real run. Both figures are returned."""
     config = replace(config, jobs=jobs)
-    src = imagenet.find_source(Path(source))
-    chosen = imagenet.choose_classes(
+    src = sources.find_source(Path(source))
+    chosen = sources.choose_classes(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     plans, _, _ = plan_shards(src, chosen, config)
     paths = [src.root / rel for p in plans for rel, _ in p.items]
-    before = images.decode_throughput(paths, jobs)
+    before = decode.decode_throughput(paths, jobs)
     cold = prepare(source, data_dir, config, force=True)
     warm = prepare(source, data_dir, config, force=True)
-    after = images.decode_throughput(paths, jobs)
-    decode = (before + after) / 2
+    after = decode.decode_throughput(paths, jobs)
+    plain = (before + after) / 2
     return {
         "images": float(len(paths)),
         "prepare_images_per_s": warm.images_per_s,
         "prepare_first_run_images_per_s": cold.images_per_s,
-        "decode_only_images_per_s": decode,
-        "ratio": warm.images_per_s / decode if decode else 0.0,
+        "decode_only_images_per_s": plain,
+        "ratio": warm.images_per_s / plain if plain else 0.0,
     }

@@ -25,9 +25,7 @@ from pathlib import Path
 import h5py
 
 from alexcli.config import StatsConfig, fingerprint_view, to_dict
-from alexcli.core.fingerprint import fingerprint
-from alexcli.core.progress import SILENT, Progress
-from alexcli.core.stats import (
+from alexcli.core.data.stats import (
     Stats,
     Sums,
     finish,
@@ -38,6 +36,8 @@ from alexcli.core.stats import (
     write_mean_png,
     write_stats,
 )
+from alexcli.core.fingerprint import fingerprint
+from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import FormatError, StaleInputError, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.runner import run_stage

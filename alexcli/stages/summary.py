@@ -11,8 +11,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from alexcli.config import TrainConfig
-from alexcli.core.devices import resolve_devices
-from alexcli.core.model import LayerRow, layer_table, tower_devices
+from alexcli.core.nn.devices import resolve_devices
+from alexcli.core.nn.model import LayerRow, layer_table, tower_devices
 
 
 @dataclass(frozen=True)

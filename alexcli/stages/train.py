@@ -130,7 +130,7 @@ def saved_config(run_dir: Path) -> TrainConfig | None:
             raise UserError(f"{path}: unreadable ({e})", hint="start over with --force") from None
     last = run_dir / "checkpoints" / "last.pt"
     if last.is_file():
-        from alexcli.core.checkpoint import load_checkpoint  # torch: only when needed
+        from alexcli.core.nn.checkpoint import load_checkpoint  # torch: only when needed
 
         return load_checkpoint(last).config
     return None
@@ -154,7 +154,7 @@ def train(
             "--resume and --force together: one continues last.pt, the other starts over",
             hint="choose one",
         )
-    from alexcli.core.distributed import setup_distributed  # torch: only when training
+    from alexcli.core.nn.distributed import setup_distributed  # torch: only when training
     from alexcli.stages import _train_run as run
 
     dist = setup_distributed(cfg.devices)

@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from alexcli.core.atomic import check_writable
-from alexcli.core.curves import Epoch, LrDrop, lr_drops, plot, read_metrics, write_figure
-from alexcli.core.kernels import Normalize, colour_fraction, kernel_grid, write_png
+from alexcli.core.figures.curves import Epoch, LrDrop, lr_drops, plot, read_metrics, write_figure
+from alexcli.core.figures.kernel_grid import Normalize, colour_fraction, kernel_grid, write_png
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 
@@ -66,7 +66,7 @@ def viz_kernels(
     progress: Progress = SILENT,
 ) -> KernelsResult:
     """Write `run`'s conv1 kernels as a PNG grid, tower 1 above tower 2 (Figure 3)."""
-    from alexcli.core.checkpoint import load_checkpoint  # torch: only when needed
+    from alexcli.core.nn.checkpoint import load_checkpoint  # torch: only when needed
 
     _check_out(out, (".png",))
     ckpt = load_checkpoint(run)

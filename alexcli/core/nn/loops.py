@@ -31,9 +31,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from alexcli.core.loader import Batch
+from alexcli.core.data.loader import Batch
+from alexcli.core.data.transforms import Normalizer
 from alexcli.core.progress import SILENT, Task
-from alexcli.core.transforms import Normalizer
 from alexcli.errors import TrainingDiverged
 
 Amp = Literal["off", "bf16", "fp16"]

@@ -16,7 +16,7 @@ import torch
 import torch.distributed as torch_dist
 
 from alexcli import errors
-from alexcli.core.devices import resolve_devices
+from alexcli.core.nn.devices import resolve_devices
 from alexcli.errors import AlexcliError
 
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")  # one CUDA device name in a --devices spec

@@ -28,7 +28,7 @@ from alexcli.core.atomic import atomic_path
 from alexcli.errors import ConfigError, FormatError, UserError
 
 if TYPE_CHECKING:
-    from alexcli.core.model import AlexNet
+    from alexcli.core.nn.model import AlexNet
 
 FORMAT = "alexcli-checkpoint"
 VERSION = 1
@@ -146,7 +146,7 @@ class Checkpoint:
 
     def build_model(self, devices: list[torch.device] | None = None) -> AlexNet:
         """The network with these weights, placed on `devices`, in eval mode."""
-        from alexcli.core.model import build_model
+        from alexcli.core.nn.model import build_model
 
         cfg = self.config
         model = build_model(cfg.model, cfg.crop, devices)

@@ -31,7 +31,11 @@ import numpy as np
 import torch
 
 from alexcli.config import ModelConfig
-from alexcli.core.engine import (
+from alexcli.core.data.loader import Batch, CropDataset, EpochSampler, cpu_cores, make_loader
+from alexcli.core.data.shards import ShardSet
+from alexcli.core.data.transforms import Normalizer
+from alexcli.core.machine import keep_freed_memory
+from alexcli.core.nn.loops import (
     Amp,
     EpochProgress,
     LrSchedule,
@@ -39,11 +43,7 @@ from alexcli.core.engine import (
     make_optimizer,
     train_epoch,
 )
-from alexcli.core.heap import keep_freed_memory
-from alexcli.core.loader import Batch, CropDataset, EpochSampler, cpu_cores, make_loader
-from alexcli.core.model import build_model, layer_table
-from alexcli.core.shards import ShardSet
-from alexcli.core.transforms import Normalizer
+from alexcli.core.nn.model import build_model, layer_table
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """One shard of the paper's 256×256 images from a list of source files (PAPER.md "Data").
 
 The unit of work of `alexcli prepare`, run in a worker process: decode and resize
-each file of a `ShardPlan` (core/images.py), write them through
+each file of a `ShardPlan` (core/decode.py), write them through
 `core/shards.ShardWriter` (atomic: a shard under its final name is whole), and
 return only metadata: the count, the sha256, the files skipped and why, the files
 converted and how.
@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alexcli.core import images
+from alexcli.core.data import decode
+from alexcli.core.data.shards import ShardWriter, open_shard
 from alexcli.core.fingerprint import file_digest
-from alexcli.core.shards import ShardWriter, open_shard
 from alexcli.errors import UserError
 
 _SEP = ", "  # joins one file's kinds in the keys of the `converted` attribute
@@ -84,10 +84,10 @@ def write_shard(
                 # than rename it into place under a rerun that may plan differently.
                 raise SystemExit("prepare: the parent process is gone")
             try:
-                image, notes = images.load_image_noted(
+                image, notes = decode.load_image_noted(
                     os.path.join(source, rel), size, resample=resample
                 )
-            except images.Unreadable as e:
+            except decode.Unreadable as e:
                 skipped.append(_skip(rel, e))
                 continue
             if notes:
@@ -113,7 +113,7 @@ def converted_list(paths: Sequence[str], rows: Mapping[str, Sequence[int]]) -> l
     return [{"path": paths[r], "what": what[r]} for r in sorted(what)]
 
 
-def _skip(rel: str, e: images.Unreadable) -> dict[str, str]:
+def _skip(rel: str, e: decode.Unreadable) -> dict[str, str]:
     return {"path": rel, "reason": e.reason, "detail": e.detail}
 
 
@@ -139,8 +139,8 @@ def _reusable(
     for rel, _ in plan.items:
         if rel not in stored:
             try:
-                images.load_image(os.path.join(source, rel), size, resample=resample)
-            except images.Unreadable as e:
+                decode.load_image(os.path.join(source, rel), size, resample=resample)
+            except decode.Unreadable as e:
                 skipped.append(_skip(rel, e))
             else:
                 return None  # it decodes now: the shard is not what this plan gives

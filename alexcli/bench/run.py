@@ -27,14 +27,14 @@ from typing import Any
 
 import torch
 
+from alexcli.bench import limits as measure
 from alexcli.config import BenchConfig, PrepareConfig, TrainConfig, preset
-from alexcli.core import bench as measure
-from alexcli.core.devices import resolve_devices
-from alexcli.core.engine import Amp
-from alexcli.core.loader import cpu_cores, default_workers
+from alexcli.core.data.loader import cpu_cores, default_workers
+from alexcli.core.data.synthetic import make_tree
+from alexcli.core.data.transforms import Normalizer
+from alexcli.core.nn.devices import resolve_devices
+from alexcli.core.nn.loops import Amp
 from alexcli.core.progress import SILENT, Progress
-from alexcli.core.synthetic import make_tree
-from alexcli.core.transforms import Normalizer
 from alexcli.errors import AlexcliError, ConfigError
 from alexcli.stages.datadir import open_data_dir
 

@@ -34,7 +34,7 @@ import h5py
 import numpy as np
 
 from alexcli.core.atomic import atomic_path
-from alexcli.core.shards import open_shard
+from alexcli.core.data.shards import open_shard
 from alexcli.errors import FormatError, UserError
 
 FORMAT = "alexcli-stats"

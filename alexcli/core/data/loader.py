@@ -34,9 +34,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from alexcli.core.batchring import RingBuffers
-from alexcli.core.shards import ShardSet
-from alexcli.core.transforms import center_offset, crop_into, draw_augmentation
+from alexcli.core.data.batchring import RingBuffers
+from alexcli.core.data.shards import ShardSet
+from alexcli.core.data.transforms import center_offset, crop_into, draw_augmentation
 
 
 @dataclass(frozen=True)

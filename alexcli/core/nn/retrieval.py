@@ -33,12 +33,12 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
 from alexcli.core.atomic import atomic_path
-from alexcli.core.engine import Amp
-from alexcli.core.evaluate import centre_features
-from alexcli.core.loader import Batch
-from alexcli.core.model import AlexNet
+from alexcli.core.data.loader import Batch
+from alexcli.core.data.transforms import Normalizer
+from alexcli.core.nn.evaluate import centre_features
+from alexcli.core.nn.loops import Amp
+from alexcli.core.nn.model import AlexNet
 from alexcli.core.progress import SILENT, Task
-from alexcli.core.transforms import Normalizer
 
 
 class RunningNearest:

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from alexcli.core.engine import Amp, autocast
-from alexcli.core.loader import Batch
-from alexcli.core.model import AlexNet
+from alexcli.core.data.loader import Batch
+from alexcli.core.data.transforms import Normalizer, iter_views
+from alexcli.core.nn.loops import Amp, autocast
+from alexcli.core.nn.model import AlexNet
 from alexcli.core.progress import SILENT, Task
-from alexcli.core.transforms import Normalizer, iter_views
 
 TOP = 5  # the paper's top-5
 
