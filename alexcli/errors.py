@@ -54,11 +54,8 @@ class Stopped(AlexcliError):
     exit_code = 143  # 128 + SIGTERM, as if the signal had ended the process
 
 
-class NotBuiltYet(AlexcliError):
-    """A command whose issue is still open."""
-
-    def __init__(self, command: str, issue: int) -> None:
-        super().__init__(
-            f"`alexcli {command}` is not built yet (issue {issue} is open)",
-            hint="see README.md for what works today",
-        )
+def first_line(e: BaseException, limit: int = 160) -> str:
+    """The first line of an exception's message (its type name when it has none), cut to
+    `limit` characters: what a one-line error quotes of a library's reason."""
+    text = str(e).splitlines()[0] if str(e) else type(e).__name__
+    return text[:limit]

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from alexcli.core.data import decode
-from alexcli.core.data.packing import ShardPlan, write_shard
+from alexcli.core.data.packing import ShardPlan, pack_shard
 from alexcli.core.data.shards import open_shard
 
 
@@ -33,7 +33,7 @@ def plan(fp="plan-a"):
 
 def test_writes_the_images_and_reports_the_skipped(source, tmp_path):
     out = tmp_path / "out"
-    done = write_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
+    done = pack_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
     assert (done.images, done.reused) == (3, False)
     assert done.skipped == [{"path": "c/bad.JPEG", "reason": decode.EMPTY, "detail": "0 bytes"}]
     with open_shard(out / done.path, "train") as f:
@@ -45,14 +45,14 @@ def test_writes_the_images_and_reports_the_skipped(source, tmp_path):
 
 def test_a_finished_shard_of_the_same_plan_is_kept(source, tmp_path):
     out = tmp_path / "out"
-    first = write_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
+    first = pack_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
     stamp = (out / first.path).stat().st_mtime_ns
-    again = write_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
+    again = pack_shard(str(source), str(out), plan(), 16, "bilinear", reuse=True)
     assert again.reused and again.sha256 == first.sha256 and again.skipped == first.skipped
     assert (out / first.path).stat().st_mtime_ns == stamp
-    other = write_shard(str(source), str(out), plan("plan-b"), 16, "bilinear", reuse=True)
+    other = pack_shard(str(source), str(out), plan("plan-b"), 16, "bilinear", reuse=True)
     assert not other.reused
-    forced = write_shard(str(source), str(out), plan("plan-b"), 16, "bilinear", reuse=False)
+    forced = pack_shard(str(source), str(out), plan("plan-b"), 16, "bilinear", reuse=False)
     assert not forced.reused and forced.sha256 != first.sha256  # the new plan attribute
 
 
@@ -60,7 +60,7 @@ def test_a_worker_whose_parent_died_writes_nothing(source, tmp_path):
     out = tmp_path / "out"
     not_my_parent = os.getppid() + 1
     with pytest.raises(SystemExit):
-        write_shard(str(source), str(out), plan(), 16, "bilinear", True, parent=not_my_parent)
+        pack_shard(str(source), str(out), plan(), 16, "bilinear", True, parent=not_my_parent)
     assert not (out / "train").exists() or not any((out / "train").iterdir())
 
 
@@ -71,12 +71,12 @@ def test_conversions_are_reported_and_kept_with_the_shard(source, tmp_path):
     items = (("c/0.png", 0), ("c/bad.JPEG", 1), ("c/gray.JPEG", 1), ("c/1.png", 0))
     p = ShardPlan("train", "train/00000.h5", items, "plan-c")
     out = tmp_path / "out"
-    first = write_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
+    first = pack_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
     assert first.converted == [{"path": "c/gray.JPEG", "what": ["png named .JPEG", "grayscale"]}]
     (source / "c" / "gray.JPEG").write_bytes(b"")  # were it decoded again, it would be skipped
-    again = write_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
+    again = pack_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
     assert again.reused and again.converted == first.converted
     with h5py.File(out / p.path, "r+") as f:  # as shards were before this attribute
         del f.attrs["converted"]
-    older = write_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
+    older = pack_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
     assert not older.reused and older.converted == [] and older.images == 2

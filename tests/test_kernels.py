@@ -11,8 +11,8 @@ from alexcli.core.figures.kernel_grid import (
     grid_layout,
     kernel_grid,
     normalize_kernels,
-    write_png,
 )
+from alexcli.core.figures.png import write_png
 
 WHITE = (255, 255, 255)
 

@@ -19,7 +19,8 @@ from eval_helpers import (
 )
 from PIL import Image
 
-from alexcli.core.nn.retrieval import GridLayout, RunningNearest
+from alexcli.core.figures.retrieval_grid import RetrievalLayout
+from alexcli.core.nn.retrieval import RunningNearest
 from alexcli.stages.neighbors import choose_queries
 
 FAST = ("--devices", "cpu", "--workers", "0")
@@ -102,7 +103,7 @@ def test_neighbors_are_the_brute_force_nearest_in_fc7_and_drawn(cli, tmp_path, d
         assert [g["index"] for g in result["top5"]] == list(np.argsort(-probs[q])[:5])
     # the grid: the query, then its neighbours nearest first, pixel for pixel
     picture = np.asarray(Image.open(out).convert("RGB"))
-    layout = GridLayout(tile=train.shape[1], k=4, rows=3)
+    layout = RetrievalLayout(tile=train.shape[1], k=4, rows=3)
     assert picture.shape[:2] == layout.shape == (report["height"], report["width"])
     s = train.shape[1]
     for q in range(3):

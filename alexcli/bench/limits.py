@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from alexcli.config import ModelConfig
-from alexcli.core.data.loader import Batch, CropDataset, EpochSampler, cpu_cores, make_loader
+from alexcli.core.data.loader import Batch, CropDataset, EpochSampler, make_loader
 from alexcli.core.data.shards import ShardSet
 from alexcli.core.data.transforms import Normalizer
-from alexcli.core.machine import keep_freed_memory
+from alexcli.core.machine import cpu_cores, keep_freed_memory
 from alexcli.core.nn.loops import (
     Amp,
     EpochProgress,

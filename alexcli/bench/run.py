@@ -29,9 +29,10 @@ import torch
 
 from alexcli.bench import limits as measure
 from alexcli.config import BenchConfig, PrepareConfig, TrainConfig, preset
-from alexcli.core.data.loader import cpu_cores, default_workers
+from alexcli.core.data.loader import default_workers
 from alexcli.core.data.synthetic import make_tree
 from alexcli.core.data.transforms import Normalizer
+from alexcli.core.machine import cpu_cores
 from alexcli.core.nn.devices import resolve_devices
 from alexcli.core.nn.loops import Amp
 from alexcli.core.progress import SILENT, Progress

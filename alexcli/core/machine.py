@@ -1,21 +1,26 @@
-"""Keep freed memory in the process during CPU training. No paper section: a runtime
-setting of the training step (docs/performance.md "The training step").
+"""What this process may use of the machine: its cores, and the heap of the CPU
+training step. No paper section: runtime settings (docs/performance.md "The training
+step" has the measurements).
+
+`cpu_cores()` is the one count of cores every default (`--jobs`, `--workers`, compute
+threads) starts from: the cores this process may run on (its CPU affinity, as a
+scheduler such as SLURM or `taskset` sets it), not the machine's.
 
 glibc's malloc serves every block above its mmap threshold (128 KiB to 32 MiB) with
 a fresh mapping and unmaps it when freed, so each SGD step maps its activations,
 gradients and bf16 weight copies anew and takes a page fault for every 4 KiB page
-it first touches: ~75,000 faults a step for the paper network at batch 32, ~15-25 %
-of its time on this CPU. `keep_freed_memory()` turns mapping and trimming off for
-its duration (`mallopt`), so the heap grows over the first steps to what a step
-needs and is reused from then on; on leaving, the defaults come back and the unused
-heap is returned. Elsewhere (not glibc: macOS, musl) it does nothing. Values
-computed are unchanged.
+it first touches. `keep_freed_memory()` turns mapping and trimming off for its
+duration (`mallopt`), so the heap grows over the first steps to what a step needs
+and is reused from then on; on leaving, the defaults come back and the unused heap
+is returned. Elsewhere (not glibc: macOS, musl) it does nothing. Values computed are
+unchanged.
 """
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import os
 import platform
 from collections.abc import Iterator
 
@@ -23,6 +28,14 @@ _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_MAX = -4
 _DEFAULT_TRIM_THRESHOLD = 128 * 1024
 _DEFAULT_MMAP_MAX = 65536
+
+
+def cpu_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _glibc() -> ctypes.CDLL | None:

@@ -6,7 +6,6 @@ one line naming what to change; each leaves DATA_DIR as it was.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -15,6 +14,7 @@ from alexcli.config import PrepareConfig
 from alexcli.core.data import sources
 from alexcli.core.data.packing import ShardPlan
 from alexcli.core.fingerprint import differing_files
+from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import Progress
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.runner import read_manifest
@@ -89,7 +89,7 @@ def verify_shards(data_dir: Path, jobs: int | None, progress: Progress) -> bool:
     except (KeyError, TypeError, AttributeError):
         return True
     task = progress.task("verify", total=len(expected), unit="shard")
-    bad = differing_files(expected, jobs or os.cpu_count() or 1, lambda _: task.advance(1))
+    bad = differing_files(expected, jobs or cpu_cores(), lambda _: task.advance(1))
     task.close()
     for path in bad:
         path.unlink(missing_ok=True)

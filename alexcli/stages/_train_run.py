@@ -36,14 +36,13 @@ from alexcli.core.atomic import atomic_path, write_text
 from alexcli.core.data.loader import (
     CropDataset,
     EpochSampler,
-    cpu_cores,
     default_workers,
     make_loader,
 )
 from alexcli.core.data.stats import Stats
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.fingerprint import file_digest
-from alexcli.core.machine import keep_freed_memory
+from alexcli.core.machine import cpu_cores, keep_freed_memory
 from alexcli.core.nn.checkpoint import (
     Checkpoint,
     load_checkpoint,

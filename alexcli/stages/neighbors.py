@@ -26,7 +26,7 @@ from alexcli.stages.evaluate import Guess, RunNetwork
 
 if TYPE_CHECKING:
     from alexcli.core.data.shards import ShardSet
-    from alexcli.core.nn.retrieval import GridRow
+    from alexcli.core.figures.retrieval_grid import GridRow
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,10 @@ def neighbors(
     through the split), the `k` training images nearest in fc7 space; a PNG grid at `out`."""
     import torch
 
+    from alexcli.core.figures.png import write_png
+    from alexcli.core.figures.retrieval_grid import draw_grid
     from alexcli.core.nn.evaluate import centre_features, view_probabilities
-    from alexcli.core.nn.retrieval import draw_grid, nearest_in, write_png
+    from alexcli.core.nn.retrieval import nearest_in
 
     if out.suffix.lower() != ".png" or out.is_dir():
         raise UserError(f"--out {out}: expected a .png file name", hint="e.g. --out fig4.png")
@@ -121,7 +123,7 @@ def _retrievals(
     dist: np.ndarray,
 ) -> tuple[list[Retrieval], list[GridRow]]:
     """Each query's results (for JSON) and its row of the figure."""
-    from alexcli.core.nn.retrieval import GridRow
+    from alexcli.core.figures.retrieval_grid import GridRow
 
     classes, results, rows = data.classes, [], []
     for q, i in enumerate(chosen):

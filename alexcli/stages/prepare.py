@@ -29,8 +29,9 @@ import numpy as np
 from alexcli.config import PrepareConfig, fingerprint_view, to_dict
 from alexcli.core.atomic import remove_stale_temps
 from alexcli.core.data import decode, sources
-from alexcli.core.data.packing import ShardDone, ShardPlan, write_shard
+from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
 from alexcli.core.fingerprint import fingerprint
+from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages import _prepare_checks as checks
@@ -210,7 +211,7 @@ def write_shards(
     for split in SPLITS:
         remove_stale_temps(data_dir / split)
     _remove_unplanned(data_dir, plans)
-    jobs = min(config.jobs or _cpus(), max(len(plans), 1))
+    jobs = min(config.jobs or cpu_cores(), max(len(plans), 1))
     task = progress.task("prepare", total=sum(len(p.items) for p in plans), unit="images")
     sizes = {p.path: len(p.items) for p in plans}
     done: list[ShardDone] = []
@@ -230,12 +231,12 @@ def _run(
     jobs: int, args: Sequence[tuple[str, str, ShardPlan, int, str, bool]]
 ) -> Iterator[ShardDone]:
     if jobs <= 1 or len(args) <= 1:
-        yield from (write_shard(*a) for a in args)
+        yield from (pack_shard(*a) for a in args)
         return
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)
-    yield from parallel(delayed(write_shard)(*a, parent=os.getpid()) for a in args)
+    yield from parallel(delayed(pack_shard)(*a, parent=os.getpid()) for a in args)
 
 
 def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:
@@ -247,13 +248,6 @@ def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:
                 rel = f"{split}/{f.name}"
                 if _SHARD_NAME.fullmatch(f.name) and rel not in planned:
                     f.unlink()
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 # --------------------------------------------------------------------------- manifest

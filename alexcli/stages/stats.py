@@ -16,7 +16,6 @@ stats computed from other shards, naming the command that fixes it.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,10 +32,11 @@ from alexcli.core.data.stats import (
     read_block_size,
     read_stats,
     shard_sums,
-    write_mean_png,
     write_stats,
 )
+from alexcli.core.figures.png import to_uint8, write_png
 from alexcli.core.fingerprint import fingerprint
+from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import FormatError, StaleInputError, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
@@ -88,7 +88,7 @@ def run_stats(
         seconds = time.perf_counter() - start
         stats = finish(sums, data.fingerprint, digest)
         write_stats(stats_path, stats)
-        write_mean_png(png_path, stats.mean)
+        write_png(png_path, to_uint8(stats.mean))
         return {
             "outputs": [STATS_FILE, MEAN_PNG],
             "images": stats.images,
@@ -128,7 +128,7 @@ def sum_shards(
 ) -> Sums:
     """Exact sums over all `paths` (size×size shards), one shard a task, `jobs` threads
     (None: one per core)."""
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
+    jobs = max(1, min(jobs or cpu_cores(), len(paths)))
     task = progress.task("stats", total=sum(counts), unit="images")
     total = Sums.zeros(size)
     with one_torch_thread():
@@ -227,7 +227,7 @@ def benchmark(data_dir: Path, jobs: int | None = None, repeats: int = 2) -> Stat
     """
     data = open_data_dir(data_dir)
     paths, counts = _train_shards(data)
-    jobs = max(1, min(jobs or os.cpu_count() or 1, len(paths)))
+    jobs = max(1, min(jobs or cpu_cores(), len(paths)))
     block = read_block_size(data.size)
     plain_read(paths, block)
     read_s = stats_s = float("inf")

@@ -16,7 +16,8 @@ import numpy as np
 
 from alexcli.core.atomic import check_writable
 from alexcli.core.figures.curves import Epoch, LrDrop, lr_drops, plot, read_metrics, write_figure
-from alexcli.core.figures.kernel_grid import Normalize, colour_fraction, kernel_grid, write_png
+from alexcli.core.figures.kernel_grid import Normalize, colour_fraction, kernel_grid
+from alexcli.core.figures.png import write_png
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from alexcli.errors import first_line
+
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit (~9459² pixels)
 DRAFT_FACTOR = 2
@@ -184,7 +186,7 @@ def open_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
     except UnidentifiedImageError:
         raise Unreadable(*_unidentified(path)) from None
     except Image.DecompressionBombError as e:
-        raise Unreadable(BOMB, _short(e)) from None
+        raise Unreadable(BOMB, first_line(e)) from None
     except Exception as e:
         raise _unreadable(e) from None
     w, h = img.size
@@ -332,13 +334,8 @@ def _unidentified(path: Path | str) -> tuple[str, str]:
 def _unreadable(e: Exception) -> Unreadable:
     """The reason for an exception PIL raised on a file."""
     if isinstance(e, OSError) and e.errno is not None:  # permissions, I/O, a vanished path
-        return Unreadable(UNREADABLE, e.strerror or _short(e))
+        return Unreadable(UNREADABLE, e.strerror or first_line(e))
     if isinstance(e, OSError | EOFError):  # PIL's own: the data stop or make no sense
         reason = TRUNCATED if "truncated" in str(e).lower() else CORRUPT
-        return Unreadable(reason, _short(e))
-    return Unreadable(CORRUPT, f"{type(e).__name__}: {_short(e)}")
-
-
-def _short(e: BaseException) -> str:
-    text = str(e).splitlines()[0] if str(e) else type(e).__name__
-    return text[:160]
+        return Unreadable(reason, first_line(e))
+    return Unreadable(CORRUPT, f"{type(e).__name__}: {first_line(e)}")

@@ -23,20 +23,19 @@ page cache; and a reflection is torch's flip, not numpy's 3-byte reversed copy.
 
 from __future__ import annotations
 
-import mmap
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from alexcli.core.data.batchring import RingBuffers
-from alexcli.core.data.shards import ShardSet
+from alexcli.core.data.shards import ShardImages, ShardSet
 from alexcli.core.data.transforms import center_offset, crop_into, draw_augmentation
+from alexcli.core.machine import cpu_cores
 
 
 @dataclass(frozen=True)
@@ -117,53 +116,6 @@ class Batch(NamedTuple):
     def pin_memory(self) -> Batch:
         """Every tensor in page-locked memory (CUDA): copies to the GPU that overlap."""
         return Batch(*(t.pin_memory() for t in self))
-
-
-class ShardImages:
-    """One shard's images and labels in this process.
-
-    The images are memory-mapped (`mmap`): the shard format stores each image as one
-    uncompressed chunk, so HDF5's own chunk index gives each image's byte offset and a
-    crop is a copy straight from the page cache, with no read call. A shard laid out
-    otherwise (filters, another chunking) is read through h5py instead.
-    """
-
-    def __init__(self, f: h5py.File) -> None:
-        self.dataset: h5py.Dataset = f["images"]
-        self.labels = np.asarray(f["labels"][:], dtype=np.int64)
-        self.size = int(self.dataset.shape[1])
-        self._flat = self._map(f.filename)
-        self._scratch: torch.Tensor | None = None
-
-    def _map(self, path: str) -> tuple[torch.Tensor, np.ndarray] | None:
-        """The file's bytes and each image's offset in it, or None if not one raw chunk each."""
-        ds, n, s = self.dataset, int(self.dataset.shape[0]), self.size
-        plain = (ds.dtype == np.uint8 and ds.chunks == (1, s, s, 3)
-                 and ds.id.get_create_plist().get_nfilters() == 0)  # fmt: skip
-        if not plain or n == 0:
-            return None
-        infos = [ds.id.get_chunk_info_by_coord((i, 0, 0, 0)) for i in range(n)]
-        if any(i.byte_offset is None or i.size != s * s * 3 or i.filter_mask for i in infos):
-            return None
-        offsets = np.array([i.byte_offset for i in infos], dtype=np.int64)
-        with open(path, "rb") as fh:
-            if int(offsets.max()) + s * s * 3 > os.fstat(fh.fileno()).st_size:
-                return None
-            # Copy-on-write: torch wants writable memory; nothing ever writes to it.
-            pages = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
-        return torch.frombuffer(pages, dtype=torch.uint8), offsets
-
-    def image(self, i: int) -> torch.Tensor:
-        """Image i (S, S, 3) uint8: a view of the mapped file, or read into a scratch array."""
-        s = self.size
-        if self._flat is not None:
-            flat, offsets = self._flat
-            start = int(offsets[i])
-            return flat[start : start + s * s * 3].view(s, s, 3)
-        if self._scratch is None:
-            self._scratch = torch.empty((s, s, 3), dtype=torch.uint8)
-        self.dataset.read_direct(self._scratch.numpy(), np.s_[i])
-        return self._scratch
 
 
 class CropDataset(Dataset[Batch]):
@@ -288,14 +240,6 @@ class EpochSampler(Sampler[BatchPlan]):
             rng, self.n, self.size, self.crop, flip=self.flip, lighting_std=self.lighting_std
         )
         return order, aug.ys, aug.xs, aug.flips, aug.alphas
-
-
-def cpu_cores() -> int:
-    """The cores this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def default_workers(processes_per_node: int = 1) -> int:

@@ -54,7 +54,7 @@ class ShardDone:
     reused: bool
 
 
-def write_shard(
+def pack_shard(
     source: str,
     data_dir: str,
     plan: ShardPlan,

@@ -20,17 +20,21 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import mmap
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 
 from alexcli.core.atomic import atomic_path
-from alexcli.errors import FormatError
+from alexcli.errors import FormatError, first_line
+
+if TYPE_CHECKING:
+    import torch
 
 FORMAT = "alexcli-shard"
 SCHEMA_VERSION = 1
@@ -149,7 +153,9 @@ def open_shard(path: Path, expect_split: str | None = None) -> h5py.File:
     except FileNotFoundError:
         raise FormatError(f"{path}: shard missing", hint=_FIX) from None
     except OSError as e:
-        raise FormatError(f"{path}: not a readable HDF5 shard ({_short(e)})", hint=_FIX) from None
+        raise FormatError(
+            f"{path}: not a readable HDF5 shard ({first_line(e)})", hint=_FIX
+        ) from None
     try:
         check_shard(f, path, expect_split)
     except BaseException:
@@ -256,5 +262,52 @@ class ShardSet:
         return state
 
 
-def _short(e: BaseException) -> str:
-    return str(e).splitlines()[0][:120]
+class ShardImages:
+    """One shard's images and labels in this process.
+
+    The images are memory-mapped (`mmap`): the shard format stores each image as one
+    uncompressed chunk, so HDF5's own chunk index gives each image's byte offset and a
+    crop is a copy straight from the page cache, with no read call. A shard laid out
+    otherwise (filters, another chunking) is read through h5py instead.
+    """
+
+    def __init__(self, f: h5py.File) -> None:
+        self.dataset: h5py.Dataset = f["images"]
+        self.labels = np.asarray(f["labels"][:], dtype=np.int64)
+        self.size = int(self.dataset.shape[1])
+        self._flat = self._map(f.filename)
+        self._scratch: torch.Tensor | None = None
+
+    def _map(self, path: str) -> tuple[torch.Tensor, np.ndarray] | None:
+        """The file's bytes and each image's offset in it, or None if not one raw chunk each."""
+        ds, n, s = self.dataset, int(self.dataset.shape[0]), self.size
+        plain = (ds.dtype == np.uint8 and ds.chunks == (1, s, s, 3)
+                 and ds.id.get_create_plist().get_nfilters() == 0)  # fmt: skip
+        if not plain or n == 0:
+            return None
+        infos = [ds.id.get_chunk_info_by_coord((i, 0, 0, 0)) for i in range(n)]
+        if any(i.byte_offset is None or i.size != s * s * 3 or i.filter_mask for i in infos):
+            return None
+        offsets = np.array([i.byte_offset for i in infos], dtype=np.int64)
+        import torch  # here: prepare's workers read no shards and need no torch
+
+        with open(path, "rb") as fh:
+            if int(offsets.max()) + s * s * 3 > os.fstat(fh.fileno()).st_size:
+                return None
+            # Copy-on-write: torch wants writable memory; nothing ever writes to it.
+            pages = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
+        return torch.frombuffer(pages, dtype=torch.uint8), offsets
+
+    def image(self, i: int) -> torch.Tensor:
+        """Image i (S, S, 3) uint8: a view of the mapped file, or read into a scratch array."""
+        s = self.size
+        if self._flat is not None:
+            flat, offsets = self._flat
+            start = int(offsets[i])
+            return flat[start : start + s * s * 3].view(s, s, 3)
+        if self._scratch is None:
+            import torch
+
+            self._scratch = torch.empty((s, s, 3), dtype=torch.uint8)
+        self.dataset.read_direct(self._scratch.numpy(), np.s_[i])
+        return self._scratch

@@ -35,7 +35,7 @@ import numpy as np
 
 from alexcli.core.atomic import atomic_path
 from alexcli.core.data.shards import open_shard
-from alexcli.errors import FormatError, UserError
+from alexcli.errors import FormatError, UserError, first_line
 
 FORMAT = "alexcli-stats"
 SCHEMA_VERSION = 1
@@ -167,7 +167,7 @@ def shard_sums(
             return _sum_images(f["images"], n, side, block or read_block_size(side))
     except (OSError, KeyError) as e:  # h5py's errors for a chunk it cannot read
         raise FormatError(
-            f"{path}: truncated or corrupt shard ({_short(e)})", hint=_PREPARE_FIX
+            f"{path}: truncated or corrupt shard ({first_line(e)})", hint=_PREPARE_FIX
         ) from None
 
 
@@ -290,17 +290,4 @@ def read_stats(path: Path) -> Stats:
                 shards_digest=str(f.attrs.get("shards_digest", "")),
             )
     except (OSError, KeyError, ValueError) as e:
-        raise FormatError(f"{path}: unreadable stats file ({_short(e)})", hint=fix) from None
-
-
-def write_mean_png(path: Path, mean: np.ndarray) -> None:
-    """The mean image, rounded to uint8, as a PNG (atomically)."""
-    from PIL import Image
-
-    pixels = np.clip(np.rint(mean), 0, 255).astype(np.uint8)
-    with atomic_path(path) as tmp:
-        Image.fromarray(pixels).save(tmp, format="PNG")
-
-
-def _short(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0][:120]
+        raise FormatError(f"{path}: unreadable stats file ({first_line(e)})", hint=fix) from None

@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape
 
-from PIL import Image, ImageDraw, ImageFont
+import numpy as np
+from PIL import Image, ImageDraw
 
-from alexcli.core.atomic import atomic_path, write_text
+from alexcli.core.atomic import write_text
+from alexcli.core.figures import png
 from alexcli.errors import FormatError
 
 SERIES = ("train_loss", "val_top1_error", "val_top5_error")
@@ -302,8 +304,7 @@ def write_figure(fig: Figure, path: Path) -> None:
     if suffix == ".svg":
         write_text(path, to_svg(fig))
     elif suffix == ".png":
-        with atomic_path(path) as tmp:
-            to_image(fig).save(tmp, format="PNG")
+        png.write_png(path, np.asarray(to_image(fig)))
     else:
         raise ValueError(f"unsupported picture suffix {suffix!r}")
 
@@ -318,7 +319,7 @@ def to_image(fig: Figure, supersample: int = 2) -> Image.Image:
 
     image = Image.new("RGB", (fig.width * k, fig.height * k), "white")
     draw = ImageDraw.Draw(image)
-    font = _font(13 * k)
+    font = png.font(13 * k)
     for line in fig.lines:
         for a, b in _dashes(line) if line.dashed else [(line.start, line.end)]:
             draw.line([at(a), at(b)], fill=line.colour, width=line.width * k)
@@ -335,13 +336,6 @@ def to_image(fig: Figure, supersample: int = 2) -> Image.Image:
 
 def _markers(poly: Polyline) -> list[Point]:
     return poly.points if len(poly.points) <= MARKERS_UP_TO else []
-
-
-def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
-    try:
-        return ImageFont.load_default(size=size)  # a scalable font when FreeType is built in
-    except (TypeError, ImportError, OSError):
-        return ImageFont.load_default()
 
 
 def _dashes(line: Line, on: float = 6, off: float = 4) -> list[tuple[Point, Point]]:

@@ -17,20 +17,16 @@ Normalisation (what maps weights to 0–255):
   brightness contrast then shows how strong each kernel is, and weak ones are grey.
 A constant kernel (e.g. all zeros) has no range and is drawn mid-grey (128).
 
-Pure numpy; `write_png` is the only I/O (PIL, atomically).
+Pure numpy: the stage writes the picture (`figures.png.write_png`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
-from PIL import Image
-
-from alexcli.core.atomic import atomic_path
 
 Normalize = Literal["kernel", "global"]
 
@@ -41,7 +37,7 @@ RULE = 128  # the grey rule between the towers
 
 
 @dataclass(frozen=True)
-class GridLayout:
+class KernelLayout:
     """Where each kernel's tile sits in the grid image (all sizes in pixels).
 
     Kernel i belongs to tower `i // per_tower`; within its tower it sits at row
@@ -97,7 +93,7 @@ def grid_layout(
     columns: int | None = None,
     scale: int | None = None,
     gap: int = 2,
-) -> GridLayout:
+) -> KernelLayout:
     """The layout for `kernels` kernels of `kernel_size`² pixels split into `towers`.
 
     Defaults: 16 kernels per row (fewer if a tower has fewer), and the integer scale
@@ -111,7 +107,7 @@ def grid_layout(
     if columns < 1 or scale < 1 or gap < 0:
         raise ValueError("columns and scale must be >= 1, gap >= 0")
     separation = 4 * gap + 4  # clearly wider than a gap, room for a 2-px rule
-    return GridLayout(kernels, towers, kernel_size, scale, columns, gap, separation)
+    return KernelLayout(kernels, towers, kernel_size, scale, columns, gap, separation)
 
 
 def normalize_kernels(weights: np.ndarray, mode: Normalize = "kernel") -> np.ndarray:
@@ -137,7 +133,7 @@ def kernel_grid(
     columns: int | None = None,
     scale: int | None = None,
     gap: int = 2,
-) -> tuple[np.ndarray, GridLayout]:
+) -> tuple[np.ndarray, KernelLayout]:
     """The Figure-3 image (H, W, 3) uint8 of conv1 `weights` (C, 3, k, k), tower 1 first."""
     tiles = normalize_kernels(weights, normalize)
     layout = grid_layout(len(tiles), tiles.shape[1], towers, columns=columns, scale=scale, gap=gap)
@@ -166,9 +162,3 @@ def colour_fraction(weights: np.ndarray) -> np.ndarray:
     total = (w**2).sum(axis=(1, 2, 3))
     colour = ((w - grey) ** 2).sum(axis=(1, 2, 3))
     return np.divide(colour, total, out=np.zeros_like(total), where=total > 0)
-
-
-def write_png(path: Path, image: np.ndarray) -> None:
-    """Write an (H, W, 3) uint8 RGB image as PNG, atomically."""
-    with atomic_path(path) as tmp:
-        Image.fromarray(np.ascontiguousarray(image)).save(tmp, format="PNG")
