@@ -21,7 +21,7 @@ import torch
 
 from alexcli.bench.limits import StepBench, StepSetup
 from alexcli.config import preset
-from alexcli.core.nn.model import local_response_norm
+from alexcli.core.nn.lrn import local_response_norm
 
 LADDER = [
     ("plain eager (PyTorch LRN, foreach SGD)", StepSetup(plain_lrn=True)),
@@ -42,7 +42,7 @@ def step_ladder(name: str, batch: int, seconds: float) -> list[dict[str, object]
                 setup = StepSetup()  # autocast alone, with our LRN
                 row["setup"] = label + " (bf16 row: autocast alone)"
             bench = StepBench(
-                cfg.model, crop=cfg.crop, batch_size=batch, devices=[torch.device("cpu")],
+                cfg.model, batch_size=batch, devices=[torch.device("cpu")],
                 setup=StepSetup(**{**setup.__dict__, "amp": amp}), input_scale=cfg.input_scale,
             )  # fmt: skip
             row["fp32" if amp == "off" else "bf16"] = round(bench.rate(seconds).per_s, 2)

@@ -46,7 +46,7 @@ def save_run(
     well apart), with a random mean image; returns the network and the mean."""
     cfg = cfg or tiny_config()
     torch.manual_seed(seed)
-    model = build_model(cfg.model, cfg.crop).eval()
+    model = build_model(cfg.model).eval()
     with torch.no_grad():
         for tower in model.tower_list:
             tower.fc8.weight.mul_(20.0)

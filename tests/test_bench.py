@@ -142,5 +142,5 @@ def test_flops_per_image_is_six_times_the_hand_counted_multiply_adds():
         + 4096 * 4096
         + 4096 * 1000  # fc6, fc7, fc8
     )
-    assert flops_per_image(ModelConfig(), 224) == 6 * macs
-    assert flops_per_image(PRESETS["small"].model, 112) < flops_per_image(ModelConfig(), 224) / 10
+    assert flops_per_image(ModelConfig()) == 6 * macs
+    assert flops_per_image(PRESETS["small"].model) < flops_per_image(ModelConfig()) / 10

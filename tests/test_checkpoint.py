@@ -23,13 +23,18 @@ from alexcli.core.nn.model import build_model
 from alexcli.errors import FormatError, UserError
 
 MODEL = ModelConfig(
-    num_classes=3, conv_channels=(4, 8, 8, 8, 8), fc_features=(8, 8), conv1_kernel=7, conv1_stride=2
+    num_classes=3,
+    conv_channels=(4, 8, 8, 8, 8),
+    fc_features=(8, 8),
+    conv1_kernel=7,
+    conv1_stride=2,
+    crop=32,
 )
-CFG = TrainConfig(preset="small", crop=32, model=MODEL, lr=0.05)
+CFG = TrainConfig(preset="small", model=MODEL, lr=0.05)
 
 
 def _payload(model=None, **extra):
-    model = model or build_model(MODEL, 32)
+    model = model or build_model(MODEL)
     return {
         "config": to_dict(CFG),
         "classes": [{"name": f"n{i}", "words": f"class {i}"} for i in range(3)],
@@ -49,7 +54,7 @@ def _payload(model=None, **extra):
 
 def test_round_trip_gives_back_config_data_and_the_same_network(tmp_path):
     torch.manual_seed(0)
-    model = build_model(MODEL, 32).eval()
+    model = build_model(MODEL).eval()
     save_checkpoint(tmp_path / "c.pt", _payload(model))
     ck = load_checkpoint(tmp_path / "c.pt")
     assert ck.config == CFG and ck.epoch == 2 and ck.step == 0 and ck.best_top1 == 0.25
@@ -119,7 +124,7 @@ def test_bad_files_are_one_line_format_errors(tmp_path, make, match):
 
 
 def test_weights_that_do_not_fit_the_saved_network_name_what_differs(tmp_path):
-    five_classes = build_model(dataclasses.replace(MODEL, num_classes=5), 32)
+    five_classes = build_model(dataclasses.replace(MODEL, num_classes=5))
     save_checkpoint(tmp_path / "x.pt", _payload(five_classes))
     with pytest.raises(FormatError, match=r"size mismatch for towers\.0\.fc8\.weight") as e:
         load_checkpoint(tmp_path / "x.pt").build_model()

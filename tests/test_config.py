@@ -131,3 +131,38 @@ def test_recipe_errors_name_the_file(tmp_path):
     f.write_text('stages = ["prepare", "fly"]\n')
     with pytest.raises(ConfigError, match="unknown stage 'fly'"):
         load_recipe(f)
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: TrainConfig(lr=-0.1), "lr is -0.1: must be ≥ 0"),
+        (lambda: TrainConfig(epochs=0), "epochs is 0: must be at least 1"),
+        (lambda: ModelConfig(dropout=1.5), "dropout is 1.5: must be in [0, 1]"),
+        (lambda: EvalConfig(batch_size=0), "batch_size is 0: must be at least 1"),
+    ],
+)
+def test_bounds_hold_however_a_configuration_is_made(make, message):
+    with pytest.raises(ConfigError) as e:
+        make()
+    assert e.value.message == message
+
+
+def test_bounds_name_their_source():
+    with pytest.raises(ConfigError, match=r"^x.toml: 'model.dropout' must be in \[0, 1\], got 2"):
+        merge(TrainConfig(), {"model": {"dropout": 2}}, "x.toml")
+    with pytest.raises(ConfigError, match=r"^--epochs 0: must be at least 1$"):
+        with_values(TrainConfig(), epochs=0)
+    assert with_values(TrainConfig(), workers=0, checkpoint_minutes=0).workers == 0  # ≥ 0 ok
+
+
+def test_crop_is_the_networks_and_crop_still_names_it():
+    t = merge(TrainConfig(), {"crop": 64}, "--set")
+    assert t.model.crop == t.crop == 64 and "crop" not in to_dict(t)
+    assert with_values(TrainConfig(), crop=96).model.crop == 96  # the --crop flag
+    # a configuration saved before crop moved into the model (config.json, a checkpoint)
+    saved = {k: v for k, v in to_dict(TrainConfig()).items()} | {"crop": 100}
+    saved["model"] = {k: v for k, v in saved["model"].items() if k != "crop"}
+    assert from_dict(TrainConfig, saved).model.crop == 100
+    # given both ways, the network's own key wins
+    assert merge(TrainConfig(), {"crop": 64, "model": {"crop": 80}}, "x").crop == 80

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 
 from alexcli.config import PRESETS, ModelConfig
+from alexcli.core.nn.lrn import local_response_norm
 from alexcli.core.nn.model import (
     CONVS,
     LAYERS,
     AlexNet,
     build_model,
     layer_table,
-    local_response_norm,
 )
 from alexcli.errors import ConfigError, DeviceError
 
@@ -29,8 +29,9 @@ TINY = ModelConfig(
     fc_features=(32, 32),
     conv1_kernel=5,
     conv1_stride=2,
+    crop=48,
 )
-TINY_CROP = 48
+TINY_CROP = TINY.crop
 CPU = torch.device("cpu")
 
 # PAPER.md "Architecture" / the paper's Figure 2: each tower's maps at 224.
@@ -71,12 +72,12 @@ def record_outputs(model: AlexNet, x: torch.Tensor) -> dict[tuple[str, int], tor
 @pytest.fixture(scope="module")
 def paper_model() -> AlexNet:
     torch.manual_seed(0)
-    return build_model(PAPER, 224).eval()
+    return build_model(PAPER).eval()
 
 
 def tiny(seed: int = 0, **changes: object) -> AlexNet:
     torch.manual_seed(seed)
-    return build_model(dataclasses.replace(TINY, **changes), TINY_CROP).eval()
+    return build_model(dataclasses.replace(TINY, **changes)).eval()
 
 
 # --------------------------------------------------------------------------- sizes
@@ -84,14 +85,14 @@ def tiny(seed: int = 0, **changes: object) -> AlexNet:
 
 def test_paper_has_60_965_224_parameters(paper_model):
     assert n_params(paper_model) == 60_965_224
-    assert sum(r.parameters for r in layer_table(PAPER, 224)) == 60_965_224
+    assert sum(r.parameters for r in layer_table(PAPER)) == 60_965_224
 
 
 def test_paper_layer_shapes_at_224(paper_model):
     seen = record_outputs(paper_model, torch.randn(2, 3, 224, 224))
     for (name, tower), out in seen.items():
         assert out.shape[1:] == PAPER_SHAPES[name], (name, tower)
-    for row in layer_table(PAPER, 224):
+    for row in layer_table(PAPER):
         assert row.output_shape == PAPER_SHAPES[row.name]
 
 
@@ -115,7 +116,7 @@ def test_multiply_adds_match_a_hand_count():
         "fc7": 4096 * 4096,
         "fc8": 4096 * 1000,
     }
-    rows = layer_table(PAPER, 224)
+    rows = layer_table(PAPER)
     for name, macs in by_hand.items():
         assert sum(r.mult_adds for r in rows if r.name == name) == macs, name
     total = sum(r.mult_adds for r in rows)
@@ -125,9 +126,10 @@ def test_multiply_adds_match_a_hand_count():
 @pytest.mark.parametrize("crop", [TINY_CROP, 63, 80])
 def test_layer_table_matches_the_built_network(crop):
     cfg = dataclasses.replace(TINY, num_classes=9)  # odd: tower 1 gets 5, tower 2 gets 4
-    model = build_model(cfg, crop).eval()
+    cfg = dataclasses.replace(cfg, crop=crop)
+    model = build_model(cfg).eval()
     seen = record_outputs(model, torch.randn(1, 3, crop, crop))
-    rows = layer_table(cfg, crop)
+    rows = layer_table(cfg)
     assert len(rows) == 16
     for row in rows:
         layer = getattr(model.tower_list[row.tower - 1], row.name)
@@ -141,33 +143,33 @@ def test_layer_table_matches_the_built_network(crop):
 
 def test_caffe_227_without_padding_also_gives_55():
     cfg = dataclasses.replace(PAPER, conv1_padding=0)
-    assert layer_table(cfg, 227)[0].output_shape == (48, 55, 55)
-    assert sum(r.parameters for r in layer_table(cfg, 227)) == 60_965_224
+    assert layer_table(dataclasses.replace(cfg, crop=227))[0].output_shape == (48, 55, 55)
+    assert sum(r.parameters for r in layer_table(dataclasses.replace(cfg, crop=227))) == 60_965_224
 
 
 def test_other_crops_size_fc6_from_the_conv_stack():
     # 256: conv1 (256 + 4 − 11)//4 + 1 = 63 → pools 31, 15, 7 → fc6 sees 256·7·7 inputs.
-    rows = layer_table(PAPER, 256)
+    rows = layer_table(dataclasses.replace(PAPER, crop=256))
     fc6 = next(r for r in rows if r.name == "fc6")
     assert rows[0].output_shape == (48, 63, 63)
     assert fc6.parameters == (256 * 7 * 7 + 1) * 2048
-    model = build_model(TINY, 80).eval()
+    model = build_model(dataclasses.replace(TINY, crop=80)).eval()
     assert model(torch.randn(2, 3, 80, 80)).shape == (2, 7)
 
 
 def test_a_crop_too_small_is_a_config_error():
     with pytest.raises(ConfigError, match="too small") as e:
-        AlexNet(TINY, 20)
+        AlexNet(dataclasses.replace(TINY, crop=20))
     assert "at least" in (e.value.hint or "")
     smallest = int(e.value.hint.split()[-1])
-    AlexNet(TINY, smallest)  # the hint's crop works
+    AlexNet(dataclasses.replace(TINY, crop=smallest))  # the hint's crop works
     with pytest.raises(ConfigError):
-        AlexNet(TINY, smallest - 1)
+        AlexNet(dataclasses.replace(TINY, crop=smallest - 1))
 
 
 def test_widths_that_do_not_split_into_towers_are_a_config_error():
     with pytest.raises(ConfigError, match="towers"):
-        AlexNet(dataclasses.replace(TINY, conv_channels=(9, 16, 24, 24, 16)), TINY_CROP)
+        AlexNet(dataclasses.replace(TINY, conv_channels=(9, 16, 24, 24, 16)))
 
 
 # --------------------------------------------------------------------------- towers
@@ -216,7 +218,7 @@ def test_placing_towers_on_two_devices_keeps_outputs_and_state_dict_keys():
     assert model.devices == [CPU, CPU]
     assert list(model.state_dict()) == keys
     torch.testing.assert_close(one, two, rtol=0, atol=0)
-    assert build_model(TINY, TINY_CROP, [CPU, CPU]).devices == [CPU, CPU]
+    assert build_model(TINY, [CPU, CPU]).devices == [CPU, CPU]
 
 
 def test_state_dict_moves_between_placements():
@@ -353,7 +355,7 @@ def test_paper_init(paper_model):
 
 def test_caffe_init():
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(PAPER, init="caffe"), 224)
+    model = build_model(dataclasses.replace(PAPER, init="caffe"))
     biases = {"conv2": 0.1, "conv4": 0.1, "conv5": 0.1, "fc6": 0.1, "fc7": 0.1}
     for tower in model.tower_list:
         for name in LAYERS:
@@ -396,8 +398,8 @@ def test_torch_init_is_pytorchs_default():
 def test_one_tower_is_the_ungrouped_network():
     cfg = dataclasses.replace(PAPER, towers=1)
     # Ungrouped conv2, conv4, conv5 take all 96/384/384 maps: 62,378,344 parameters.
-    assert sum(r.parameters for r in layer_table(cfg, 224)) == 62_378_344
-    rows = layer_table(cfg, 224)
+    assert sum(r.parameters for r in layer_table(cfg)) == 62_378_344
+    rows = layer_table(cfg)
     assert [r.output_shape for r in rows][:2] == [(96, 55, 55), (256, 27, 27)]
     model = tiny(towers=1)
     assert len(model.tower_list) == 1 and model.conv1_weight().shape == (8, 3, 5, 5)
@@ -417,14 +419,14 @@ def test_no_lrn_skips_the_normalisation():
         expected = F.max_pool2d(F.relu(tower.conv2(expected)), 3, 2)
         torch.testing.assert_close(block, expected)
         assert not torch.allclose(model(x), plain(x))
-    assert "LRN" not in layer_table(plain.cfg, TINY_CROP)[0].then
+    assert "LRN" not in layer_table(plain.cfg)[0].then
 
 
 def test_non_overlapping_pooling():
     # At 228 conv1 gives 56×56 maps: 3/2 pooling → 27 → 13 → 6, 2/2 → 28 → 14 → 7.
-    overlapping = layer_table(PAPER, 228)
+    overlapping = layer_table(dataclasses.replace(PAPER, crop=228))
     cfg = dataclasses.replace(PAPER, pool_kernel=2)
-    tiling = layer_table(cfg, 228)
+    tiling = layer_table(dataclasses.replace(cfg, crop=228))
     assert [r.after_shape for r in overlapping if r.name in ("conv1", "conv2", "conv5")][::2] == [
         (48, 27, 27),
         (128, 13, 13),
@@ -451,9 +453,7 @@ def test_activation_switch(activation):
         assert (a >= 0).all()
     else:
         assert (a.abs() < 1).all() and (a < 0).any()
-    assert layer_table(model.cfg, TINY_CROP)[0].then.startswith(
-        "ReLU" if activation == "relu" else "tanh"
-    )
+    assert layer_table(model.cfg)[0].then.startswith("ReLU" if activation == "relu" else "tanh")
 
 
 # --------------------------------------------------------------------------- presets
@@ -465,7 +465,7 @@ def test_small_preset_keeps_every_structural_feature():
     assert (m.towers, m.lrn, m.pool_kernel, m.pool_stride, m.dropout) == (2, True, 3, 2, 0.5)
     assert (m.activation, m.lrn_convention, m.lrn_k, m.lrn_size) == ("relu", "paper", 2.0, 5)
     cfg = dataclasses.replace(m, num_classes=10)
-    model = build_model(cfg, small.crop).train()
+    model = build_model(cfg).train()
     x = torch.randn(small.batch_size, 3, small.crop, small.crop)
     F.cross_entropy(model(x), torch.randint(0, 10, (small.batch_size,))).backward()
     assert n_params(model) < 2_000_000
@@ -505,7 +505,7 @@ def test_towers_on_two_real_devices_match_one_device():
 @pytest.mark.gpu
 @needs_cuda
 def test_paper_network_on_cuda_parameters_and_shapes():
-    model = build_model(PAPER, 224, [torch.device("cuda", 0)]).eval()
+    model = build_model(PAPER, [torch.device("cuda", 0)]).eval()
     with torch.no_grad():
         assert model(torch.randn(2, 3, 224, 224, device="cuda")).shape == (2, 1000)
     assert n_params(model) == 60_965_224
@@ -513,5 +513,5 @@ def test_paper_network_on_cuda_parameters_and_shapes():
 
 
 def test_every_conv_is_named_like_the_paper():
-    names = {k.split(".")[2] for k in build_model(TINY, TINY_CROP).state_dict()}
+    names = {k.split(".")[2] for k in build_model(TINY).state_dict()}
     assert names == set(LAYERS) and set(CONVS) < names

@@ -14,13 +14,14 @@ import torch.nn.functional as F
 from alexcli.config import ModelConfig, TrainConfig
 from alexcli.core.machine import keep_freed_memory
 from alexcli.core.nn.loops import make_optimizer
-from alexcli.core.nn.model import build_model, local_response_norm
+from alexcli.core.nn.lrn import local_response_norm, torch_lrn
+from alexcli.core.nn.model import build_model
 
 TINY = ModelConfig(
     num_classes=7, conv_channels=(8, 16, 24, 24, 16), fc_features=(32, 32), conv1_kernel=5,
-    conv1_stride=2,
+    conv1_stride=2, crop=48,
 )  # fmt: skip
-CROP = 48
+CROP = TINY.crop
 
 
 def lrn_by_autograd(x: torch.Tensor, n: int, alpha: float, beta: float, k: float) -> torch.Tensor:
@@ -70,20 +71,17 @@ def test_lrn_under_fp16_autocast_sums_in_fp32():
 def test_plain_lrn_layer_is_the_same_network():
     torch.manual_seed(0)
     x = torch.randn(3, 3, CROP, CROP) * 80
-    ours = build_model(TINY, CROP).eval()
-    plain = build_model(TINY, CROP).eval()
+    ours = build_model(TINY).eval()
+    plain = build_model(TINY, lrn=torch_lrn).eval()
     plain.load_state_dict(ours.state_dict())
-    for tower in plain.tower_list:
-        tower.plain_lrn = True
     with torch.no_grad():
         torch.testing.assert_close(ours(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
 def step_grads(channels_last: bool, plain_lrn: bool) -> dict[str, torch.Tensor]:
     torch.manual_seed(0)
-    model = build_model(dataclasses.replace(TINY, dropout=0.0), CROP)
-    for tower in model.tower_list:
-        tower.plain_lrn = plain_lrn
+    lrn = torch_lrn if plain_lrn else local_response_norm
+    model = build_model(dataclasses.replace(TINY, dropout=0.0), lrn=lrn)
     x = torch.randn(4, 3, CROP, CROP) * 80
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
@@ -107,7 +105,7 @@ def test_fused_sgd_is_the_default_on_the_cpu_and_follows_foreach():
     weights = {}
     for fused in (None, False):
         torch.manual_seed(0)
-        model = build_model(TINY, CROP)
+        model = build_model(TINY)
         opt = make_optimizer(model, 0.01, 0.9, 5e-4, fused=fused)
         assert opt.defaults["fused"] is (fused is None)
         for step in range(3):

@@ -55,7 +55,7 @@ def test_flags_change_the_network(cli):
         [5],
     ]
     cfg = dataclasses.replace(PRESETS["small"].model, num_classes=10)
-    built = build_model(cfg, 96)
+    built = build_model(dataclasses.replace(cfg, crop=96))
     assert data["parameters"] == sum(p.numel() for p in built.parameters())
     assert (
         data["layers"][0]["output_shape"][1]

@@ -17,9 +17,10 @@ import torch
 from conftest import write_data_dir
 from train_helpers import TINY, make_data_dir, make_images
 
+from alexcli.config import train_config
 from alexcli.core.nn.checkpoint import load_checkpoint
 from alexcli.errors import FormatError
-from alexcli.stages.train import resolve_config, train
+from alexcli.stages.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def test_the_small_recipe_learns_a_tiny_set_well_above_chance(tmp_path):
     """The `small` preset's recipe and widths, at 64-px crops to take seconds."""
     data = make_data_dir(tmp_path / "data", train=60, val=15)
     fast = ["crop=64", "batch_size=16", "devices=cpu", "workers=1", "epochs=5"]
-    result = train(data, tmp_path / "run", resolve_config(preset_name="small", sets=fast))
+    result = train(data, tmp_path / "run", train_config(preset_name="small", sets=fast))
     errors = [m["val_top1_error"] for m in result.metrics]
     assert len(errors) == 5 and result.epochs_run == 5
     assert errors[-1] < 0.25, errors  # chance 0.75; three seed pairs tried: 0.0 at epoch 5
@@ -252,8 +253,8 @@ def test_divergence_is_one_line_and_leaves_the_last_good_checkpoint(cli, data, t
         (["--preset", "huge"], "unknown preset"),
         (["--set", "crop=80"], "crop 80 is larger"),
         (["--set", "batch_size=1000"], "larger than the"),
-        (["--lr", "-1"], "lr is -1"),
-        (["--set", "model.dropout=1.5"], "model.dropout is 1.5"),
+        (["--lr", "-1"], "--lr -1: must be ≥ 0"),
+        (["--set", "model.dropout=1.5"], "--set: 'model.dropout' must be in [0, 1], got 1.5"),
         (["--resume", "--force"], "--resume and --force together"),
     ],
 )
@@ -293,12 +294,12 @@ def test_stale_stats_are_refused(cli, tmp_path):
 def test_a_config_file_sits_between_preset_and_set(tmp_path):
     toml = tmp_path / "c.toml"
     toml.write_text('preset = "small"\nlr = 0.5\nepochs = 7\n[model]\ntowers = 1\n')
-    cfg = resolve_config(config_file=toml, sets=["lr=0.25"], epochs=3)
+    cfg = train_config(config_file=toml, sets=["lr=0.25"], epochs=3)
     assert (cfg.preset, cfg.lr, cfg.epochs, cfg.model.towers) == ("small", 0.25, 3, 1)
     recipe = tmp_path / "r.toml"
     recipe.write_text('source = "x"\n[train]\npreset = "small"\nbatch_size = 8\n')
-    assert resolve_config(config_file=recipe, sets=["train.seed=4"]).seed == 4
-    assert resolve_config(config_file=recipe).batch_size == 8
+    assert train_config(config_file=recipe, sets=["train.seed=4"]).seed == 4
+    assert train_config(config_file=recipe).batch_size == 8
 
 
 def test_momentum_buffers_follow_their_parameters_layout_on_resume():

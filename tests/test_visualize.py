@@ -20,7 +20,7 @@ def make_checkpoint(path, towers=2):
     """The `small` preset's network (32 conv1 kernels 11×11) with tower 1's kernels grey
     (R = G = B) and tower 2's colour-opponent (R = −G), saved as `train` saves it."""
     cfg = merge(PRESETS["small"], {"model": {"towers": towers}}, "test")
-    model = build_model(cfg.model, cfg.crop)
+    model = build_model(cfg.model)
     rng = np.random.default_rng(0)
     with torch.no_grad():
         for i, tower in enumerate(model.tower_list):

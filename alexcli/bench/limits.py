@@ -43,6 +43,7 @@ from alexcli.core.nn.loops import (
     make_optimizer,
     train_epoch,
 )
+from alexcli.core.nn.lrn import local_response_norm, torch_lrn
 from alexcli.core.nn.model import build_model, layer_table
 
 
@@ -132,14 +133,14 @@ def peaks(
     return matmul, convs
 
 
-def flops_per_image(cfg: ModelConfig, crop: int) -> float:
+def flops_per_image(cfg: ModelConfig) -> float:
     """FLOPs of one training image: 2 per multiply-add, ×3 for forward + backward.
 
     The backward pass costs two forwards (∂input and ∂weights), so a step is 3× the
     forward's multiply-adds (`layer_table`: weights only, no LRN, pooling or ReLU). conv1
     needs no ∂input, so the exact count is ~2.4 % lower; we use the plain convention.
     """
-    return 6.0 * sum(row.mult_adds for row in layer_table(cfg, crop))
+    return 6.0 * sum(row.mult_adds for row in layer_table(cfg))
 
 
 def _read_for(paths: Sequence[Path], counts: Sequence[int], seconds: float, seed: int) -> Rate:
@@ -260,7 +261,6 @@ class StepBench:
         self,
         cfg: ModelConfig,
         *,
-        crop: int,
         batch_size: int,
         devices: Sequence[torch.device],
         setup: StepSetup,
@@ -268,9 +268,8 @@ class StepBench:
         input_scale: float = 1.0,
     ) -> None:
         torch.manual_seed(0)
-        model = build_model(cfg, crop, devices)
-        for tower in model.tower_list:
-            tower.plain_lrn = setup.plain_lrn
+        crop = cfg.crop
+        model = build_model(cfg, devices, lrn=torch_lrn if setup.plain_lrn else local_response_norm)
         if setup.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         device = devices[0]

@@ -250,7 +250,7 @@ def _stats(
 def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[list[Figure], float]:
     """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step."""
     cfg, amp = plan.train, plan.precision
-    flops = measure.flops_per_image(cfg.model, cfg.crop)
+    flops = measure.flops_per_image(cfg.model)
     progress.log("train: the arithmetic peaks (a big matmul, a big 3×3 convolution)")
     dtypes = ("fp32", "bf16", "fp16") if amp == "fp16" else ("fp32", "bf16")
     matmul, convs = measure.peaks(dtypes, plan.devices[0], quick=plan.quick)
@@ -292,7 +292,7 @@ def _step_rates(
     for name, setup in _setups(plan.precision).items():
         progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
                      f"at {cfg.crop}")  # fmt: skip
-        runner = measure.StepBench(cfg.model, crop=cfg.crop, batch_size=plan.batch_size,
+        runner = measure.StepBench(cfg.model, batch_size=plan.batch_size,
                                    devices=plan.devices, setup=setup, lr=cfg.lr,
                                    input_scale=cfg.input_scale)  # fmt: skip
         rates[name] = runner.rate(plan.seconds).per_s

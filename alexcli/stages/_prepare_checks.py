@@ -10,25 +10,15 @@ import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
-from alexcli.config import PrepareConfig
 from alexcli.core.data import sources
 from alexcli.core.data.packing import ShardPlan
 from alexcli.core.fingerprint import differing_files
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import Progress
-from alexcli.errors import ConfigError, UserError
+from alexcli.errors import UserError
 from alexcli.stages.runner import read_manifest
 
 SPLITS = ("train", "val")
-
-
-def check_config(config: PrepareConfig) -> None:
-    """Values a recipe or a flag can get wrong, as one-line errors."""
-    for name in ("size", "classes", "train_per_class", "val_per_class", "shard_size", "jobs"):
-        value = getattr(config, name)
-        if value is not None and value < 1:
-            flag = "--" + name.replace("_", "-")
-            raise ConfigError(f"{flag} {value}: must be at least 1")
 
 
 def check_outside(src: sources.Source, data_dir: Path) -> None:

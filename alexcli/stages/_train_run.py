@@ -112,17 +112,6 @@ def check_fits(cfg: TrainConfig, data: DataDir, dist: Dist) -> None:
     cuda = "cuda" in cfg.devices or (cfg.devices == "auto" and torch.cuda.is_available())
     if cfg.amp == "fp16" and not cuda:
         raise DeviceError("--amp fp16 needs a CUDA device", hint="use --amp bf16 on a CPU")
-    if cfg.epochs < 1:
-        raise ConfigError(f"epochs is {cfg.epochs}", hint="train at least one epoch")
-    # torch's own bounds, refused here in one line rather than by SGD or dropout mid-setup
-    for key, value, ok, bounds in (
-        ("lr", cfg.lr, cfg.lr >= 0, "≥ 0"),
-        ("momentum", cfg.momentum, cfg.momentum >= 0, "≥ 0"),
-        ("weight_decay", cfg.weight_decay, cfg.weight_decay >= 0, "≥ 0"),
-        ("model.dropout", cfg.model.dropout, 0 <= cfg.model.dropout <= 1, "in [0, 1]"),
-    ):
-        if not ok:
-            raise ConfigError(f"{key} is {value}", hint=f"{key} must be {bounds}")
 
 
 # --------------------------------------------------------------------------- the loop
@@ -169,7 +158,7 @@ class TrainLoop:
         except UserError as e:
             raise UserError(e.message, hint=fix) from None
         with torch.device("meta"):  # shapes only: nothing allocated, no RNG drawn
-            now = {k: tuple(v.shape) for k, v in build_model(self.cfg.model, self.cfg.crop)
+            now = {k: tuple(v.shape) for k, v in build_model(self.cfg.model)
                    .state_dict().items()}  # fmt: skip
         saved = {k: tuple(v.shape) for k, v in ck.model_state.items()}
         misfits = [k for k in now if now[k] != saved.get(k)] + [k for k in saved if k not in now]
@@ -222,7 +211,7 @@ class TrainLoop:
         """Model, optimizer, schedule (restored from last.pt with `resume`), DDP wrapper."""
         cfg = self.cfg
         _seed_everything(cfg.seed)
-        self.model = build_model(cfg.model, cfg.crop, devices)
+        self.model = build_model(cfg.model, devices)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.optimizer = make_optimizer(self.model, cfg.lr, cfg.momentum, cfg.weight_decay)

@@ -90,7 +90,6 @@ def prepare(
     start = time.perf_counter()
     if wnids_file is not None:
         config = replace(config, wnids=sources.read_wnids(wnids_file))
-    checks.check_config(config)
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")

@@ -59,7 +59,7 @@ class Summary:
 def summarize(cfg: TrainConfig) -> Summary:
     """The layer table for `cfg.model` at `cfg.crop`, placed on `cfg.devices`."""
     model = cfg.model
-    rows = layer_table(model, cfg.crop)
+    rows = layer_table(model)
     devices = tower_devices(model.towers, resolve_devices(cfg.devices))
     return Summary(
         preset=cfg.preset,

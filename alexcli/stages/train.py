@@ -21,16 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alexcli.config import (
-    FLAGS,
-    TrainConfig,
-    from_dict,
-    load_toml,
-    merge,
-    parse_sets,
-    preset,
-    to_dict,
-)
+from alexcli.config import TrainConfig, from_dict, to_dict, train_config
 from alexcli.config import fingerprint_view as config_view
 from alexcli.core.atomic import check_writable, remove_stale_temps, write_json
 from alexcli.core.fingerprint import stage_fingerprint
@@ -65,36 +56,6 @@ class TrainResult:
 # --------------------------------------------------------------------------- config
 
 
-def resolve_config(
-    *,
-    preset_name: str | None = None,
-    config_file: Path | None = None,
-    sets: tuple[str, ...] | list[str] = (),
-    base: TrainConfig | None = None,
-    **flags: Any,
-) -> TrainConfig:
-    """preset (or `base`, a resumed run's config) < TOML file < --set < named flags.
-
-    The TOML file holds TrainConfig keys at its top level, or a recipe's `[train]`
-    table; `--set` takes `lr=0.02`, `model.towers=1` (a leading `train.` is allowed).
-    Flags left at None are not given.
-    """
-    data = load_toml(config_file) if config_file is not None else {}
-    if isinstance(data.get("train"), dict):
-        data = data["train"]
-    overrides = parse_sets(sets)
-    if set(overrides) == {"train"} and isinstance(overrides["train"], dict):
-        overrides = overrides["train"]
-    name = preset_name or overrides.get("preset") or data.get("preset")
-    if base is None or name is not None:
-        base = preset(str(name or "paper"))
-    cfg = base
-    if config_file is not None:
-        cfg = merge(cfg, data, str(config_file))
-    cfg = merge(cfg, overrides, "--set")
-    return merge(cfg, {k: v for k, v in flags.items() if v is not None}, FLAGS)
-
-
 def train_with_flags(
     data_dir: Path,
     run_dir: Path,
@@ -113,7 +74,7 @@ def train_with_flags(
     `alexcli train DATA RUN --resume` needs none of the original flags again.
     """
     base = saved_config(Path(run_dir)) if resume and not preset_name else None
-    cfg = resolve_config(
+    cfg = train_config(
         preset_name=preset_name, config_file=config_file, sets=sets, base=base, **flags
     )
     return train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)

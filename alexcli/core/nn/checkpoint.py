@@ -149,7 +149,7 @@ class Checkpoint:
         from alexcli.core.nn.model import build_model
 
         cfg = self.config
-        model = build_model(cfg.model, cfg.crop, devices)
+        model = build_model(cfg.model, devices)
         try:
             model.load_state_dict(self.model_state)
         except RuntimeError as e:  # "Error(s) in loading state_dict…:", then one line each

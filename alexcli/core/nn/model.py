@@ -1,4 +1,4 @@
-"""The network of PAPER.md "Architecture": AlexNet as two towers, one per GPU.
+"""The network of docs/paper.md "Architecture": AlexNet as two towers, one per GPU.
 
 The paper's Figure 2, written so the code reads like it: every conv and FC layer
 is split in halves, one `Tower` holding tower 1's half of conv1…fc8 and another
@@ -9,30 +9,31 @@ paper's GPUs. fc8 is split like fc6 and fc7 (half of the neurons per tower);
 the logits are the towers' halves concatenated, tower 1 first.
 
 The same module runs on one device or two (`place`): the weights, their names in
-the state dict and the arithmetic do not depend on placement. Input 224×224 with
-conv1 padding 2 gives conv1 its 55×55 maps (Caffe crops 227 and pads nothing
-instead); any crop that leaves conv5 a pooled map works, fc6's width follows.
+the state dict and the arithmetic do not depend on placement. The input side is the
+configuration's `crop`: 224 with conv1 padding 2 gives conv1 its 55×55 maps (Caffe
+crops 227 and pads nothing instead); any crop that leaves conv5 a pooled map works,
+and fc6's width follows from it. LRN is core/nn/lrn.py.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexcli.config import ModelConfig
+from alexcli.core.nn.lrn import Lrn, local_response_norm
 from alexcli.errors import ConfigError, DeviceError
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
 FCS = ("fc6", "fc7", "fc8")
 LAYERS = CONVS + FCS
 
-# Biases by init scheme (PAPER.md "Learning"; bvlc_alexnet for "caffe"); others are 0.
+# Biases by init scheme (docs/paper.md "Learning"; bvlc_alexnet for "caffe"); others are 0.
 _BIASES = {
     "paper": dict.fromkeys(("conv2", "conv4", "conv5", "fc6", "fc7"), 1.0),
     "caffe": dict.fromkeys(("conv2", "conv4", "conv5", "fc6", "fc7"), 0.1),
@@ -72,8 +73,8 @@ def _sides(cfg: ModelConfig, crop: int) -> tuple[tuple[int, ...], tuple[int, int
     return (c1, p1, p2, p2, p2), (p1, p2, p5)
 
 
-def _plan(cfg: ModelConfig, crop: int) -> _Plan:
-    """Check `cfg` and `crop` fit together and work out every layer's size."""
+def _plan(cfg: ModelConfig) -> _Plan:
+    """Check `cfg`'s widths and crop fit together and work out every layer's size."""
     t = cfg.towers
     widths = (*cfg.conv_channels, *cfg.fc_features)
     if any(w % t for w in widths) or min(widths) < t:
@@ -83,6 +84,7 @@ def _plan(cfg: ModelConfig, crop: int) -> _Plan:
         )
     if cfg.num_classes < 2:
         raise ConfigError(f"num_classes is {cfg.num_classes}; a classifier needs at least 2")
+    crop = cfg.crop
     maps, pooled = _sides(cfg, crop)
     if min(pooled) < 1 or min(maps) < cfg.pool_kernel:
         smallest = next(c for c in range(1, 4096) if min(_sides(cfg, c)[1]) >= 1)
@@ -121,9 +123,9 @@ class LayerRow:
     mult_adds: int
 
 
-def layer_table(cfg: ModelConfig, crop: int = 224) -> list[LayerRow]:
-    """Every learned layer of every tower, worked out from the config (no weights built)."""
-    p = _plan(cfg, crop)
+def layer_table(cfg: ModelConfig) -> list[LayerRow]:
+    """Every learned layer of every tower at `cfg.crop`, from the config (no weights built)."""
+    p = _plan(cfg)
     c, f, t = p.channels, p.features, p.towers
     act = "ReLU" if cfg.activation == "relu" else "tanh"
     pool = f"pool {cfg.pool_kernel}/{cfg.pool_stride}"  # max-pooling, kernel/stride
@@ -164,87 +166,10 @@ def layer_table(cfg: ModelConfig, crop: int = 224) -> list[LayerRow]:
 # --------------------------------------------------------------------------- layers
 
 
-def local_response_norm(
-    x: Tensor, size: int, alpha: float, beta: float, k: float, convention: str = "paper"
-) -> Tensor:
-    """LRN across channels: b_i = a_i / (k + α Σ_j a_j²)^β, j over `size` maps around i.
-
-    "paper" uses α as the paper writes it; "torch" divides α by `size`, as PyTorch's
-    `LocalResponseNorm` and Caffe's layer do. The window is clipped at the first and
-    last map. The window sums are one matrix product with a band of ones over the
-    channels (fewer passes over memory than PyTorch's padded 3-D average pool), taken
-    along the innermost axis of a channels-last tensor so the output keeps its layout;
-    the backward pass is written out (`_LRN`). Forward + backward at the paper's conv1
-    and conv2 maps: 3-6× faster than PyTorch's layer, 1.4-5× faster than autograd
-    through the same formula (docs/performance.md "LRN").
-    """
-    scale = alpha if convention == "paper" else alpha / size
-    return cast(Tensor, _LRN.apply(x, size, scale, beta, k))
-
-
-def _band(channels: int, size: int, like: Tensor) -> Tensor:
-    """(C, C) ones where map j is in map i's window (row i), zeros elsewhere; made once
-    per shape, device and dtype (on a GPU, four small kernels saved per call)."""
-    return _band_cached(channels, size, like.device, like.dtype)
-
-
-@functools.lru_cache(maxsize=64)
-def _band_cached(channels: int, size: int, device: torch.device, dtype: torch.dtype) -> Tensor:
-    with torch.inference_mode(False):  # a plain tensor, usable by autograd later
-        i = torch.arange(channels, device=device)
-        offset = i[None, :] - i[:, None]  # j − i
-        return ((offset >= -(size // 2)) & (offset <= (size - 1) // 2)).to(dtype)
-
-
-def _is_channels_last(x: Tensor) -> bool:
-    return (
-        x.dim() == 4
-        and not x.is_contiguous()
-        and x.is_contiguous(memory_format=torch.channels_last)
-    )
-
-
-def _window_sums(v: Tensor, band: Tensor, channels_last: bool) -> Tensor:
-    """s_i = Σ_j band[i, j] v_j over the channel axis, in `v`'s memory layout."""
-    if channels_last:  # (N, H, W, C) is contiguous: one (NHW, C) @ (C, C) product
-        return (v.permute(0, 2, 3, 1) @ band.T).permute(0, 3, 1, 2)
-    return torch.matmul(band, v.flatten(2)).view_as(v)
-
-
-class _LRN(torch.autograd.Function):
-    """b = a · d^-β with d = k + α·band(a²); its gradient, for the incoming g:
-    ∂L/∂a_m = g_m d_m^-β − 2αβ a_m Σ_i band[i, m] g_i a_i d_i^(-β-1).
-    Saves a, d and d^-β (autograd through the formula keeps ~5 tensors per call)."""
-
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, size: int, scale: float, beta: float, k: float) -> Tensor:
-        wide = x.dtype == torch.float16  # a² overflows fp16 above 256: sum in fp32…
-        a = x.float() if wide else x
-        cl = _is_channels_last(a)
-        band = _band(a.shape[1], size, a)
-        with torch.autocast(a.device.type, enabled=False):  # …and keep autocast out of it
-            d = _window_sums(a * a, band, cl).mul_(scale).add_(k)
-        r = d.pow(-beta)
-        ctx.save_for_backward(a, d, r, band)
-        ctx.cl, ctx.coef, ctx.dtype = cl, 2.0 * scale * beta, x.dtype
-        return (a * r).to(x.dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
-        a, d, r, band = ctx.saved_tensors
-        layout = torch.channels_last if ctx.cl else torch.contiguous_format
-        g = g.to(a.dtype).contiguous(memory_format=layout)
-        gr = g * r
-        s = _window_sums((gr * a).div_(d), band.T, ctx.cl)
-        grad = torch.addcmul(gr, a, s, value=-ctx.coef)
-        return grad.to(ctx.dtype), None, None, None, None
-
-
 class Tower(nn.Module):
     """One GPU's half of every layer: conv1…conv5 kernels and fc6…fc8 neurons."""
 
-    def __init__(self, cfg: ModelConfig, plan: _Plan, index: int) -> None:
+    def __init__(self, cfg: ModelConfig, plan: _Plan, index: int, lrn: Lrn) -> None:
         super().__init__()
         c, f, t = plan.channels, plan.features, plan.towers
         k1 = cfg.conv1_kernel
@@ -258,18 +183,13 @@ class Tower(nn.Module):
         self.fc8 = nn.Linear(f[1] * t, plan.classes[index])
         self.act: Callable[[Tensor], Tensor] = F.relu if cfg.activation == "relu" else torch.tanh
         self.cfg = cfg
-        # PyTorch's own LRN layer instead of `local_response_norm` (same values): the
-        # plain eager baseline `alexcli bench` times the tuned step against.
-        self.plain_lrn = False
+        self.lrn = lrn
 
     def norm_pool(self, x: Tensor) -> Tensor:
         """After conv1 and conv2: LRN (unless ablated), then max-pooling."""
         cfg = self.cfg
-        if cfg.lrn and self.plain_lrn:  # PyTorch's layer divides α by n
-            alpha = cfg.lrn_alpha * (cfg.lrn_size if cfg.lrn_convention == "paper" else 1)
-            x = F.local_response_norm(x, cfg.lrn_size, alpha, cfg.lrn_beta, cfg.lrn_k)
-        elif cfg.lrn:
-            x = local_response_norm(
+        if cfg.lrn:
+            x = self.lrn(
                 x, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention
             )
         return F.max_pool2d(x, cfg.pool_kernel, cfg.pool_stride)
@@ -308,14 +228,15 @@ class Tower(nn.Module):
 class AlexNet(nn.Module):
     """The two-tower network (or one tower, the ablation), on one device or two.
 
-    Input: float (N, 3, crop, crop) on the first tower's device; logits come back there.
+    Input: float (N, 3, cfg.crop, cfg.crop) on the first tower's device; logits come back
+    there. `lrn` is the normalisation after conv1 and conv2 (core/nn/lrn.py).
     """
 
-    def __init__(self, cfg: ModelConfig, crop: int = 224) -> None:
+    def __init__(self, cfg: ModelConfig, lrn: Lrn = local_response_norm) -> None:
         super().__init__()
-        plan = _plan(cfg, crop)
-        self.cfg, self.crop = cfg, crop
-        self.towers = nn.ModuleList(Tower(cfg, plan, i) for i in range(cfg.towers))
+        plan = _plan(cfg)
+        self.cfg = cfg
+        self.towers = nn.ModuleList(Tower(cfg, plan, i, lrn) for i in range(cfg.towers))
         init_weights(self, cfg.init)
 
     @property
@@ -387,7 +308,7 @@ def tower_devices(towers: int, devices: Sequence[torch.device]) -> list[torch.de
 
 
 def init_weights(model: AlexNet, scheme: str) -> None:
-    """Initialise every layer of every tower by `scheme` (PAPER.md "Learning").
+    """Initialise every layer of every tower by `scheme` (docs/paper.md "Learning").
 
     paper: weights N(0, 0.01²); biases 1 in conv2, conv4, conv5, fc6, fc7, 0 elsewhere.
     caffe (bvlc_alexnet): the same, but biases 0.1 and std 0.005 in fc6, fc7.
@@ -410,8 +331,11 @@ def init_weights(model: AlexNet, scheme: str) -> None:
 
 
 def build_model(
-    cfg: ModelConfig, crop: int = 224, devices: Sequence[torch.device] | None = None
+    cfg: ModelConfig,
+    devices: Sequence[torch.device] | None = None,
+    *,
+    lrn: Lrn = local_response_norm,
 ) -> AlexNet:
-    """A freshly initialised network for `crop`×`crop` inputs, placed on `devices`."""
-    model = AlexNet(cfg, crop)
+    """A freshly initialised network for `cfg.crop`² inputs, placed on `devices`."""
+    model = AlexNet(cfg, lrn)
     return model.place(devices) if devices else model

@@ -1,0 +1,61 @@
+"""Configuration: frozen dataclasses whose defaults are the paper's values
+(`schema`), resolved once from layers (`layering`), chained into recipes (`recipe`).
+
+One configuration per stage, resolved once and never mutated:
+
+    defaults  <  preset  <  recipe (TOML)  <  --set key=value  <  named flags
+
+This package is a leaf: it imports nothing from alexcli but `errors`, and never torch.
+"""
+
+from alexcli.config.layering import (
+    FLAGS,
+    fingerprint_view,
+    from_dict,
+    load_toml,
+    merge,
+    parse_sets,
+    to_dict,
+    train_config,
+    with_values,
+)
+from alexcli.config.recipe import STAGE_NAMES, Recipe, load_recipe
+from alexcli.config.schema import (
+    PRESETS,
+    BenchConfig,
+    EvalConfig,
+    ModelConfig,
+    PrepareConfig,
+    StatsConfig,
+    SyntheticConfig,
+    TrainConfig,
+    bounded,
+    preset,
+    runtime,
+)
+
+__all__ = [
+    "FLAGS",
+    "PRESETS",
+    "STAGE_NAMES",
+    "BenchConfig",
+    "EvalConfig",
+    "ModelConfig",
+    "PrepareConfig",
+    "Recipe",
+    "StatsConfig",
+    "SyntheticConfig",
+    "TrainConfig",
+    "bounded",
+    "fingerprint_view",
+    "from_dict",
+    "load_recipe",
+    "load_toml",
+    "merge",
+    "parse_sets",
+    "preset",
+    "runtime",
+    "to_dict",
+    "train_config",
+    "with_values",
+]

@@ -1,0 +1,256 @@
+"""The configuration of every stage: frozen dataclasses whose defaults are the paper's.
+
+Each field says what it means beside its default. Two kinds of metadata ride on fields:
+`runtime()` marks what changes how fast a stage runs, not what it produces (devices,
+workers): kept out of fingerprints. `bounded()` gives a value's range: every instance
+checks its bounds when made (`__post_init__`), so a bad value is refused in one line
+wherever it came from (a flag, `--set`, a recipe, a saved file, Python), and `merge`
+names that source in the message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from alexcli.errors import ConfigError
+
+RUNTIME = "runtime"
+BOUNDS = "bounds"
+
+
+def runtime(default: Any) -> Any:
+    """A field that does not change a stage's results (kept out of fingerprints)."""
+    return field(default=default, metadata={RUNTIME: True})
+
+
+def bounded(
+    default: Any,
+    *,
+    at_least: float | None = None,
+    at_most: float | None = None,
+    is_runtime: bool = False,
+) -> Any:
+    """A field whose value (unless None: "use the default") must lie in [at_least, at_most]."""
+    metadata: dict[str, Any] = {BOUNDS: (at_least, at_most)}
+    if is_runtime:
+        metadata[RUNTIME] = True
+    return field(default=default, metadata=metadata)
+
+
+class BoundError(ConfigError):
+    """A value outside its field's bounds; `merge` rewrites it to name where it came from."""
+
+    def __init__(self, name: str, value: object, requirement: str) -> None:
+        super().__init__(f"{name} is {value}: must be {requirement}")
+        self.name, self.value, self.requirement = name, value, requirement
+
+
+def requirement(at_least: float | None, at_most: float | None) -> str:
+    if at_least is not None and at_most is not None:
+        return f"in [{at_least:g}, {at_most:g}]"
+    if at_least is not None:
+        return f"at least {at_least:g}" if at_least >= 1 else f"≥ {at_least:g}"
+    return f"at most {at_most:g}"
+
+
+class Checked:
+    """Checks every `bounded` field when an instance is made (including by `replace`)."""
+
+    def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            bounds = f.metadata.get(BOUNDS)
+            value = getattr(self, f.name)
+            if bounds is None or value is None:
+                continue
+            lo, hi = bounds
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                raise BoundError(f.name, value, requirement(lo, hi))
+
+
+# --------------------------------------------------------------------------- stages
+
+
+@dataclass(frozen=True)
+class PrepareConfig(Checked):
+    """`alexcli prepare` (docs/paper.md "Data"): subset, resize, shard."""
+
+    size: int = bounded(256, at_least=1)  # shorter side to `size`, then the central crop
+    classes: int | None = bounded(None, at_least=1)  # a seeded choice of N; None: all
+    wnids: tuple[str, ...] = ()  # an explicit class list (wins over `classes`)
+    train_per_class: int | None = bounded(None, at_least=1)
+    val_per_class: int | None = bounded(None, at_least=1)
+    seed: int = 0
+    shard_size: int = bounded(1024, at_least=1)  # images per HDF5 shard (~200 MB at 256 px)
+    # The antialiased filter of the resize (PIL's, its support scaled on reduction).
+    # "bilinear" is torchvision's; "lanczos" is sharper and costs more (docs/prepare.md).
+    resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"
+    jobs: int | None = bounded(None, at_least=1, is_runtime=True)  # processes; None: all cores
+
+
+@dataclass(frozen=True)
+class StatsConfig(Checked):
+    """`alexcli stats`: the mean image and the RGB PCA of the training split."""
+
+    jobs: int | None = bounded(None, at_least=1, is_runtime=True)
+
+
+@dataclass(frozen=True)
+class ModelConfig(Checked):
+    """The network of docs/paper.md "Architecture"; defaults are the paper's."""
+
+    num_classes: int = bounded(1000, at_least=2)
+    # The input side. It sets conv1's maps and so fc6's width: a network is built for one
+    # crop, and training, validation and the test views all cut this size.
+    crop: int = bounded(224, at_least=1)
+    conv_channels: tuple[int, int, int, int, int] = (96, 256, 384, 384, 256)
+    fc_features: tuple[int, int] = (4096, 4096)
+    towers: Literal[1, 2] = 2  # 1: the one-tower ablation (no grouping)
+    conv1_kernel: int = bounded(11, at_least=1)
+    conv1_stride: int = bounded(4, at_least=1)
+    conv1_padding: int = bounded(2, at_least=0)  # 224 + 2·2 gives 55×55 maps (Caffe: 227)
+    lrn: bool = True
+    lrn_size: int = bounded(5, at_least=1)
+    lrn_k: float = 2.0
+    lrn_alpha: float = 1e-4
+    lrn_beta: float = 0.75
+    # "paper": b = a / (k + α Σ a²)^β.  "torch": α/n, as PyTorch's and Caffe's layers.
+    lrn_convention: Literal["paper", "torch"] = "paper"
+    pool_kernel: int = bounded(3, at_least=1)  # overlapping pooling, z=3 s=2; ablation: 2/2
+    pool_stride: int = bounded(2, at_least=1)
+    activation: Literal["relu", "tanh"] = "relu"
+    dropout: float = bounded(0.5, at_least=0, at_most=1)
+    # "paper": N(0, 0.01²), biases 1 in conv2/4/5, fc6/7.  "caffe": biases 0.1 and
+    # std 0.005 on fc6/7 (bvlc_alexnet).  "torch": PyTorch's default init.
+    # "kaiming": He et al. 2015, N(0, 2/fan_in), biases 0 (docs/model.md).
+    init: Literal["paper", "caffe", "torch", "kaiming"] = "paper"
+
+
+@dataclass(frozen=True)
+class TrainConfig(Checked):
+    """`alexcli train` (docs/paper.md "Reducing overfitting", "Learning")."""
+
+    preset: str = "paper"
+    epochs: int = bounded(90, at_least=1)
+    batch_size: int = bounded(128, at_least=1)  # global: all processes together
+    lr: float = bounded(0.01, at_least=0)
+    momentum: float = bounded(0.9, at_least=0)
+    weight_decay: float = bounded(5e-4, at_least=0)
+    # "plateau": ÷10 when validation error stops improving (the paper), at most
+    # `lr_drops` times. "step": ÷10 at each epoch of `lr_steps`.
+    schedule: Literal["plateau", "step"] = "plateau"
+    lr_drops: int = bounded(3, at_least=0)
+    plateau_patience: int = bounded(5, at_least=1)
+    lr_steps: tuple[int, ...] = (30, 60, 80)
+    warmup_epochs: float = bounded(0.0, at_least=0)
+    flip: bool = True
+    lighting_std: float = bounded(0.1, at_least=0)  # αᵢ ~ N(0, 0.1)
+    # "sqrt": Σ pᵢ αᵢ √λᵢ in 0–255 units (cuda-convnet2); "eigval": Σ pᵢ αᵢ λᵢ with λ
+    # on a 0–1 scale (fb.resnet.torch). docs/training.md compares them.
+    lighting_scale: Literal["sqrt", "eigval"] = "sqrt"
+    input_scale: float = 1.0  # multiplies the mean-subtracted 0–255 pixels
+    seed: int = 0
+    model: ModelConfig = ModelConfig()
+    devices: str = runtime("auto")
+    amp: Literal["off", "bf16", "fp16"] = runtime("off")
+    # NHWC activations: faster steps with the channels-last LRN (docs/performance.md);
+    # the same values to rounding.
+    channels_last: bool = runtime(True)
+    workers: int | None = bounded(None, at_least=0, is_runtime=True)
+    checkpoint_minutes: float = bounded(30.0, at_least=0, is_runtime=True)
+
+    # Keys read as another key's: `crop` belongs to the network (`model.crop`), but
+    # `--crop`, `--set crop=…` and a recipe's `crop = …` name it here.
+    ALIASES: ClassVar[dict[str, tuple[str, str]]] = {"crop": ("model", "crop")}
+
+    @property
+    def crop(self) -> int:
+        """The network's input side (`model.crop`): the training crop and test views."""
+        return self.model.crop
+
+
+@dataclass(frozen=True)
+class EvalConfig(Checked):
+    """`alexcli eval`: the paper's test, 1 or 10 views."""
+
+    views: Literal[1, 10] = 10
+    split: str = "val"
+    batch_size: int = bounded(128, at_least=1, is_runtime=True)
+    devices: str = runtime("auto")
+    amp: Literal["off", "bf16", "fp16"] = runtime("off")
+    workers: int | None = bounded(None, at_least=0, is_runtime=True)  # None: cores − 1
+
+
+@dataclass(frozen=True)
+class BenchConfig(Checked):
+    """`alexcli bench`: what to measure, on what, for how long (nothing is cached)."""
+
+    preset: str | None = None  # the network and batch of the train step; None: paper
+    batch_size: int | None = bounded(None, at_least=1)  # None: the preset's
+    amp: Literal["off", "bf16", "fp16"] = "bf16"  # the tuned step's precision
+    devices: str = "auto"  # the training device(s): the step, the loader's device side
+    threads: int | None = bounded(None, at_least=1)  # None: what `train` would use
+    workers: int | None = bounded(None, at_least=0)  # loader processes; None: as `train`
+    jobs: int = bounded(2, at_least=1)  # prepare's and stats' processes
+    seconds: float = bounded(5.0, at_least=0.001)  # each rate is timed at least this long
+    only: tuple[str, ...] = ()  # "prepare", "stats", "loader", "train"; empty: all
+    source: str = ""  # prepare's image tree; "": a generated one
+    source_images: int = bounded(480, at_least=1)  # the generated tree's training images
+    quick: bool = False  # tiny data and short timings: checks the report, not the machine
+
+
+@dataclass(frozen=True)
+class SyntheticConfig(Checked):
+    """`source = "synthetic"`: the embedded ILSVRC-shaped tree (core/data/synthetic.py),
+    with Kaggle-style validation labels and a few of ImageNet's awkward files."""
+
+    classes: int = bounded(10, at_least=2)
+    train_per_class: int = bounded(100, at_least=1)
+    val_per_class: int = bounded(30, at_least=1)
+    seed: int = 0
+    traps: bool = True
+
+
+# Presets: named TrainConfigs. `paper` is the paper, exactly. `small` keeps every
+# structural feature at reduced width for a 2-core CPU; docs/presets.md says why its
+# recipe differs (the paper's does not learn at this scale) and has the experiments.
+PRESETS: dict[str, TrainConfig] = {
+    "paper": TrainConfig(),
+    "small": TrainConfig(
+        preset="small",
+        # He init and unit-variance input (÷ ~58.8, ImageNet's per-channel std in 0–255
+        # units) instead of the paper's N(0, 0.01²) on raw pixels, which stays at chance
+        # at this scale. 30 epochs with ÷10 at 20 and 26: the best of the schedules
+        # compared over 3 seeds (docs/presets.md).
+        epochs=30,
+        batch_size=32,
+        lr=0.005,
+        schedule="step",
+        lr_steps=(20, 26),
+        warmup_epochs=0.0,
+        input_scale=0.017,
+        model=ModelConfig(
+            init="kaiming",
+            # A third of the paper's widths and the paper's conv1, 11×11 stride 4
+            # (Figure 3's kernel shape): 112 crops give 27 → 13 → 6 → 2 maps, so crops
+            # must be ≥ 63 (docs/presets.md "conv1").
+            crop=112,
+            conv_channels=(32, 64, 96, 96, 64),
+            fc_features=(256, 256),
+            conv1_kernel=11,
+            conv1_stride=4,
+            conv1_padding=2,
+        ),
+    ),
+}
+
+
+def preset(name: str) -> TrainConfig:
+    """The TrainConfig of a named preset."""
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown preset {name!r}", hint=f"choose one of: {', '.join(PRESETS)}"
+        ) from None
