@@ -11,17 +11,8 @@ from torch import nn
 
 from alexcli.core.data.loader import Batch
 from alexcli.core.data.transforms import Normalizer
-from alexcli.core.nn.loops import (
-    AverageMeter,
-    EpochProgress,
-    LrSchedule,
-    StepContext,
-    accuracy,
-    evaluate,
-    make_optimizer,
-    topk_correct,
-    train_epoch,
-)
+from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
+from alexcli.core.nn.optim import LrSchedule, make_optimizer
 from alexcli.errors import TrainingDiverged
 
 
@@ -30,23 +21,19 @@ def test_topk_counts_match_numpy():
     out = rng.normal(size=(200, 12)).astype(np.float32)
     target = rng.integers(0, 12, 200)
     rank = (out > out[np.arange(200), target][:, None]).sum(1)  # outputs above the target's
-    got = topk_correct(torch.from_numpy(out), torch.from_numpy(target), (1, 5))
-    assert got == [int((rank < 1).sum()), int((rank < 5).sum())]
-    acc = accuracy(torch.from_numpy(out), torch.from_numpy(target))
-    assert acc == pytest.approx([100 * got[0] / 200, 100 * got[1] / 200])
+    tally = Tally(12)
+    tally.add(torch.from_numpy(out[:150]), torch.from_numpy(target[:150]), 3.0)
+    tally.add(torch.from_numpy(out[150:]), torch.from_numpy(target[150:]), 1.0)
+    assert (tally.images, tally.top1, tally.top5) == (200, (rank < 1).sum(), (rank < 5).sum())
+    assert tally.loss == pytest.approx(4.0 / 200)
+    np.testing.assert_array_equal(tally.class_images, np.bincount(target, minlength=12))
+    np.testing.assert_array_equal(tally.class_top1, np.bincount(target[rank < 1], minlength=12))
 
 
 def test_top5_with_fewer_than_five_classes_counts_everything():
-    out = torch.randn(10, 3)
-    assert topk_correct(out, torch.randint(0, 3, (10,)), (1, 5))[1] == 10
-
-
-def test_average_meter_weights_by_count():
-    m = AverageMeter()
-    assert math.isnan(m.avg)
-    m.update(1.0, 3)
-    m.update(3.0, 1)
-    assert m.avg == pytest.approx(1.5)
+    tally = Tally(3)
+    tally.add(torch.randn(10, 3), torch.randint(0, 3, (10,)))
+    assert tally.top5 == 10 and math.isnan(Tally(3).top1_error)
 
 
 def test_plateau_divides_by_ten_after_patience_at_most_max_drops():
@@ -136,11 +123,11 @@ def _ctx(model, lr=0.01):
                        norm, torch.device("cpu"))  # fmt: skip
 
 
-def test_evaluate_counts_every_image_once_as_numpy_does():
+def test_validate_counts_every_image_once_as_numpy_does():
     torch.manual_seed(0)
     model = _Flat()
     batches = _batches()
-    counts = evaluate(model, batches, _ctx(model).normalize, torch.device("cpu"))
+    counts = validate(model, batches, _ctx(model).normalize, torch.device("cpu"), num_classes=3)
     x = torch.cat([(b.images.float() - 128) / 64 for b in batches]).permute(0, 3, 1, 2)
     y = torch.cat([b.labels for b in batches])
     logits = model(x).detach().numpy()
@@ -158,7 +145,9 @@ def test_an_epoch_lowers_the_loss_and_records_progress():
     batches = _batches(n_batches=1) * 20
     state = train_epoch(ctx, batches, epoch=0, steps_per_epoch=20, state=EpochProgress())
     assert state.step == 20 and state.images == 160 and state.seconds > 0
-    assert evaluate(model, batches[:1], ctx.normalize, ctx.device).loss < 0.5 * math.log(3)
+    assert validate(
+        model, batches[:1], ctx.normalize, ctx.device, num_classes=3
+    ).loss < 0.5 * math.log(3)
 
 
 def test_bf16_autocast_runs_on_the_cpu():

@@ -23,7 +23,7 @@ from eval_helpers import (
 
 from alexcli.config import PRESETS, EvalConfig, merge
 from alexcli.core.data.transforms import Normalizer, iter_views, view_batch, view_offsets
-from alexcli.core.nn.evaluate import Tally, average_softmax, view_probabilities
+from alexcli.core.nn.loops import Tally, average_softmax, view_probabilities
 from alexcli.stages.evaluate import PAPER_VAL, RunNetwork, paper_reference
 
 FAST = ("--devices", "cpu", "--workers", "0")
@@ -135,9 +135,9 @@ def test_eval_reports_the_errors_of_a_known_answer(cli, tmp_path, views):
 
 
 def test_one_view_agrees_with_trainings_own_validation(tmp_path):
-    """`--views 1` is what `train` measures each epoch (engine.evaluate on centre crops)."""
+    """`--views 1` is what `train` measures each epoch (`validate` on centre crops)."""
     from alexcli.core.data.loader import CropDataset, EpochSampler, make_loader
-    from alexcli.core.nn.loops import evaluate as validate
+    from alexcli.core.nn.loops import validate
     from alexcli.stages.datadir import open_data_dir
     from alexcli.stages.evaluate import evaluate
 
@@ -149,7 +149,7 @@ def test_one_view_agrees_with_trainings_own_validation(tmp_path):
     sampler = EpochSampler(12, 5, size=SIZE, crop=CROP, train=False)
     loader = make_loader(CropDataset(shards, CROP), sampler, workers=0, pin_memory=False)
     norm = Normalizer.create(mean, np.ones(3), np.eye(3), torch.device("cpu"))
-    counts = validate(model, loader, norm, torch.device("cpu"))
+    counts = validate(model, loader, norm, torch.device("cpu"), num_classes=8)
     ours = evaluate(tmp_path / "run.pt", tmp_path / "data", EvalConfig(views=1, devices="cpu"))
     assert (ours.top1_error, ours.top5_error) == (counts.top1_error, counts.top5_error)
 

@@ -35,16 +35,10 @@ from alexcli.core.data.loader import Batch, CropDataset, EpochSampler, make_load
 from alexcli.core.data.shards import ShardSet
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory
-from alexcli.core.nn.loops import (
-    Amp,
-    EpochProgress,
-    LrSchedule,
-    StepContext,
-    make_optimizer,
-    train_epoch,
-)
+from alexcli.core.nn.loops import Amp, EpochProgress, StepContext, train_epoch
 from alexcli.core.nn.lrn import local_response_norm, torch_lrn
 from alexcli.core.nn.model import build_model, layer_table
+from alexcli.core.nn.optim import LrSchedule, make_optimizer
 
 
 @dataclass(frozen=True)

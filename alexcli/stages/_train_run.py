@@ -51,17 +51,9 @@ from alexcli.core.nn.checkpoint import (
     set_rng_state,
 )
 from alexcli.core.nn.distributed import Dist, process_devices
-from alexcli.core.nn.loops import (
-    EpochProgress,
-    LrSchedule,
-    StepContext,
-    TopK,
-    all_reduce_sum,
-    evaluate,
-    make_optimizer,
-    train_epoch,
-)
+from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
 from alexcli.core.nn.model import build_model
+from alexcli.core.nn.optim import LrSchedule, make_optimizer
 from alexcli.core.progress import Progress, Task
 from alexcli.errors import ConfigError, DeviceError, Stopped, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
@@ -318,17 +310,18 @@ class TrainLoop:
             self._task.advance(step)
         return self._task
 
-    def _validate(self, ctx: StepContext) -> TopK:
+    def _validate(self, ctx: StepContext) -> Tally:
         if self._val_task is None:  # one bar for every validation pass of this call
             total = len(self.val_sampler) * (self.cfg.epochs - self._first_epoch)
             self._val_task = self.progress.task("validation", total=total, unit="batches")
         task = self._val_task
         self.val_sampler.set_epoch(0)
-        counts = evaluate(
-            ctx.model, self.val_loader, ctx.normalize, ctx.device, amp=ctx.amp,
+        counts = validate(
+            ctx.model, self.val_loader, ctx.normalize, ctx.device,
+            num_classes=len(self.data.classes), amp=ctx.amp,
             channels_last=ctx.channels_last, task=task,
         )  # fmt: skip
-        return all_reduce_sum(counts, ctx.device)
+        return counts.all_reduce(ctx.device)
 
     # ----------------------------------------------------------------------- checkpoints
 

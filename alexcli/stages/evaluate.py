@@ -118,7 +118,7 @@ def evaluate(
     run: Path, data_dir: Path, cfg: EvalConfig = EvalConfig(), progress: Progress = SILENT
 ) -> EvalReport:
     """Top-1 / top-5 error of `run` on DATA_DIR's `cfg.split`, with `cfg.views` views."""
-    from alexcli.core.nn.evaluate import evaluate_batches
+    from alexcli.core.nn.loops import evaluate_views
 
     data = open_data_dir(data_dir)
     net = RunNetwork.load(run, cfg)
@@ -132,7 +132,7 @@ def evaluate(
     )
     task = progress.task(f"eval, {cfg.views} view(s)", total=len(shards), unit="images")
     start = time.perf_counter()
-    tally = evaluate_batches(
+    tally = evaluate_views(
         net.model, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
         num_classes=len(data.classes), amp=cfg.amp, task=task,
     )  # fmt: skip
@@ -177,7 +177,7 @@ def predict(
     import torch
 
     from alexcli.core.data.decode import Unreadable, load_image
-    from alexcli.core.nn.evaluate import view_probabilities
+    from alexcli.core.nn.loops import view_probabilities
 
     net = RunNetwork.load(run, cfg)
     answers: list[Prediction] = []
@@ -261,7 +261,7 @@ class RunNetwork:
 
     def guesses(self, probs: torch.Tensor) -> list[list[Guess]]:
         """Each row's top-5 classes with their names and words."""
-        from alexcli.core.nn.evaluate import top_classes
+        from alexcli.core.nn.loops import top_classes
 
         classes = self.ckpt.classes
         return [

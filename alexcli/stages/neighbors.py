@@ -79,7 +79,7 @@ def neighbors(
 
     from alexcli.core.figures.png import write_png
     from alexcli.core.figures.retrieval_grid import draw_grid
-    from alexcli.core.nn.evaluate import centre_features, view_probabilities
+    from alexcli.core.nn.loops import centre_features, view_probabilities
     from alexcli.core.nn.retrieval import nearest_in
 
     if out.suffix.lower() != ".png" or out.is_dir():

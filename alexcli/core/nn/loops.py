@@ -1,20 +1,22 @@
-"""The training and evaluation loops: PAPER.md "Learning" and "Results to reproduce".
+"""The loops that run the network over batches: docs/paper.md "Learning" and "Reducing
+overfitting" (the test-time views).
 
-SGD with momentum 0.9 and weight decay 5e-4 on every weight (the paper's update
-rule applies decay to all of w), batch 128, lr 0.01 divided by 10 when the
-validation error stops improving (`LrSchedule`, "plateau"; or fixed epochs,
-"step"), an optional linear warm-up. Top-1 / top-5 error counts every validation
-image once (`accuracy`, `TopK`, summed over DDP ranks by `all_reduce_sum`).
+- `train_epoch`: SGD steps over training batches (the update rule and schedule:
+  core/nn/optim.py). A NaN or infinite loss stops training with `TrainingDiverged`
+  before the step that would spread it into the weights.
+- `validate`: the centre crops the loader cut, loss and top-1/top-5, each epoch.
+- `evaluate_views`: the paper's test on whole stored images: "extracting five 224×224
+  patches (the four corner patches and the center patch) as well as their horizontal
+  reflections (hence ten patches in all), and averaging the predictions made by the
+  network's softmax layer on the ten patches". The average is over probabilities, not
+  logits (`average_softmax`): a view very sure of a class cannot outvote the others by
+  the size of its logits. One view is the centre patch alone. The views are cut on the
+  device and normalised as in training (`transforms.iter_views`), one view at a time,
+  so memory holds one view's floats.
+- `centre_features`: fc7 of the centre patch, the vectors Figure 4 compares.
 
-PyTorch's SGD keeps v ← μv + (∇ + λw), w ← w − εv; the paper's rule is
-v ← μv − λεw − ε∇, w ← w + v. With a constant ε they are the same trajectory (v
-differs by the factor −ε); after an lr change the paper's velocity still carries
-the old ε for a few steps, PyTorch's is rescaled at once. We use PyTorch's
-(docs/training.md "Momentum").
-
-Batches arrive as uint8 crops (`loader.Batch`); `transforms.Normalizer` makes the
-float input on the device. A NaN or infinite loss stops training with
-`TrainingDiverged` before the step that would spread it into the weights.
+Every pass counts into one `Tally` (overall and per class). Batches arrive as uint8
+crops (`loader.Batch`); `transforms.Normalizer` makes the float input on the device.
 """
 
 from __future__ import annotations
@@ -22,142 +24,25 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from alexcli.core.data.loader import Batch
-from alexcli.core.data.transforms import Normalizer
+from alexcli.core.data.transforms import Normalizer, iter_views
+from alexcli.core.nn.model import AlexNet
+from alexcli.core.nn.optim import LrSchedule, set_lr
 from alexcli.core.progress import SILENT, Task
 from alexcli.errors import TrainingDiverged
 
 Amp = Literal["off", "bf16", "fp16"]
-
-
-class AverageMeter:
-    """A running sum and count (pytorch/examples `imagenet/main.py`)."""
-
-    def __init__(self) -> None:
-        self.sum, self.count = 0.0, 0
-
-    def update(self, value: float, n: int = 1) -> None:
-        self.sum += value * n
-        self.count += n
-
-    @property
-    def avg(self) -> float:
-        return self.sum / self.count if self.count else math.nan
-
-
-def topk_correct(output: torch.Tensor, target: torch.Tensor, topk: Sequence[int]) -> list[int]:
-    """How many rows have `target` among their k highest outputs, for each k."""
-    maxk = min(max(topk), output.shape[1])
-    pred = output.topk(maxk, dim=1).indices  # (n, maxk), best first
-    hit = pred == target[:, None]
-    return [int(hit[:, : min(k, maxk)].any(dim=1).sum()) for k in topk]
-
-
-def accuracy(
-    output: torch.Tensor, target: torch.Tensor, topk: Sequence[int] = (1, 5)
-) -> list[float]:
-    """Top-k accuracy in percent for each k (pytorch/examples' `accuracy`)."""
-    n = max(int(target.shape[0]), 1)
-    return [100.0 * c / n for c in topk_correct(output, target, topk)]
-
-
-# --------------------------------------------------------------------------- schedule
-
-
-@dataclass
-class LrSchedule:
-    """The learning rate at every step: base × 0.1^drops, times a linear warm-up.
-
-    "plateau" (the paper): a drop when the validation error has not improved for
-    `patience` epochs, at most `max_drops` times. "step": a drop at each epoch of
-    `milestones`. Warm-up ramps from base/(warm-up steps) to base over the first
-    `warmup_epochs` (a fraction allowed). `state_dict` makes resume exact.
-    """
-
-    base_lr: float
-    kind: Literal["plateau", "step"] = "plateau"
-    max_drops: int = 3
-    patience: int = 5
-    milestones: tuple[int, ...] = ()
-    warmup_epochs: float = 0.0
-    drops: int = 0
-    best: float = math.inf
-    bad_epochs: int = 0
-
-    def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
-        """The lr for step `step` (0-based) of epoch `epoch` (0-based)."""
-        lr = self.base_lr * 0.1 ** self.drops_at(epoch)
-        warm = self.warmup_epochs * steps_per_epoch
-        done = epoch * steps_per_epoch + step
-        if warm > 0 and done < warm:
-            lr *= (done + 1) / math.ceil(warm)
-        return lr
-
-    def drops_at(self, epoch: int) -> int:
-        """How many ÷10 drops epoch `epoch` (0-based) trains with ("plateau": so far)."""
-        return self.drops if self.kind == "plateau" else sum(epoch >= m for m in self.milestones)
-
-    def end_epoch(self, val_error: float) -> bool:
-        """Record an epoch's validation error; True when "plateau" just dropped the lr."""
-        if self.kind != "plateau":
-            return False
-        if val_error < self.best:
-            self.best, self.bad_epochs = val_error, 0
-            return False
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience and self.drops < self.max_drops:
-            self.drops, self.bad_epochs = self.drops + 1, 0
-            return True
-        return False
-
-    def state_dict(self) -> dict[str, Any]:
-        return {"drops": self.drops, "best": self.best, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.drops = int(state["drops"])
-        self.best = float(state["best"])
-        self.bad_epochs = int(state["bad_epochs"])
-
-
-def make_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, *, fused: bool | None = None
-) -> torch.optim.SGD:
-    """SGD with momentum and weight decay on every parameter (the paper's rule).
-
-    `fused` (default: where every parameter is a float on the CPU or CUDA) updates each
-    tensor in one pass instead of the foreach kernels' several: the paper network's
-    update (61 M weights) ~6× faster on the CPU, same formula (docs/performance.md).
-    """
-    params = list(model.parameters())
-    if fused is None:
-        fused = bool(params) and all(
-            p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
-        )
-    sgd = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
-    # GradScaler (--amp fp16) lets a fused optimizer skip an overflowing step inside its
-    # kernel, and fused SGD gets that wrong twice: on a skipped first step it leaves the
-    # momentum buffers it made with `empty_like` unfilled, so the next step adds
-    # uninitialised memory to the weights; and with the towers on two devices it is
-    # handed the sum of their overflow flags, 2, but skips only on exactly 1. An fp16
-    # overflow is routine at the scaler's first scale (2^16). Declining the protocol
-    # makes GradScaler unscale, check and skip the step itself, as for any optimizer;
-    # the update is still the fused kernel.
-    sgd._step_supports_amp_scaling = False
-    return sgd
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+TOP = 5  # the paper's top-5
 
 
 def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager[Any]:
@@ -166,9 +51,6 @@ def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManage
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-# --------------------------------------------------------------------------- loops
 
 
 @dataclass
@@ -278,14 +160,41 @@ def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> float:
     return loss_value
 
 
-@dataclass
-class TopK:
-    """Counts over a validation pass: summed over ranks, they cover each image once."""
+# --------------------------------------------------------------------------- evaluation
 
+
+@dataclass
+class Tally:
+    """Top-1 / top-5 hits and the summed loss over a pass, overall and per class (label
+    index): what validation during training and `alexcli eval` both count. Summed over
+    DDP ranks (`all_reduce`), the counts cover each image once."""
+
+    num_classes: int
     images: int = 0
-    top1: int = 0  # correct
+    top1: int = 0  # hits
     top5: int = 0
-    loss_sum: float = 0.0
+    loss_sum: float = 0.0  # Σ of the cross-entropy, when the pass computes it
+    class_images: np.ndarray = field(init=False)  # int64 (classes,)
+    class_top1: np.ndarray = field(init=False)  # int64 (classes,), top-1 hits
+
+    def __post_init__(self) -> None:
+        self.class_images = np.zeros(self.num_classes, np.int64)
+        self.class_top1 = np.zeros(self.num_classes, np.int64)
+
+    def add(self, scores: Tensor, labels: Tensor, loss_sum: float = 0.0) -> None:
+        """Count a batch: `scores` (n, classes), logits or probabilities (only their order
+        matters), `labels` (n,) class indices, and the batch's summed loss."""
+        k = min(TOP, scores.shape[1])
+        ranked = scores.topk(k, dim=1).indices.cpu()  # best first
+        hit = ranked == labels.cpu()[:, None]
+        first = hit[:, 0].numpy()
+        labels_np = labels.cpu().numpy().astype(np.int64)
+        self.images += len(labels_np)
+        self.top1 += int(first.sum())
+        self.top5 += int(hit.any(dim=1).sum())
+        self.loss_sum += loss_sum
+        self.class_images += np.bincount(labels_np, minlength=self.num_classes)
+        self.class_top1 += np.bincount(labels_np[first], minlength=self.num_classes)
 
     @property
     def top1_error(self) -> float:
@@ -299,45 +208,122 @@ class TopK:
     def loss(self) -> float:
         return self.loss_sum / self.images if self.images else math.nan
 
+    def class_top1_error(self) -> np.ndarray:
+        """Per-class top-1 error, float64 (classes,); NaN for a class with no images."""
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (self.class_images - self.class_top1) / self.class_images
+
+    def all_reduce(self, device: torch.device) -> Tally:
+        """These counts summed over every DDP rank (unchanged without a process group)."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return self
+        flat = np.concatenate(
+            [[self.images, self.top1, self.top5, self.loss_sum], self.class_images,
+             self.class_top1]
+        )  # fmt: skip
+        t = torch.tensor(flat, dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        values, c = t.cpu().numpy(), self.num_classes
+        total = Tally(self.num_classes, int(values[0]), int(values[1]), int(values[2]),
+                      float(values[3]))  # fmt: skip
+        total.class_images = values[4 : 4 + c].astype(np.int64)
+        total.class_top1 = values[4 + c :].astype(np.int64)
+        return total
+
 
 @torch.no_grad()
-def evaluate(
+def validate(
     model: nn.Module,
     batches: Iterable[Batch],
     normalize: Normalizer,
     device: torch.device,
     *,
+    num_classes: int,
     amp: Amp = "off",
     channels_last: bool = False,
     task: Task = SILENT.task(""),
-) -> TopK:
-    """Top-1 / top-5 counts and the summed loss over `batches` (centre crops, no noise)."""
+) -> Tally:
+    """Hits and loss over `batches` of centre crops as the loader cut them (no noise):
+    the validation `train` runs each epoch."""
     model.eval()
-    counts = TopK()
+    tally = Tally(num_classes)
     for batch in batches:
         x = normalize(batch.images, batch.ys, batch.xs, batch.flips, channels_last=channels_last)
         target = batch.labels.to(device, non_blocking=True)
         with autocast(device, amp):
             output = model(x)
         output = output.float()
-        c1, c5 = topk_correct(output, target, (1, 5))
-        counts.images += batch.n
-        counts.top1 += c1
-        counts.top5 += c5
-        counts.loss_sum += float(F.cross_entropy(output, target, reduction="sum"))
+        loss = float(F.cross_entropy(output, target, reduction="sum"))
+        tally.add(output, target, loss)
         task.advance(1)
-    return counts
+    return tally
 
 
-def all_reduce_sum(counts: TopK, device: torch.device) -> TopK:
-    """`counts` summed over every DDP rank (unchanged without a process group)."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return counts
-    t = torch.tensor(
-        [counts.images, counts.top1, counts.top5, counts.loss_sum],
-        dtype=torch.float64,
-        device=device,
-    )
-    dist.all_reduce(t)
-    images, top1, top5, loss_sum = t.tolist()
-    return TopK(int(images), int(top1), int(top5), float(loss_sum))
+def average_softmax(logits: Tensor) -> Tensor:
+    """(views, n, classes) logits → (n, classes) probabilities: each view's softmax, averaged."""
+    return torch.softmax(logits.float(), dim=-1).mean(0)
+
+
+@torch.no_grad()
+def view_probabilities(
+    model: nn.Module,
+    images: Tensor,
+    normalize: Normalizer,
+    crop: int,
+    views: int,
+    amp: Amp = "off",
+) -> Tensor:
+    """Whole uint8 images (n, S, S, 3) → class probabilities (n, classes), float32, on the
+    first tower's device: the softmax of each of `views` patches (1 or 10), averaged."""
+    device = normalize.mean.device
+    images = images.to(device, non_blocking=True)
+    logits = []
+    for x in iter_views(normalize, images, crop, views):
+        with autocast(device, amp):
+            logits.append(model(x).float())
+    return average_softmax(torch.stack(logits))
+
+
+@torch.no_grad()
+def centre_features(
+    model: AlexNet, images: Tensor, normalize: Normalizer, crop: int, amp: Amp = "off"
+) -> Tensor:
+    """fc7's activations (after ReLU) of the centre patch, float32 (n, fc7 width): the
+    4096-d vectors Figure 4 compares."""
+    device = normalize.mean.device
+    images = images.to(device, non_blocking=True)
+    x = next(iter_views(normalize, images, crop, 1))
+    with autocast(device, amp):
+        return model.features(x).float()
+
+
+def evaluate_views(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    normalize: Normalizer,
+    *,
+    crop: int,
+    views: int,
+    num_classes: int,
+    amp: Amp = "off",
+    task: Task = SILENT.task(""),
+) -> Tally:
+    """Top-1 / top-5 hits of `model` over `batches` of whole uint8 images (the loader with
+    crop = image size), with `views` test patches per image."""
+    model.eval()
+    tally = Tally(num_classes)
+    for batch in batches:
+        probs = view_probabilities(model, batch.images, normalize, crop, views, amp)
+        tally.add(probs, batch.labels)
+        task.advance(batch.n)
+    return tally
+
+
+def top_classes(probs: Tensor, k: int = TOP) -> list[list[tuple[int, float]]]:
+    """Each row's `k` most probable classes, best first, as (class index, probability)."""
+    k = min(k, probs.shape[1])
+    values, indices = probs.float().cpu().topk(k, dim=1)
+    return [
+        [(int(i), float(v)) for i, v in zip(row_i, row_v, strict=True)]
+        for row_i, row_v in zip(indices.tolist(), values.tolist(), strict=True)
+    ]

@@ -28,8 +28,7 @@ from torch import Tensor
 
 from alexcli.core.data.loader import Batch
 from alexcli.core.data.transforms import Normalizer
-from alexcli.core.nn.evaluate import centre_features
-from alexcli.core.nn.loops import Amp
+from alexcli.core.nn.loops import Amp, centre_features
 from alexcli.core.nn.model import AlexNet
 from alexcli.core.progress import SILENT, Task
 
