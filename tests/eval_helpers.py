@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alexcli.config import PRESETS, TrainConfig, merge, to_dict
-from alexcli.core.nn.checkpoint import save_checkpoint
+from alexcli.config import PRESETS, TrainConfig, merge
+from alexcli.core.nn.checkpoint import Checkpoint, save_checkpoint
 from alexcli.core.nn.model import AlexNet, build_model
 
 SIZE, CROP = 40, 32  # stored images and network input: views 4 px from the centre
@@ -55,17 +55,16 @@ def save_run(
         mean = rng.uniform(60, 200, (SIZE, SIZE, 3)).astype(np.float32)
     save_checkpoint(
         path,
-        {
-            "config": to_dict(cfg),
-            "classes": classes or class_list(cfg.model.num_classes),
-            "size": SIZE,
-            "mean": torch.from_numpy(mean),
-            "eigval": torch.tensor([3.0, 2.0, 1.0]),
-            "eigvec": torch.eye(3),
-            "model": model.state_dict(),
-            "epoch": 3,
-            "step": 0,
-        },
+        Checkpoint(
+            config=cfg,
+            classes=classes or class_list(cfg.model.num_classes),
+            size=SIZE,
+            mean=mean,
+            eigval=np.array([3.0, 2.0, 1.0]),
+            eigvec=np.eye(3),
+            weights=model.state_dict(),
+            epoch=3,
+        ),
     )
     return model, mean
 

@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from alexcli.config import ModelConfig, TrainConfig, to_dict
+from alexcli.config import ModelConfig, TrainConfig
 from alexcli.core.nn.checkpoint import (
     FORMAT,
+    Checkpoint,
     load_checkpoint,
     resolve_checkpoint,
     rng_state,
@@ -35,21 +36,21 @@ CFG = TrainConfig(preset="small", model=MODEL, lr=0.05)
 
 def _payload(model=None, **extra):
     model = model or build_model(MODEL)
-    return {
-        "config": to_dict(CFG),
+    fields = {
+        "config": CFG,
         "classes": [{"name": f"n{i}", "words": f"class {i}"} for i in range(3)],
         "size": 40,
-        "mean": torch.full((40, 40, 3), 100.0),
-        "eigval": torch.tensor([30.0, 2.0, 1.0]),
-        "eigvec": torch.eye(3),
-        "model": model.state_dict(),
+        "mean": np.full((40, 40, 3), 100.0),
+        "eigval": np.array([30.0, 2.0, 1.0]),
+        "eigvec": np.eye(3),
+        "weights": model.state_dict(),
         "epoch": 2,
         "step": 0,
-        "rng": rng_state(),
+        "rank_rng": [rng_state()],
         "best_top1": 0.25,
         "metrics": [{"epoch": 1, "val_top1_error": 0.5}, {"epoch": 2, "val_top1_error": 0.25}],
-        **extra,
     }
+    return Checkpoint(**{**fields, **extra})
 
 
 def test_round_trip_gives_back_config_data_and_the_same_network(tmp_path):

@@ -63,9 +63,9 @@ def test_a_resumed_run_follows_the_uninterrupted_one(cli, data, tmp_path, device
     straight = _train(cli, data, tmp_path / "straight", device, "epochs=2")
     _train(cli, data, tmp_path / "resumed", device, "epochs=1")
     resumed = _train(cli, data, tmp_path / "resumed", device, "epochs=2", resume=True)
-    assert ("cuda" in straight.payload["rng"]) == device.startswith("cuda")
-    assert straight.payload["optimizer"]["state"]  # momentum buffers, saved from the device
-    _close(resumed.model_state, straight.model_state, rtol=1e-4, atol=1e-6)
+    assert ("cuda" in straight.rank_rng[0]) == device.startswith("cuda")
+    assert straight.optimizer["state"]  # momentum buffers, saved from the device
+    _close(resumed.weights, straight.weights, rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize(("device", "amp"), AMPS)
@@ -76,9 +76,9 @@ def test_mixed_precision_trains_and_resumes(cli, data, tmp_path, device, amp):
     resumed = _train(cli, data, tmp_path / "resumed", device, "epochs=2", f'amp="{amp}"',
                      resume=True)  # fmt: skip
     assert all(np.isfinite(m["train_loss"]) for m in resumed.metrics)
-    scaler = resumed.payload["scaler"]
+    scaler = resumed.scaler
     assert (scaler is not None and scaler["scale"] > 0) == (amp == "fp16")
-    _close(resumed.model_state, straight.model_state, rtol=1e-2, atol=1e-3)
+    _close(resumed.weights, straight.weights, rtol=1e-2, atol=1e-3)
 
 
 @pytest.mark.parametrize("devices", TOWERS)

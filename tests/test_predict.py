@@ -3,6 +3,7 @@ classes with words and probabilities; unreadable files one line each."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -55,11 +56,11 @@ def test_predict_gives_the_known_answer_of_a_network_that_only_has_biases(cli, t
 
     save_run(tmp_path / "run.pt", cfg, classes=classes)
     ckpt = load_checkpoint(tmp_path / "run.pt")
-    state = ckpt.model_state
+    state = dict(ckpt.weights)
     for t, part in enumerate(bias.split(4)):
         state[f"towers.{t}.fc8.weight"] = torch.zeros_like(state[f"towers.{t}.fc8.weight"])
         state[f"towers.{t}.fc8.bias"] = part
-    save_checkpoint(tmp_path / "bias.pt", {**ckpt.payload, "model": state})
+    save_checkpoint(tmp_path / "bias.pt", dataclasses.replace(ckpt, weights=state))
     image = _photo(tmp_path / "any.png", 64, 64)
     r = cli("predict", tmp_path / "bias.pt", image, "--devices", "cpu")
     assert r.code == 0, r.err

@@ -20,7 +20,7 @@ from train_helpers import TINY, make_data_dir, make_images
 from alexcli.config import train_config
 from alexcli.core.nn.checkpoint import load_checkpoint
 from alexcli.errors import FormatError
-from alexcli.stages.train import train
+from alexcli.stages.train import run_train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -35,14 +35,14 @@ def _args(*sets):
 
 
 def _weights(run_dir):
-    return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt").model_state
+    return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt").weights
 
 
 def test_the_small_recipe_learns_a_tiny_set_well_above_chance(tmp_path):
     """The `small` preset's recipe and widths, at 64-px crops to take seconds."""
     data = make_data_dir(tmp_path / "data", train=60, val=15)
     fast = ["crop=64", "batch_size=16", "devices=cpu", "workers=1", "epochs=5"]
-    result = train(data, tmp_path / "run", train_config(preset_name="small", sets=fast))
+    result = run_train(data, tmp_path / "run", train_config(preset_name="small", sets=fast))
     errors = [m["val_top1_error"] for m in result.metrics]
     assert len(errors) == 5 and result.epochs_run == 5
     assert errors[-1] < 0.25, errors  # chance 0.75; three seed pairs tried: 0.0 at epoch 5
@@ -305,7 +305,7 @@ def test_a_config_file_sits_between_preset_and_set(tmp_path):
 def test_momentum_buffers_follow_their_parameters_layout_on_resume():
     """A run saved with channels_last off and resumed with it on (or back): the buffers
     come back in the saved layout, which CUDA's fused SGD refuses; they are relaid."""
-    from alexcli.stages._train_run import _match_layouts
+    from alexcli.core.nn.trainer import _match_layouts
 
     conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
     sgd = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9)

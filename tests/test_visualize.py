@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from alexcli.config import PRESETS, merge, to_dict
-from alexcli.core.nn.checkpoint import save_checkpoint
+from alexcli.config import PRESETS, merge
+from alexcli.core.nn.checkpoint import Checkpoint, save_checkpoint
 from alexcli.core.nn.model import build_model
 
 
@@ -30,18 +30,12 @@ def make_checkpoint(path, towers=2):
             w.copy_(colour if i == 1 else g.expand_as(w))
     save_checkpoint(
         path,
-        {
-            "config": to_dict(cfg),
-            "classes": [{"name": "n0", "words": "zero"}],
-            "size": 128,
-            "mean": torch.zeros(128, 128, 3),
-            "eigval": torch.ones(3),
-            "eigvec": torch.eye(3),
-            "model": model.state_dict(),
-            "epoch": 7,
-            "step": 0,
-        },
-    )
+        Checkpoint(
+            config=cfg, classes=[{"name": "n0", "words": "zero"}], size=128,
+            mean=np.zeros((128, 128, 3)), eigval=np.ones(3), eigvec=np.eye(3),
+            weights=model.state_dict(), epoch=7,
+        ),
+    )  # fmt: skip
     return model.conv1_weight().numpy()
 
 

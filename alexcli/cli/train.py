@@ -55,34 +55,21 @@ def train(
     `--preset paper` is the paper exactly. `--preset small` departs from its recipe:
     He init and inputs scaled to unit variance (docs/presets.md says why).
     """
-    from alexcli.stages.train import train_with_flags
+    from alexcli.stages.train import resolve_config, run_train
 
     with reporting(quiet=json) as progress:
-        result = train_with_flags(
-            data_dir, run_dir, preset_name=preset, config_file=config, sets=set_ or (),
-            resume=resume, force=force, progress=progress, epochs=epochs,
-            batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp, seed=seed,
-            workers=workers,
+        cfg = resolve_config(
+            run_dir, resume=resume, preset_name=preset, config_file=config, sets=set_ or (),
+            epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp,
+            seed=seed, workers=workers,
         )  # fmt: skip
+        result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)
     if result.rank != 0:
         return
     if json:
-        print_json(_as_json(result))
+        print_json(result.to_json())
     else:
         _show(result)
-
-
-def _as_json(r: TrainResult) -> dict[str, object]:
-    return {
-        "run_dir": str(r.run_dir),
-        "up_to_date": r.up_to_date,
-        "epochs_run": r.epochs_run,
-        "epochs": r.config.epochs,
-        "final": r.final,
-        "best_val_top1_error": r.best_top1_error,
-        "images_per_s": r.images_per_s,
-        "checkpoints": {k: str(v) for k, v in r.checkpoints.items()},
-    }
 
 
 def _show(r: TrainResult) -> None:

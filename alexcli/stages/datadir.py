@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,30 @@ class DataDir:
     @property
     def class_names(self) -> list[str]:
         return [c["name"] for c in self.manifest["classes"]]
+
+    def check_classes(self, run_classes: Sequence[dict[str, str]], hint: str | None = None) -> None:
+        """One line naming how these classes differ from a run's, if they do."""
+        ours, theirs = [c["name"] for c in run_classes], self.class_names
+        if ours == theirs:
+            return
+        root = self.root
+        pairs = zip(ours, theirs, strict=False)
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), None)
+        if len(ours) != len(theirs):
+            message = f"{root}: {len(theirs)} classes, the run was trained on {len(ours)}"
+            if first is not None:
+                message += f" (first difference: class {first} is {theirs[first]!r} here, "
+                message += f"{ours[first]!r} in the run)"
+        else:  # same count, different lists: some class differs
+            assert first is not None
+            message = (
+                f"{root}: class {first} is {theirs[first]!r} here but {ours[first]!r} in the run"
+            )
+        raise UserError(
+            message,
+            hint=hint
+            or "use the DATA_DIR the run was trained on (or one prepared with the same classes)",
+        )
 
     def splits(self) -> list[str]:
         return list(self.manifest["splits"])

@@ -6,7 +6,7 @@
 - `predict`: any image files, through prepare's own decode and resize
   (`core.images.load_image`), then the same views: the top-5 classes of each.
 
-`neighbors` (stages/neighbors.py) shares `RunNetwork` and `check_classes` with them.
+`neighbors` (stages/neighbors.py) shares `RunNetwork` with them.
 All three read the run through `core.checkpoint.load_checkpoint` (weights only: a
 crafted file never runs code) and rebuild the input pipeline from what the checkpoint
 carries (mean image, crop, input scale), so no DATA_DIR/stats.h5 is needed. None keeps
@@ -127,7 +127,7 @@ def evaluate(
     if len(shards) == 0:
         raise UserError(f"{data.root}: the {cfg.split!r} split has no images")
     progress.log(
-        f"evaluating {net.ckpt.path} (epoch {net.ckpt.epoch}) on {len(shards)} "
+        f"evaluating {net.ckpt.source} (epoch {net.ckpt.epoch}) on {len(shards)} "
         f"{cfg.split} images, {cfg.views} view(s)"
     )
     task = progress.task(f"eval, {cfg.views} view(s)", total=len(shards), unit="images")
@@ -145,7 +145,7 @@ def evaluate(
         for i, c in enumerate(data.classes)
     ]  # fmt: skip
     return EvalReport(
-        checkpoint=net.ckpt.path, epoch=net.ckpt.epoch, split=cfg.split, views=cfg.views,
+        checkpoint=net.ckpt.source, epoch=net.ckpt.epoch, split=cfg.split, views=cfg.views,
         images=tally.images, top1_error=tally.top1_error, top5_error=tally.top5_error,
         per_class_top1=per_class, paper=paper_reference(net.cfg, data.classes),
         devices=[str(d) for d in net.devices], amp=cfg.amp, seconds=seconds,
@@ -201,7 +201,7 @@ def predict(
         answers += [Prediction(p, guesses.get(i, []), errors.get(i)) for i, p in enumerate(chunk)]
         task.advance(len(chunk))
     task.close()
-    return PredictReport(net.ckpt.path, cfg.views, answers)
+    return PredictReport(net.ckpt.source, cfg.views, answers)
 
 
 # --------------------------------------------------------------------------- shared
@@ -240,7 +240,7 @@ class RunNetwork:
 
     def check_data(self, data: DataDir) -> None:
         """Refuse, in one line, a DATA_DIR that is not the kind the run was trained on."""
-        check_classes(self.ckpt.classes, data.classes, data.root)
+        data.check_classes(self.ckpt.classes)
         if data.size != self.ckpt.size:
             raise UserError(
                 f"{data.root}: images are {data.size}×{data.size}, the run was trained on "
@@ -268,25 +268,3 @@ class RunNetwork:
             [Guess(i, classes[i]["name"], classes[i].get("words", ""), p) for i, p in row]
             for row in top_classes(probs)
         ]
-
-
-def check_classes(
-    run_classes: Sequence[dict[str, str]], data_classes: Sequence[dict[str, str]], root: Path
-) -> None:
-    """One line naming how DATA_DIR's classes differ from the run's, if they do."""
-    ours, theirs = [c["name"] for c in run_classes], [c["name"] for c in data_classes]
-    if ours == theirs:
-        return
-    first = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b), None)
-    if len(ours) != len(theirs):
-        message = f"{root}: {len(theirs)} classes, the run was trained on {len(ours)}"
-        if first is not None:
-            message += f" (first difference: class {first} is {theirs[first]!r} here, "
-            message += f"{ours[first]!r} in the run)"
-    else:  # same count, different lists: some class differs
-        assert first is not None
-        message = f"{root}: class {first} is {theirs[first]!r} here but {ours[first]!r} in the run"
-    raise UserError(
-        message,
-        hint="use the DATA_DIR the run was trained on (or one prepared with the same classes)",
-    )

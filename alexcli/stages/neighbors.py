@@ -108,7 +108,7 @@ def neighbors(
     write_png(out, picture)
     height, width = layout.shape
     return NeighborsReport(
-        out, net.ckpt.path, cfg.split, k, len(train), int(feats.shape[1]), width, height,
+        out, net.ckpt.source, cfg.split, k, len(train), int(feats.shape[1]), width, height,
         results, time.perf_counter() - start,
     )  # fmt: skip
 

@@ -213,14 +213,14 @@ def _stats(recipe: Recipe, data_dir: Path, force: bool, progress: Progress) -> D
 
 
 def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress: Progress) -> Done:
-    from alexcli.stages.train import train
+    from alexcli.stages.train import run_train
 
     # A recipe rerun continues an interrupted run rather than refusing it, but never one
     # trained on other data.
     resume = not force and (run_dir / "checkpoints" / "last.pt").exists()
     if resume:
         _check_same_data(run_dir, data_dir)
-    r = train(data_dir, run_dir, recipe.train, resume=resume, force=force, progress=progress)
+    r = run_train(data_dir, run_dir, recipe.train, resume=resume, force=force, progress=progress)
     notes = f"{len(r.metrics)} epochs, preset {r.config.preset}"
     if r.best_top1_error is not None:
         notes += f", best val top-1 error {100 * r.best_top1_error:.1f} %"
@@ -236,14 +236,11 @@ def _check_same_data(run_dir: Path, data_dir: Path) -> None:
     load when the class count differs. The finished run's manifest says what it was trained
     on; an unfinished one's last.pt does."""
     from alexcli.core.nn.checkpoint import load_checkpoint
-    from alexcli.stages._train_run import open_inputs
+    from alexcli.stages.train import open_inputs
 
-    inputs = open_inputs(data_dir)
-    now = {"prepare": inputs.data.fingerprint, "stats": inputs.stats_fingerprint}
+    now = open_inputs(data_dir).upstream
     finished = read_manifest(run_dir / "manifest.json") or {}
-    then = finished.get("upstream") or load_checkpoint(
-        run_dir / "checkpoints" / "last.pt"
-    ).payload.get("upstream")
+    then = finished.get("upstream") or load_checkpoint(run_dir / "checkpoints" / "last.pt").upstream
     if then and dict(then) != now:
         raise UserError(
             f"{run_dir} was trained on other data than {data_dir} holds now: not resuming it",

@@ -1,11 +1,12 @@
 """The generic stage runner: fingerprint first, skip when up to date, manifest last.
 
-Every stage goes through `run_stage`:
+Every stage goes through `run_stage`, or through its three steps when it has to decide
+before it builds (`train`, whose ranks agree on the decision first):
 1. compute the fingerprint of what its outputs depend on (before any work);
-2. if the manifest on disk has that fingerprint and its outputs exist: "up to date";
-3. otherwise remove the old manifest (so a run killed half-way is never taken for
-   a whole one), let the stage write its outputs atomically, and write the
-   manifest last, atomically.
+2. `up_to_date`: the manifest on disk has that fingerprint and its outputs exist;
+3. otherwise `invalidate` the old manifest (so a run killed half-way is never taken
+   for a whole one), let the stage write its outputs atomically, and `write_manifest`
+   last, atomically.
 """
 
 from __future__ import annotations
@@ -54,29 +55,56 @@ def run_stage(
     files it wrote, relative to the manifest's directory.
     """
     fp = stage_fingerprint(stage, version, params, upstream, listing)
-    old = read_manifest(manifest_path)
-    if (
-        not force
-        and old is not None
-        and old.get("fingerprint") == fp
-        and _outputs_exist(manifest_path.parent, old)
-    ):
+    old = None if force else up_to_date(manifest_path, fp)
+    if old is not None:
         progress.log(f"{stage}: up to date ({manifest_path})")
         return StageResult(stage, fp, True, old, manifest_path)
+    invalidate(manifest_path)
+    manifest = write_manifest(
+        manifest_path, stage=stage, version=version, fingerprint=fp, upstream=upstream,
+        config=config if config is not None else params, body=build(),
+    )  # fmt: skip
+    return StageResult(stage, fp, False, manifest, manifest_path)
+
+
+def up_to_date(manifest_path: Path, fingerprint: str) -> dict[str, Any] | None:
+    """The manifest on disk when it has this fingerprint and all its outputs exist (the
+    stage's work is done), else None."""
+    old = read_manifest(manifest_path)
+    if old is None or old.get("fingerprint") != fingerprint:
+        return None
+    return old if _outputs_exist(manifest_path.parent, old) else None
+
+
+def invalidate(manifest_path: Path) -> None:
+    """Remove the manifest before a stage changes its outputs, so that a run killed half
+    way is never taken for a whole one."""
     manifest_path.unlink(missing_ok=True)
-    body = dict(build())
+
+
+def write_manifest(
+    manifest_path: Path,
+    *,
+    stage: str,
+    version: int,
+    fingerprint: str,
+    upstream: Mapping[str, str] | None,
+    config: Mapping[str, Any],
+    body: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write a stage's manifest, atomically, after its outputs; return it."""
     manifest = {
         "stage": stage,
         "version": version,
         "alexcli_version": __version__,
-        "fingerprint": fp,
+        "fingerprint": fingerprint,
         "upstream": dict(upstream or {}),
-        "config": dict(config if config is not None else params),
+        "config": dict(config),
         "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         **body,
     }
     write_json(manifest_path, manifest)
-    return StageResult(stage, fp, False, manifest, manifest_path)
+    return manifest
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:

@@ -71,7 +71,7 @@ def viz_kernels(
 
     _check_out(out, (".png",))
     ckpt = load_checkpoint(run)
-    progress.log(f"reading conv1 from {ckpt.path}")
+    progress.log(f"reading conv1 from {ckpt.source}")
     towers = ckpt.config.model.towers
     weights = ckpt.build_model().conv1_weight().float().numpy()
     image, layout = kernel_grid(weights, towers, normalize=normalize, columns=columns, scale=scale)
@@ -83,7 +83,7 @@ def viz_kernels(
     ]
     return KernelsResult(
         out=out,
-        checkpoint=ckpt.path,
+        checkpoint=ckpt.source,
         epoch=ckpt.epoch,
         kernels=layout.kernels,
         kernel_size=layout.kernel_size,

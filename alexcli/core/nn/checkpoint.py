@@ -1,14 +1,17 @@
 """Checkpoints: everything to resume training exactly, and what eval, predict and viz need.
 
-PAPER.md "Learning" (the state of SGD with momentum and the lr schedule) and "Data"
-(the mean image, the RGB eigen data the test-time pipeline must reuse).
+docs/paper.md "Learning" (the state of SGD with momentum and the lr schedule) and
+"Data" (the mean image and the RGB eigen data that the test-time pipeline must reuse).
 
-A checkpoint is a `torch.save`d dict of plain data and tensors only, read back with
-`torch.load(weights_only=True)` always, so a crafted file cannot run code: RNG states
-are stored as tensors and ints, never as numpy objects or pickled Python state. The
-dict carries `format` and `version` (STYLE habit 4); a foreign, truncated, pickled or
-older file is a one-line `FormatError` naming the command that rebuilds it.
-Keys: docs/formats.md "Checkpoints".
+`Checkpoint` is the one typed description of a checkpoint: the trainer fills one and
+`save_checkpoint` writes its `to_payload()`; `load_checkpoint` reads the file back into
+one through `from_payload`, so the writer and the reader are the same code. The file is
+a `torch.save`d dict of plain data and tensors only, read with
+`torch.load(weights_only=True)` always, so a crafted file cannot run code: RNG states are
+stored as tensors and ints, never as numpy objects or pickled Python state. The dict
+carries `format` and `version`; a foreign, truncated, pickled or older file is a
+one-line `FormatError` naming the command that rebuilds it. Keys: docs/formats.md
+"Checkpoints".
 """
 
 from __future__ import annotations
@@ -16,14 +19,14 @@ from __future__ import annotations
 import pickle
 import random
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from alexcli.config import TrainConfig, from_dict
+from alexcli.config import TrainConfig, from_dict, to_dict
 from alexcli.core.atomic import atomic_path
 from alexcli.errors import ConfigError, FormatError, UserError
 
@@ -36,11 +39,132 @@ _FIX = "rerun `alexcli train DATA_DIR RUN_DIR --force` to rebuild it"
 _REQUIRED = ("config", "classes", "size", "mean", "eigval", "eigvec", "model", "epoch", "step")
 
 
-def save_checkpoint(path: Path | str, payload: Mapping[str, Any]) -> None:
-    """Write `payload` (stamped with format and version) atomically to `path`."""
-    data = {"format": FORMAT, "version": VERSION, **payload}
+@dataclass(frozen=True, eq=False)
+class Checkpoint:
+    """A run at one moment: its configuration and data, its weights, and (for resuming)
+    the optimizer, schedule, scaler, running totals and RNG states of every rank."""
+
+    config: TrainConfig
+    classes: list[dict[str, str]]  # label i is classes[i]: name (wnid) and words
+    size: int  # the stored images' side
+    mean: np.ndarray  # float32 (size, size, 3), the training set's mean image, 0–255
+    eigval: np.ndarray  # float32 (3,), RGB covariance eigenvalues, 0–255² units
+    eigvec: np.ndarray  # float32 (3, 3), column i ↔ eigval[i]
+    weights: dict[str, torch.Tensor]  # the network's state dict (key "model" in the file)
+    epoch: int  # epochs completed (a mid-epoch checkpoint: the epoch under way)
+    step: int = 0  # steps done inside `epoch` (0 at an epoch boundary)
+    optimizer: dict[str, Any] | None = None
+    scheduler: dict[str, Any] | None = None
+    scaler: dict[str, Any] | None = None
+    epoch_progress: dict[str, Any] = field(default_factory=dict)  # `EpochProgress` totals
+    rank_rng: list[dict[str, Any]] = field(default_factory=list)  # `rng_state()` per rank
+    best_top1: float | None = None
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl so far
+    upstream: dict[str, str] = field(default_factory=dict)  # prepare and stats identities
+    path: Path | None = None  # where it was read from; not written
+
+    @property
+    def source(self) -> Path:
+        """The file it was read from (`load_checkpoint` always sets it)."""
+        assert self.path is not None, "a checkpoint made in memory has no file"
+        return self.path
+
+    @property
+    def world(self) -> int:
+        """DDP processes of the run that saved it."""
+        return max(len(self.rank_rng), 1)
+
+    def to_payload(self) -> dict[str, Any]:
+        """The dict `torch.save` writes (plain data and tensors, stamped with the format)."""
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "config": to_dict(self.config),
+            "classes": [dict(c) for c in self.classes],
+            "size": self.size,
+            "mean": torch.as_tensor(np.asarray(self.mean, np.float32)),
+            "eigval": torch.as_tensor(np.asarray(self.eigval, np.float32)),
+            "eigvec": torch.as_tensor(np.asarray(self.eigvec, np.float32)),
+            "model": {k: v.detach().cpu() for k, v in self.weights.items()},
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+            "epoch": self.epoch,
+            "step": self.step,
+            "sampler": {
+                "epoch": self.epoch,
+                "position": self.step * self.config.batch_size,
+                "seed": self.config.seed,
+            },
+            "epoch_progress": dict(self.epoch_progress),
+            "rng": self.rank_rng[0] if self.rank_rng else None,
+            "rank_rng": list(self.rank_rng),
+            "world": self.world,
+            "best_top1": self.best_top1,
+            "metrics": list(self.metrics),
+            "upstream": dict(self.upstream),
+        }
+
+    @classmethod
+    def from_payload(cls, data: Mapping[str, Any], path: Path) -> Checkpoint:
+        """Check a loaded payload and type it; a one-line FormatError names what is wrong."""
+        if not isinstance(data, Mapping) or data.get("format") != FORMAT:
+            raise FormatError(f"{path}: not an alexcli checkpoint", hint=_FIX)
+        version = data.get("version")
+        if version != VERSION:
+            raise FormatError(
+                f"{path}: checkpoint version {version}, this alexcli reads {VERSION}", hint=_FIX
+            )
+        missing = [k for k in _REQUIRED if k not in data]
+        if missing:
+            raise FormatError(f"{path}: checkpoint lacks {', '.join(missing)}", hint=_FIX)
+        try:
+            config = from_dict(TrainConfig, data["config"], where=str(path))
+        except ConfigError as e:
+            raise FormatError(f"{path}: saved configuration unreadable ({e})", hint=_FIX) from None
+        rank_rng = data.get("rank_rng") or ([data["rng"]] if data.get("rng") else [])
+        best = data.get("best_top1")
+        return cls(
+            config=config,
+            classes=[dict(c) for c in data["classes"]],
+            size=int(data["size"]),
+            mean=_array(data["mean"]),
+            eigval=_array(data["eigval"]),
+            eigvec=_array(data["eigvec"]),
+            weights=dict(data["model"]),
+            epoch=int(data["epoch"]),
+            step=int(data["step"]),
+            optimizer=data.get("optimizer"),
+            scheduler=data.get("scheduler"),
+            scaler=data.get("scaler"),
+            epoch_progress=dict(data.get("epoch_progress") or {"step": int(data["step"])}),
+            rank_rng=list(rank_rng),
+            best_top1=None if best is None else float(best),
+            metrics=[dict(m) for m in data.get("metrics", [])],
+            upstream=dict(data.get("upstream") or {}),
+            path=path,
+        )
+
+    def build_model(self, devices: list[torch.device] | None = None) -> AlexNet:
+        """The network with these weights, placed on `devices`, in eval mode."""
+        from alexcli.core.nn.model import build_model
+
+        model = build_model(self.config.model, devices)
+        try:
+            model.load_state_dict(self.weights)
+        except RuntimeError as e:  # "Error(s) in loading state_dict…:", then one line each
+            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+            reason = " ".join(lines[1:2] or lines[:1])[:200]
+            raise FormatError(
+                f"{self.path}: weights do not fit the network ({reason})", hint=_FIX
+            ) from None
+        return model.eval()
+
+
+def save_checkpoint(path: Path | str, checkpoint: Checkpoint) -> None:
+    """Write `checkpoint` atomically to `path`."""
     with atomic_path(path) as tmp:
-        torch.save(data, tmp)
+        torch.save(checkpoint.to_payload(), tmp)
 
 
 def resolve_checkpoint(path_or_run_dir: Path | str) -> Path:
@@ -71,98 +195,12 @@ def load_checkpoint(path_or_run_dir: Path | str) -> Checkpoint:
         else:
             reason = "not a checkpoint (truncated or foreign)"
         raise FormatError(f"{path}: {reason}", hint=_FIX) from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise FormatError(f"{path}: not an alexcli checkpoint", hint=_FIX)
-    version = data.get("version")
-    if version != VERSION:
-        raise FormatError(
-            f"{path}: checkpoint version {version}, this alexcli reads {VERSION}", hint=_FIX
-        )
-    missing = [k for k in _REQUIRED if k not in data]
-    if missing:
-        raise FormatError(f"{path}: checkpoint lacks {', '.join(missing)}", hint=_FIX)
-    return Checkpoint(path, data)
+    return Checkpoint.from_payload(data, path)
 
 
-@dataclass(frozen=True)
-class Checkpoint:
-    """A loaded checkpoint; `payload` holds every key, the properties the common ones."""
-
-    path: Path
-    payload: dict[str, Any]
-
-    @property
-    def config(self) -> TrainConfig:
-        try:
-            return from_dict(TrainConfig, self.payload["config"], where=str(self.path))
-        except ConfigError as e:
-            raise FormatError(
-                f"{self.path}: saved configuration unreadable ({e})", hint=_FIX
-            ) from None
-
-    @property
-    def classes(self) -> list[dict[str, str]]:
-        return [dict(c) for c in self.payload["classes"]]
-
-    @property
-    def size(self) -> int:
-        return int(self.payload["size"])
-
-    @property
-    def mean(self) -> np.ndarray:
-        """The training set's mean image, (size, size, 3) float32 in 0–255 units."""
-        return _tensor(self.payload["mean"]).numpy().astype(np.float32)
-
-    @property
-    def eigval(self) -> np.ndarray:
-        return _tensor(self.payload["eigval"]).numpy().astype(np.float32)
-
-    @property
-    def eigvec(self) -> np.ndarray:
-        return _tensor(self.payload["eigvec"]).numpy().astype(np.float32)
-
-    @property
-    def model_state(self) -> dict[str, torch.Tensor]:
-        return dict(self.payload["model"])
-
-    @property
-    def epoch(self) -> int:
-        """Epochs completed (a mid-epoch checkpoint: the epoch under way)."""
-        return int(self.payload["epoch"])
-
-    @property
-    def step(self) -> int:
-        """Steps done inside `epoch` (0 at an epoch boundary)."""
-        return int(self.payload["step"])
-
-    @property
-    def best_top1(self) -> float | None:
-        value = self.payload.get("best_top1")
-        return None if value is None else float(value)
-
-    @property
-    def metrics(self) -> list[dict[str, Any]]:
-        return [dict(m) for m in self.payload.get("metrics", [])]
-
-    def build_model(self, devices: list[torch.device] | None = None) -> AlexNet:
-        """The network with these weights, placed on `devices`, in eval mode."""
-        from alexcli.core.nn.model import build_model
-
-        cfg = self.config
-        model = build_model(cfg.model, devices)
-        try:
-            model.load_state_dict(self.model_state)
-        except RuntimeError as e:  # "Error(s) in loading state_dict…:", then one line each
-            lines = [line.strip() for line in str(e).splitlines() if line.strip()]
-            reason = " ".join(lines[1:2] or lines[:1])[:200]
-            raise FormatError(
-                f"{self.path}: weights do not fit the network ({reason})", hint=_FIX
-            ) from None
-        return model.eval()
-
-
-def _tensor(value: Any) -> torch.Tensor:
-    return value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+def _array(value: Any) -> np.ndarray:
+    tensor = value if isinstance(value, torch.Tensor) else torch.as_tensor(value)
+    return tensor.numpy().astype(np.float32)
 
 
 # --------------------------------------------------------------------------- RNG states

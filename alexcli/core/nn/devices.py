@@ -75,3 +75,9 @@ def _one_device(name: str, spec: str) -> torch.device:
             hint=f"name one of cuda:0…cuda:{count - 1}, or use auto",
         )
     return torch.device("cuda", i)
+
+
+def check_amp(amp: str, device: torch.device) -> None:
+    """`--amp fp16` needs CUDA (its GradScaler and kernels); bf16 and off run anywhere."""
+    if amp == "fp16" and device.type != "cuda":
+        raise DeviceError("--amp fp16 needs a CUDA device", hint="use --amp bf16 on a CPU")
