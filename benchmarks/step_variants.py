@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from alexcli.bench.limits import StepBench, StepSetup
+from alexcli.bench.step import StepBench, StepSetup
 from alexcli.config import preset
 from alexcli.core.nn.lrn import local_response_norm
 

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from train_helpers import TINY, make_data_dir
 
 from alexcli.core.nn import checkpoint
 from alexcli.core.nn.checkpoint import load_checkpoint, rng_state, set_rng_state
+from tests.train_helpers import TINY, make_data_dir
 
 GPU = (pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))
 TWO_GPUS = pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two GPUs")

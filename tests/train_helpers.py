@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from conftest import write_data_dir
 
 from alexcli.core.data.stats import Stats
 from alexcli.core.data.stats import write_stats as core_write_stats
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.stats import STATS_FILE, shards_digest
+from tests.helpers import write_data_dir
 
 # A network small enough to train in seconds; every structural feature kept.
 TINY = [

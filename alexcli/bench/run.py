@@ -21,13 +21,15 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from alexcli.bench import limits as measure
+from alexcli.bench import data as plain
+from alexcli.bench import limits, step
+from alexcli.bench.report import BenchResult, Figure
 from alexcli.config import BenchConfig, PrepareConfig, TrainConfig, preset
 from alexcli.core.data.loader import default_workers
 from alexcli.core.data.synthetic import make_tree
@@ -38,6 +40,7 @@ from alexcli.core.nn.loops import Amp
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import AlexcliError, ConfigError
 from alexcli.stages.datadir import open_data_dir
+from alexcli.stages.prepare import run_prepare
 
 STAGES = ("prepare", "stats", "loader", "train")
 LOADER_CAUSE = (
@@ -45,54 +48,6 @@ LOADER_CAUSE = (
     "train leaves it: ~10,000 crops/s at 224, a bare uint8→float copy ~26,000/s, "
     "against a bare page-cache read (docs/performance.md)"
 )
-
-
-@dataclass(frozen=True)
-class Figure:
-    """One measured rate beside the limit it is compared with, same run, same units."""
-
-    stage: str
-    name: str
-    value: float
-    limit: str
-    limit_value: float
-    target: float | None = None  # the ratio issue 10 asks for
-    unit: str = "images/s"
-    cause: str = ""  # what holds it back, reported when the target is missed
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.limit_value if self.limit_value > 0 else 0.0
-
-    @property
-    def met(self) -> bool | None:
-        return None if self.target is None else self.ratio >= self.target
-
-    def to_json(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["value"], data["limit_value"] = round(self.value, 2), round(self.limit_value, 2)
-        data.update(ratio=round(self.ratio, 4), met=self.met)
-        if self.met is not False:
-            del data["cause"]
-        return data
-
-
-@dataclass(frozen=True)
-class BenchResult:
-    figures: list[Figure]
-    machine: dict[str, Any]
-    settings: dict[str, Any]
-    details: dict[str, Any] = field(default_factory=dict)
-    seconds: float = 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "figures": [f.to_json() for f in self.figures],
-            "machine": self.machine,
-            "settings": self.settings,
-            "details": self.details,
-            "seconds": round(self.seconds, 1),
-        }
 
 
 @dataclass(frozen=True)
@@ -131,12 +86,12 @@ def run_bench(
             figures["stats"] = _stats(data_dir, config, plan, details)
         try:
             torch.set_num_threads(plan.threads)
-            step = None
+            appetite = None  # images/s the tuned step eats
             if "train" in plan.stages:
-                figures["train"], step = _train(plan, details, progress)
+                figures["train"], appetite = _train(plan, details, progress)
             if "loader" in plan.stages and data_dir is not None:
                 progress.log("loader: training batches against raw reads")
-                figures["loader"] = _loader(data_dir, plan, step, details)
+                figures["loader"] = _loader(data_dir, plan, appetite, details)
         finally:
             torch.set_num_threads(threads)
     return BenchResult(
@@ -203,8 +158,6 @@ def _prepare(
     progress: Progress,
 ) -> Path:
     """prepare against a plain decode loop (when asked for); the prepared DATA_DIR."""
-    from alexcli.stages import prepare
-
     source = Path(config.source) if config.source else tmp / "source"
     if not config.source:
         classes, per_class = (2, 6) if plan.quick else (8, max(config.source_images // 8, 1))
@@ -216,10 +169,10 @@ def _prepare(
     cfg = PrepareConfig(size=size)
     data = tmp / "data"
     if "prepare" not in plan.stages:
-        prepare.prepare(source, data, dataclasses.replace(cfg, jobs=config.jobs))
+        run_prepare(source, data, dataclasses.replace(cfg, jobs=config.jobs))
         return data
     progress.log("prepare: the whole command against a plain decode loop")
-    got = prepare.benchmark(source, data, cfg, jobs=config.jobs)
+    got = plain.prepare_vs_decode(source, data, cfg, jobs=config.jobs)
     details["prepare"] = {k: round(v, 2) for k, v in got.items()} | {"size": size}
     figures["prepare"] = [
         Figure("prepare", f"prepare, {_n(config.jobs, 'proc')}", got["prepare_images_per_s"],
@@ -233,9 +186,7 @@ def _prepare(
 def _stats(
     data_dir: Path, config: BenchConfig, plan: _Plan, details: dict[str, Any]
 ) -> list[Figure]:
-    from alexcli.stages import stats
-
-    got = stats.benchmark(data_dir, config.jobs, repeats=1 if plan.quick else 2)
+    got = plain.stats_vs_read(data_dir, config.jobs, repeats=1 if plan.quick else 2)
     details["stats"] = dataclasses.asdict(got)
     return [
         Figure("stats", f"stats, {_n(got.jobs, 'thread')}", got.stats_images_per_s,
@@ -250,10 +201,10 @@ def _stats(
 def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[list[Figure], float]:
     """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step."""
     cfg, amp = plan.train, plan.precision
-    flops = measure.flops_per_image(cfg.model)
+    flops = limits.flops_per_image(cfg.model)
     progress.log("train: the arithmetic peaks (a big matmul, a big 3×3 convolution)")
     dtypes = ("fp32", "bf16", "fp16") if amp == "fp16" else ("fp32", "bf16")
-    matmul, convs = measure.peaks(dtypes, plan.devices[0], quick=plan.quick)
+    matmul, convs = limits.peaks(dtypes, plan.devices[0], quick=plan.quick)
     peaks = {k: max(matmul[k], convs[k]) for k in dtypes}
     rates, top = _step_rates(plan, progress)
     details["train"] = {
@@ -292,7 +243,7 @@ def _step_rates(
     for name, setup in _setups(plan.precision).items():
         progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
                      f"at {cfg.crop}")  # fmt: skip
-        runner = measure.StepBench(cfg.model, batch_size=plan.batch_size,
+        runner = step.StepBench(cfg.model, batch_size=plan.batch_size,
                                    devices=plan.devices, setup=setup, lr=cfg.lr,
                                    input_scale=cfg.input_scale)  # fmt: skip
         rates[name] = runner.rate(plan.seconds).per_s
@@ -302,12 +253,12 @@ def _step_rates(
     return rates, top
 
 
-def _setups(precision: str) -> dict[str, measure.StepSetup]:
+def _setups(precision: str) -> dict[str, step.StepSetup]:
     """plain fp32, tuned fp32, and the tuned step at `precision` when that is not fp32."""
-    setups = {"plain_fp32": measure.StepSetup.plain(), "tuned_fp32": measure.StepSetup.tuned()}
+    setups = {"plain_fp32": step.StepSetup.plain(), "tuned_fp32": step.StepSetup.tuned()}
     if precision != "fp32":
         amp: Amp = "bf16" if precision == "bf16" else "fp16"
-        setups[f"tuned_{precision}"] = measure.StepSetup.tuned(amp)
+        setups[f"tuned_{precision}"] = step.StepSetup.tuned(amp)
     return setups
 
 
@@ -329,10 +280,10 @@ def _loader(
     shards = data.shard_set("train")
     batch = min(plan.batch_size, len(shards))
     normalize = _normalizer(data_dir, data.size, plan)
-    got = measure.loader_rate(shards, normalize, size=data.size, batch_size=batch, crop=crop,
+    got = plain.loader_rate(shards, normalize, size=data.size, batch_size=batch, crop=crop,
                               workers=plan.workers, seconds=plan.seconds)  # fmt: skip
     procs = max(plan.workers, 1)
-    raw = measure.raw_read_rate(shards, procs, plan.seconds)
+    raw = plain.raw_read_rate(shards, procs, plan.seconds)
     details["loader"] = {
         "workers": plan.workers,
         "batch_size": batch,
@@ -365,7 +316,7 @@ def _normalizer(data_dir: Path, size: int, plan: _Plan) -> Normalizer:
     try:
         s = check_stats_current(data_dir)
     except AlexcliError:
-        return measure.flat_normalizer(size, device, plan.train.input_scale)
+        return step.flat_normalizer(size, device, plan.train.input_scale)
     return Normalizer.create(s.mean, s.eigval, s.eigvec, device, input_scale=plan.train.input_scale)
 
 
@@ -374,7 +325,7 @@ def _normalizer(data_dir: Path, size: int, plan: _Plan) -> Normalizer:
 
 def _machine(plan: _Plan) -> dict[str, Any]:
     """What the numbers were measured on."""
-    return measure.describe_machine() | {
+    return limits.describe_machine() | {
         "threads": plan.threads,
         "devices": [str(d) for d in plan.devices],
     }

@@ -19,7 +19,8 @@ from typer.main import get_command
 
 # Imported for their @app.command registrations, in the order `--help` lists them.
 # isort: off
-from alexcli.cli import prepare, stats, train, evaluate, visualize, summary, pipeline, bench
+from alexcli.cli import prepare, stats, train, eval, predict, neighbors, viz, summary, demo, run
+from alexcli.cli import bench
 
 # isort: on
 from alexcli.cli._app import app
@@ -27,7 +28,7 @@ from alexcli.cli._console import error
 from alexcli.errors import AlexcliError
 
 __all__ = ["app", "main"]
-_COMMANDS = (prepare, stats, train, evaluate, visualize, summary, pipeline, bench)
+_COMMANDS = (prepare, stats, train, eval, predict, neighbors, viz, summary, demo, run, bench)
 
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
@@ -35,7 +36,7 @@ INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> int:
     """Run `application` (alexcli) with `argv` (default: sys.argv[1:]); return the exit code."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = eval.legacy_json_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args or os.environ.get("ALEXCLI_DEBUG", "") not in ("", "0")
     command = get_command(application)
     try:

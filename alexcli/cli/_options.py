@@ -35,3 +35,13 @@ DataDir = Annotated[Path, typer.Argument(help="The directory `alexcli prepare` w
 RunDir = Annotated[
     Path, typer.Argument(help="A training run directory, or one checkpoint file (.pt).")
 ]
+Views = Annotated[
+    int | None, typer.Option("--views", help="1 (centre crop) or 10 (the paper's test, default).")
+]
+BatchSize = Annotated[
+    int | None, typer.Option("--batch-size", min=1, help="Images per batch (default 128).")
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", min=0, help="Shard-reading processes (default: cores − 1)."),
+]

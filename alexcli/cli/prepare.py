@@ -62,7 +62,7 @@ def prepare(
     Example: `alexcli prepare /data/imagenet data/in100 --classes 100 --jobs 16`
     """
     from alexcli.config import PrepareConfig, with_values
-    from alexcli.stages.prepare import prepare as run_prepare
+    from alexcli.stages.prepare import run_prepare
 
     config = with_values(
         PrepareConfig(),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
@@ -31,30 +31,9 @@ def stats(data_dir: DataDir, jobs: Jobs = None, force: Force = False, json: Json
     with reporting(quiet=json) as progress:
         result = run_stats(data_dir, config, force=force, progress=progress)
     if json:
-        print_json(_as_json(result))
+        print_json(result.to_json())
     else:
         _render(result)
-
-
-def _as_json(result: StatsResult) -> dict[str, Any]:
-    s = result.stats
-    return {
-        "images": s.images,
-        "size": s.size,
-        "units": "0-255",
-        "rgb_mean": s.rgb_mean.tolist(),
-        "rgb_cov": s.rgb_cov.tolist(),
-        "eigval": s.eigval.tolist(),
-        "eigstd": s.eigstd.tolist(),
-        "eigvec": s.eigvec.tolist(),
-        "data_fingerprint": s.data_fingerprint,
-        "stats": str(result.stats_path),
-        "mean_png": str(result.mean_png),
-        "manifest": str(result.manifest_path),
-        "up_to_date": result.up_to_date,
-        "seconds": round(result.seconds, 3),
-        "images_per_s": round(result.images_per_s, 1),
-    }
 
 
 def _render(result: StatsResult) -> None:

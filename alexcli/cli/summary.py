@@ -29,14 +29,14 @@ def summary(
 
     Example: `alexcli summary --preset paper`
     """
-    from alexcli.stages.summary import summarize
+    from alexcli.stages.summary import run_summary
 
     cfg = config.with_values(config.preset(preset or "paper"), crop=crop, devices=devices)
     if classes is not None:
         cfg = config.merge(cfg, {"model": {"num_classes": classes}}, "--classes")
-    result = summarize(cfg)
+    result = run_summary(cfg)
     if json:
-        print_json(result.to_dict())
+        print_json(result.to_json())
     else:
         _render(result)
 

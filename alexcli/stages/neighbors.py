@@ -22,7 +22,8 @@ from alexcli.core.atomic import check_writable
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
-from alexcli.stages.evaluate import Guess, RunNetwork
+from alexcli.stages.results import Result
+from alexcli.stages.trained import Guess, RunNetwork
 
 if TYPE_CHECKING:
     from alexcli.core.data.shards import ShardSet
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class Neighbour:
+class Neighbour(Result):
     index: int  # in the training split
     path: str  # source path, as prepare recorded it
     name: str
@@ -39,7 +40,7 @@ class Neighbour:
 
 
 @dataclass(frozen=True)
-class Retrieval:
+class Retrieval(Result):
     index: int  # in the query split
     path: str
     name: str
@@ -49,7 +50,7 @@ class Retrieval:
 
 
 @dataclass(frozen=True)
-class NeighborsReport:
+class NeighborsReport(Result):
     out: Path
     checkpoint: Path
     split: str
@@ -62,7 +63,7 @@ class NeighborsReport:
     seconds: float
 
 
-def neighbors(
+def run_neighbors(
     run: Path,
     data_dir: Path,
     out: Path,

@@ -20,7 +20,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +34,9 @@ from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
-from alexcli.stages import _prepare_checks as checks
-from alexcli.stages._prepare_checks import SPLITS
+from alexcli.stages import prepare_checks as checks
+from alexcli.stages.prepare_checks import SPLITS
+from alexcli.stages.results import Result
 from alexcli.stages.runner import run_stage
 
 STAGE = "prepare"
@@ -46,7 +47,7 @@ _SHARD_NAME = re.compile(r"\d{5}\.h5")
 
 
 @dataclass(frozen=True)
-class PrepareResult:
+class PrepareResult(Result):
     """The outcome a user sees: counts, what was skipped and why, what was converted,
     speed, size."""
 
@@ -65,8 +66,7 @@ class PrepareResult:
     bytes: int
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["data_dir"] = str(self.data_dir)
+        data = super().to_json()
         data["seconds"], data["images_per_s"] = round(self.seconds, 3), round(self.images_per_s, 1)
         return data
 
@@ -74,7 +74,7 @@ class PrepareResult:
 # --------------------------------------------------------------------------- the stage
 
 
-def prepare(
+def run_prepare(
     source: Path,
     data_dir: Path,
     config: PrepareConfig = PrepareConfig(),
@@ -313,39 +313,3 @@ def _result(
         images_per_s=counts.get("decoded", 0) / seconds if seconds > 0 else 0.0,
         bytes=int(manifest.get("bytes", 0)),
     )
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-def benchmark(
-    source: Path, data_dir: Path, config: PrepareConfig = PrepareConfig(), *, jobs: int = 2
-) -> dict[str, float]:
-    """prepare's throughput against a plain `jobs`-process decode-only loop over the same
-    files, measured in the same run (the loop before and after prepare, averaged, so
-    drift on a shared machine hits both). For `alexcli bench`.
-
-    prepare runs twice, both whole commands with --force: the first starts joblib's
-    worker processes (fresh interpreters importing numpy, h5py and PIL: ~0.5 s, which
-    a few hundred images cannot hide but a real dataset's minutes do), the second, timed
-    as the throughput, finds them running, as every shard after the first few does in a
-    real run. Both figures are returned."""
-    config = replace(config, jobs=jobs)
-    src = sources.find_source(Path(source))
-    chosen = sources.choose_classes(
-        src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
-    )
-    plans, _, _ = plan_shards(src, chosen, config)
-    paths = [src.root / rel for p in plans for rel, _ in p.items]
-    before = decode.decode_throughput(paths, jobs)
-    cold = prepare(source, data_dir, config, force=True)
-    warm = prepare(source, data_dir, config, force=True)
-    after = decode.decode_throughput(paths, jobs)
-    plain = (before + after) / 2
-    return {
-        "images": float(len(paths)),
-        "prepare_images_per_s": warm.images_per_s,
-        "prepare_first_run_images_per_s": cold.images_per_s,
-        "decode_only_images_per_s": plain,
-        "ratio": warm.images_per_s / plain if plain else 0.0,
-    }

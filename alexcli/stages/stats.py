@@ -20,8 +20,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-
-import h5py
+from typing import Any
 
 from alexcli.config import StatsConfig, fingerprint_view, to_dict
 from alexcli.core.data.stats import (
@@ -29,7 +28,6 @@ from alexcli.core.data.stats import (
     Sums,
     finish,
     one_torch_thread,
-    read_block_size,
     read_stats,
     shard_sums,
     write_stats,
@@ -40,6 +38,7 @@ from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import FormatError, StaleInputError, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
+from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import run_stage
 
 STAGE = "stats"
@@ -51,7 +50,7 @@ SPLIT = "train"  # the paper's statistics are over the training set only
 
 
 @dataclass(frozen=True, eq=False)
-class StatsResult:
+class StatsResult(Result):
     stats: Stats
     stats_path: Path
     mean_png: Path
@@ -63,6 +62,17 @@ class StatsResult:
     def images_per_s(self) -> float:
         return self.stats.images / self.seconds if self.seconds > 0 else 0.0
 
+    def to_json(self) -> dict[str, Any]:
+        s = self.stats
+        return jsonable({
+            "images": s.images, "size": s.size, "units": "0-255", "rgb_mean": s.rgb_mean,
+            "rgb_cov": s.rgb_cov, "eigval": s.eigval, "eigstd": s.eigstd, "eigvec": s.eigvec,
+            "data_fingerprint": s.data_fingerprint, "stats": self.stats_path,
+            "mean_png": self.mean_png, "manifest": self.manifest_path,
+            "up_to_date": self.up_to_date, "seconds": round(self.seconds, 3),
+            "images_per_s": round(self.images_per_s, 1),
+        })  # fmt: skip
+
 
 def run_stats(
     data_dir: Path,
@@ -73,7 +83,7 @@ def run_stats(
 ) -> StatsResult:
     """Compute DATA_DIR/stats.h5 unless it is up to date; return what it holds."""
     data = open_data_dir(data_dir)
-    paths, counts = _train_shards(data)
+    paths, counts = train_shards(data)
     stats_path, png_path = data.root / STATS_FILE, data.root / MEAN_PNG
     digest = shards_digest(data)
     seconds = 0.0
@@ -184,7 +194,7 @@ def shards_digest(data: DataDir) -> str:
     return fingerprint([[s.path, s.images, s.sha256] for s in data.shards(SPLIT)])
 
 
-def _train_shards(data: DataDir) -> tuple[list[Path], list[int]]:
+def train_shards(data: DataDir) -> tuple[list[Path], list[int]]:
     entries = data.shards(SPLIT)
     if not entries or sum(s.images for s in entries) == 0:
         raise UserError(
@@ -200,54 +210,3 @@ def _readable(path: Path) -> bool:
     except FormatError:
         return False
     return True
-
-
-# --------------------------------------------------------------------------- benchmark
-
-
-@dataclass(frozen=True)
-class StatsBenchmark:
-    """Throughput of `stats` beside a plain h5py read of the same shards, same run."""
-
-    images: int
-    jobs: int
-    read_images_per_s: float  # one process, sequential h5py slices, nothing computed
-    stats_images_per_s: float  # sum_shards with `jobs` workers (the pool already started)
-
-    @property
-    def ratio(self) -> float:
-        return self.stats_images_per_s / self.read_images_per_s
-
-
-def benchmark(data_dir: Path, jobs: int | None = None, repeats: int = 2) -> StatsBenchmark:
-    """Time `sum_shards` against `plain_read` on DATA_DIR's training shards, best of `repeats`.
-
-    The shards are read once first so that both start from the page cache; the
-    first stats pass (worker start-up included) is discarded by taking the best.
-    """
-    data = open_data_dir(data_dir)
-    paths, counts = _train_shards(data)
-    jobs = max(1, min(jobs or cpu_cores(), len(paths)))
-    block = read_block_size(data.size)
-    plain_read(paths, block)
-    read_s = stats_s = float("inf")
-    for _ in range(max(1, repeats)):
-        start = time.perf_counter()
-        plain_read(paths, block)
-        read_s = min(read_s, time.perf_counter() - start)
-        start = time.perf_counter()
-        sum_shards(paths, counts, size=data.size, jobs=jobs)
-        stats_s = min(stats_s, time.perf_counter() - start)
-    n = sum(counts)
-    return StatsBenchmark(n, jobs, n / read_s, n / stats_s)
-
-
-def plain_read(paths: Sequence[Path], block: int) -> int:
-    """Read every image of `paths` in `block`-image h5py slices, one process; return the count."""
-    n = 0
-    for path in paths:
-        with h5py.File(path, "r") as f:
-            images = f["images"]
-            for start in range(0, images.shape[0], block):
-                n += len(images[start : start + block])
-    return n

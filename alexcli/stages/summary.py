@@ -13,10 +13,11 @@ from typing import Any
 from alexcli.config import TrainConfig
 from alexcli.core.nn.devices import resolve_devices
 from alexcli.core.nn.model import LayerRow, layer_table, tower_devices
+from alexcli.stages.results import Result
 
 
 @dataclass(frozen=True)
-class Summary:
+class Summary(Result):
     """The layer table of one configuration, each row with its tower's device."""
 
     preset: str
@@ -38,7 +39,7 @@ class Summary:
     def device_of(self, row: LayerRow) -> str:
         return self.devices[row.tower - 1]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The summary as JSON-able data, with the totals."""
         layers = [{**asdict(row), "device": self.device_of(row)} for row in self.layers]
         for layer in layers:
@@ -56,7 +57,7 @@ class Summary:
         }
 
 
-def summarize(cfg: TrainConfig) -> Summary:
+def run_summary(cfg: TrainConfig) -> Summary:
     """The layer table for `cfg.model` at `cfg.crop`, placed on `cfg.devices`."""
     model = cfg.model
     rows = layer_table(model)

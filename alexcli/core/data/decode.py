@@ -28,9 +28,7 @@ Choices (docs/prepare.md gives the measurements):
 from __future__ import annotations
 
 import os
-import time
 import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -283,40 +281,6 @@ def decode_params() -> dict[str, Any]:
         "max_pixels": MAX_PIXELS,
         "formats": list(FORMATS),
     }
-
-
-# --------------------------------------------------------------------------- baseline
-
-
-def decode_only(path: Path | str) -> int:
-    """Decode a file fully and nothing else (the bench baseline); returns its pixel count."""
-    with Image.open(path) as img:
-        img.load()
-        return img.size[0] * img.size[1]
-
-
-def _decode_chunk(paths: Sequence[str]) -> int:
-    n = 0
-    for p in paths:
-        try:
-            decode_only(p)
-            n += 1
-        except Exception:  # the baseline only counts what decodes
-            pass
-    return n
-
-
-def decode_throughput(paths: Sequence[Path | str], jobs: int = 2, chunk: int = 64) -> float:
-    """Images/s of a plain `jobs`-process decode-only loop over `paths` (fork, no resize,
-    no writing): the ceiling `prepare` is measured against."""
-    import multiprocessing as mp
-
-    names = [os.fspath(p) for p in paths]
-    chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
-    start = time.perf_counter()
-    with mp.get_context("fork").Pool(jobs) as pool:
-        done = sum(pool.imap_unordered(_decode_chunk, chunks))
-    return done / (time.perf_counter() - start)
 
 
 # --------------------------------------------------------------------------- helpers

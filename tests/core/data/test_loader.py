@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_data_dir
 
 from alexcli.core.data.batchring import RingBuffers
 from alexcli.core.data.loader import (
@@ -18,6 +17,7 @@ from alexcli.core.data.loader import (
     make_loader,
 )
 from alexcli.stages.datadir import open_data_dir
+from tests.helpers import write_data_dir
 
 S, C = 16, 12
 

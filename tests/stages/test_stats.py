@@ -8,7 +8,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import write_data_dir
 from PIL import Image
 
 from alexcli.config import StatsConfig
@@ -17,7 +16,8 @@ from alexcli.core.data.stats import centred_moment, eigen, read_stats, shard_sum
 from alexcli.core.progress import Recorder
 from alexcli.errors import FormatError, StaleInputError, UserError
 from alexcli.stages.datadir import open_data_dir
-from alexcli.stages.stats import benchmark, check_stats_current, run_stats
+from alexcli.stages.stats import check_stats_current, run_stats
+from tests.helpers import write_data_dir
 
 
 def _images(n: int, size: int, seed: int = 0) -> np.ndarray:
@@ -269,10 +269,3 @@ def test_command_prints_a_table_and_json(tmp_path, cli):
     np.testing.assert_allclose(data["eigval"], ref["eigval"], rtol=1e-10)
     np.testing.assert_allclose(data["rgb_mean"], ref["rgb_mean"], rtol=1e-12)
     assert np.array(data["eigvec"]).shape == (3, 3) and data["stats"].endswith("stats.h5")
-
-
-def test_benchmark_reports_both_rates(tmp_path):
-    _data_dir(tmp_path)
-    b = benchmark(tmp_path, jobs=1, repeats=1)
-    assert b.images == 11 and b.read_images_per_s > 0 and b.stats_images_per_s > 0
-    assert b.ratio == pytest.approx(b.stats_images_per_s / b.read_images_per_s)

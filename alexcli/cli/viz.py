@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -15,7 +14,7 @@ from alexcli.cli._console import print_json, reporting
 from alexcli.cli._options import Json, RunDir
 
 if TYPE_CHECKING:
-    from alexcli.stages.visualize import CurvesResult, KernelsResult
+    from alexcli.stages.viz import CurvesResult, KernelsResult
 
 
 @app.command("viz-kernels")
@@ -42,14 +41,14 @@ def viz_kernels(
 
     Example: `alexcli viz-kernels runs/in100 --out kernels.png`
     """
-    from alexcli.stages.visualize import viz_kernels as run
+    from alexcli.stages.viz import run_viz_kernels
 
     with reporting(quiet=json) as progress:
-        result = run(
+        result = run_viz_kernels(
             run_dir, out, normalize=normalize, columns=columns, scale=scale, progress=progress
         )
     if json:
-        print_json(dataclasses.asdict(result))
+        print_json(result.to_json())
     else:
         _show_kernels(result)
 
@@ -82,12 +81,12 @@ def viz_curves(
 
     Works on a run still in progress. Example: `alexcli viz-curves runs/in100 --out curves.png`
     """
-    from alexcli.stages.visualize import viz_curves as run
+    from alexcli.stages.viz import run_viz_curves
 
     with reporting(quiet=json) as progress:
-        result = run(run_dir, out, progress=progress)
+        result = run_viz_curves(run_dir, out, progress=progress)
     if json:
-        print_json(dataclasses.asdict(result))
+        print_json(result.to_json())
     else:
         _show_curves(result)
 

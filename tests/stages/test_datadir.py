@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import write_data_dir
 
 from alexcli.errors import FormatError, UserError
 from alexcli.stages.datadir import open_data_dir
+from tests.helpers import write_data_dir
 
 
 def test_open_data_dir_reads_classes_splits_and_shards(tmp_path):

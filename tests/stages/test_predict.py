@@ -9,10 +9,10 @@ import json
 import numpy as np
 import pytest
 import torch
-from eval_helpers import CROP, SIZE, class_list, reference_probs, save_run, tiny_config
 from PIL import Image
 
 from alexcli.core.data.decode import load_image
+from tests.eval_helpers import CROP, SIZE, class_list, reference_probs, save_run, tiny_config
 
 
 def _photo(path, width, height, seed=0):

@@ -25,6 +25,7 @@ from alexcli.core.atomic import write_json
 from alexcli.core.fingerprint import file_digest
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import ConfigError, UserError
+from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import read_manifest, run_stage
 
 DEMO_RECIPE = Path(__file__).resolve().parents[2] / "pipelines" / "demo.toml"
@@ -34,7 +35,7 @@ Done = tuple[bool, dict[str, Path], str]  # up to date, artefacts, notes
 
 
 @dataclass(frozen=True)
-class Step:
+class Step(Result):
     """One stage as the chain ran it."""
 
     stage: str
@@ -45,7 +46,7 @@ class Step:
 
 
 @dataclass(frozen=True)
-class PipelineResult:
+class PipelineResult(Result):
     recipe: Recipe
     source: Path
     data_dir: Path
@@ -62,8 +63,17 @@ class PipelineResult:
     def chance_top5_error(self) -> float:
         return max(0.0, 1 - 5 / self.classes) if self.classes else float("nan")
 
+    def to_json(self) -> dict[str, Any]:
+        return jsonable({
+            "classes": self.classes,
+            "chance": {"top1_error": self.chance_top1_error,
+                       "top5_error": self.chance_top5_error},
+            "evals": {str(v): e for v, e in self.evals.items()},
+            "steps": [s.to_json() for s in self.steps],
+        })  # fmt: skip
 
-def run_recipe_file(
+
+def run_recipe(
     path: Path,
     sets: list[str] | tuple[str, ...] = (),
     *,
@@ -74,13 +84,13 @@ def run_recipe_file(
 ) -> PipelineResult:
     """`alexcli run RECIPE.toml`: load, override, run."""
     recipe = load_recipe(Path(path), sets)
-    return run_recipe(
+    return run_chain(
         recipe, base=base or Path.cwd(), until=until, force=force, progress=progress,
         where=str(path),
     )  # fmt: skip
 
 
-def demo(
+def run_demo(
     work_dir: Path,
     sets: list[str] | tuple[str, ...] = (),
     *,
@@ -96,10 +106,10 @@ def demo(
     if Path(work_dir).exists() and not Path(work_dir).is_dir():
         raise UserError(f"{work_dir}: exists and is not a directory", hint="name a WORK_DIR folder")
     Path(work_dir).mkdir(parents=True, exist_ok=True)
-    return run_recipe_file(DEMO_RECIPE, sets, base=Path(work_dir), force=force, progress=progress)
+    return run_recipe(DEMO_RECIPE, sets, base=Path(work_dir), force=force, progress=progress)
 
 
-def run_recipe(
+def run_chain(
     recipe: Recipe,
     *,
     base: Path,
@@ -194,9 +204,9 @@ def _generated_or_empty(root: Path) -> bool:
 
 
 def _prepare(recipe: Recipe, source: Path, data_dir: Path, force: bool, progress: Progress) -> Done:
-    from alexcli.stages.prepare import prepare
+    from alexcli.stages.prepare import run_prepare
 
-    r = prepare(source, data_dir, recipe.prepare, force=force, progress=progress)
+    r = run_prepare(source, data_dir, recipe.prepare, force=force, progress=progress)
     notes = [f"{r.classes} classes, " + ", ".join(f"{n} {k}" for k, n in r.images.items())]
     notes += [f"converted {n}: {what}" for what, n in r.converted.items()]
     notes += [f"skipped {n}: {why}" for why, n in sorted(r.skipped.items())]
@@ -261,7 +271,7 @@ def _eval(
     """eval, cached by (the checkpoint's bytes, the data, split, views) in RUN_DIR/eval/."""
     from alexcli.core.nn.checkpoint import resolve_checkpoint
     from alexcli.stages.datadir import open_data_dir
-    from alexcli.stages.evaluate import evaluate
+    from alexcli.stages.eval import run_eval
 
     cfg = dataclasses.replace(recipe.eval, views=views)  # type: ignore[arg-type]
     name = f"{cfg.split}-{views}view"
@@ -269,7 +279,7 @@ def _eval(
     checkpoint = resolve_checkpoint(run_dir)
 
     def build() -> dict[str, Any]:
-        report = evaluate(run_dir, data_dir, cfg, progress).to_json()
+        report = run_eval(run_dir, data_dir, cfg, progress).to_json()
         write_json(report_path, report)
         return {"outputs": [report_path.name]}
 
@@ -287,15 +297,15 @@ def _eval(
 
 def _viz(kind: str, run_dir: Path, progress: Progress) -> Done:
     """Redrawn every time: a second or two, from one file."""
-    from alexcli.stages.visualize import viz_curves, viz_kernels
+    from alexcli.stages.viz import run_viz_curves, run_viz_kernels
 
     if kind == "kernels":
         out = run_dir / "kernels.png"
-        k = viz_kernels(run_dir, out, progress=progress)
+        k = run_viz_kernels(run_dir, out, progress=progress)
         colour = ", ".join(f"tower {t.tower} {t.mean:.2f}" for t in k.colour)
         return False, {"kernels": out}, f"colour measure: {colour}"
     out = run_dir / "curves.png"
-    c = viz_curves(run_dir, out, progress=progress)
+    c = run_viz_curves(run_dir, out, progress=progress)
     return (
         False,
         {"curves": out},

@@ -22,7 +22,7 @@ from alexcli.config import (
 )
 from alexcli.errors import ConfigError
 
-PIPELINES = Path(__file__).resolve().parents[1] / "pipelines"
+PIPELINES = Path(__file__).resolve().parents[2] / "pipelines"
 
 
 def test_defaults_are_the_papers_recipe():

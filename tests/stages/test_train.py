@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import write_data_dir
-from train_helpers import TINY, make_data_dir, make_images
 
 from alexcli.config import train_config
 from alexcli.core.nn.checkpoint import load_checkpoint
 from alexcli.errors import FormatError
 from alexcli.stages.train import run_train
+from tests.helpers import write_data_dir
+from tests.train_helpers import TINY, make_data_dir, make_images
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import typer
 from alexcli.cli import main
 from alexcli.errors import ConfigError, UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SPEC_COMMANDS = [
     "prepare", "stats", "train", "eval", "viz-kernels", "viz-curves",
     "predict", "neighbors", "summary", "demo", "run", "bench",

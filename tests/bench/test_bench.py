@@ -9,10 +9,10 @@ import tempfile
 
 import numpy as np
 import pytest
-from conftest import write_data_dir
 
 from alexcli.bench.limits import flops_per_image
 from alexcli.config import PRESETS, ModelConfig
+from tests.helpers import write_data_dir
 
 # stage → the targets of its figures, in report order (issue 10)
 TARGETS = {

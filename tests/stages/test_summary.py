@@ -11,11 +11,11 @@ import torch
 from alexcli.config import PRESETS
 from alexcli.core.nn.model import build_model
 from alexcli.errors import DeviceError
-from alexcli.stages.summary import summarize
+from alexcli.stages.summary import run_summary
 
 
 def test_paper_summary_totals():
-    s = summarize(dataclasses.replace(PRESETS["paper"], devices="cpu"))
+    s = run_summary(dataclasses.replace(PRESETS["paper"], devices="cpu"))
     assert s.parameters == 60_965_224
     assert s.mult_adds == 724_406_816
     assert s.devices == ("cpu", "cpu") and s.towers == 2
@@ -70,7 +70,7 @@ def test_two_devices_hold_one_tower_each_and_one_tower_cannot_split(cli):
     cfg = dataclasses.replace(PRESETS["paper"], devices="cpu,cpu")
     cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, towers=1))
     with pytest.raises(DeviceError, match="1 tower"):
-        summarize(cfg)
+        run_summary(cfg)
 
 
 def test_bad_arguments_are_one_line(cli):

@@ -20,12 +20,13 @@ from alexcli.core.figures.kernel_grid import Normalize, colour_fraction, kernel_
 from alexcli.core.figures.png import write_png
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
+from alexcli.stages.results import Result
 
 PICTURE_SUFFIXES = (".png", ".svg")
 
 
 @dataclass(frozen=True)
-class TowerColour:
+class TowerColour(Result):
     """How colourful one tower's conv1 kernels are (core/kernels.colour_fraction)."""
 
     tower: int  # 1-based, as the paper's GPU 1 and GPU 2
@@ -35,7 +36,7 @@ class TowerColour:
 
 
 @dataclass(frozen=True)
-class KernelsResult:
+class KernelsResult(Result):
     out: Path
     checkpoint: Path
     epoch: int  # epochs the checkpoint had completed
@@ -49,7 +50,7 @@ class KernelsResult:
 
 
 @dataclass(frozen=True)
-class CurvesResult:
+class CurvesResult(Result):
     out: Path
     metrics: Path
     epochs: list[Epoch]
@@ -57,7 +58,7 @@ class CurvesResult:
     partial_line: bool  # the run was writing its last line when we read it
 
 
-def viz_kernels(
+def run_viz_kernels(
     run: Path,
     out: Path,
     *,
@@ -95,7 +96,7 @@ def viz_kernels(
     )
 
 
-def viz_curves(run: Path, out: Path, *, progress: Progress = SILENT) -> CurvesResult:
+def run_viz_curves(run: Path, out: Path, *, progress: Progress = SILENT) -> CurvesResult:
     """Write `run`'s loss and error curves (PNG or SVG, by `out`'s suffix)."""
     _check_out(out, PICTURE_SUFFIXES)
     path = find_metrics(run)

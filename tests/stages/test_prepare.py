@@ -16,15 +16,15 @@ import h5py
 import numpy as np
 import pytest
 from PIL import Image, ImageOps
-from test_images import close_to
-from test_images import reference as resize_reference
 
 from alexcli.config import PrepareConfig
 from alexcli.core.data import decode
 from alexcli.core.data.synthetic import make_image_folder, make_tree
 from alexcli.core.fingerprint import file_digest
 from alexcli.stages.datadir import open_data_dir
-from alexcli.stages.prepare import prepare, shard_count
+from alexcli.stages.prepare import run_prepare, shard_count
+from tests.core.data.test_decode import close_to
+from tests.core.data.test_decode import reference as resize_reference
 
 EXPECTED_REASONS = {
     "truncated": decode.TRUNCATED,
@@ -137,15 +137,15 @@ def test_train_is_shuffled_val_sorted_and_runs_repeat(tmp_path):
     tree = make_tree(tmp_path / "src", classes=4, train_per_class=8, val_per_class=3,
                      size_range=(40, 60))  # fmt: skip
     cfg = PrepareConfig(size=32, shard_size=8, jobs=1)
-    prepare(tree.root, tmp_path / "a", cfg)
+    run_prepare(tree.root, tmp_path / "a", cfg)
     _, labels, paths = read_split(tmp_path / "a", "train")
     assert paths != sorted(paths) and len(set(labels[:8])) > 1  # classes mixed in a shard
     _, _, val_paths = read_split(tmp_path / "a", "val")
     assert val_paths == sorted(val_paths)
-    prepare(tree.root, tmp_path / "b", cfg)
+    run_prepare(tree.root, tmp_path / "b", cfg)
     shards = open_data_dir(tmp_path / "a").manifest["splits"]
     assert shards == open_data_dir(tmp_path / "b").manifest["splits"]  # same bytes (sha256)
-    prepare(tree.root, tmp_path / "c", PrepareConfig(size=32, shard_size=8, jobs=1, seed=1))
+    run_prepare(tree.root, tmp_path / "c", PrepareConfig(size=32, shard_size=8, jobs=1, seed=1))
     assert read_split(tmp_path / "c", "train")[2] != paths
 
 
@@ -244,14 +244,14 @@ def test_fewer_shards_than_before_leave_no_strays(tmp_path):
     tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=1,
                      size_range=(40, 60))  # fmt: skip
     out = tmp_path / "out"
-    prepare(tree.root, out, PrepareConfig(size=32, shard_size=3, jobs=1))
+    run_prepare(tree.root, out, PrepareConfig(size=32, shard_size=3, jobs=1))
     assert len(list((out / "train").glob("*.h5"))) == 7
-    prepare(tree.root, out, PrepareConfig(size=32, shard_size=100, jobs=1))
+    run_prepare(tree.root, out, PrepareConfig(size=32, shard_size=100, jobs=1))
     assert [p.name for p in (out / "train").glob("*.h5")] == ["00000.h5"]
 
 
 def test_result_and_json(cli, synthetic_tree, tmp_path):
-    r = prepare(synthetic_tree.root, tmp_path / "a", PrepareConfig(size=32, jobs=1))
+    r = run_prepare(synthetic_tree.root, tmp_path / "a", PrepareConfig(size=32, jobs=1))
     assert not r.up_to_date and r.classes == 4
     assert r.images == {"train": 30, "val": 12}
     assert r.skipped == {reason: 1 for reason in EXPECTED_REASONS.values()}
@@ -269,10 +269,10 @@ def test_result_and_json(cli, synthetic_tree, tmp_path):
 
 
 def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path):
-    one = prepare(
+    one = run_prepare(
         synthetic_tree.root, tmp_path / "one", PrepareConfig(size=32, shard_size=5, jobs=1)
     )
-    two = prepare(
+    two = run_prepare(
         synthetic_tree.root, tmp_path / "two", PrepareConfig(size=32, shard_size=5, jobs=2)
     )
     assert one.shards_written == two.shards_written > 2
@@ -334,10 +334,10 @@ def test_kill_then_rerun_is_a_clean_run(tmp_path, jobs):
     assert not (out / "manifest.json").exists()
     assert 1 <= len(finished) < shard_count(4 * 30 + 6, 4)
     cfg = PrepareConfig(size=96, shard_size=4, jobs=1)
-    rerun = prepare(tree.root, out, cfg)
+    rerun = run_prepare(tree.root, out, cfg)
     assert rerun.shards_reused >= len(finished)
     assert not list(out.rglob(".*.tmp"))  # the killed writer's temporary is gone
-    clean = prepare(tree.root, tmp_path / "clean", cfg)
+    clean = run_prepare(tree.root, tmp_path / "clean", cfg)
     assert rerun.images == clean.images and rerun.skipped == clean.skipped
     m_rerun, m_clean = (open_data_dir(d).manifest for d in (out, tmp_path / "clean"))
     assert m_rerun["splits"] == m_clean["splits"]  # the same shards, byte for byte
@@ -483,11 +483,11 @@ def test_too_little_space_is_refused_before_anything_is_made(synthetic_tree, tmp
     from collections import namedtuple
 
     from alexcli.errors import UserError
-    from alexcli.stages import _prepare_checks as stage
+    from alexcli.stages import prepare_checks as stage
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(stage.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))
     out = tmp_path / "new" / "data"
     with pytest.raises(UserError, match="the shards need ~"):
-        prepare(synthetic_tree.root, out, PrepareConfig(size=64, jobs=1))
+        run_prepare(synthetic_tree.root, out, PrepareConfig(size=64, jobs=1))
     assert not (tmp_path / "new").exists()

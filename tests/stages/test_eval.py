@@ -8,8 +8,13 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_data_dir
-from eval_helpers import (
+
+from alexcli.config import PRESETS, EvalConfig, merge
+from alexcli.core.data.transforms import Normalizer, iter_views, view_batch, view_offsets
+from alexcli.core.nn.loops import Tally, average_softmax, view_probabilities
+from alexcli.stages.eval import PAPER_VAL, paper_reference
+from alexcli.stages.trained import RunNetwork
+from tests.eval_helpers import (
     CROP,
     SIZE,
     class_list,
@@ -20,11 +25,7 @@ from eval_helpers import (
     tiny_config,
     write_bad_checkpoints,
 )
-
-from alexcli.config import PRESETS, EvalConfig, merge
-from alexcli.core.data.transforms import Normalizer, iter_views, view_batch, view_offsets
-from alexcli.core.nn.loops import Tally, average_softmax, view_probabilities
-from alexcli.stages.evaluate import PAPER_VAL, RunNetwork, paper_reference
+from tests.helpers import write_data_dir
 
 FAST = ("--devices", "cpu", "--workers", "0")
 
@@ -139,7 +140,7 @@ def test_one_view_agrees_with_trainings_own_validation(tmp_path):
     from alexcli.core.data.loader import CropDataset, EpochSampler, make_loader
     from alexcli.core.nn.loops import validate
     from alexcli.stages.datadir import open_data_dir
-    from alexcli.stages.evaluate import evaluate
+    from alexcli.stages.eval import run_eval
 
     model, mean = save_run(tmp_path / "run.pt")
     images = colourful(12, seed=5)
@@ -150,20 +151,20 @@ def test_one_view_agrees_with_trainings_own_validation(tmp_path):
     loader = make_loader(CropDataset(shards, CROP), sampler, workers=0, pin_memory=False)
     norm = Normalizer.create(mean, np.ones(3), np.eye(3), torch.device("cpu"))
     counts = validate(model, loader, norm, torch.device("cpu"), num_classes=8)
-    ours = evaluate(tmp_path / "run.pt", tmp_path / "data", EvalConfig(views=1, devices="cpu"))
+    ours = run_eval(tmp_path / "run.pt", tmp_path / "data", EvalConfig(views=1, devices="cpu"))
     assert (ours.top1_error, ours.top5_error) == (counts.top1_error, counts.top5_error)
 
 
 def test_eval_is_the_same_on_two_towers_placed_apart_and_under_bf16(tmp_path):
-    from alexcli.stages.evaluate import evaluate
+    from alexcli.stages.eval import run_eval
 
     model, mean = save_run(tmp_path / "run.pt")
     images = colourful(6)
     labels = reference_probs(model, images, mean, CROP, 10).argmax(1)
     write_data_dir(tmp_path / "data", {"val": (images, labels)}, classes=class_list(8))
-    one = evaluate(tmp_path / "run.pt", tmp_path / "data", EvalConfig(devices="cpu", workers=0))
-    two = evaluate(tmp_path / "run.pt", tmp_path / "data", EvalConfig(devices="cpu,cpu", workers=1))
-    bf16 = evaluate(
+    one = run_eval(tmp_path / "run.pt", tmp_path / "data", EvalConfig(devices="cpu", workers=0))
+    two = run_eval(tmp_path / "run.pt", tmp_path / "data", EvalConfig(devices="cpu,cpu", workers=1))
+    bf16 = run_eval(
         tmp_path / "run.pt", tmp_path / "data", EvalConfig(devices="cpu", workers=0, amp="bf16")
     )
     assert one.top1_error == two.top1_error == 0.0

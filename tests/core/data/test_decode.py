@@ -181,12 +181,6 @@ def test_pixel_limit_and_missing_files(tmp_path):
     assert e.value.reason == decode.UNREADABLE
 
 
-def test_decode_throughput_counts_what_decodes(tmp_path):
-    paths = [save(tmp_path, photo(i, (60, 90)), "JPEG", name=f"{i}.jpg") for i in range(6)]
-    paths.append(_write(tmp_path, "bad.jpg", b""))
-    assert decode.decode_throughput(paths, jobs=2, chunk=2) > 0
-
-
 def _exif(orientation: int) -> bytes:
     exif = Image.Exif()
     exif[0x0112] = orientation

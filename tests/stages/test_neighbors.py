@@ -8,8 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_data_dir
-from eval_helpers import (
+from PIL import Image
+
+from alexcli.core.figures.retrieval_grid import RetrievalLayout
+from alexcli.core.nn.retrieval import RunningNearest
+from alexcli.stages.neighbors import choose_queries
+from tests.eval_helpers import (
     CROP,
     class_list,
     colourful,
@@ -17,11 +21,7 @@ from eval_helpers import (
     reference_probs,
     save_run,
 )
-from PIL import Image
-
-from alexcli.core.figures.retrieval_grid import RetrievalLayout
-from alexcli.core.nn.retrieval import RunningNearest
-from alexcli.stages.neighbors import choose_queries
+from tests.helpers import write_data_dir
 
 FAST = ("--devices", "cpu", "--workers", "0")
 

@@ -1,4 +1,4 @@
-"""`alexcli demo` and `alexcli run RECIPE.toml`."""
+"""`alexcli run RECIPE.toml`, and the table every recipe run ends with (`demo` too)."""
 
 from __future__ import annotations
 
@@ -13,37 +13,13 @@ from alexcli.cli._console import out, print_json, reporting
 from alexcli.cli._options import Force, Json
 
 if TYPE_CHECKING:
-    from alexcli.stages.pipeline import PipelineResult
+    from alexcli.stages.recipe import PipelineResult
 
 # A recipe's keys start with their table (`train.`, `prepare.`…), unlike `train --set`'s.
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any recipe key: `--set train.model.towers=1`."),
 ]
-
-
-@app.command()
-def demo(
-    work_dir: Annotated[
-        Path, typer.Argument(help="Where the synthetic data and the run go.")
-    ] = Path("alexcli-demo"),
-    set_: Sets = None,
-    force: Force = False,
-    json: Json = False,
-) -> None:
-    """The whole chain on embedded synthetic data, with the `small` preset, in minutes.
-
-    Generates an ILSVRC-shaped tree (wnid folders, Kaggle-style validation labels, a few
-    of ImageNet's awkward files), then runs pipelines/demo.toml: prepare → stats → train →
-    eval (1 and 10 views) → viz-kernels → viz-curves. A second run is up to date.
-
-    Example: `alexcli demo /tmp/demo --set synthetic.classes=5`
-    """
-    from alexcli.stages.pipeline import demo as run_demo
-
-    with reporting(quiet=json) as progress:
-        result = run_demo(work_dir, set_ or [], force=force, progress=progress)
-    _render(result, json)
 
 
 @app.command()
@@ -60,16 +36,17 @@ def run(
 
     Example: `alexcli run pipelines/imagenet100.toml --set source=/data/imagenet`
     """
-    from alexcli.stages.pipeline import run_recipe_file
+    from alexcli.stages.recipe import run_recipe
 
     with reporting(quiet=json) as progress:
-        result = run_recipe_file(recipe, set_ or [], until=until, force=force, progress=progress)
-    _render(result, json)
+        result = run_recipe(recipe, set_ or [], until=until, force=force, progress=progress)
+    render(result, json)
 
 
-def _render(r: PipelineResult, json: bool) -> None:
+def render(r: PipelineResult, json: bool) -> None:
+    """The results, the stages and the artefacts of a recipe run (or its JSON)."""
     if json:
-        print_json(_as_json(r))
+        print_json(r.to_json())
         return
     if r.evals:
         table = Table("views", "top-1 error", "top-5 error", "images", title="Results")
@@ -90,24 +67,6 @@ def _render(r: PipelineResult, json: bool) -> None:
     stages.add_row("total", "", f"{sum(s.seconds for s in r.steps):.1f}", "", style="bold")
     out.print(stages)
     out.print(artefacts)
-
-
-def _as_json(r: PipelineResult) -> dict[str, object]:
-    return {
-        "classes": r.classes,
-        "chance": {"top1_error": r.chance_top1_error, "top5_error": r.chance_top5_error},
-        "evals": {str(v): e for v, e in r.evals.items()},
-        "steps": [
-            {
-                "stage": s.stage,
-                "up_to_date": s.up_to_date,
-                "seconds": s.seconds,
-                "artefacts": {k: str(p) for k, p in s.artefacts.items()},
-                "notes": s.notes,
-            }
-            for s in r.steps
-        ],
-    }
 
 
 def _pct(value: float) -> str:

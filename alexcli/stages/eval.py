@@ -1,0 +1,112 @@
+"""`alexcli eval RUN_DIR DATA_DIR`: the paper's test on a split of a DATA_DIR
+(core/nn/loops.py `evaluate_views`): top-1 and top-5 error, 1 or 10 views, per-class
+top-1, and the paper's 40.7 % / 18.2 % beside them when the run is the paper's network
+on the 1000 ImageNet classes. Keeps no manifest: the output is a report, and rerunning
+is the way to refresh it (`alexcli run` caches it by checkpoint and data).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from alexcli.config import PRESETS, EvalConfig, TrainConfig
+from alexcli.core.progress import SILENT, Progress
+from alexcli.errors import UserError
+from alexcli.stages.datadir import open_data_dir
+from alexcli.stages.results import Result
+from alexcli.stages.trained import RunNetwork
+
+# docs/paper.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
+PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}
+_WNID = re.compile(r"n\d{8}")
+
+
+@dataclass(frozen=True)
+class ClassError:
+    """Top-1 error of one class (None when the split has no image of it)."""
+
+    index: int
+    name: str
+    words: str
+    images: int
+    top1_error: float | None
+
+
+@dataclass(frozen=True)
+class EvalReport(Result):
+    checkpoint: Path
+    epoch: int
+    split: str
+    views: int
+    images: int
+    top1_error: float
+    top5_error: float
+    per_class_top1: list[ClassError]
+    paper: dict[str, float] | None  # the paper's errors, when this run is comparable
+    devices: list[str]
+    amp: str
+    seconds: float
+
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return super().to_json() | {"images_per_s": self.images_per_s}
+
+
+# --------------------------------------------------------------------------- eval
+
+
+def run_eval(
+    run: Path, data_dir: Path, cfg: EvalConfig = EvalConfig(), progress: Progress = SILENT
+) -> EvalReport:
+    """Top-1 / top-5 error of `run` on DATA_DIR's `cfg.split`, with `cfg.views` views."""
+    from alexcli.core.nn.loops import evaluate_views
+
+    data = open_data_dir(data_dir)
+    net = RunNetwork.load(run, cfg)
+    net.check_data(data)
+    shards = data.shard_set(cfg.split)
+    if len(shards) == 0:
+        raise UserError(f"{data.root}: the {cfg.split!r} split has no images")
+    progress.log(
+        f"evaluating {net.ckpt.source} (epoch {net.ckpt.epoch}) on {len(shards)} "
+        f"{cfg.split} images, {cfg.views} view(s)"
+    )
+    task = progress.task(f"eval, {cfg.views} view(s)", total=len(shards), unit="images")
+    start = time.perf_counter()
+    tally = evaluate_views(
+        net.model, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
+        num_classes=len(data.classes), amp=cfg.amp, task=task,
+    )  # fmt: skip
+    seconds = time.perf_counter() - start
+    task.close()
+    errors = tally.class_top1_error()
+    per_class = [
+        ClassError(i, c["name"], c.get("words", ""), int(tally.class_images[i]),
+                   None if np.isnan(errors[i]) else float(errors[i]))
+        for i, c in enumerate(data.classes)
+    ]  # fmt: skip
+    return EvalReport(
+        checkpoint=net.ckpt.source, epoch=net.ckpt.epoch, split=cfg.split, views=cfg.views,
+        images=tally.images, top1_error=tally.top1_error, top5_error=tally.top5_error,
+        per_class_top1=per_class, paper=paper_reference(net.cfg, data.classes),
+        devices=[str(d) for d in net.devices], amp=cfg.amp, seconds=seconds,
+    )  # fmt: skip
+
+
+def paper_reference(cfg: TrainConfig, classes: Sequence[dict[str, str]]) -> dict[str, float] | None:
+    """The paper's errors when `cfg` is the paper's network and recipe on 1000 ImageNet
+    classes (wnids); None otherwise, since nothing else is comparable."""
+    paper = PRESETS["paper"]
+    same_net = cfg.preset == "paper" and cfg.model == paper.model and cfg.crop == paper.crop
+    imagenet = len(classes) == 1000 and all(_WNID.fullmatch(c["name"]) for c in classes)
+    return dict(PAPER_VAL) if same_net and imagenet else None
