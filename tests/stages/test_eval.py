@@ -117,7 +117,7 @@ def test_eval_reports_the_errors_of_a_known_answer(cli, tmp_path, views):
     labels = np.array([ranked[i, i % 7] for i in range(14)])
     write_data_dir(tmp_path / "data", {"val": (images, labels)}, classes=class_list(8))
     out = tmp_path / "eval.json"
-    r = cli("eval", tmp_path / "run", tmp_path / "data", "--views", views, "--json", out,
+    r = cli("eval", tmp_path / "run", tmp_path / "data", "--views", views, "--json-out", out,
             "--batch-size", 4, *FAST)  # fmt: skip
     assert r.code == 0, r.err
     report = json.loads(out.read_text())
@@ -261,7 +261,7 @@ def test_a_json_report_that_cannot_be_written_is_refused_before_evaluating(
     blocker = tmp_path / "a-file"
     blocker.write_text("")
     for target in (tmp_path, blocker / "eval.json"):  # a directory; under a file
-        r = cli("eval", run, data, "--json", target, *FAST)
+        r = cli("eval", run, data, "--json-out", target, *FAST)
         _one_line(r)
         assert str(target) in r.err and "evaluating" not in r.err
 
@@ -273,3 +273,31 @@ def test_a_data_dir_of_another_image_size_is_refused(cli, tmp_path, small_run):
     r = cli("eval", run, tmp_path / "big", *FAST)
     _one_line(r)
     assert f"{SIZE + 8}×{SIZE + 8}" in r.err and f"--size {SIZE}" in r.err
+
+
+def test_json_prints_to_stdout_json_out_writes_and_the_old_form_still_works(
+    cli, tmp_path, small_run
+):
+    run, data = small_run
+    r = cli("eval", run, data, "--json", *FAST)
+    assert r.code == 0, r.err
+    printed = json.loads(r.out)  # nothing but the report on stdout
+    assert printed["images"] == 8 and printed["views"] == 10
+    r = cli("eval", run, data, "--json-out", tmp_path / "a.json", *FAST)
+    assert r.code == 0 and "top-1 error" in r.out and "deprecated" not in r.err
+    assert json.loads((tmp_path / "a.json").read_text())["top1_error"] == printed["top1_error"]
+    for args in (
+        (run, data, "--json", tmp_path / "b.json", *FAST),
+        (run, "--json", tmp_path / "b.json", data, *FAST),
+    ):
+        (tmp_path / "b.json").unlink(missing_ok=True)
+        r = cli("eval", *args)
+        assert r.code == 0, r.err
+        assert "--json FILE` is deprecated" in r.err and "--json-out FILE" in r.err
+        timings = ("seconds", "images_per_s")
+        old, new = (json.loads((tmp_path / n).read_text()) for n in ("b.json", "a.json"))
+        assert {k: v for k, v in old.items() if k not in timings} == {
+            k: v for k, v in new.items() if k not in timings
+        }
+    r = cli("eval", "--json", run, data, *FAST)  # a flag before the paths: the new form
+    assert r.code == 0 and json.loads(r.out)["images"] == 8 and "deprecated" not in r.err
