@@ -91,7 +91,8 @@ def test_two_towers_train_and_evaluate_as_one_device_does(cli, data, tmp_path, d
     first = devices.split(",")[0]
     answers = []
     for where in (devices, first):
-        r = cli("eval", run, data, "--devices", where, "--workers", "0", "--json-out", tmp_path / "e")
+        out = tmp_path / "e"
+        r = cli("eval", run, data, "--devices", where, "--workers", "0", "--json-out", out)
         assert r.code == 0, r.err
         answers.append(json.loads((tmp_path / "e").read_text()))
     assert answers[0]["top1_error"] == answers[1]["top1_error"]
