@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,15 +37,6 @@ def stage_fingerprint(
             "listing": listing,
         }
     )
-
-
-def listing_fingerprint(root: Path, paths: Iterable[Path]) -> str:
-    """A fingerprint of files by relative path, size and modification time."""
-    h = hashlib.sha256()
-    for path in sorted(paths):
-        st = path.stat()
-        h.update(f"{path.relative_to(root).as_posix()}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:

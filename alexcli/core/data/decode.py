@@ -261,15 +261,6 @@ def resize_center_crop(
     return img.resize((size, size), _FILTERS[resample], box=box)
 
 
-def reference_resize(img: Image.Image, size: int, resample: str = RESAMPLE) -> Image.Image:
-    """The textbook two-step form: resize the whole image, then crop (for comparisons)."""
-    w, h = img.size
-    scale = size / min(w, h)
-    nw, nh = max(size, round(w * scale)), max(size, round(h * scale))
-    left, top = (nw - size) // 2, (nh - size) // 2
-    return img.resize((nw, nh), _FILTERS[resample]).crop((left, top, left + size, top + size))
-
-
 def decode_params() -> dict[str, Any]:
     """The fixed choices that decide the output pixels (they enter prepare's fingerprint;
     the filter and the size are configuration)."""

@@ -22,10 +22,8 @@ opened: whether a file holds an image is `core/images.py`'s business.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import os
-import re
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,18 +31,25 @@ from pathlib import Path
 
 import numpy as np
 
-from alexcli.errors import FormatError, UserError
+from alexcli.core.data.labels import (
+    DEVKIT_META,
+    DEVKIT_TRUTH,
+    KAGGLE_CSV,
+    SYNSET_MAPPING,
+    TINY_ANNOTATIONS,
+    TINY_WORDS,
+    WNID,
+    read_devkit_labels,
+    read_devkit_meta,
+    read_kaggle_labels,
+    read_synset_mapping,
+    read_tiny_labels,
+)
+from alexcli.errors import UserError
 
-WNID = re.compile(r"n\d{8}")
-KAGGLE_CSV = "LOC_val_solution.csv"
-SYNSET_MAPPING = "LOC_synset_mapping.txt"
-DEVKIT_META = "meta.mat"
-DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 _DEVKIT_DIRS = ("ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data", "")
 _BASES = ("", "ILSVRC/Data/CLS-LOC", "Data/CLS-LOC")
 NO_LABEL = "no label"  # a flat validation file that no label file names
-TINY_ANNOTATIONS = "val_annotations.txt"  # Tiny ImageNet: val/images/<file> → wnid
-TINY_WORDS = "words.txt"  # Tiny ImageNet: "wnid<TAB>words", every WordNet noun
 TINY_BOXES = "_boxes.txt"  # Tiny ImageNet: train/<wnid>/<wnid>_boxes.txt, not an image
 
 _LAYOUT_HINT = (
@@ -178,83 +183,6 @@ def _flat_val_labels(
         hint=f"put {KAGGLE_CSV} or the devkit ({DEVKIT_TRUTH} + {DEVKIT_META}) in SOURCE, "
         "or sort the images into val/<wnid>/",
     )
-
-
-# --------------------------------------------------------------------------- label files
-
-
-def read_tiny_labels(path: Path) -> dict[str, str]:
-    """Tiny ImageNet's `val_annotations.txt`: "val_0.JPEG<TAB>n03444034<TAB>0 32 44 62"
-    per line → {file stem: wnid}."""
-    out: dict[str, str] = {}
-    for n, line in enumerate(_read_text(path).splitlines(), start=1):
-        fields = line.split()
-        if not fields:
-            continue
-        if len(fields) < 2 or not WNID.fullmatch(fields[1]):
-            raise FormatError(f"{path}:{n}: expected `val_<n>.JPEG wnid x0 y0 x1 y1`")
-        out[Path(fields[0]).stem] = fields[1]
-    return out
-
-
-def read_synset_mapping(path: Path) -> dict[str, str]:
-    """`LOC_synset_mapping.txt`: "n01440764 tench, Tinca tinca" per line → {wnid: words}
-    (Tiny ImageNet's `words.txt` is the same with a tab)."""
-    out: dict[str, str] = {}
-    for line in _read_text(path).splitlines():
-        parts = line.split(maxsplit=1)  # after a space, or Tiny ImageNet's tab
-        if parts:
-            out[parts[0]] = parts[1].strip() if len(parts) > 1 else ""
-    return out
-
-
-def read_kaggle_labels(path: Path) -> dict[str, str]:
-    """`LOC_val_solution.csv` → {image id (file stem): wnid}, the wnid being the first
-    token of PredictionString (the first box's class; every box has the same one)."""
-    out: dict[str, str] = {}
-    rows = csv.reader(_read_text(path).splitlines())
-    header = next(rows, [])
-    if header[:2] != ["ImageId", "PredictionString"]:
-        raise FormatError(f"{path}: not a LOC_val_solution.csv (header {header[:2]})")
-    for n, row in enumerate(rows, start=2):
-        if not any(cell.strip() for cell in row):
-            continue  # a blank line (a trailing one, mostly)
-        tokens = row[1].split() if len(row) >= 2 else []
-        if not tokens or not WNID.fullmatch(tokens[0]):
-            raise FormatError(f"{path}:{n}: expected `ImageId,wnid x0 y0 x1 y1 ...`")
-        out[row[0].strip()] = tokens[0]
-    return out
-
-
-def read_devkit_meta(path: Path) -> dict[str, tuple[int, str]]:
-    """The devkit's meta.mat → {wnid: (ILSVRC2012_ID, words)} for the leaf classes
-    (num_children == 0). Read with scipy; IDs are in meta.mat's order."""
-    import scipy.io  # deferred: only devkit trees need it
-
-    try:
-        synsets = np.atleast_1d(scipy.io.loadmat(path, squeeze_me=True)["synsets"])
-        out: dict[str, tuple[int, str]] = {}
-        for s in synsets:
-            if int(s["num_children"]) == 0:
-                out[str(s["WNID"])] = (int(s["ILSVRC2012_ID"]), str(s["words"]))
-    except (KeyError, ValueError, TypeError, IndexError, OSError, EOFError,
-            NotImplementedError, scipy.io.matlab.MatReadError) as e:  # fmt: skip
-        # (NotImplementedError: a MATLAB v7.3 file, re-saved; MatReadError: a cut one)
-        raise FormatError(f"{path}: not the ILSVRC-2012 devkit's meta.mat ({e})") from None
-    return out
-
-
-def read_devkit_labels(meta: Path, truth: Path) -> dict[str, str]:
-    """{`ILSVRC2012_val_<n>`: wnid}: line n of the ground truth is an ILSVRC2012_ID,
-    mapped to its wnid through meta.mat."""
-    by_id = {i: wnid for wnid, (i, _) in read_devkit_meta(meta).items()}
-    out: dict[str, str] = {}
-    for n, line in enumerate(_read_text(truth).split(), start=1):
-        try:
-            out[f"ILSVRC2012_val_{n:08d}"] = by_id[int(line)]
-        except (KeyError, ValueError):
-            raise FormatError(f"{truth}:{n}: {line!r} is not an ILSVRC2012_ID of {meta}") from None
-    return out
 
 
 def read_wnids(path: Path) -> tuple[str, ...]:
@@ -396,17 +324,6 @@ def _class_dirs(path: Path) -> list[str]:
 
 def _has_files(path: Path) -> bool:
     return any(e.is_file() and not e.name.startswith(".") for e in _scan(path))
-
-
-def _read_text(path: Path) -> str:
-    """A label file's text; a byte-order mark (spreadsheets and editors add one) dropped."""
-    try:
-        return path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise FormatError(
-            f"{path}: not UTF-8 text ({e.reason} at byte {e.start})",
-            hint="save it as UTF-8 (ILSVRC-2012's own files are ASCII)",
-        ) from None
 
 
 def _identity(folder: Path) -> tuple[int, int]:

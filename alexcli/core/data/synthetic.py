@@ -38,6 +38,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image, ImageDraw
 
+from alexcli.core.data.labels import write_devkit, write_kaggle, write_synset_mapping
+
 SHAPES = ("disc", "square", "triangle", "ring", "cross")
 HUES = ("red", "amber", "lime", "green", "azure", "blue", "magenta")  # 360°/7 apart
 TEXTURES = ("plain", "striped", "dotted")
@@ -49,7 +51,6 @@ CONVERTIBLE_TRAPS = ("cmyk", "gray", "png", "palette", "exif", "rgba")
 UNREADABLE_TRAPS = ("truncated", "empty", "stray", "bomb")
 
 _SPLIT_IDS = {"train": 0, "val": 1}
-_DEVKIT = "ILSVRC2012_devkit_t12/data"
 
 
 @dataclass(frozen=True)
@@ -356,65 +357,6 @@ def png_header(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IEND", b"")
-
-
-# --------------------------------------------------------------------------- label files
-
-
-def write_synset_mapping(root: Path, words: dict[str, str]) -> None:
-    """Kaggle's `LOC_synset_mapping.txt`: "wnid words" per line, sorted by wnid."""
-    lines = [f"{w} {words[w]}\n" for w in sorted(words)]
-    _write(Path(root) / "LOC_synset_mapping.txt", "".join(lines).encode())
-
-
-def write_kaggle(root: Path, val: Sequence[tuple[str, str]], words: dict[str, str]) -> None:
-    """`LOC_val_solution.csv` (ImageId, PredictionString of "wnid x0 y0 x1 y1" boxes) for
-    the flat val images, and `LOC_synset_mapping.txt`."""
-    rows = ["ImageId,PredictionString\n"]
-    for rel, wnid in val:
-        image_id = Path(rel).stem
-        rows.append(f"{image_id},{wnid} 10 12 200 180 {wnid} 30 40 120 160 \n")
-    _write(Path(root) / "LOC_val_solution.csv", "".join(rows).encode())
-    write_synset_mapping(root, words)
-
-
-def write_devkit(
-    root: Path, val: Sequence[tuple[str, str]], words: dict[str, str], *, seed: int = 0
-) -> None:
-    """The ILSVRC-2012 devkit's `data/meta.mat` and `data/ILSVRC2012_validation_ground_truth.txt`.
-
-    meta.mat's `synsets` struct array lists the leaf classes first, with
-    ILSVRC2012_ID 1..N in an order that is NOT sorted-wnid order (as in the real
-    devkit), then a few inner WordNet nodes (num_children > 0). The ground truth
-    holds, line n, the ILSVRC2012_ID of `ILSVRC2012_val_<n>.JPEG`.
-    """
-    import scipy.io  # deferred: only the devkit form needs it
-
-    wnids = sorted(words)
-    order = [wnids[i] for i in np.random.default_rng([seed, 11]).permutation(len(wnids))]
-    if len(order) > 1 and order == wnids:
-        order = order[::-1]
-    ids = {w: n + 1 for n, w in enumerate(order)}
-    fields = ["ILSVRC2012_ID", "WNID", "words", "gloss", "num_children", "children"]
-    fields += ["wordnet_height", "num_train_images"]
-    none = np.zeros((1, 0))
-    rows: list[tuple[object, ...]] = [
-        (ids[w], w, words[w], f"a synthetic {words[w]}", 0, none, 0, 20) for w in order
-    ]
-    n = len(order)
-    rows.append((n + 1, "n00001740", "entity", "the root", n, np.arange(1, n + 1)[None], 2, 0))
-    rows.append((n + 2, "n00002137", "abstraction", "an inner node", 0, none, 1, 0))
-    synsets = np.empty((len(rows), 1), dtype=[(f, object) for f in fields])
-    for i, row in enumerate(rows):
-        synsets[i, 0] = row
-    data = Path(root) / _DEVKIT
-    data.mkdir(parents=True, exist_ok=True)
-    scipy.io.savemat(data / "meta.mat", {"synsets": synsets})
-    by_name = {Path(rel).name: wnid for rel, wnid in val}
-    lines = []
-    for name in sorted(by_name):
-        lines.append(f"{ids[by_name[name]]}\n")
-    _write(data / "ILSVRC2012_validation_ground_truth.txt", "".join(lines).encode())
 
 
 def _write(path: Path, data: bytes) -> None:

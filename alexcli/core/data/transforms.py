@@ -81,55 +81,14 @@ def view_offsets(size: int, crop: int, views: int) -> list[tuple[int, int, bool]
     raise ValueError(f"views must be 1 or 10, got {views}")
 
 
-def crop_uint8(image: np.ndarray, y: int, x: int, crop: int, flip: bool) -> np.ndarray:
-    """The (crop, crop, 3) uint8 patch at (y, x), reflected left-right when `flip`."""
-    patch = image[y : y + crop, x : x + crop]
-    if flip:
-        patch = patch[:, ::-1]
-    return np.ascontiguousarray(patch)
-
-
 def crop_into(out: torch.Tensor, image: torch.Tensor, y: int, x: int, flip: bool) -> None:
-    """Write `crop_uint8`'s patch of `image` (S, S, 3) into `out` (crop, crop, 3): what a
-    loader worker does per image. The reflection is torch's flip (~38,000 crops/s at
-    224 here), not numpy's reversed copy, whose 3-byte inner loop manages ~4,500."""
+    """Write the (crop, crop, 3) patch of `image` (S, S, 3) at (y, x), reflected left-right
+    when `flip`, into `out`: what a loader worker does per image. The reflection is
+    torch's flip, not numpy's reversed copy, whose 3-byte inner loop is many times slower
+    (docs/performance.md)."""
     c = out.shape[0]
     patch = image[y : y + c, x : x + c]
     out.copy_(patch.flip(1) if flip else patch)
-
-
-def mean_crops(
-    mean: torch.Tensor,
-    ys: torch.Tensor,
-    xs: torch.Tensor,
-    flips: torch.Tensor,
-    crop: int,
-    mean_flipped: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """The mean image (S, S, 3) cut at each crop's position and reflected with it:
-    (n, crop, crop, 3), on `mean`'s device.
-
-    On CUDA one gather; on the CPU a slice copy per image, ~4× faster there (the
-    gather computes an index per element; docs/training.md "Feeding").
-    """
-    if mean.device.type == "cpu":
-        return mean_crops_sliced(mean, ys, xs, flips, crop, mean_flipped)
-    return mean_crops_gathered(mean, ys, xs, flips, crop)
-
-
-def mean_crops_sliced(
-    mean: torch.Tensor,
-    ys: torch.Tensor,
-    xs: torch.Tensor,
-    flips: torch.Tensor,
-    crop: int,
-    mean_flipped: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`mean_crops` as one slice copy per image (the CPU path)."""
-    out = mean.new_empty((len(ys), crop, crop, 3))
-    for i, patch in enumerate(_mean_slices(mean, ys, xs, flips, crop, mean_flipped)):
-        out[i] = patch
-    return out
 
 
 def _mean_slices(
@@ -149,10 +108,12 @@ def _mean_slices(
         yield src[y : y + crop, x0 : x0 + crop]
 
 
-def mean_crops_gathered(
+def mean_crops(
     mean: torch.Tensor, ys: torch.Tensor, xs: torch.Tensor, flips: torch.Tensor, crop: int
 ) -> torch.Tensor:
-    """`mean_crops` as one indexed gather (the CUDA path: one kernel for the batch)."""
+    """The mean image (S, S, 3) cut at each crop's position and reflected with it:
+    (n, crop, crop, 3), on `mean`'s device, as one indexed gather (the CUDA path: one
+    kernel for the batch; the CPU path walks `_mean_slices` image by image instead)."""
     ar = torch.arange(crop, device=mean.device)
     rows = ys.to(mean.device, non_blocking=True)[:, None] + ar  # (n, crop)
     flip = flips.to(mean.device, non_blocking=True)[:, None]
@@ -279,7 +240,7 @@ class Normalizer:
         """The CUDA path: each pass one kernel over the batch (a loop over images would
         launch four kernels per image)."""
         x = images.to(self.mean.device, non_blocking=True).float()
-        x = x - mean_crops(self.mean, ys, xs, flips, images.shape[1], self.mean_flipped)
+        x = x - mean_crops(self.mean, ys, xs, flips, images.shape[1])
         if shift is not None:
             x = x + shift[:, None, None, :]
         if self.input_scale != 1.0:
@@ -287,19 +248,13 @@ class Normalizer:
         return x
 
 
-def view_batch(normalizer: Normalizer, images: torch.Tensor, crop: int, views: int) -> torch.Tensor:
-    """Whole (n, S, S, 3) uint8 images → (views, n, 3, crop, crop) normalised test inputs:
-    the centre crop (views=1) or the paper's 10 views, mean subtracted at each view."""
-    return torch.stack(list(iter_views(normalizer, images, crop, views)))
-
-
 def iter_views(
     normalizer: Normalizer, images: torch.Tensor, crop: int, views: int
 ) -> Iterator[torch.Tensor]:
-    """`view_batch` one view at a time, each (n, 3, crop, crop), in `view_offsets` order.
-
-    Added for eval (issue 7): a 10-view test then holds one view's floats at a time,
-    not ten (10 × 128 × 3 × 224² float32 is 770 MB)."""
+    """Whole (n, S, S, 3) uint8 images → the normalised test inputs, one view at a time,
+    each (n, 3, crop, crop), in `view_offsets` order: the centre crop (views=1) or the
+    paper's 10 views, the mean subtracted at each view's place. One view at a time, so a
+    10-view test holds one view's floats, not ten (10 × 128 × 3 × 224² float32 is 770 MB)."""
     n = images.shape[0]
     for y, x, flip in view_offsets(normalizer.size, crop, views):
         patch = images[:, y : y + crop, x : x + crop]

@@ -10,13 +10,10 @@ from alexcli.core.data.transforms import (
     Normalizer,
     center_offset,
     crop_into,
-    crop_uint8,
     draw_augmentation,
+    iter_views,
     lighting_shift,
     mean_crops,
-    mean_crops_gathered,
-    mean_crops_sliced,
-    view_batch,
     view_offsets,
 )
 
@@ -59,14 +56,6 @@ def test_same_seed_same_draws():
     )
 
 
-def test_crop_uint8_is_the_slice_reflected(rng):
-    img = rng.integers(0, 256, (S, S, 3), dtype=np.uint8)
-    np.testing.assert_array_equal(crop_uint8(img, 2, 5, C, False), img[2 : 2 + C, 5 : 5 + C])
-    flipped = crop_uint8(img, 2, 5, C, True)
-    np.testing.assert_array_equal(flipped, img[2 : 2 + C, 5 : 5 + C][:, ::-1])
-    assert flipped.flags.c_contiguous and flipped.dtype == np.uint8
-
-
 def test_mean_is_cut_at_each_crops_position_and_reflected_with_it(rng):
     mean = rng.normal(size=(S, S, 3)).astype(np.float32)
     ys, xs = np.array([0, 6, 3]), np.array([6, 0, 2])
@@ -76,15 +65,6 @@ def test_mean_is_cut_at_each_crops_position_and_reflected_with_it(rng):
     for i in range(3):
         want = mean[ys[i] : ys[i] + C, xs[i] : xs[i] + C]
         np.testing.assert_array_equal(got[i], want[:, ::-1] if flips[i] else want)
-
-
-def test_the_cuda_gather_and_the_cpu_slices_agree(rng):
-    mean = torch.from_numpy(rng.normal(size=(S, S, 3)).astype(np.float32))
-    aug = draw_augmentation(rng, 64, S, C)
-    args = (torch.from_numpy(aug.ys), torch.from_numpy(aug.xs), torch.from_numpy(aug.flips), C)
-    torch.testing.assert_close(
-        mean_crops_gathered(mean, *args), mean_crops_sliced(mean, *args), rtol=0, atol=0
-    )
 
 
 def test_lighting_noise_has_the_eigen_statistics(rng):
@@ -110,9 +90,7 @@ def test_normalizer_equals_the_numpy_pipeline(rng):
     mean = rng.uniform(0, 255, (S, S, 3)).astype(np.float32)
     images = rng.integers(0, 256, (4, S, S, 3), dtype=np.uint8)
     aug = draw_augmentation(rng, 4, S, C)
-    crops = np.stack(
-        [crop_uint8(images[i], aug.ys[i], aug.xs[i], C, aug.flips[i]) for i in range(4)]
-    )
+    crops = np.stack([_crop(images[i], aug.ys[i], aug.xs[i], C, aug.flips[i]) for i in range(4)])
     norm = Normalizer.create(mean, val, vec, torch.device("cpu"), input_scale=0.5)
     got = norm(torch.from_numpy(crops), torch.from_numpy(aug.ys), torch.from_numpy(aug.xs),
                torch.from_numpy(aug.flips), torch.from_numpy(aug.alphas)).numpy()  # fmt: skip
@@ -149,11 +127,11 @@ def test_test_views_are_centre_corners_and_their_reflections(rng):
         view_offsets(S, C, 5)
 
 
-def test_view_batch_matches_numpy(rng):
+def test_views_match_numpy(rng):
     mean = rng.uniform(0, 255, (S, S, 3)).astype(np.float32)
     images = rng.integers(0, 256, (3, S, S, 3), dtype=np.uint8)
     norm = Normalizer.create(mean, np.ones(3), np.eye(3), torch.device("cpu"))
-    got = view_batch(norm, torch.from_numpy(images), C, 10).numpy()
+    got = torch.stack(list(iter_views(norm, torch.from_numpy(images), C, 10))).numpy()
     assert got.shape == (10, 3, 3, C, C)
     for v, (y, x, flip) in enumerate(view_offsets(S, C, 10)):
         want = images[:, y : y + C, x : x + C].astype(np.float32) - mean[y : y + C, x : x + C]
@@ -167,7 +145,7 @@ def test_crop_into_writes_the_reflected_patch_like_numpy(rng):
     out = torch.empty((C, C, 3), dtype=torch.uint8)
     for y, x, flip in ((0, 6, True), (3, 1, False), (6, 0, True)):
         crop_into(out, torch.from_numpy(img), y, x, flip)
-        np.testing.assert_array_equal(out.numpy(), crop_uint8(img, y, x, C, flip))
+        np.testing.assert_array_equal(out.numpy(), _crop(img, y, x, C, flip))
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -184,10 +162,16 @@ def test_cpu_normalizer_gives_the_batch_wide_numbers_bit_for_bit(rng, channels_l
     ys, xs, flips = (torch.from_numpy(a) for a in (aug.ys, aug.xs, aug.flips))
     alphas = torch.from_numpy(aug.alphas) if noise else None
     got = norm(crops, ys, xs, flips, alphas, channels_last=channels_last)
-    want = crops.float() - mean_crops_gathered(norm.mean, ys, xs, flips, C)
+    want = crops.float() - mean_crops(norm.mean, ys, xs, flips, C)
     if noise:
         want = want + lighting_shift(alphas, norm.eigval, norm.eigvec, "sqrt")[:, None, None]
     want = (want * scale if scale != 1.0 else want).permute(0, 3, 1, 2)
     assert torch.equal(got, want)
     layout = torch.channels_last if channels_last else torch.contiguous_format
     assert got.is_contiguous(memory_format=layout)
+
+
+def _crop(image: np.ndarray, y: int, x: int, crop: int, flip: bool) -> np.ndarray:
+    """The reference patch: numpy's slice, reflected left-right when `flip`."""
+    patch = image[y : y + crop, x : x + crop]
+    return np.ascontiguousarray(patch[:, ::-1] if flip else patch)
