@@ -19,4 +19,4 @@ EOF
 } 2>&1 | tee $OUT/env.txt
 timeout 120 python3 -m pytest -v -rfEs -p no:cacheprovider -m gpu tests 2>&1 | tee $OUT/pytest_gpu.txt
 OUT=$OUT/bench timeout 240 bash benchmarks/gpu.sh 2>&1 | tee $OUT/bench.txt
-timeout 100 python3 -m pytest -q -rfE -p no:cacheprovider -m "not gpu" --deselect tests/test_cli.py::test_pil_is_pillow_simd tests 2>&1 | tee $OUT/pytest_rest.txt
+timeout 100 python3 -m pytest -q -rfE -p no:cacheprovider -m "not gpu" --deselect tests/cli/test_cli.py::test_pil_is_pillow_simd tests 2>&1 | tee $OUT/pytest_rest.txt

@@ -9,9 +9,9 @@ measured in the same run, as ratios (stage ÷ limit) against issue 10's targets.
     train    tuned step, fp32 and at --amp       that dtype's peak ÷ FLOPs per image      —
     train    tuned step at --amp                 plain eager fp32 PyTorch, same network   2
 
-Without DATA_DIR the data are made up: a generated ILSVRC-shaped tree (core/synthetic.py),
+Without DATA_DIR the data are made up: a generated ILSVRC-shaped tree (core/data/synthetic.py),
 prepared into a temporary directory that is removed afterwards; nothing else is written.
-The measurements themselves are in core/bench.py; docs/performance.md has the numbers.
+The measurements themselves are in bench/limits.py; docs/performance.md has the numbers.
 """
 
 from __future__ import annotations

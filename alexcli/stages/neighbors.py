@@ -1,8 +1,8 @@
-"""`neighbors`: Figure 4 of the paper (PAPER.md "Qualitative results"), run on a DATA_DIR.
+"""`neighbors`: Figure 4 of the paper (docs/paper.md "Qualitative results"), run on a DATA_DIR.
 
 For validation images — chosen by index, or a few spread evenly through the split so
 they span its classes — the training images whose fc7 vectors (the last hidden
-layer) are nearest in Euclidean distance (core/neighbors.py: a running top-k over the
+layer) are nearest in Euclidean distance (core/nn/retrieval.py: a running top-k over the
 training split in chunks, so memory does not grow with it), and each query's top-5
 guesses. Writes a PNG grid and returns JSON-able results; keeps no manifest.
 """

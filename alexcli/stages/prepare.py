@@ -1,9 +1,9 @@
 """`alexcli prepare`: an image tree → 256×256 RGB HDF5 shards + manifest.json.
 
-List SOURCE (core/sources.py), choose the classes and the files, plan the shards
+List SOURCE (core/data/sources.py), choose the classes and the files, plan the shards
 (the training split in a seeded shuffled order, so sequential reads are already
 mixed; validation sorted by path), then write the shards in parallel: each joblib
-worker writes whole shards (core/imageshards.py: decode, resize, ShardWriter) and
+worker writes whole shards (core/data/packing.py: decode, resize, ShardWriter) and
 returns only metadata (count, sha256, skipped files, converted files).
 
 Resume: each shard records the fingerprint of its plan. A rerun after a kill

@@ -4,7 +4,7 @@ Reads every training shard once (validation shards are never opened), several
 shards at once (joblib threads, `--jobs`; each returns exact partial sums that add
 up in any order), and writes, each atomically:
 
-    DATA_DIR/stats.h5         the arrays and what they came from (core/stats.py)
+    DATA_DIR/stats.h5         the arrays and what they came from (core/data/stats.py)
     DATA_DIR/stats_mean.png   the mean image, to look at
     DATA_DIR/stats.json       the stage manifest, last (stages/runner.py)
 

@@ -1,9 +1,9 @@
 """The `viz-kernels` and `viz-curves` stages: look at what a run learned.
 
 `viz_kernels` reads conv1's weights from a checkpoint (RUN_DIR → its best.pt, else
-last.pt; or a checkpoint file) and writes the Figure-3 grid (core/kernels.py);
+last.pt; or a checkpoint file) and writes the Figure-3 grid (core/figures/kernel_grid.py);
 `viz_curves` reads RUN_DIR/metrics.jsonl and writes the learning curves as PNG or
-SVG (core/curves.py). Both are cheap and pure functions of one input file, so they
+SVG (core/figures/curves.py). Both are cheap and pure functions of one input file, so they
 keep no manifest and always redraw.
 """
 

@@ -1,4 +1,4 @@
-"""`alexcli eval` and core/evaluate.py: the paper's ten views, softmax averaging, top-k
+"""`alexcli eval` and core/nn/loops.py: the paper's ten views, softmax averaging, top-k
 error, and each bad input as one line."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""`alexcli neighbors` and core/neighbors.py: Figure 4's retrieval against brute force,
+"""`alexcli neighbors` and core/nn/retrieval.py: Figure 4's retrieval against brute force,
 whatever the chunk size, and the grid it draws."""
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ EXPECTED_REASONS = {
     "stray": decode.NOT_IMAGE,
     "bomb": decode.BOMB,
 }
-# What prepare says it did to each convertible trap (core/synthetic.py), as a user reads it.
+# What prepare says it did to each convertible trap (core/data/synthetic.py), as a user reads it.
 EXPECTED_CONVERSIONS = {
     "cmyk": ["cmyk"],
     "gray": ["grayscale"],

@@ -1,5 +1,5 @@
 """`alexcli viz-kernels` and `alexcli viz-curves` end to end, from a real checkpoint
-(core/model.build_model + core/checkpoint.save_checkpoint) and a small metrics file."""
+(core/nn/model.build_model + core/nn/checkpoint.save_checkpoint) and a small metrics file."""
 
 from __future__ import annotations
 

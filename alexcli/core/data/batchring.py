@@ -1,6 +1,6 @@
 """Shared-memory arrays that loader workers fill batch after batch, reused once the
 training process is done with them. No paper section: the machinery under
-PAPER.md "Reducing overfitting"'s crops (docs/training.md "Feeding").
+docs/paper.md "Reducing overfitting"'s crops (docs/training.md "Feeding").
 
 A DataLoader worker normally sends each batch in a fresh shared-memory segment:
 created, zero-filled page by page as the worker writes it, its descriptor passed over

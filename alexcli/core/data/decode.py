@@ -1,4 +1,4 @@
-"""Decode one source image into the paper's input: PAPER.md "Data".
+"""Decode one source image into the paper's input: docs/paper.md "Data".
 
 "Rescale the image so that the shorter side is of length 256, then crop out the
 central 256×256 patch." Here: decode (pillow-simd, libjpeg-turbo), convert to RGB,

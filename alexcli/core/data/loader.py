@@ -1,4 +1,4 @@
-"""Feeding the network from the HDF5 shards: PAPER.md "Reducing overfitting" (random
+"""Feeding the network from the HDF5 shards: docs/paper.md "Reducing overfitting" (random
 crops and reflections of the 256×256 images, a fresh draw every time an image is used).
 
 - `EpochSampler` decides, for a whole epoch at once and from (seed, epoch) alone, the
@@ -16,7 +16,7 @@ crops and reflections of the 256×256 images, a fresh draw every time an image i
 Why it is fast (docs/training.md "Feeding" has the numbers): a worker's call is a
 whole batch, read into one preallocated array in shared memory and sent as one tensor
 (its small fields travel as numpy); the arrays are a ring reused batch after batch
-(`core/batchring.py`: allocating and sending a fresh shared array per batch cost more
+(`core/data/batchring.py`: allocating and sending a fresh shared array per batch cost more
 than reading the images); the images are memory-mapped, so a crop is one copy from the
 page cache; and a reflection is torch's flip, not numpy's 3-byte reversed copy.
 """
@@ -305,7 +305,7 @@ class _RingDataset(Dataset[_Shipment]):
 class BatchLoader:
     """`Batch`es of `sampler`'s plans, read by `workers` processes (or in this one).
 
-    With workers, a batch's images live in a slot of a shared ring (`core/batchring.py`)
+    With workers, a batch's images live in a slot of a shared ring (`core/data/batchring.py`)
     until the batch is dropped; keeping a batch is allowed (its slot stays taken)."""
 
     def __init__(

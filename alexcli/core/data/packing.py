@@ -1,7 +1,7 @@
-"""One shard of the paper's 256×256 images from a list of source files (PAPER.md "Data").
+"""One shard of the paper's 256×256 images from a list of source files (docs/paper.md "Data").
 
 The unit of work of `alexcli prepare`, run in a worker process: decode and resize
-each file of a `ShardPlan` (core/decode.py), write them through
+each file of a `ShardPlan` (core/data/decode.py), write them through
 `core/shards.ShardWriter` (atomic: a shard under its final name is whole), and
 return only metadata: the count, the sha256, the files skipped and why, the files
 converted and how.

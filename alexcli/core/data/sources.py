@@ -1,4 +1,4 @@
-"""Source trees and class subsets: PAPER.md "Data" (ILSVRC-2012, 1000 classes).
+"""Source trees and class subsets: docs/paper.md "Data" (ILSVRC-2012, 1000 classes).
 
 Two layouts are recognised by themselves:
 - **ILSVRC-2012**, every training folder a WordNet id: `train/<wnid>/*.JPEG`, the
@@ -17,7 +17,7 @@ Two layouts are recognised by themselves:
 The classes are the training folders. A subset is `--classes N` (a seeded choice),
 or `--wnids FILE`; per-class caps keep a seeded choice of each class's files.
 Labels index the sorted list of the chosen class names. Files are listed, not
-opened: whether a file holds an image is `core/images.py`'s business.
+opened: whether a file holds an image is `core/data/decode.py`'s business.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The training set's mean image and RGB principal components, and the stats.h5 format.
 
-PAPER.md "Data": the only preprocessing is subtracting "the mean activity over the
-training set from each pixel" – a size×size×3 mean image. PAPER.md "PCA colour
+docs/paper.md "Data": the only preprocessing is subtracting "the mean activity over the
+training set from each pixel" – a size×size×3 mean image. docs/paper.md "Reducing
 augmentation": the eigenvectors pᵢ and eigenvalues λᵢ of the 3×3 covariance of the
 RGB pixel values over the training set, along which training adds Σ pᵢ αᵢ λᵢ.
 

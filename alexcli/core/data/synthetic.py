@@ -1,6 +1,6 @@
 """Small synthetic ILSVRC-shaped image trees, for the tests and `alexcli demo`.
 
-PAPER.md "Data" describes ILSVRC-2012: variable-resolution photos in one folder per
+docs/paper.md "Data" describes ILSVRC-2012: variable-resolution photos in one folder per
 class (`train/<wnid>/*.JPEG`), the validation images flat and labelled by a side
 file. This module writes trees of that shape, with the same label files people
 really have (Kaggle's `LOC_val_solution.csv` and `LOC_synset_mapping.txt`, or the

@@ -1,4 +1,4 @@
-"""Data augmentation and input normalisation: PAPER.md "Reducing overfitting" and "Data".
+"""Data augmentation and input normalisation: docs/paper.md "Reducing overfitting" and "Data".
 
 The paper trains on random crops (224 of 256) and their horizontal reflections, with
 the training set's mean image subtracted from each pixel and PCA colour noise added:
@@ -6,7 +6,7 @@ to every pixel of an image, Σᵢ pᵢ αᵢ λᵢ with (pᵢ, λᵢ) the eigenv
 of the RGB covariance and αᵢ ~ N(0, 0.1) drawn once per image each time it is used.
 Validation uses the centre crop; the paper's test the 4 corners + centre, reflected.
 
-The work is split where it is cheapest (FINDINGS.md "Decoding and storage"):
+The work is split where it is cheapest (docs/training.md "Data feeding"):
 - per image, on the CPU loader workers: only the uint8 crop and flip (`crop_into`);
 - per batch, on the training device: float conversion, the mean image *at each
   crop's position* (and reflected with it), the colour shift, the input scale

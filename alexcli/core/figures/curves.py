@@ -1,8 +1,8 @@
-"""Learning curves (PAPER.md "Learning"): training loss and validation top-1/top-5
+"""Learning curves (docs/paper.md "Learning"): training loss and validation top-1/top-5
 error per epoch, with the learning-rate drops (÷10 when validation error stops
 improving) marked where they happened.
 
-Input: RUN_DIR/metrics.jsonl, one JSON object per finished epoch (SPEC.md "train").
+Input: RUN_DIR/metrics.jsonl, one JSON object per finished epoch (docs/cli.md "train").
 A run in progress may be caught mid-write, so an unparsable *last* line is skipped;
 an unparsable line before it means the file is not what `train` writes. A resumed
 run may repeat an epoch: the last record of each epoch wins.

@@ -1,4 +1,4 @@
-"""Figure 3 of the paper (PAPER.md "Qualitative results"): conv1's kernels as a picture.
+"""Figure 3 of the paper (docs/paper.md "Qualitative results"): conv1's kernels as a picture.
 
 The 96 first-layer 11×11×3 kernels, tower 1's 48 (the paper's GPU 1) above tower
 2's 48, each kernel drawn as a small RGB image so its colour shows, enlarged by an

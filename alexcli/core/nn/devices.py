@@ -1,6 +1,6 @@
 """Which devices a command runs on: `--devices auto|cpu|cuda:0|cuda:0,cuda:1`.
 
-PAPER.md "Architecture" (the two-GPU split): one device holds the whole network;
+docs/paper.md "Architecture" (the two-GPU split): one device holds the whole network;
 two devices hold one tower each (model parallel, `AlexNet.place`). More GPUs than
 two are used data parallel, one process per device or pair under `torchrun`, not
 through this spec.

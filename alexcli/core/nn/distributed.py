@@ -1,4 +1,4 @@
-"""Processes and devices of one training job: PAPER.md "Architecture" puts the two
+"""Processes and devices of one training job: docs/paper.md "Architecture" puts the two
 towers on two GPUs (`devices.resolve_devices`, `AlexNet.place`); beyond the paper,
 `torchrun` runs N such processes data parallel, and this module is how a process
 finds its place in that job (rank, world, its own devices) and how the ranks agree.

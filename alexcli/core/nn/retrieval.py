@@ -1,4 +1,4 @@
-"""Figure 4's retrieval: PAPER.md "Qualitative results".
+"""Figure 4's retrieval: docs/paper.md "Qualitative results".
 
 "If two images produce feature activation vectors with a small Euclidean separation,
 we can say that the higher levels of the neural network consider them to be similar."

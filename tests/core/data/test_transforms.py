@@ -1,4 +1,4 @@
-"""Augmentation and normalisation against direct numpy (PAPER.md "Reducing overfitting")."""
+"""Augmentation and normalisation against direct numpy (docs/paper.md "Reducing overfitting")."""
 
 from __future__ import annotations
 

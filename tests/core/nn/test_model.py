@@ -34,7 +34,7 @@ TINY = ModelConfig(
 TINY_CROP = TINY.crop
 CPU = torch.device("cpu")
 
-# PAPER.md "Architecture" / the paper's Figure 2: each tower's maps at 224.
+# docs/paper.md "Architecture" / the paper's Figure 2: each tower's maps at 224.
 PAPER_SHAPES = {
     "conv1": (48, 55, 55),
     "conv2": (128, 27, 27),
