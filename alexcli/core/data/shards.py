@@ -6,11 +6,12 @@ One file holds up to a few thousand images of one split:
     labels  int32 (n,)                index into the manifest's `classes`
     paths   utf-8 (n,)                source path relative to SOURCE
 
-Root attributes `format`, `schema_version`, `split`, `size`, `count` are written last and checked on every open, so a foreign, truncated or older file
-is reported by name with the command that fixes it. Writer and reader are
-symmetric (`ShardWriter` / `open_shard`, `ShardSet`); the writer is atomic.
-`ShardImages` is the training loader's reader: it memory-maps a shard and finds each
-image's bytes through HDF5's chunk index.
+Root attributes `format`, `schema_version`, `split`, `size`, `count` are written last
+and checked on every open, so a foreign, truncated or older file is reported by name
+with the command that fixes it. Writer and reader are symmetric (`ShardWriter` /
+`open_shard`, `ShardSet`); the writer is atomic. `ShardImages` is the training
+loader's reader: it memory-maps a shard and finds each image's bytes through HDF5's
+chunk index.
 
 One image per chunk: a random read touches exactly one chunk, and JPEG-sized
 compression would cost more CPU than the disk it saves (docs/formats.md).
