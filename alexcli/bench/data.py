@@ -75,8 +75,8 @@ def prepare_vs_decode(
     drift on a shared machine hits both). For `alexcli bench`.
 
     prepare runs twice, both whole commands with --force: the first starts joblib's
-    worker processes (fresh interpreters importing numpy, h5py and PIL: ~0.5 s, which
-    a few hundred images cannot hide but a real dataset's minutes do), the second, timed
+    worker processes (fresh interpreters importing numpy, h5py and PIL: a start-up a
+    few hundred images cannot hide but a real dataset's minutes do), the second, timed
     as the throughput, finds them running, as every shard after the first few does in a
     real run. Both figures are returned."""
     config = replace(config, jobs=jobs)
@@ -205,7 +205,7 @@ def loader_rate(
     loader = make_loader(
         CropDataset(shards, crop), sampler, workers=workers, pin_memory=device.type == "cuda"
     )
-    with keep_freed_memory(device.type == "cpu"):  # as `train` runs it (~4× on the CPU)
+    with keep_freed_memory(device.type == "cpu"):  # as `train` runs it
         done, start, epoch = 0, 0.0, 0
         while True:
             sampler.set_epoch(epoch)

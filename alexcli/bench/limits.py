@@ -64,7 +64,7 @@ def conv_peak(
 ) -> float:
     """FLOP/s of a channels-last 3×3 convolution (channels → channels, padding 1) in
     `dtype`. oneDNN's convolution kernels come closer to a CPU's arithmetic peak than
-    `torch.matmul` does (on this Zen 4: 124 against 97 GFLOP/s fp32), so a network of
+    `torch.matmul` does (docs/performance.md "This machine"), so a network of
     convolutions can outrun "the matmul peak"; the best of the two is the honest limit."""
     cl = torch.channels_last
     x = (

@@ -16,7 +16,7 @@ class Figure:
     value: float
     limit: str
     limit_value: float
-    target: float | None = None  # the ratio issue 10 asks for
+    target: float | None = None  # the ratio aimed for (docs/performance.md)
     unit: str = "images/s"
     cause: str = ""  # what holds it back, reported when the target is missed
 

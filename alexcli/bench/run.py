@@ -1,5 +1,6 @@
 """`alexcli bench [DATA_DIR]`: each stage's throughput beside this machine's limit, both
-measured in the same run, as ratios (stage ÷ limit) against issue 10's targets.
+measured in the same run, as ratios (stage ÷ limit) against the targets of
+docs/performance.md.
 
     stage    measured                            limit (same run)                     target
     prepare  the whole command                   plain decode-only loop, same processes  0.8
@@ -44,9 +45,9 @@ from alexcli.stages.prepare import run_prepare
 
 STAGES = ("prepare", "stats", "loader", "train")
 LOADER_CAUSE = (
-    "on a CPU, the normaliser's float32 output (602 KB per 224 crop) on the one thread "
-    "train leaves it: ~10,000 crops/s at 224, a bare uint8→float copy ~26,000/s, "
-    "against a bare page-cache read (docs/performance.md)"
+    "on a CPU, the normaliser writes its float32 output (602 KB per 224 crop) on the one "
+    "thread train leaves it; a bare uint8→float copy alone falls short of a bare "
+    "page-cache read (docs/performance.md)"
 )
 
 
@@ -177,8 +178,8 @@ def _prepare(
     figures["prepare"] = [
         Figure("prepare", f"prepare, {_n(config.jobs, 'proc')}", got["prepare_images_per_s"],
                f"decode only, {_n(config.jobs, 'proc')}", got["decode_only_images_per_s"], 0.8,
-               cause="the resize, the shard writes and the sha256 add ~0.5 ms per image to "
-               "the decode: ceiling ~0.6 (docs/prepare.md)"),
+               cause="the resize, the shard writes and the sha256 add to every image's "
+               "decode: the ceiling is well under 1 (docs/prepare.md)"),
     ]  # fmt: skip
     return data
 
@@ -191,7 +192,8 @@ def _stats(
     return [
         Figure("stats", f"stats, {_n(got.jobs, 'thread')}", got.stats_images_per_s,
                "h5py read, 1 proc", got.read_images_per_s, 0.7,
-               cause="exact int64 sums of every pixel cost ~3× the read (docs/stats.md)"),
+               cause="exact int64 sums of every pixel cost more than the read "
+               "(docs/stats.md)"),
     ]  # fmt: skip
 
 

@@ -1,13 +1,13 @@
 """Shared-memory arrays that loader workers fill batch after batch, reused once the
 training process is done with them. No paper section: the machinery under
-docs/paper.md "Reducing overfitting"'s crops (docs/training.md "Feeding").
+docs/paper.md "Reducing overfitting"'s crops (docs/training.md "Data feeding").
 
 A DataLoader worker normally sends each batch in a fresh shared-memory segment:
 created, zero-filled page by page as the worker writes it, its descriptor passed over
 a socket, mapped and faulted in again by the receiver, unlinked after. For a batch of
-128 crops at 224 (19 MB) that cost more than reading the images (one worker moved
-~6,000 images/s that way doing nothing else). So the arrays are made once, before the
-workers start (they inherit them), `slots` per worker, with one shared flag per slot:
+128 crops at 224 (19 MB) that cost more than reading the images
+(docs/performance.md). So the arrays are made once, before the workers start (they
+inherit them), `slots` per worker, with one shared flag per slot:
 
 - a worker takes a slot whose flag is 0, sets it to 1, fills it and sends only the
   slot's number (the loader's shipment pickles as `(ring key, slot, n)`); with every

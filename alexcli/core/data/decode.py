@@ -12,7 +12,7 @@ Choices (docs/prepare.md gives the measurements):
   without resampling the part the crop throws away.
 - JPEGs are drafted (libjpeg's DCT scaling, 1/2, 1/4 or 1/8) only while the
   shorter side stays at least `DRAFT_FACTOR`×size, so the filter still does at
-  least a 2× reduction: large photos decode ~1.5× faster, within ~0.2 levels on
+  least a 2× reduction: large photos decode faster, within a fraction of a level on
   average; ImageNet-sized ones (shorter side < 512) are untouched.
 - EXIF orientation is applied (the image as a viewer shows it, as OpenCV's
   `imread` does); the few ImageNet files that carry a rotation come out upright.

@@ -13,7 +13,7 @@ crops and reflections of the 256×256 images, a fresh draw every time an image i
   batches) and hands out `Batch`es; the float work happens on the training device
   (`transforms.Normalizer`).
 
-Why it is fast (docs/training.md "Feeding" has the numbers): a worker's call is a
+Why it is fast (docs/training.md "Data feeding" has the numbers): a worker's call is a
 whole batch, read into one preallocated array in shared memory and sent as one tensor
 (its small fields travel as numpy); the arrays are a ring reused batch after batch
 (`core/data/batchring.py`: allocating and sending a fresh shared array per batch cost more

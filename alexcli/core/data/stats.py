@@ -2,8 +2,9 @@
 
 docs/paper.md "Data": the only preprocessing is subtracting "the mean activity over the
 training set from each pixel" – a size×size×3 mean image. docs/paper.md "Reducing
-augmentation": the eigenvectors pᵢ and eigenvalues λᵢ of the 3×3 covariance of the
-RGB pixel values over the training set, along which training adds Σ pᵢ αᵢ λᵢ.
+overfitting" (PCA colour augmentation): the eigenvectors pᵢ and eigenvalues λᵢ of the
+3×3 covariance of the RGB pixel values over the training set, along which training
+adds Σ pᵢ αᵢ λᵢ.
 
 Both come from exact integer partial sums (`Sums`), one pass over the shards, any
 number of shards per worker, combined with `+` in any order:
@@ -125,7 +126,7 @@ def one_torch_thread() -> Iterator[None]:
     """Run the int8 GEMMs single-threaded, then restore torch's setting.
 
     Each GEMM is a few hundred microseconds: a second OpenMP thread per call only
-    spins and contends (measured 4–6× slower on 2 busy vCPUs); parallelism comes
+    spins and contends (slower on a busy machine: docs/stats.md); parallelism comes
     from summing several shards at once instead.
     """
     import torch

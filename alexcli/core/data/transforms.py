@@ -211,11 +211,11 @@ class Normalizer:
         """The CPU path: all of an image's passes (float conversion, mean at its position,
         colour shift, scale) while it sits in the cache (a 224 crop is 602 KB of float32),
         then the next image's. The batch-wide passes each went through memory; here only
-        the first write of each image does (docs/training.md "Feeding")."""
+        the first write of each image does (docs/training.md "Data feeding")."""
         n, c = images.shape[0], images.shape[1]
         out = torch.empty((n, c, c, 3), dtype=torch.float32)
         # Each image's shift repeated along a row: an add over rows of c·3 floats runs
-        # vectorised, a broadcast of the 3-wide shift ~10× slower.
+        # vectorised; a broadcast of the 3-wide shift runs far slower.
         rows = None if shift is None else shift.repeat(1, c)
         scale = self.input_scale
         means = _mean_slices(self.mean, ys, xs, flips, c, self.mean_flipped)

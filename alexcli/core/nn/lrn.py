@@ -8,7 +8,7 @@ and Caffe's layer divide α by n (`convention="torch"`). The window sums are one
 product with a band of ones over the channels, along the innermost axis of a
 channels-last tensor so the output keeps its layout, and the backward pass is written
 out (`_LRN`): fewer passes over memory than PyTorch's padded 3-D average pool or
-autograd through the same formula (docs/performance.md "LRN" has the measurements).
+autograd through the same formula (docs/performance.md "The training step" has the measurements).
 
 `Lrn` is the signature the network takes, so a caller can hand it another
 implementation (`alexcli bench` times PyTorch's own layer this way).

@@ -7,9 +7,10 @@ at fixed epochs, "step"), an optional linear warm-up.
 PyTorch's SGD keeps v ← μv + (∇ + λw), w ← w − εv; the paper's rule is
 v ← μv − λεw − ε∇, w ← w + v. With a constant ε they are the same trajectory (v
 differs by the factor −ε); after an lr change the paper's velocity still carries the
-old ε for a few steps, PyTorch's is rescaled at once. We use PyTorch's (docs/training.md
-"Momentum"). Weight decay applies to the biases too (the paper does not say; Caffe's
-bvlc_alexnet decays them less): docs/paper.md "Where alexcli departs from the paper".
+old ε for a few steps, PyTorch's is rescaled at once. We use PyTorch's
+(docs/training.md "The recipe and the update rule"). Weight decay applies to the
+biases too (the paper does not say; Caffe's bvlc_alexnet decays them less):
+docs/paper.md "Where alexcli departs from the paper".
 """
 
 from __future__ import annotations
