@@ -38,6 +38,8 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
     """Run `application` (alexcli) with `argv` (default: sys.argv[1:]); return the exit code."""
     args = eval.legacy_json_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args or os.environ.get("ALEXCLI_DEBUG", "") not in ("", "0")
+    if "--debug" in args:  # an option of alexcli itself, wherever it is typed
+        args = ["--debug", *(a for a in args if a != "--debug")]
     command = get_command(application)
     try:
         result = command.main(args=args, prog_name="alexcli", standalone_mode=False)

@@ -13,7 +13,7 @@ Force = Annotated[
 Json = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 Jobs = Annotated[
     int | None,
-    typer.Option("--jobs", "-j", min=1, help="Parallel workers (default: all cores)."),
+    typer.Option("--jobs", "-j", help="Parallel workers (default: all cores)."),
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")]
 Preset = Annotated[
@@ -39,9 +39,9 @@ Views = Annotated[
     int | None, typer.Option("--views", help="1 (centre crop) or 10 (the paper's test, default).")
 ]
 BatchSize = Annotated[
-    int | None, typer.Option("--batch-size", min=1, help="Images per batch (default 128).")
+    int | None, typer.Option("--batch-size", help="Images per batch (default 128).")
 ]
 Workers = Annotated[
     int | None,
-    typer.Option("--workers", min=0, help="Shard-reading processes (default: cores − 1)."),
+    typer.Option("--workers", help="Shard-reading processes (default: cores − 1)."),
 ]

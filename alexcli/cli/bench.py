@@ -28,7 +28,7 @@ def bench(
         typer.Option("--source", help="Image tree for prepare's figure (default: generated)."),
     ] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Batch of the step and loader (default: preset's).")
+        int | None, typer.Option(help="Batch of the step and loader (default: preset's).")
     ] = None,
     devices: Devices = None,
     amp: Annotated[
@@ -36,16 +36,16 @@ def bench(
         typer.Option("--amp", help="The tuned step's precision: `off`, `bf16` (default), `fp16`."),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="Compute threads (default: what `train` uses).")
+        int | None, typer.Option(help="Compute threads (default: what `train` uses).")
     ] = None,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="Loader processes (default: what `train` uses).")
+        int | None, typer.Option(help="Loader processes (default: what `train` uses).")
     ] = None,
     jobs: Annotated[
-        int | None, typer.Option("--jobs", "-j", min=1, help="prepare's and stats' processes (2).")
+        int | None, typer.Option("--jobs", "-j", help="prepare's and stats' processes (2).")
     ] = None,
     seconds: Annotated[
-        float | None, typer.Option(min=0.01, help="Time each rate for at least this long (5).")
+        float | None, typer.Option(help="Time each rate for at least this long (5).")
     ] = None,
     only: Annotated[
         list[str] | None,

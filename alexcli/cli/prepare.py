@@ -24,16 +24,16 @@ def prepare(
     ],
     data_dir: Annotated[Path, typer.Argument(help="Where the shards and manifest.json go.")],
     classes: Annotated[
-        int | None, typer.Option(min=1, help="A seeded choice of N classes (default: all).")
+        int | None, typer.Option(help="A seeded choice of N classes (default: all).")
     ] = None,
     wnids: Annotated[
         Path | None, typer.Option(help="A file of class names (wnids), one per line.")
     ] = None,
     train_per_class: Annotated[
-        int | None, typer.Option(min=1, help="At most N training images per class.")
+        int | None, typer.Option(help="At most N training images per class.")
     ] = None,
     val_per_class: Annotated[
-        int | None, typer.Option(min=1, help="At most N validation images per class.")
+        int | None, typer.Option(help="At most N validation images per class.")
     ] = None,
     size: Annotated[
         int | None, typer.Option(help="Shorter side, then the central crop (default 256).")

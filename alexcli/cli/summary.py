@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 @app.command()
 def summary(
     preset: Preset = None,
-    crop: Annotated[int | None, typer.Option(min=1, help="Input crop size.")] = None,
-    classes: Annotated[int | None, typer.Option(min=2, help="Number of classes.")] = None,
+    crop: Annotated[int | None, typer.Option(help="Input crop size.")] = None,
+    classes: Annotated[int | None, typer.Option(help="Number of classes.")] = None,
     devices: Devices = None,
     json: Json = False,
 ) -> None:

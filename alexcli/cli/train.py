@@ -22,17 +22,17 @@ def train(
     data_dir: DataDir,
     run_dir: Annotated[Path, typer.Argument(help="Where checkpoints and metrics go.")],
     preset: Preset = None,
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (paper: 90).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs (paper: 90).")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(min=1, help="Global batch, all processes (paper: 128).")
+        int | None, typer.Option(help="Global batch, all processes (paper: 128).")
     ] = None,
     lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.01).")] = None,
-    crop: Annotated[int | None, typer.Option(min=1, help="Training crop (paper: 224).")] = None,
+    crop: Annotated[int | None, typer.Option(help="Training crop (paper: 224).")] = None,
     devices: Devices = None,
     amp: Amp = None,
     seed: Seed = None,
     workers: Annotated[
-        int | None, typer.Option(min=0, help="Data loader processes (default: cores − 1).")
+        int | None, typer.Option(help="Data loader processes (default: cores − 1).")
     ] = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.pt.")
@@ -52,8 +52,11 @@ def train(
     above. Under `torchrun` (e.g. `torchrun --nproc-per-node 8 -m alexcli train …`)
     each process trains data parallel on its share of the global batch.
 
-    `--preset paper` is the paper exactly. `--preset small` departs from its recipe:
-    He init and inputs scaled to unit variance (docs/presets.md says why).
+    `--preset paper` is the paper's network and recipe; docs/paper.md lists where
+    alexcli departs from it (conv1 padding 2 at 224, PyTorch's momentum form, decay on
+    biases, the automatic plateau, the units of the colour noise). `--preset small`
+    departs from its recipe too: He init and inputs scaled to unit variance
+    (docs/presets.md says why).
     """
     from alexcli.stages.train import resolve_config, run_train
 

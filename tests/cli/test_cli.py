@@ -116,14 +116,13 @@ def test_success_exits_0(capsys):
     assert capsys.readouterr().out == "ok\n"
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    r = subprocess.run(
-        [sys.executable, "-m", "alexcli", "--debug", "stats", str(tmp_path / "missing")],
-        capture_output=True,
-        text=True,
-    )
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_debug_shows_the_traceback_wherever_it_is_typed(tmp_path, where):
+    args = ["stats", str(tmp_path / "missing")]
+    args = ["--debug", *args] if where == "before" else [*args, "--debug"]
+    r = subprocess.run([sys.executable, "-m", "alexcli", *args], capture_output=True, text=True)
     assert r.returncode != 0
-    assert "Traceback" in r.stderr
+    assert "Traceback" in r.stderr and "UserError: " in r.stderr  # the error, not a usage one
 
 
 def test_real_commands_fail_in_one_line_without_traceback(tmp_path):
