@@ -1,4 +1,4 @@
-"""Shared by test_evaluate.py, test_predict.py and test_neighbors.py: a tiny real run
+"""Shared by tests/stages/test_eval.py, test_predict.py and test_neighbors.py: a tiny real run
 (core/nn/model.build_model + core/nn/checkpoint.save_checkpoint, as `train` saves it) and an
 independent reference for the test-time views, written with numpy from the paper's
 description rather than through core/data/transforms."""

@@ -36,7 +36,7 @@ from alexcli.core.data.loader import default_workers
 from alexcli.core.data.synthetic import make_tree
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores
-from alexcli.core.nn.devices import resolve_devices
+from alexcli.core.nn.devices import check_amp, resolve_devices
 from alexcli.core.nn.loops import Amp
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import AlexcliError, ConfigError
@@ -130,15 +130,10 @@ def _plan(config: BenchConfig) -> _Plan:
     unknown = [s for s in config.only if s not in STAGES]
     if unknown:
         raise ConfigError(f"--only {unknown[0]!r}: no such stage", hint=f"use {', '.join(STAGES)}")
-    if config.seconds <= 0:
-        raise ConfigError(f"--seconds {config.seconds}: must be positive")
     train = preset(config.preset or ("small" if config.quick else "paper"))
     batch = config.batch_size or (4 if config.quick else train.batch_size)
-    if batch < 1:
-        raise ConfigError(f"--batch-size {batch}: must be at least 1")
     devices = resolve_devices(config.devices)
-    if config.amp == "fp16" and devices[0].type != "cuda":
-        raise ConfigError("--amp fp16 needs a CUDA device", hint="use --amp bf16 on a CPU")
+    check_amp(config.amp, devices[0])
     workers = config.workers if config.workers is not None else default_workers()
     threads = config.threads or max(cpu_cores() - workers, 1)
     seconds = min(config.seconds, 0.2) if config.quick else config.seconds

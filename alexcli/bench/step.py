@@ -31,7 +31,7 @@ class StepSetup:
     amp: Amp = "off"
     channels_last: bool = False
     fused: bool = False  # fused SGD kernel instead of the foreach ones
-    keep_heap: bool = False  # `heap.keep_freed_memory` (CPU)
+    keep_heap: bool = False  # `machine.keep_freed_memory` (CPU)
     plain_lrn: bool = False  # PyTorch's F.local_response_norm instead of ours
 
     @classmethod

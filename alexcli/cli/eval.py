@@ -66,20 +66,28 @@ def eval_(
 
 
 def legacy_json_args(args: list[str]) -> list[str]:
-    """`eval RUN_DIR DATA_DIR --json FILE`, the form from before `--json` printed to
-    stdout, rewritten to `--json-out FILE` plus a hidden flag that prints a deprecation
-    line. FILE is the token after `--json` when, without it, the two paths are still
-    there; `eval RUN_DIR DATA_DIR --json` is the new flag."""
-    if "eval" not in args or "--json" not in args:
+    """`eval RUN_DIR DATA_DIR --json FILE` (or `--json=FILE`), the form from before
+    `--json` printed to stdout, rewritten to `--json-out FILE` plus a hidden flag that
+    prints a deprecation line. Only when `eval` is the command (the first argument that
+    is not one of alexcli's own options), and FILE is the token after `--json` only when,
+    without it, the two paths are still there: `eval RUN_DIR DATA_DIR --json` is the flag.
+    """
+    first = next((k for k, a in enumerate(args) if not a.startswith("-")), None)
+    if first is None or args[first] != "eval":
         return args
-    rest = args[args.index("eval") + 1 :]
+    head, rest = args[: first + 1], args[first + 1 :]
+    for k, token in enumerate(rest):
+        if token.startswith("--json="):
+            file = token.split("=", 1)[1]
+            return [*head, *rest[:k], "--json-out", file, LEGACY_FLAG, *rest[k + 1 :]]
+    if "--json" not in rest:
+        return args
     at = rest.index("--json")
     if at + 1 >= len(rest) or rest[at + 1].startswith("-"):
         return args
     others = [t for k, t in enumerate(rest) if k != at + 1]
     if len(_positionals(others)) < 2:
         return args
-    head = args[: args.index("eval") + 1]
     return [*head, *rest[:at], "--json-out", rest[at + 1], LEGACY_FLAG, *rest[at + 2 :]]
 
 

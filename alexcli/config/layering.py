@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from alexcli.config.schema import RUNTIME, BoundError, TrainConfig, preset
+from alexcli.config.schema import CHECKING, RUNTIME, BoundError, TrainConfig, preset
 from alexcli.errors import ConfigError
 
 T = TypeVar("T")
@@ -147,7 +147,9 @@ def _bad(where: str, path: str, value: object, expected: str) -> ConfigError:
     if where == FLAGS:  # as the user typed it: --views 5
         flag = path.rsplit(".", 1)[-1].replace("_", "-")
         shown = f"{value:g}" if isinstance(value, float) else value
-        return ConfigError(f"--{flag} {shown}: must be {expected}")
+        return ConfigError(
+            f"--{flag} {shown}: must be {expected}", hint="see `alexcli COMMAND --help`"
+        )
     return ConfigError(f"{where}: {path!r} must be {expected}, got {value!r}")
 
 
@@ -242,8 +244,13 @@ def fingerprint_view(cfg: Any) -> dict[str, Any]:
 
 
 def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "saved config") -> T:
-    """Rebuild a configuration saved with `to_dict` (a checkpoint's, a manifest's)."""
-    return merge(cls(), data, where)
+    """Rebuild a configuration saved with `to_dict` (a checkpoint's, a manifest's):
+    types and keys checked, ranges not (what was saved ran)."""
+    token = CHECKING.set(False)
+    try:
+        return merge(cls(), data, where)
+    finally:
+        CHECKING.reset(token)
 
 
 def _jsonable(value: Any) -> Any:

@@ -163,8 +163,7 @@ def run_train(
         cfg, model=dataclasses.replace(cfg.model, num_classes=len(data.classes))
     )
     run_dir = Path(run_dir)
-    params = config_view(cfg)
-    fp = stage_fingerprint(STAGE, VERSION, params, inputs.upstream)
+    fp = stage_fingerprint(STAGE, VERSION, fingerprint_params(cfg), inputs.upstream)
     manifest = run_dir / "manifest.json"
     # An existing run refused first: a run of another preset is a missing --resume,
     # not a crop that does not fit.
@@ -196,6 +195,15 @@ def run_train(
         dist.close()
     metrics = _read_metrics(run_dir) if done else trainer.metrics
     return _result(run_dir, cfg, done, metrics, trainer.epochs_run, trainer.images_per_s, dist)
+
+
+def fingerprint_params(cfg: TrainConfig) -> dict[str, Any]:
+    """What changes a run's results, laid out as runs on disk were fingerprinted: the
+    crop at the top level, where it sat before it became the network's (`model.crop`),
+    so that finished runs stay up to date across the move."""
+    params = config_view(cfg)
+    params["crop"] = params["model"].pop("crop")
+    return params
 
 
 def _train_data(inputs: Inputs) -> TrainData:

@@ -27,7 +27,7 @@ PICTURE_SUFFIXES = (".png", ".svg")
 
 @dataclass(frozen=True)
 class TowerColour(Result):
-    """How colourful one tower's conv1 kernels are (core/kernels.colour_fraction)."""
+    """How colourful one tower's conv1 kernels are (core/figures/kernel_grid.colour_fraction)."""
 
     tower: int  # 1-based, as the paper's GPU 1 and GPU 2
     kernels: int
@@ -114,7 +114,7 @@ def run_viz_curves(run: Path, out: Path, *, progress: Progress = SILENT) -> Curv
 
 def find_metrics(run: Path) -> Path:
     """RUN_DIR/metrics.jsonl; also accepts the file itself or a checkpoint inside a run
-    (RUN_DIR/checkpoints/*.pt), since SPEC lets a checkpoint stand for its run."""
+    (RUN_DIR/checkpoints/*.pt), since a checkpoint may stand for its run (docs/cli.md)."""
     run = Path(run)
     if not run.exists():
         raise UserError(

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import torch
 
-from alexcli.config import train_config
+from alexcli.config import TrainConfig, train_config
 from alexcli.core.nn.checkpoint import load_checkpoint
-from alexcli.errors import FormatError
+from alexcli.errors import ConfigError, FormatError
 from alexcli.stages.train import run_train
 from tests.helpers import write_data_dir
 from tests.train_helpers import TINY, make_data_dir, make_images
@@ -315,3 +315,40 @@ def test_momentum_buffers_follow_their_parameters_layout_on_resume():
     buf = sgd.state[conv.weight]["momentum_buffer"]
     assert buf.stride() == conv.weight.stride() != saved.stride()
     assert torch.equal(buf, saved)
+
+
+@pytest.mark.parametrize(
+    "name, fingerprint", [("paper", "81527718538a38d9"), ("small", "63095005dc63fdbe")]
+)
+def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fingerprint):
+    """The fingerprints alexcli 0.1 wrote into finished runs' manifests (computed with its
+    code), for the presets on fixed upstream identities: a rerun must match them."""
+    from alexcli.config import PRESETS
+    from alexcli.core.fingerprint import stage_fingerprint
+    from alexcli.stages.train import STAGE, VERSION, fingerprint_params
+
+    params = fingerprint_params(PRESETS[name])
+    got = stage_fingerprint(STAGE, VERSION, params, {"prepare": "a", "stats": "b"})
+    assert got == fingerprint
+
+
+def test_a_saved_configuration_outside_todays_bounds_still_reads(tmp_path):
+    """Bounds are for what users ask now; a run saved before one existed still loads."""
+    from alexcli.config import from_dict, to_dict
+
+    saved = to_dict(train_config(preset_name="small")) | {"lighting_std": -0.1}
+    assert from_dict(TrainConfig, saved).lighting_std == -0.1
+    with pytest.raises(ConfigError):
+        train_config(preset_name="small", sets=["lighting_std=-0.1"])
+
+
+def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(data):
+    """Under torchrun the batch is global: each of `world` ranks takes an equal part."""
+    from alexcli.stages.datadir import open_data_dir
+    from alexcli.stages.train import check_trainable
+
+    cfg = train_config(preset_name="small", sets=["crop=64", "batch_size=10"])
+    data_dir = open_data_dir(data)
+    check_trainable(cfg, data_dir, 2, torch.device("cpu"))  # 5 each: fine
+    with pytest.raises(ConfigError, match="does not split over 3 processes"):
+        check_trainable(cfg, data_dir, 3, torch.device("cpu"))

@@ -82,8 +82,6 @@ def _plan(cfg: ModelConfig) -> _Plan:
             f"model widths {widths} do not split into {t} towers",
             hint="make every conv_channels and fc_features entry divisible by model.towers",
         )
-    if cfg.num_classes < 2:
-        raise ConfigError(f"num_classes is {cfg.num_classes}; a classifier needs at least 2")
     crop = cfg.crop
     maps, pooled = _sides(cfg, crop)
     if min(pooled) < 1 or min(maps) < cfg.pool_kernel:

@@ -70,11 +70,6 @@ def test_ddp_ranks_take_disjoint_parts_whose_union_is_the_one_process_batch(worl
         assert len({s.index for s in merged}) == 16
 
 
-def test_batch_must_split_over_the_processes():
-    with pytest.raises(ValueError, match="multiple"):
-        EpochSampler(64, 10, size=S, crop=C, world=4)
-
-
 @pytest.mark.parametrize("world", [1, 2, 3])
 def test_validation_covers_every_image_exactly_once_without_padding(world):
     seen = []

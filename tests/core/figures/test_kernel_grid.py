@@ -1,4 +1,4 @@
-"""core/kernels.py: the Figure-3 grid, checked pixel by pixel against plain numpy."""
+"""core/figures/kernel_grid.py: the Figure-3 grid, checked pixel by pixel against plain numpy."""
 
 from __future__ import annotations
 
