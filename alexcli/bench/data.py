@@ -24,7 +24,8 @@ from PIL import Image
 from alexcli.bench.limits import Rate, synchronize
 from alexcli.config import PrepareConfig
 from alexcli.core.data import sources
-from alexcli.core.data.loader import CropDataset, EpochSampler, make_loader
+from alexcli.core.data.batches import CropDataset, EpochSampler
+from alexcli.core.data.loader import make_loader
 from alexcli.core.data.shards import ShardSet
 from alexcli.core.data.stats import read_block_size
 from alexcli.core.data.transforms import Normalizer

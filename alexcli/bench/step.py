@@ -15,7 +15,7 @@ import torch
 
 from alexcli.bench.limits import Rate, synchronize
 from alexcli.config import ModelConfig
-from alexcli.core.data.loader import Batch
+from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import keep_freed_memory
 from alexcli.core.nn.loops import Amp, EpochProgress, StepContext, train_epoch

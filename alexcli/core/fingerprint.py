@@ -54,7 +54,7 @@ def differing_files(
     """The files of `expected` whose sha256 is not the one given (missing ones too),
     hashed by `jobs` threads (hashlib lets go of the GIL on large blocks); `done(path)`
     after each file."""
-    from concurrent.futures import ThreadPoolExecutor
+    from alexcli.core import pool
 
     def check(path: Path) -> Path | None:
         try:
@@ -65,5 +65,5 @@ def differing_files(
             done(path)
         return None if same else path
 
-    with ThreadPoolExecutor(max(jobs, 1)) as pool:
-        return [p for p in pool.map(check, expected) if p is not None]
+    found = pool.threads(check, ((p,) for p in expected), jobs)
+    return sorted(p for p in found if p is not None)

@@ -21,7 +21,7 @@ from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.trained import RunNetwork
+from alexcli.stages.trained import RunNetwork, check_order
 
 # docs/paper.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
 PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}
@@ -71,6 +71,7 @@ def run_eval(
     """Top-1 / top-5 error of `run` on DATA_DIR's `cfg.split`, with `cfg.views` views."""
     from alexcli.core.nn.loops import evaluate_views
 
+    check_order(run, data_dir, "eval")
     data = open_data_dir(data_dir)
     net = RunNetwork.load(run, cfg)
     net.check_data(data)

@@ -23,7 +23,7 @@ from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Guess, RunNetwork
+from alexcli.stages.trained import Guess, RunNetwork, check_order
 
 if TYPE_CHECKING:
     from alexcli.core.data.shards import ShardSet
@@ -86,6 +86,7 @@ def run_neighbors(
     if out.suffix.lower() != ".png" or out.is_dir():
         raise UserError(f"--out {out}: expected a .png file name", hint="e.g. --out fig4.png")
     check_writable(out, "--out")
+    check_order(run, data_dir, "neighbors")
     data = open_data_dir(data_dir)
     net = RunNetwork.load(run, cfg)
     net.check_data(data)

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from alexcli.config import PrepareConfig, fingerprint_view, to_dict
+from alexcli.core import pool
 from alexcli.core.atomic import remove_stale_temps
 from alexcli.core.data import decode, sources
 from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
@@ -37,7 +38,7 @@ from alexcli.errors import UserError
 from alexcli.stages import prepare_checks as checks
 from alexcli.stages.prepare_checks import SPLITS
 from alexcli.stages.results import Result
-from alexcli.stages.runner import run_stage
+from alexcli.stages.runner import owner, run_stage
 
 STAGE = "prepare"
 VERSION = 1
@@ -93,6 +94,11 @@ def run_prepare(
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
+    if data_dir.is_dir() and owner(data_dir) == "train":
+        raise UserError(
+            f"{data_dir} is a RUN_DIR (`alexcli train` wrote it): not writing shards into it",
+            hint="DATA_DIR is a directory of its own: `alexcli prepare SOURCE DATA_DIR`",
+        )
     src = sources.find_source(Path(source))
     checks.check_outside(src, data_dir)
     chosen = sources.choose_classes(
@@ -232,10 +238,7 @@ def _run(
     if jobs <= 1 or len(args) <= 1:
         yield from (pack_shard(*a) for a in args)
         return
-    from joblib import Parallel, delayed
-
-    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)
-    yield from parallel(delayed(pack_shard)(*a, parent=os.getpid()) for a in args)
+    yield from pool.processes(pack_shard, [(*a, os.getpid()) for a in args], jobs)
 
 
 def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:

@@ -117,13 +117,44 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
 
 
 def require_manifest(path: Path, stage: str, fix: str) -> dict[str, Any]:
-    """The manifest of an upstream stage, or a one-line error naming the command `fix`."""
+    """The manifest of an upstream stage, or a one-line error naming the command `fix`.
+    A directory another stage owns is named as such, never handed a `--force`."""
+    other = owner(path.parent)
+    if other is not None and other != stage:
+        raise UserError(
+            f"{path.parent} is {OWNED[other]}, not the output of `{stage}`",
+            hint="check the arguments (their order too): `alexcli COMMAND --help`",
+        )
     if not path.exists():
         raise UserError(f"{path} not found: `{stage}` has not run here", hint=f"run `{fix}`")
     data = read_manifest(path)
     if data is None or data.get("stage") != stage:
         raise FormatError(f"{path} is not a `{stage}` manifest", hint=f"run `{fix} --force`")
     return data
+
+
+# What each stage's own directory is called, for the errors that name one.
+OWNED = {"prepare": "a DATA_DIR (`alexcli prepare` wrote it)",
+         "train": "a RUN_DIR (`alexcli train` wrote it)"}  # fmt: skip
+
+
+def owner(directory: Path) -> str | None:
+    """The stage whose directory this is — "prepare" (a DATA_DIR) or "train" (a RUN_DIR) —
+    by its manifest, else by the files only that stage writes; None for anything else."""
+    manifest = read_manifest(directory / "manifest.json")
+    stage = manifest.get("stage") if manifest else None
+    if stage in OWNED:
+        return str(stage)
+    if stage is not None:
+        return None
+    if any((directory / f).exists() for f in ("checkpoints", "config.json", "metrics.jsonl")):
+        return "train"
+    if any((directory / f).exists() for f in ("stats.h5", "stats.json")) or any(
+        (directory / split).is_dir() and any((directory / split).glob("*.h5"))
+        for split in ("train", "val")
+    ):
+        return "prepare"
+    return None
 
 
 def _outputs_exist(root: Path, manifest: Mapping[str, Any]) -> bool:

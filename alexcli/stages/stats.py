@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from alexcli.config import StatsConfig, fingerprint_view, to_dict
+from alexcli.core import pool
 from alexcli.core.data.stats import (
     Stats,
     Sums,
@@ -154,17 +155,12 @@ def sum_shards(
 def _map_shards(
     paths: Sequence[Path], counts: Sequence[int], size: int, jobs: int
 ) -> Iterable[Sums]:
-    tasks = zip(paths, counts, strict=True)
-    if jobs == 1:
-        return (shard_sums(p, c, size) for p, c in tasks)
-    from joblib import Parallel, delayed
-
     # Threads, not processes: one thread's numpy sums and torch GEMMs run while
     # another reads (h5py serialises HDF5 calls under one lock, but lets go of the
     # GIL inside them), and a thread costs no start-up, torch import or pickling
     # (docs/stats.md has the measurements).
-    parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", prefer="threads")
-    return parallel(delayed(shard_sums)(p, c, size) for p, c in tasks)
+    tasks = ((p, c, size) for p, c in zip(paths, counts, strict=True))
+    return pool.threads(shard_sums, tasks, jobs)
 
 
 def check_stats_current(data_dir: Path) -> Stats:

@@ -33,7 +33,13 @@ from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.runner import invalidate, read_manifest, up_to_date, write_manifest
+from alexcli.stages.runner import (
+    invalidate,
+    owner,
+    read_manifest,
+    up_to_date,
+    write_manifest,
+)
 from alexcli.stages.stats import STATS_FILE, check_stats_current
 
 if TYPE_CHECKING:
@@ -289,6 +295,11 @@ def _decide(run_dir: Path, fp: str, *, resume: bool, force: bool) -> bool:
     that neither --resume nor --force says what to do with."""
     if run_dir.exists() and not run_dir.is_dir():
         raise UserError(f"{run_dir}: not a directory", hint="RUN_DIR is a directory to train into")
+    if run_dir.is_dir() and owner(run_dir) == "prepare":
+        raise UserError(
+            f"{run_dir} is a DATA_DIR (`alexcli prepare` wrote it): not training into it",
+            hint="RUN_DIR is a directory of its own: `alexcli train DATA_DIR RUN_DIR`",
+        )
     if not force and up_to_date(run_dir / "manifest.json", fp) is not None:
         return True
     check_writable(run_dir / "config.json", "RUN_DIR")  # a finished run may be read-only

@@ -16,6 +16,7 @@ from alexcli.config import EvalConfig, TrainConfig
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir
 from alexcli.stages.results import Result
+from alexcli.stages.runner import owner
 
 if TYPE_CHECKING:
     import torch
@@ -49,6 +50,7 @@ class RunNetwork:
 
     @classmethod
     def load(cls, run: Path, cfg: EvalConfig) -> RunNetwork:
+        check_run(run)
         from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.checkpoint import load_checkpoint
         from alexcli.core.nn.devices import check_amp, resolve_devices
@@ -80,7 +82,8 @@ class RunNetwork:
     def loader(self, shards: ShardSet, cfg: EvalConfig) -> BatchLoader:
         """Whole stored images of `shards` in index order (the training loader with
         crop = image size, so its worker processes read while the network runs)."""
-        from alexcli.core.data.loader import CropDataset, EpochSampler, default_workers, make_loader
+        from alexcli.core.data.batches import CropDataset, EpochSampler
+        from alexcli.core.data.loader import default_workers, make_loader
 
         size = self.ckpt.size
         sampler = EpochSampler(len(shards), cfg.batch_size, size=size, crop=size, train=False)
@@ -97,3 +100,21 @@ class RunNetwork:
             [Guess(i, classes[i]["name"], classes[i].get("words", ""), p) for i, p in row]
             for row in top_classes(probs)
         ]
+
+
+def check_run(run: Path) -> None:
+    """A DATA_DIR given where a run belongs is named as such (not "no checkpoints here")."""
+    if Path(run).is_dir() and owner(Path(run)) == "prepare":
+        raise UserError(
+            f"{run} is a DATA_DIR (`alexcli prepare` wrote it), not a training run",
+            hint="give the RUN_DIR `alexcli train` wrote, or one of its checkpoints (.pt)",
+        )
+
+
+def check_order(run: Path, data_dir: Path, command: str) -> None:
+    """`eval DATA_DIR RUN_DIR` (or neighbors'): say the two look swapped."""
+    if owner(Path(run)) == "prepare" and owner(Path(data_dir)) == "train":
+        raise UserError(
+            f"the arguments look swapped: {run} is a DATA_DIR and {data_dir} a RUN_DIR",
+            hint=f"the run comes first: `alexcli {command} RUN_DIR DATA_DIR`",
+        )

@@ -21,6 +21,7 @@ from alexcli.core.figures.png import write_png
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.results import Result
+from alexcli.stages.trained import check_run
 
 PICTURE_SUFFIXES = (".png", ".svg")
 
@@ -71,6 +72,7 @@ def run_viz_kernels(
     from alexcli.core.nn.checkpoint import load_checkpoint  # torch: only when needed
 
     _check_out(out, (".png",))
+    check_run(run)
     ckpt = load_checkpoint(run)
     progress.log(f"reading conv1 from {ckpt.source}")
     towers = ckpt.config.model.towers

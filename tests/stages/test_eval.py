@@ -136,7 +136,8 @@ def test_eval_reports_the_errors_of_a_known_answer(cli, tmp_path, views):
 
 def test_one_view_agrees_with_trainings_own_validation(tmp_path):
     """`--views 1` is what `train` measures each epoch (`validate` on centre crops)."""
-    from alexcli.core.data.loader import CropDataset, EpochSampler, make_loader
+    from alexcli.core.data.batches import CropDataset, EpochSampler
+    from alexcli.core.data.loader import make_loader
     from alexcli.core.nn.loops import validate
     from alexcli.stages.datadir import open_data_dir
     from alexcli.stages.eval import run_eval

@@ -70,6 +70,11 @@ class RingBuffers:
         flags[slot] = 1
         return self.arrays[worker, slot, :n], (worker, slot)
 
+    def release(self, slot: tuple[int, int] | None) -> None:
+        """In a worker: give back a slot it acquired but will not send (its batch failed)."""
+        if slot is not None:
+            self.flags.numpy()[slot] = 0
+
     def receive(self, slot: tuple[int, int], n: int) -> torch.Tensor:
         """In the training process: the n images a worker wrote into `slot`, as a tensor
         with a storage of its own, so that the slot is handed back once it is dropped."""

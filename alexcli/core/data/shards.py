@@ -41,7 +41,7 @@ FORMAT = "alexcli-shard"
 SCHEMA_VERSION = 1
 CHUNK_CACHE_BYTES = 4 << 20  # a few chunks: reads are one-image-per-chunk, cache rarely hits
 
-_FIX = "run `alexcli prepare SOURCE DATA_DIR --force`"
+_FIX = "run `alexcli prepare SOURCE DATA_DIR --verify` (it writes again the shards that differ)"
 
 
 class ShardWriter:

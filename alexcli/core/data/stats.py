@@ -44,7 +44,9 @@ CENTRE = 128  # uint8 x ↦ int8 x − 128: a bit flip (x ^ 0x80)
 READ_BYTES = 3 << 20  # images per read: ~3 MiB, a block that stays in cache while summed
 _PIXELS_PER_ROW = 16  # int8 GEMM rows of 16 pixels (48 values): the fastest shape measured
 _ROWS_PER_CALL = 1 << 16  # int32 sums of ≤ 2¹⁶ products of ≤ 2¹⁴: no overflow
-_PREPARE_FIX = "run `alexcli prepare SOURCE DATA_DIR --force`"
+_PREPARE_FIX = (
+    "run `alexcli prepare SOURCE DATA_DIR --verify` (it writes again the shards that differ)"
+)
 
 
 @dataclass(frozen=True, eq=False)

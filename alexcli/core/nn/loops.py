@@ -16,7 +16,7 @@ overfitting" (the test-time views).
 - `centre_features`: fc7 of the centre patch, the vectors Figure 4 compares.
 
 Every pass counts into one `Tally` (overall and per class). Batches arrive as uint8
-crops (`loader.Batch`); `transforms.Normalizer` makes the float input on the device.
+crops (`batches.Batch`); `transforms.Normalizer` makes the float input on the device.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from alexcli.core.data.loader import Batch
+from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer, iter_views
 from alexcli.core.nn.model import AlexNet
 from alexcli.core.nn.optim import LrSchedule, set_lr

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from alexcli.core.data.loader import Batch
+from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.nn.loops import Amp, centre_features
 from alexcli.core.nn.model import AlexNet

@@ -3,7 +3,7 @@
 train; a `Trainer` does the training and writes last.pt, best.pt and metrics.jsonl.
 
 Exact resume rests on three things: every random decision of the data pipeline is a
-function of (seed, epoch, position) (`loader.EpochSampler`); the only other randomness,
+function of (seed, epoch, position) (`batches.EpochSampler`); the only other randomness,
 dropout, draws from torch's global RNG, whose state every checkpoint saves (per rank
 under DDP); and nothing else touches that RNG between steps (the DataLoaders get
 generators of their own: `iter(loader)` would otherwise draw a worker seed from it).
@@ -32,13 +32,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from alexcli.config import TrainConfig
 from alexcli.core.atomic import atomic_path, write_text
-from alexcli.core.data.loader import (
-    BatchLoader,
-    CropDataset,
-    EpochSampler,
-    default_workers,
-    make_loader,
-)
+from alexcli.core.data.batches import CropDataset, EpochSampler
+from alexcli.core.data.loader import BatchLoader, default_workers, make_loader
 from alexcli.core.data.shards import ShardSet
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory

@@ -6,16 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from alexcli.core.data.batches import BatchPlan, CropDataset, EpochSampler, Sample
 from alexcli.core.data.batchring import RingBuffers
-from alexcli.core.data.loader import (
-    PREFETCH,
-    BatchPlan,
-    CropDataset,
-    EpochSampler,
-    Sample,
-    default_workers,
-    make_loader,
-)
+from alexcli.core.data.loader import PREFETCH, default_workers, make_loader
 from alexcli.stages.datadir import open_data_dir
 from tests.helpers import write_data_dir
 

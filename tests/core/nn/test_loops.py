@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from alexcli.core.data.loader import Batch
+from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
 from alexcli.core.nn.optim import LrSchedule, make_optimizer
