@@ -83,8 +83,9 @@ class StepBench:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         device = devices[0]
         scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
+        sgd = make_optimizer(model, lr, 0.9, 5e-4, fused=setup.fused, scaled=scaler is not None)
         self.ctx = StepContext(
-            model, make_optimizer(model, lr, 0.9, 5e-4, fused=setup.fused), LrSchedule(lr),
+            model, sgd, LrSchedule(lr),
             flat_normalizer(crop + crop // 7, device, input_scale), device, setup.amp, scaler,
             setup.channels_last,
         )  # fmt: skip

@@ -89,7 +89,10 @@ class DataDir:
     def shard_set(self, split: str) -> ShardSet:
         entries = self.shards(split)
         return ShardSet(
-            [self.root / s.path for s in entries], [s.images for s in entries], split=split
+            [self.root / s.path for s in entries],
+            [s.images for s in entries],
+            split=split,
+            classes=len(self.classes),
         )
 
 

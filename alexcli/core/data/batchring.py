@@ -30,13 +30,17 @@ from __future__ import annotations
 import itertools
 import math
 import os
+import warnings
 import weakref
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from torch.multiprocessing.reductions import StorageWeakRef
 
-from alexcli.errors import UserError
+from alexcli.errors import UserError, first_line
+
+if TYPE_CHECKING:
+    from torch.multiprocessing.reductions import StorageWeakRef
 
 _RINGS: weakref.WeakValueDictionary[str, RingBuffers] = weakref.WeakValueDictionary()
 _KEYS = itertools.count()
@@ -47,7 +51,12 @@ class RingBuffers:
     the training process still holds. Build before the workers start."""
 
     def __init__(self, workers: int, slots: int, shape: tuple[int, ...]) -> None:
-        self.arrays = _shared_uint8((workers, slots, *shape))
+        slots = slots if weak_refs_work() else 0  # 0: every batch in a fresh array
+        self.arrays = (
+            _shared_uint8((workers, slots, *shape))
+            if slots
+            else torch.empty((workers, 0, *shape), dtype=torch.uint8)
+        )
         self.flags = torch.zeros((workers, slots), dtype=torch.uint8).share_memory_()
         self._held: list[tuple[tuple[int, int], StorageWeakRef]] = []
         self.key = f"{os.getpid()}-{next(_KEYS)}"
@@ -78,6 +87,8 @@ class RingBuffers:
     def receive(self, slot: tuple[int, int], n: int) -> torch.Tensor:
         """In the training process: the n images a worker wrote into `slot`, as a tensor
         with a storage of its own, so that the slot is handed back once it is dropped."""
+        from torch.multiprocessing.reductions import StorageWeakRef
+
         self.sweep()
         images = torch.from_numpy(self.arrays.numpy()[slot[0], slot[1], :n])
         self._held.append((slot, StorageWeakRef(images.untyped_storage())))
@@ -112,11 +123,46 @@ def _shared_uint8(shape: tuple[int, ...]) -> torch.Tensor:
             hint="fewer --workers or a smaller --batch-size; in Docker, run with a larger "
             "--shm-size (e.g. 8g)",
         )
+    # `_new_shared` is torch's own (not public) way to reserve shared memory without
+    # touching it; a torch where it is missing or does not give shared memory of the
+    # size asked takes the public path, which costs the copy, and says so once.
     try:
         storage = torch.UntypedStorage._new_shared(nbytes)
-    except AttributeError:  # a torch without the helper
+        if not (storage.is_shared() and storage.nbytes() == nbytes):
+            raise TypeError("not shared memory of the size asked")
+    except (AttributeError, TypeError, RuntimeError) as e:
+        _warn_once(f"the loader's ring is made the slow way ({first_line(e)})")
         return torch.empty(shape, dtype=torch.uint8).share_memory_()
     return torch.empty(0, dtype=torch.uint8).set_(storage).view(shape)
+
+
+def weak_refs_work() -> bool:
+    """Whether `StorageWeakRef` (how the ring learns that a batch was dropped; torch's own,
+    not public) behaves here: alive while a tensor holds the storage, expired after. If
+    not, the ring is not reused: every batch travels in a fresh array, slower but right."""
+    try:
+        from torch.multiprocessing.reductions import StorageWeakRef
+
+        probe = torch.empty(1, dtype=torch.uint8)
+        ref = StorageWeakRef(probe.untyped_storage())
+        alive = not ref.expired()
+        del probe
+        ok = alive and ref.expired()
+    except Exception as e:  # an import or behaviour this torch does not have
+        _warn_once(f"the loader's ring is off ({first_line(e)})")
+        return False
+    if not ok:
+        _warn_once("the loader's ring is off (storage weak references do not expire here)")
+    return ok
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _WARNED:
+        _WARNED.add(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def _shm_free() -> int | None:

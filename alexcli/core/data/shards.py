@@ -178,12 +178,23 @@ def check_shard(f: h5py.File, path: Path, expect_split: str | None = None) -> in
         )
     if expect_split is not None and attrs.get("split") != expect_split:
         raise FormatError(f"{path}: a {attrs.get('split')!r} shard, expected {expect_split!r}")
-    n = int(attrs["count"])
-    size = int(attrs["size"])
-    for name, shape in (("images", (n, size, size, 3)), ("labels", (n,)), ("paths", (n,))):
-        if name not in f or f[name].shape != shape:
+    try:
+        n, size = int(attrs["count"]), int(attrs["size"])
+    except (KeyError, TypeError, ValueError):
+        raise FormatError(f"{path}: attributes `count` and `size` missing", hint=_FIX) from None
+    for name, shape, kinds in _datasets(n, size):
+        ds = f.get(name)
+        if not isinstance(ds, h5py.Dataset) or ds.shape != shape:
             raise FormatError(f"{path}: dataset {name!r} missing or not {shape}", hint=_FIX)
+        if ds.dtype.kind not in kinds or (name == "images" and ds.dtype != np.uint8):
+            raise FormatError(f"{path}: dataset {name!r} has dtype {ds.dtype}", hint=_FIX)
     return n
+
+
+def _datasets(n: int, size: int) -> list[tuple[str, tuple[int, ...], str]]:
+    """Each dataset a shard must hold: name, shape, and its dtype's kinds (numpy's codes:
+    u unsigned, i signed integer, O/S/T strings)."""
+    return [("images", (n, size, size, 3), "u"), ("labels", (n,), "iu"), ("paths", (n,), "OST")]
 
 
 class ShardSet:
@@ -193,9 +204,16 @@ class ShardSet:
     ShardSet can be built in the parent and handed to DataLoader workers.
     """
 
-    def __init__(self, paths: Sequence[Path], counts: Sequence[int], split: str | None = None):
+    def __init__(
+        self,
+        paths: Sequence[Path],
+        counts: Sequence[int],
+        split: str | None = None,
+        classes: int | None = None,
+    ) -> None:
         if len(paths) != len(counts):
             raise ValueError("one count per shard")
+        self.classes = classes  # labels must lie in [0, classes) when given
         self.paths = [Path(p) for p in paths]
         self.counts = [int(c) for c in counts]
         self.split = split
@@ -227,8 +245,22 @@ class ShardSet:
                     f"{self.paths[s]}: holds {n} images, the manifest says {self.counts[s]}",
                     hint=_FIX,
                 )
+            self._check_labels(f, self.paths[s])
             self._files[s] = f
         return f
+
+    def _check_labels(self, f: h5py.File, path: Path) -> None:
+        """Labels outside the manifest's classes would index past fc8: refused by name."""
+        if self.classes is None or not len(f["labels"]):
+            return
+        labels = f["labels"][:]
+        low, high = int(labels.min()), int(labels.max())
+        if low < 0 or high >= self.classes:
+            f.close()
+            bad = low if low < 0 else high
+            raise FormatError(
+                f"{path}: label {bad} outside the manifest's {self.classes} classes", hint=_FIX
+            )
 
     def image(self, index: int) -> np.ndarray:
         s, i = self.locate(index)

@@ -286,6 +286,8 @@ def read_stats(path: Path) -> Stats:
                 if name not in f or f[name].shape != shape(size):
                     raise FormatError(f"{path}: {name!r} missing or not {shape(size)}", hint=fix)
                 arrays[name] = np.asarray(f[name][()], dtype=dtype)
+                if not np.isfinite(arrays[name]).all():
+                    raise FormatError(f"{path}: {name!r} holds NaN or infinite values", hint=fix)
             return Stats(
                 **arrays,
                 images=int(f.attrs["images"]),

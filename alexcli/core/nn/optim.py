@@ -79,30 +79,37 @@ class LrSchedule:
 
 
 def make_optimizer(
-    model: nn.Module, lr: float, momentum: float, weight_decay: float, *, fused: bool | None = None
+    model: nn.Module,
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    *,
+    fused: bool | None = None,
+    scaled: bool = False,
 ) -> torch.optim.SGD:
     """SGD with momentum and weight decay on every parameter (the module docstring).
 
     `fused` (default: where every parameter is a float on the CPU or CUDA) updates each
     tensor in one pass instead of the foreach kernels' several: the same formula, fewer
     passes over 61 M weights (docs/performance.md).
+
+    `scaled`: a GradScaler drives the steps (`--amp fp16`); then never fused. GradScaler
+    lets a fused optimizer skip an overflowing step inside its kernel, and fused SGD gets
+    that wrong twice: on a skipped first step it leaves the momentum buffers it made with
+    `empty_like` unfilled, so the next step adds uninitialised memory to the weights; and
+    with the towers on two devices it is handed the sum of their overflow flags, 2, but
+    skips only on exactly 1. An fp16 overflow is routine at the scaler's first scale
+    (2^16). With the foreach kernels GradScaler unscales, checks and skips the step
+    itself, through public API only.
     """
     params = list(model.parameters())
-    if fused is None:
+    if scaled:
+        fused = False
+    elif fused is None:
         fused = bool(params) and all(
             p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params
         )
-    sgd = torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
-    # GradScaler (--amp fp16) lets a fused optimizer skip an overflowing step inside its
-    # kernel, and fused SGD gets that wrong twice: on a skipped first step it leaves the
-    # momentum buffers it made with `empty_like` unfilled, so the next step adds
-    # uninitialised memory to the weights; and with the towers on two devices it is
-    # handed the sum of their overflow flags, 2, but skips only on exactly 1. An fp16
-    # overflow is routine at the scaler's first scale (2^16). Declining the protocol
-    # makes GradScaler unscale, check and skip the step itself, as for any optimizer;
-    # the update is still the fused kernel.
-    sgd._step_supports_amp_scaling = False
-    return sgd
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay, fused=fused)
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

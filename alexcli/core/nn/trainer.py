@@ -139,7 +139,9 @@ class Trainer:
         model = build_model(cfg.model, devices)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        optimizer = make_optimizer(model, cfg.lr, cfg.momentum, cfg.weight_decay)
+        optimizer = make_optimizer(
+            model, cfg.lr, cfg.momentum, cfg.weight_decay, scaled=cfg.amp == "fp16"
+        )
         schedule = LrSchedule(
             cfg.lr, cfg.schedule, cfg.lr_drops, cfg.plateau_patience, cfg.lr_steps,
             cfg.warmup_epochs,

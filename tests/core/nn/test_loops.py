@@ -171,13 +171,14 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
 
 
 @pytest.mark.parametrize("devices", [1, 2])
-def test_a_step_gradscaler_skips_leaves_fused_sgd_as_plain_sgd(monkeypatch, devices):
+def test_the_optimizer_a_gradscaler_drives_skips_steps_as_plain_sgd(monkeypatch, devices):
     """fp16 on CUDA: GradScaler's first scale (2^16) routinely overflows the first step.
     Fused SGD, left to skip it in its kernel, (1) left the momentum buffers it made with
     `empty_like` unfilled, so the next step added whatever that memory held (reused CUDA
     memory may hold anything; NaN here), and (2) with the towers on two devices was
     handed the sum of their overflow flags, 2, and skips only on 1: it stepped with
-    infinite gradients. Every step must match plain SGD's."""
+    infinite gradients. The optimizer made for a scaler is never fused; every step must
+    match plain (foreach) SGD's."""
     monkeypatch.setattr(torch, "empty_like", lambda t, *a, **k: torch.full_like(t, math.nan))
     if devices == 2:  # a second device's overflow flag, as towers on two GPUs give
         unscale = torch.amp.GradScaler._unscale_grads_
@@ -194,11 +195,16 @@ def test_a_step_gradscaler_skips_leaves_fused_sgd_as_plain_sgd(monkeypatch, devi
         return grad * math.inf if len(steps) == 1 else grad
 
     weights = []
-    for fused in (True, False):
+    for ours in (True, False):
         torch.manual_seed(0)
         model = _Flat()
         ctx = _ctx(model)
-        ctx.optimizer = make_optimizer(model, 0.01, 0.9, 5e-4, fused=fused)
+        ctx.optimizer = (
+            make_optimizer(model, 0.01, 0.9, 5e-4, scaled=True)
+            if ours
+            else torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=5e-4)
+        )
+        assert not ctx.optimizer.defaults["fused"]
         ctx.scaler = torch.amp.GradScaler("cpu")  # 2^16, halved at each skipped step
         steps.clear()
         model.fc.weight.register_hook(overflow_first)
