@@ -221,10 +221,18 @@ def write_shards(
     sizes = {p.path: len(p.items) for p in plans}
     done: list[ShardDone] = []
     args = [(str(source), str(data_dir), p, config.size, config.resample, reuse) for p in plans]
-    for result in _run(jobs, args):
-        done.append(result)
-        task.advance(sizes[result.path], shards=f"{len(done)}/{len(plans)}")
-    task.close()
+    try:
+        for result in _run(jobs, args):
+            done.append(result)
+            task.advance(sizes[result.path], shards=f"{len(done)}/{len(plans)}")
+    except BaseException:
+        # The pool has stopped its workers; what they were writing is only temporaries
+        # (finished shards stay, and a rerun keeps them): leave none behind.
+        for split in SPLITS:
+            remove_stale_temps(data_dir / split)
+        raise
+    finally:
+        task.close()
     reused = sum(d.reused for d in done)
     if reused:
         progress.log(f"reused {reused} finished shard(s) of an earlier run")
