@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
         if debug:
             raise
         where = f" ({e.filename})" if e.filename else ""
+        if e.filename and e.filename2:  # a rename: the file it was to become says more
+            where = f" ({e.filename2}, written as {e.filename})"
         error(f"{e.strerror or e}{where}", "free the space or fix the path, then rerun")
         return 1
     except Exception as e:
