@@ -181,7 +181,16 @@ def test_prepare_verify_meets_a_directory_where_a_shard_was(source, tmp_path):
     assert blocked.is_dir()  # never removed: alexcli did not make it
 
 
-def test_ctrl_c_during_prepare_ends_it_in_one_line_and_a_rerun_finishes(source, tmp_path):
+@pytest.mark.parametrize(
+    "sig, code, line",
+    [
+        (signal.SIGINT, 130, "error: interrupted"),
+        (signal.SIGTERM, 143, "error: stopped by SIGTERM"),
+    ],
+)
+def test_a_signal_during_prepare_ends_it_in_one_line_and_a_rerun_finishes(
+    source, tmp_path, sig, code, line
+):
     out = tmp_path / "data"
     args = [sys.executable, "-m", "alexcli", "prepare", str(source), str(out), "--size", "64",
             "--shard-size", "4", "--jobs", "2"]  # fmt: skip
@@ -190,19 +199,37 @@ def test_ctrl_c_during_prepare_ends_it_in_one_line_and_a_rerun_finishes(source, 
         assert proc.stderr is not None
         proc.stderr.readline()  # its first status line: the work has begun
         time.sleep(0.3)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         try:
             _, err = proc.communicate(timeout=LIMIT)
         except subprocess.TimeoutExpired:
             proc.kill()
-            pytest.fail("prepare did not end after Ctrl-C")
+            pytest.fail(f"prepare did not end after {sig.name}")
         assert "Traceback" not in err, err
-        # 0: it finished before the signal; -SIGINT: it came while the interpreter was
-        # exiting, after the work and its output (a shell shows 130 for both).
-        if proc.returncode in (0, -signal.SIGINT):
+        # 0: it finished before the signal; -sig: it came while the interpreter was
+        # exiting, after the work and its output (a shell shows 128 + sig for both).
+        if proc.returncode in (0, -sig):
             continue
-        assert proc.returncode == 130, err
-        assert "error: interrupted" in err
+        assert proc.returncode == code and line in err, (proc.returncode, err)
+        assert not list((out / "train").glob(".*.tmp"))
     r = alexcli("prepare", source, out, "--size", "64", "--shard-size", "4", "--jobs", "2")
     assert r.returncode == 0, r.stderr
     assert not list((out / "train").glob(".*.tmp"))
+
+
+def test_sigterm_during_stats_ends_it_in_one_line(data, tmp_path):
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    args = [sys.executable, "-m", "alexcli", "stats", str(copy), "--force", "--jobs", "2"]
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    time.sleep(2.0)  # torch imported, the sums under way or done
+    proc.send_signal(signal.SIGTERM)
+    try:
+        _, err = proc.communicate(timeout=LIMIT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail("stats did not end after SIGTERM")
+    assert "Traceback" not in err and "terminate called" not in err, err
+    assert proc.returncode in (0, 143, -signal.SIGTERM), (proc.returncode, err)
+    if proc.returncode == 143:
+        assert "error: stopped by SIGTERM" in err

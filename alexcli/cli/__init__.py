@@ -10,9 +10,12 @@ never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import sys
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 
 import typer
 from typer.main import get_command
@@ -25,7 +28,7 @@ from alexcli.cli import bench
 # isort: on
 from alexcli.cli._app import app
 from alexcli.cli._console import error
-from alexcli.errors import AlexcliError
+from alexcli.errors import AlexcliError, Stopped
 
 __all__ = ["app", "main"]
 _COMMANDS = (prepare, stats, train, eval, predict, neighbors, viz, summary, demo, run, bench)
@@ -42,7 +45,8 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
         args = ["--debug", *(a for a in args if a != "--debug")]
     command = get_command(application)
     try:
-        result = command.main(args=args, prog_name="alexcli", standalone_mode=False)
+        with _sigterm_stops():
+            result = command.main(args=args, prog_name="alexcli", standalone_mode=False)
         if result == INTERRUPTED:  # Ctrl-C: click returns 130 here rather than raising
             _interrupted()
         return result if isinstance(result, int) else 0
@@ -76,6 +80,25 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
             raise
         error(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback")
         return 1
+
+
+@contextlib.contextmanager
+def _sigterm_stops() -> Iterator[None]:
+    """SIGTERM (`kill`, a scheduler) ends a command as Ctrl-C does: the stage's pools
+    wind down, whole files stay, one line, exit 143. `train` saves last.pt first (its
+    own handler, core/nn/trainer.py, holds the signal while it trains)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped("stopped by SIGTERM", hint="rerun the command: finished work is kept")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _interrupted() -> None:

@@ -491,3 +491,16 @@ def test_too_little_space_is_refused_before_anything_is_made(synthetic_tree, tmp
     with pytest.raises(UserError, match="the shards need ~"):
         run_prepare(synthetic_tree.root, out, PrepareConfig(size=64, jobs=1))
     assert not (tmp_path / "new").exists()
+
+
+def test_force_rewrites_only_what_prepare_wrote(tmp_path, synthetic_tree):
+    """A file of the user's inside DATA_DIR (not one of prepare's numbered shards) survives
+    --force, in the split folders and beside them."""
+    out = tmp_path / "data"
+    cfg = PrepareConfig(size=32, jobs=1)
+    run_prepare(synthetic_tree.root, out, cfg)
+    mine = [out / "train" / "x.h5", out / "val" / "notes.txt", out / "README"]
+    for path in mine:
+        path.write_text("mine")
+    run_prepare(synthetic_tree.root, out, cfg, force=True)
+    assert all(p.read_text() == "mine" for p in mine)
