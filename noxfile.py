@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import platform
 import shlex
+import shutil
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck"]
+nox.options.sessions = ["tests", "lint", "typecheck", "wheel"]
 nox.options.default_venv_backend = "venv"
 
 TORCH = os.environ.get("ALEXCLI_TORCH", "torch==2.13.0")
@@ -28,12 +29,20 @@ def _has_avx2() -> bool:
     )
 
 
-def _install(session: nox.Session, extras: str = "dev") -> None:
+def _install_runtime(session: nox.Session) -> None:
+    """torch (ALEXCLI_TORCH) and pillow-simd, before alexcli, so that neither a CUDA torch
+    nor plain pillow is pulled in by its requirements."""
     session.install(*shlex.split(TORCH))
     if _has_avx2():
-        # pillow-simd's default build stops at SSE4; its AVX2 resize is ~1.3-1.6x faster
-        # here (docs/prepare.md). Built fresh (no wheel cache) so the flag takes effect.
+        # pillow-simd's default build stops at SSE4; its AVX2 resize is faster
+        # (docs/prepare.md). Built fresh (no wheel cache) so the flag takes effect.
         session.install("--no-cache-dir", "pillow-simd", env={"CC": "cc -mavx2"})
+    else:
+        session.install("pillow-simd")
+
+
+def _install(session: nox.Session, extras: str = "dev") -> None:
+    _install_runtime(session)
     session.install("-e", f".[{extras}]")
 
 
@@ -74,3 +83,28 @@ def bench(session: nox.Session) -> None:
     _install(session, extras="dev")
     with open("bench.json", "w") as f:
         session.run("alexcli", "bench", "--json", *session.posargs, stdout=f)
+
+
+@nox.session
+def wheel(session: nox.Session) -> None:
+    """Build the sdist and the wheel, install the wheel (not the checkout) and run
+    `alexcli --version` and `alexcli demo` from a folder outside the checkout."""
+    session.install("build")
+    tmp = Path(session.create_tmp()).resolve()
+    dist = tmp / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    session.run("python", "-m", "build", "--sdist", "--wheel", "--outdir", str(dist), ".")
+    wheels = sorted(dist.glob("alexcli-*.whl"))
+    if not wheels or not sorted(dist.glob("alexcli-*.tar.gz")):
+        session.error(f"no wheel and sdist in {dist}")
+    _install_runtime(session)
+    session.install("--force-reinstall", "--no-deps", str(wheels[-1]))
+    session.install(str(wheels[-1]))  # its requirements, torch and pillow-simd already met
+    elsewhere = tmp / "elsewhere"
+    shutil.rmtree(elsewhere, ignore_errors=True)
+    elsewhere.mkdir()
+    session.chdir(elsewhere)
+    session.run("python", "-c", "import alexcli, sys; assert 'site-packages' in alexcli.__file__, "
+                "alexcli.__file__; print(alexcli.__file__)")  # fmt: skip
+    session.run("alexcli", "--version")
+    session.run("alexcli", "demo", "demo-out")

@@ -25,8 +25,9 @@ def demo(
     """The whole chain on embedded synthetic data, with the `small` preset, in minutes.
 
     Generates an ILSVRC-shaped tree (wnid folders, Kaggle-style validation labels, a few
-    of ImageNet's awkward files), then runs pipelines/demo.toml: prepare → stats → train →
-    eval (1 and 10 views) → viz-kernels → viz-curves. A second run is up to date.
+    of ImageNet's awkward files), then runs the demo recipe shipped with alexcli
+    (`alexcli run demo`): prepare → stats → train → eval (1 and 10 views) → viz-kernels
+    → viz-curves. A second run is up to date.
 
     Example: `alexcli demo /tmp/demo --set synthetic.classes=5`
     """

@@ -24,7 +24,12 @@ Sets = Annotated[
 
 @app.command()
 def run(
-    recipe: Annotated[Path, typer.Argument(help="A recipe, e.g. pipelines/paper.toml.")],
+    recipe: Annotated[
+        Path,
+        typer.Argument(
+            help="A recipe file, or the name of one shipped with alexcli: demo, paper, imagenet100."
+        ),
+    ],
     until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
     set_: Sets = None,
     force: Force = False,
@@ -34,7 +39,7 @@ def run(
 
     Paths in the recipe are relative to the current directory.
 
-    Example: `alexcli run pipelines/imagenet100.toml --set source=/data/imagenet`
+    Example: `alexcli run imagenet100 --set source=/data/imagenet`
     """
     from alexcli.stages.recipe import run_recipe
 

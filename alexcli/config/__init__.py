@@ -19,7 +19,13 @@ from alexcli.config.layering import (
     train_config,
     with_values,
 )
-from alexcli.config.recipe import STAGE_NAMES, Recipe, load_recipe
+from alexcli.config.recipe import (
+    STAGE_NAMES,
+    Recipe,
+    find_recipe,
+    load_recipe,
+    shipped_recipes,
+)
 from alexcli.config.schema import (
     PRESETS,
     BenchConfig,
@@ -47,6 +53,7 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "bounded",
+    "find_recipe",
     "fingerprint_view",
     "from_dict",
     "load_recipe",
@@ -55,6 +62,7 @@ __all__ = [
     "parse_sets",
     "preset",
     "runtime",
+    "shipped_recipes",
     "to_dict",
     "train_config",
     "with_values",

@@ -1,7 +1,13 @@
-"""Recipes: the stages chained (pipelines/*.toml), run by `alexcli run` and `alexcli demo`."""
+"""Recipes: the stages chained, run by `alexcli run` and `alexcli demo`.
+
+The recipes alexcli ships live inside the package (`alexcli/pipelines/*.toml`, read
+through importlib.resources, so a wheel install has them); `alexcli run paper` names one
+without a path. The repository's top-level `pipelines/` is a link to the same folder.
+"""
 
 from __future__ import annotations
 
+import importlib.resources
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +44,29 @@ class Recipe:
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
+
+
+def shipped_recipes() -> dict[str, Path]:
+    """The recipes inside the package, by name (`demo`, `paper`, `imagenet100`)."""
+    folder = Path(str(importlib.resources.files("alexcli") / "pipelines"))
+    return {p.stem: p for p in sorted(folder.glob("*.toml"))}
+
+
+def find_recipe(name_or_path: Path | str) -> Path:
+    """A recipe file as given, else the shipped recipe of that name (`paper`, `paper.toml`)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    if not path.suffix and path.with_suffix(".toml").is_file():  # a file here wins
+        return path.with_suffix(".toml")
+    shipped = shipped_recipes()
+    name = path.name.removesuffix(".toml")
+    if path.parent == Path(".") and name in shipped:
+        return shipped[name]
+    raise ConfigError(
+        f"{path}: no such recipe file",
+        hint=f"a path to a TOML recipe, or one shipped with alexcli: {', '.join(shipped)}",
+    )
 
 
 def load_recipe(path: Path, sets: Sequence[str] = ()) -> Recipe:

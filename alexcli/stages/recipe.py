@@ -20,7 +20,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from alexcli.config import STAGE_NAMES, Recipe, SyntheticConfig, load_recipe, to_dict
+from alexcli.config import (
+    STAGE_NAMES,
+    Recipe,
+    SyntheticConfig,
+    find_recipe,
+    load_recipe,
+    to_dict,
+)
 from alexcli.core.atomic import write_json
 from alexcli.core.fingerprint import file_digest
 from alexcli.core.progress import SILENT, Progress
@@ -28,7 +35,6 @@ from alexcli.errors import ConfigError, UserError
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import read_manifest, run_stage
 
-DEMO_RECIPE = Path(__file__).resolve().parents[2] / "pipelines" / "demo.toml"
 _SYNTHETIC_STAMP = ".alexcli-synthetic.json"
 
 Done = tuple[bool, dict[str, Path], str]  # up to date, artefacts, notes
@@ -74,7 +80,7 @@ class PipelineResult(Result):
 
 
 def run_recipe(
-    path: Path,
+    path: Path | str,
     sets: list[str] | tuple[str, ...] = (),
     *,
     base: Path | None = None,
@@ -82,8 +88,9 @@ def run_recipe(
     force: bool = False,
     progress: Progress = SILENT,
 ) -> PipelineResult:
-    """`alexcli run RECIPE.toml`: load, override, run."""
-    recipe = load_recipe(Path(path), sets)
+    """`alexcli run RECIPE`: a TOML file, or a shipped recipe's name; load, override, run."""
+    path = find_recipe(path)
+    recipe = load_recipe(path, sets)
     return run_chain(
         recipe, base=base or Path.cwd(), until=until, force=force, progress=progress,
         where=str(path),
@@ -97,16 +104,11 @@ def run_demo(
     force: bool = False,
     progress: Progress = SILENT,
 ) -> PipelineResult:
-    """`alexcli demo`: pipelines/demo.toml, with every path under WORK_DIR."""
-    if not DEMO_RECIPE.is_file():
-        raise UserError(
-            f"{DEMO_RECIPE}: the demo recipe is missing",
-            hint="run alexcli from its source checkout (`pip install -e .`)",
-        )
+    """`alexcli demo`: the shipped demo recipe, with every path under WORK_DIR."""
     if Path(work_dir).exists() and not Path(work_dir).is_dir():
         raise UserError(f"{work_dir}: exists and is not a directory", hint="name a WORK_DIR folder")
     Path(work_dir).mkdir(parents=True, exist_ok=True)
-    return run_recipe(DEMO_RECIPE, sets, base=Path(work_dir), force=force, progress=progress)
+    return run_recipe("demo", sets, base=Path(work_dir), force=force, progress=progress)
 
 
 def run_chain(

@@ -144,9 +144,27 @@ def test_recipe_errors_are_one_line_naming_key_and_file(cli, tmp_path, monkeypat
     assert "Traceback" not in r.err
 
 
-def test_missing_recipe(cli, tmp_path):
+def test_missing_recipe(cli, tmp_path, monkeypatch):
     r = cli("run", tmp_path / "nope.toml")
-    assert r.code == 2 and "no such file" in r.err
+    assert r.code == 2 and "no such recipe file" in r.err
+    monkeypatch.chdir(tmp_path)
+    r = cli("run", "papr")  # a name that is not a shipped recipe lists those that are
+    assert r.code == 2 and "demo, imagenet100, paper" in r.err
+
+
+def test_shipped_recipes_are_named_without_a_path(cli, tmp_path, monkeypatch):
+    """From any folder (as after a wheel install): `alexcli run paper` is the packaged
+    recipe; a file of that name in the folder wins, as a path always does."""
+    from alexcli.config import find_recipe, load_recipe, shipped_recipes
+
+    monkeypatch.chdir(tmp_path)
+    assert set(shipped_recipes()) == {"demo", "paper", "imagenet100"}
+    assert find_recipe("paper") == find_recipe("paper.toml") == shipped_recipes()["paper"]
+    assert load_recipe(find_recipe("paper")).train.preset == "paper"
+    r = cli("run", "paper", "--until", "prepare")  # its source is yours to set: one line
+    assert r.code == 2 and "source '/data/imagenet' does not exist" in r.err
+    (tmp_path / "paper.toml").write_text('source = "mine"\n')
+    assert find_recipe("paper") == Path("paper.toml")
 
 
 @pytest.mark.parametrize("force", [False, True])
