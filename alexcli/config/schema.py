@@ -146,11 +146,12 @@ class TrainConfig(Checked):
     momentum: float = bounded(0.9, at_least=0)
     weight_decay: float = bounded(5e-4, at_least=0)
     # "plateau": ÷10 when validation error stops improving (the paper), at most
-    # `lr_drops` times. "step": ÷10 at each epoch of `lr_steps`.
+    # `lr_drops` times, the last ones forced if the run would end without them. "step":
+    # ÷10 at each of `lr_steps`: an epoch, or below 1 a fraction of `epochs`.
     schedule: Literal["plateau", "step"] = "plateau"
     lr_drops: int = bounded(3, at_least=0)
     plateau_patience: int = bounded(5, at_least=0)
-    lr_steps: tuple[int, ...] = (30, 60, 80)
+    lr_steps: tuple[float, ...] = (30, 60, 80)
     warmup_epochs: float = bounded(0.0, at_least=0)
     flip: bool = True
     lighting_std: float = bounded(0.1, at_least=0)  # αᵢ ~ N(0, 0.1)
@@ -230,12 +231,13 @@ PRESETS: dict[str, TrainConfig] = {
         # He init and unit-variance input (÷ ~58.8, ImageNet's per-channel std in 0–255
         # units) instead of the paper's N(0, 0.01²) on raw pixels, which stays at chance
         # at this scale. 30 epochs with ÷10 at 20 and 26: the best of the schedules
-        # compared over 3 seeds (docs/presets.md).
+        # compared over 3 seeds (docs/presets.md); written as fractions of the run, so a
+        # shorter or longer one drops at the same points of it.
         epochs=30,
         batch_size=32,
         lr=0.005,
         schedule="step",
-        lr_steps=(20, 26),
+        lr_steps=(0.67, 0.87),
         warmup_epochs=0.0,
         input_scale=0.017,
         model=ModelConfig(

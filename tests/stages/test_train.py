@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -109,12 +110,13 @@ def test_metrics_record_the_lr_each_epoch_trained_at(cli, data, tmp_path):
     assert cli("train", data, run, "--preset", "small", *sets).code == 0
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     want, drops, lr, best = [], [], 1e-7, math.inf  # the plateau rule, by hand
-    for m in lines:
+    for k, m in enumerate(lines):
         want.append(lr)
         drops.append(round(math.log10(1e-7 / lr)))
-        if m["val_top1_error"] < best:
-            best = m["val_top1_error"]
-        elif drops[-1] < 3:
+        improved = m["val_top1_error"] < best
+        best = min(best, m["val_top1_error"])
+        left = len(lines) - (k + 1)  # a short run gets the drops it is due
+        if drops[-1] < 3 and (not improved or 0 < left <= 3 - drops[-1]):
             lr /= 10
     assert want[-1] < want[0]  # at lr 1e-7 the error stands still: it did drop
     assert [m["lr"] for m in lines] == pytest.approx(want, rel=1e-9)
@@ -327,7 +329,11 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
     from alexcli.core.fingerprint import stage_fingerprint
     from alexcli.stages.train import STAGE, VERSION, fingerprint_params
 
-    params = fingerprint_params(PRESETS[name])
+    # 0.1's `small` wrote its milestones as epochs; the same run, so the same fingerprint
+    cfg = (
+        PRESETS[name] if name == "paper" else dataclasses.replace(PRESETS[name], lr_steps=(20, 26))
+    )
+    params = fingerprint_params(cfg)
     got = stage_fingerprint(STAGE, VERSION, params, {"prepare": "a", "stats": "b"})
     assert got == fingerprint
 
@@ -352,3 +358,14 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(data):
     check_trainable(cfg, data_dir, 2, torch.device("cpu"))  # 5 each: fine
     with pytest.raises(ConfigError, match="does not split over 3 processes"):
         check_trainable(cfg, data_dir, 3, torch.device("cpu"))
+
+
+def test_a_short_small_run_drops_its_lr_and_says_so(cli, data, tmp_path):
+    """`small`'s milestones are fractions of the run: 6 epochs drop at epochs 5 and 6."""
+    run = tmp_path / "run"
+    sets = [a for s in TINY for a in ("--set", s)]
+    r = cli("train", data, run, "--preset", "small", "--epochs", "6", *sets)
+    assert r.code == 0, r.err
+    lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["lr"] for m in lines] == pytest.approx([5e-3] * 4 + [5e-4, 5e-5])
+    assert "lr ÷10 → 0.0005 from epoch 5" in r.err and "lr ÷10 → 5e-05 from epoch 6" in r.err

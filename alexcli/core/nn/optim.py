@@ -28,17 +28,22 @@ class LrSchedule:
     """The learning rate at every step: base × 0.1^drops, times a linear warm-up.
 
     "plateau" (the paper): a drop when the validation error has not improved for
-    `patience` epochs, at most `max_drops` times. "step": a drop at each epoch of
-    `milestones`. Warm-up ramps from base/(warm-up steps) to base over the first
-    `warmup_epochs` (a fraction allowed). `state_dict` makes resume exact.
+    `patience` epochs, at most `max_drops` times; and, so that a short run still gets
+    the drops it is due, a drop at the end of any epoch after which no more epochs are
+    left than drops still due (90 epochs: only if none came by epoch 87). "step": a drop
+    at each of `milestones`, epochs, or fractions of `epochs` when below 1 (0.67 of 30
+    epochs is epoch 20, of 6 epochs epoch 4). Warm-up ramps from base/(warm-up steps) to
+    base over the first `warmup_epochs` (a fraction allowed). `state_dict` makes resume
+    exact.
     """
 
     base_lr: float
     kind: Literal["plateau", "step"] = "plateau"
     max_drops: int = 3
     patience: int = 5
-    milestones: tuple[int, ...] = ()
+    milestones: tuple[float, ...] = ()
     warmup_epochs: float = 0.0
+    epochs: int = 0  # the run's length: fractional milestones and forced drops need it
     drops: int = 0
     best: float = math.inf
     bad_epochs: int = 0
@@ -54,17 +59,27 @@ class LrSchedule:
 
     def drops_at(self, epoch: int) -> int:
         """How many ÷10 drops epoch `epoch` (0-based) trains with ("plateau": so far)."""
-        return self.drops if self.kind == "plateau" else sum(epoch >= m for m in self.milestones)
+        if self.kind == "plateau":
+            return self.drops
+        return sum(epoch >= m for m in self.milestone_epochs)
 
-    def end_epoch(self, val_error: float) -> bool:
-        """Record an epoch's validation error; True when "plateau" just dropped the lr."""
+    @property
+    def milestone_epochs(self) -> list[int]:
+        """The epochs (0-based: the first trained at the lower lr) of the "step" drops."""
+        return [round(m * self.epochs) if m < 1 else int(m) for m in self.milestones]
+
+    def end_epoch(self, val_error: float, epoch: int | None = None) -> bool:
+        """Record epoch `epoch`'s (0-based) validation error; True when "plateau" just
+        dropped the lr (for the epochs after it)."""
         if self.kind != "plateau":
             return False
         if val_error < self.best:
             self.best, self.bad_epochs = val_error, 0
-            return False
-        self.bad_epochs += 1
-        if self.bad_epochs >= self.patience and self.drops < self.max_drops:
+        else:
+            self.bad_epochs += 1
+        left = self.epochs - (epoch + 1) if epoch is not None and self.epochs else None
+        due = left is not None and 0 < left <= self.max_drops - self.drops
+        if self.drops < self.max_drops and (self.bad_epochs >= self.patience or due):
             self.drops, self.bad_epochs = self.drops + 1, 0
             return True
         return False

@@ -144,7 +144,7 @@ class Trainer:
         )
         schedule = LrSchedule(
             cfg.lr, cfg.schedule, cfg.lr_drops, cfg.plateau_patience, cfg.lr_steps,
-            cfg.warmup_epochs,
+            cfg.warmup_epochs, epochs=cfg.epochs,
         )  # fmt: skip
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         net: nn.Module = model
@@ -205,7 +205,9 @@ class Trainer:
         # The lr this epoch trained at, read before "plateau" may drop it for the next.
         schedule = parts.schedule
         lr, drops = schedule.lr(epoch, steps - 1, steps), schedule.drops_at(epoch)
-        schedule.end_epoch(val.top1_error)
+        schedule.end_epoch(val.top1_error, epoch)
+        after = schedule.lr(epoch + 1, 0, steps) if epoch + 1 < cfg.epochs else lr
+        drop = f"; lr ÷10 → {after:.3g} from epoch {epoch + 2}" if after < lr * 0.99 else ""
         line = {
             "epoch": epoch + 1,
             "train_loss": state.loss,
@@ -227,7 +229,7 @@ class Trainer:
         self.progress.log(
             f"epoch {epoch + 1}/{cfg.epochs}: loss {state.loss:.4f}, val top-1 error "
             f"{val.top1_error:.4f}, top-5 {val.top5_error:.4f}, lr {lr:.3g}, "
-            f"{line['images_per_s']:.0f} images/s"
+            f"{line['images_per_s']:.0f} images/s{drop}"
         )
 
     def _train_task(self, epoch: int, step: int, steps: int) -> Task:

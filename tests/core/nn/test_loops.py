@@ -49,6 +49,30 @@ def test_step_schedule_drops_at_the_milestones():
     assert not s.end_epoch(0.5)
 
 
+@pytest.mark.parametrize(("epochs", "first_low"), [(30, [20, 26]), (6, [4, 5]), (90, [60, 78])])
+def test_step_milestones_below_one_are_fractions_of_the_run(epochs, first_low):
+    """The `small` preset's (0.67, 0.87): a 6-epoch run drops too, at the same points."""
+    s = LrSchedule(0.01, "step", milestones=(0.67, 0.87), epochs=epochs)
+    assert s.milestone_epochs == first_low
+    lrs = [s.lr(e, 0, 10) for e in range(epochs)]
+    assert lrs[first_low[0] - 1] == pytest.approx(0.01) and lrs[first_low[0]] == pytest.approx(
+        0.001
+    )
+    assert lrs[first_low[1]] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-4)
+
+
+def test_plateau_gives_a_short_run_the_drops_it_is_due():
+    """Patience 5 never runs out in 6 improving epochs; the last three drop all the same,
+    one an epoch, so the run ends at base ÷ 1000. A long run is left to its patience."""
+    s = LrSchedule(0.01, "plateau", max_drops=3, patience=5, epochs=6)
+    drops = [s.end_epoch(0.9 - 0.1 * e, e) for e in range(6)]
+    assert drops == [False, False, True, True, True, False]
+    assert s.lr(5, 0, 10) == pytest.approx(1e-5)
+    long = LrSchedule(0.01, "plateau", max_drops=3, patience=5, epochs=90)
+    assert not any(long.end_epoch(0.9 - 0.001 * e, e) for e in range(86))
+    assert [long.end_epoch(0.5, e) for e in (86, 87, 88, 89)] == [True, True, True, False]
+
+
 def test_warmup_ramps_linearly_over_its_steps():
     s = LrSchedule(0.04, "step", warmup_epochs=0.5)  # 2 of 4 steps
     assert [s.lr(0, k, 4) for k in range(4)] == pytest.approx([0.02, 0.04, 0.04, 0.04])
