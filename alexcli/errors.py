@@ -48,6 +48,10 @@ class TrainingDiverged(AlexcliError):
     """The loss became NaN or infinite."""
 
 
+class TrainingFlat(AlexcliError):
+    """`--stop-if-flat`: an epoch learned nothing (loss at ln C, validation at chance)."""
+
+
 class Stopped(AlexcliError):
     """SIGTERM (a scheduler's preemption, `kill`): stopped after saving where it was."""
 

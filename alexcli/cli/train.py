@@ -37,6 +37,14 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.pt.")
     ] = False,
+    stop_if_flat: Annotated[
+        bool,
+        typer.Option(
+            "--stop-if-flat",
+            help="Stop at an epoch that learned nothing (loss at ln C, validation at "
+            "chance), after saving it; without it, a warning.",
+        ),
+    ] = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file of configuration keys.")
     ] = None,
@@ -64,7 +72,7 @@ def train(
         cfg = resolve_config(
             run_dir, resume=resume, preset_name=preset, config_file=config, sets=set_ or (),
             epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp,
-            seed=seed, workers=workers,
+            seed=seed, workers=workers, stop_if_flat=stop_if_flat or None,
         )  # fmt: skip
         result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)
     if result.rank != 0:

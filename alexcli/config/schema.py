@@ -168,6 +168,8 @@ class TrainConfig(Checked):
     channels_last: bool = runtime(True)
     workers: int | None = bounded(None, at_least=0, is_runtime=True)
     checkpoint_minutes: float = bounded(30.0, at_least=0, is_runtime=True)
+    # Stop, after the epoch's checkpoint, at an epoch that learned nothing (`flat`).
+    stop_if_flat: bool = runtime(False)
 
     # Keys read as another key's: `crop` belongs to the network (`model.crop`), but
     # `--crop`, `--set crop=…` and a recipe's `crop = …` name it here.

@@ -39,11 +39,12 @@ from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory
 from alexcli.core.nn.checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
 from alexcli.core.nn.distributed import Dist, process_devices
+from alexcli.core.nn.flat import HINT, Flatness
 from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
 from alexcli.core.nn.model import AlexNet, build_model
 from alexcli.core.nn.optim import LrSchedule, make_optimizer
 from alexcli.core.progress import SILENT, Progress, Task
-from alexcli.errors import Stopped
+from alexcli.errors import Stopped, TrainingFlat
 
 # Steps between DDP ranks' agreeing on whether a checkpoint is due (a broadcast of a
 # pickled flag: a stall of every GPU if done each step).
@@ -104,6 +105,7 @@ class Trainer:
         self._task: Task | None = None  # one bar for the run's steps…
         self._val_task: Task | None = None  # …and one for its validation passes
         self._first_epoch = 0
+        self._warned_flat = False
 
     @property
     def last(self) -> Path:
@@ -219,6 +221,8 @@ class Trainer:
             "seconds": state.seconds,
             "lr_drops": drops,
         }
+        flat = Flatness(len(self.data.classes), state.loss, val.top1_error, val.images)
+        line["flat"] = flat.flat
         self.metrics.append(line)
         improved = self.best is None or val.top1_error < self.best
         self.best = val.top1_error if improved else self.best
@@ -231,6 +235,19 @@ class Trainer:
             f"{val.top1_error:.4f}, top-5 {val.top5_error:.4f}, lr {lr:.3g}, "
             f"{line['images_per_s']:.0f} images/s{drop}"
         )
+        if flat.flat:
+            self._flat(flat, epoch + 1)
+
+    def _flat(self, flat: Flatness, epoch: int) -> None:
+        """Say so, once a run (every epoch's line records it); stop if asked to: last.pt
+        and metrics.jsonl already hold the epoch."""
+        if self.cfg.stop_if_flat:
+            raise TrainingFlat(flat.message(epoch) + ": stopped (--stop-if-flat)", hint=HINT)
+        if not self._warned_flat:
+            self._warned_flat = True
+            self.progress.log(
+                f"warning: {flat.message(epoch)}; {HINT}; --stop-if-flat stops such a run"
+            )
 
     def _train_task(self, epoch: int, step: int, steps: int) -> Task:
         """One bar for the whole run (its ETA is the run's), created at the first epoch."""

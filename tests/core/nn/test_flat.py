@@ -1,0 +1,62 @@
+"""core/nn/flat.py: a run that learns nothing is named in its first epoch, on the demo's
+own data with the paper's init; a healthy `small` run never is."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from alexcli.config import PrepareConfig
+from alexcli.core.data.synthetic import make_tree
+from alexcli.core.nn.flat import Flatness
+
+
+def test_flat_means_loss_at_ln_c_and_validation_at_chance():
+    # 10 classes, 300 validation images: chance 0.9, two standard errors ≈ 0.035
+    assert Flatness(10, 2.40, 0.90, 300).flat
+    assert Flatness(10, math.log(10), 0.87, 300).flat  # within the band
+    assert not Flatness(10, 2.40, 0.83, 300).flat  # a slow but learning first epoch
+    assert not Flatness(10, 2.20, 0.90, 300).flat  # the loss came down: not flat yet
+    assert Flatness(1000, 6.91, 0.999, 50_000).flat
+    assert not Flatness(1000, 6.91, 0.99, 50_000).flat  # 1 % right: 10× chance
+
+
+@pytest.fixture(scope="module")
+def demo_data(tmp_path_factory):
+    """The demo's data: 10 synthetic classes, 100 training and 30 validation images each,
+    stored at 128 px, with its stats."""
+    from alexcli.stages.prepare import run_prepare
+    from alexcli.stages.stats import run_stats
+
+    root = tmp_path_factory.mktemp("flat")
+    tree = make_tree(root / "source", classes=10, train_per_class=100, val_per_class=30)
+    run_prepare(tree.root, root / "data", PrepareConfig(size=128))
+    run_stats(root / "data")
+    return root / "data"
+
+
+def test_the_papers_init_on_the_demo_is_named_in_the_first_epoch(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", demo_data, run, "--preset", "small", "--set", "model.init=paper",
+            "--epochs", "2", "--devices", "cpu")  # fmt: skip
+    assert r.code == 0, r.err
+    warnings = [ln for ln in r.err.splitlines() if ln.startswith("warning: epoch")]
+    assert len(warnings) == 1 and warnings[0].startswith("warning: epoch 1 learned nothing")
+    assert "model.init=caffe" in warnings[0]
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [m["flat"] for m in lines] == [True, True]
+    r = cli("train", demo_data, tmp_path / "stopped", "--preset", "small", "--set",
+            "model.init=paper", "--epochs", "3", "--devices", "cpu", "--stop-if-flat")  # fmt: skip
+    assert r.code == 1 and "error: epoch 1 learned nothing" in r.err
+    assert len((tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_healthy_small_run_is_never_flat(cli, demo_data, tmp_path):
+    run = tmp_path / "run"
+    r = cli("train", demo_data, run, "--preset", "small", "--epochs", "3", "--devices", "cpu")
+    assert r.code == 0, r.err
+    assert "learned nothing" not in r.err
+    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert not any(m["flat"] for m in lines)
