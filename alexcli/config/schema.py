@@ -244,9 +244,9 @@ PRESETS: dict[str, TrainConfig] = {
         input_scale=0.017,
         model=ModelConfig(
             init="kaiming",
-            # A third of the paper's widths and the paper's conv1, 11×11 stride 4
-            # (Figure 3's kernel shape): 112 crops give 27 → 13 → 6 → 2 maps, so crops
-            # must be ≥ 63 (docs/presets.md "conv1").
+            # The paper's widths divided (conv1 by 3, conv2–5 by 4, fc6/fc7 by 16) and
+            # the paper's conv1, 11×11 stride 4 (Figure 3's kernel shape): 112 crops give
+            # 27 → 13 → 6 → 2 maps, so crops must be ≥ 63 (docs/presets.md "conv1").
             crop=112,
             conv_channels=(32, 64, 96, 96, 64),
             fc_features=(256, 256),

@@ -99,14 +99,19 @@ def run_eval(
     return EvalReport(
         checkpoint=net.ckpt.source, epoch=net.ckpt.epoch, split=cfg.split, views=cfg.views,
         images=tally.images, top1_error=tally.top1_error, top5_error=tally.top5_error,
-        per_class_top1=per_class, paper=paper_reference(net.cfg, data.classes),
+        per_class_top1=per_class, paper=paper_reference(net.cfg, data.classes, cfg.views),
         devices=[str(d) for d in net.devices], amp=cfg.amp, seconds=seconds,
     )  # fmt: skip
 
 
-def paper_reference(cfg: TrainConfig, classes: Sequence[dict[str, str]]) -> dict[str, float] | None:
+def paper_reference(
+    cfg: TrainConfig, classes: Sequence[dict[str, str]], views: int = 10
+) -> dict[str, float] | None:
     """The paper's errors when `cfg` is the paper's network and recipe on 1000 ImageNet
-    classes (wnids); None otherwise, since nothing else is comparable."""
+    classes (wnids), tested as the paper tested (10 views); None otherwise, since
+    nothing else is comparable."""
+    if views != 10:
+        return None
     paper = PRESETS["paper"]
     same_net = cfg.preset == "paper" and cfg.model == paper.model and cfg.crop == paper.crop
     imagenet = len(classes) == 1000 and all(_WNID.fullmatch(c["name"]) for c in classes)

@@ -177,6 +177,7 @@ def test_the_paper_numbers_are_attached_only_to_the_paper_network_on_imagenet():
     wnids = [{"name": f"n{i:08d}", "words": ""} for i in range(1000)]
     assert paper_reference(paper, wnids) == PAPER_VAL == {"top1_error": 0.407, "top5_error": 0.182}
     assert paper_reference(paper, wnids[:100]) is None  # a subset is easier
+    assert paper_reference(paper, wnids, views=1) is None  # the paper's test is 10 views
     assert paper_reference(PRESETS["small"], wnids) is None
     one_tower = merge(paper, {"model": {"towers": 1}}, "x")
     assert paper_reference(one_tower, wnids) is None
