@@ -20,7 +20,8 @@ TINY = [
     "crop=64",  # the small preset's 11×11/4 conv1 needs ≥ 63
     "batch_size=16",
     "devices=cpu",
-    "workers=1",  # and so one compute thread: robust on a busy 2-core machine
+    "workers=1",
+    "threads=1",  # not probed: runs compared bit for bit must use the same count
 ]
 
 _COLOURS = np.array([[220, 40, 40], [40, 200, 60], [50, 70, 230], [230, 210, 40]], np.float32)

@@ -167,6 +167,9 @@ class TrainConfig(Checked):
     # the same values to rounding.
     channels_last: bool = runtime(True)
     workers: int | None = bounded(None, at_least=0, is_runtime=True)
+    # Compute threads on a CPU. None: the faster of (cores − workers) and all cores,
+    # timed at the start (core/nn/threads.py), or the count a resumed run recorded.
+    threads: int | None = bounded(None, at_least=1, is_runtime=True)
     checkpoint_minutes: float = bounded(30.0, at_least=0, is_runtime=True)
     # Stop, after the epoch's checkpoint, at an epoch that learned nothing (`flat`).
     stop_if_flat: bool = runtime(False)

@@ -61,6 +61,7 @@ class Checkpoint:
     best_top1: float | None = None
     metrics: list[dict[str, Any]] = field(default_factory=list)  # metrics.jsonl so far
     upstream: dict[str, str] = field(default_factory=dict)  # prepare and stats identities
+    threads: int | None = None  # CPU compute threads it trained with (resume keeps them)
     path: Path | None = None  # where it was read from; not written
 
     @property
@@ -103,6 +104,7 @@ class Checkpoint:
             "best_top1": self.best_top1,
             "metrics": list(self.metrics),
             "upstream": dict(self.upstream),
+            "threads": self.threads,
         }
 
     @classmethod
@@ -142,6 +144,7 @@ class Checkpoint:
             best_top1=None if best is None else float(best),
             metrics=[dict(m) for m in data.get("metrics", [])],
             upstream=dict(data.get("upstream") or {}),
+            threads=None if data.get("threads") is None else int(data["threads"]),
             path=path,
         )
 

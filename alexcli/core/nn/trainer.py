@@ -43,6 +43,7 @@ from alexcli.core.nn.flat import HINT, Flatness
 from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
 from alexcli.core.nn.model import AlexNet, build_model
 from alexcli.core.nn.optim import LrSchedule, make_optimizer
+from alexcli.core.nn.threads import ThreadChoice, candidates, fastest, probe
 from alexcli.core.progress import SILENT, Progress, Task
 from alexcli.errors import Stopped, TrainingFlat
 
@@ -106,6 +107,7 @@ class Trainer:
         self._val_task: Task | None = None  # …and one for its validation passes
         self._first_epoch = 0
         self._warned_flat = False
+        self.threads: int | None = None  # CPU compute threads, recorded in checkpoints
 
     @property
     def last(self) -> Path:
@@ -117,10 +119,11 @@ class Trainer:
         devices = process_devices(cfg.devices, self.dist.local_rank)
         workers = cfg.workers if cfg.workers is not None else default_workers(self.dist.local_world)
         threads = torch.get_num_threads()
-        if devices[0].type == "cpu" and "OMP_NUM_THREADS" not in os.environ:
-            # The loader workers have their cores; compute the rest. On a busy machine
-            # more threads than free cores is many times slower (docs/training.md).
-            torch.set_num_threads(max(cpu_cores() // self.dist.local_world - workers, 1))
+        choice = self._choose_threads(devices[0], workers)
+        if choice is not None:
+            torch.set_num_threads(choice.threads)
+            self.threads = choice.threads
+            self.progress.log(f"training on the CPU with {choice.describe()}")
         try:
             parts = self._setup(devices, workers)
             epoch, state = 0, EpochProgress()
@@ -133,6 +136,23 @@ class Trainer:
         finally:
             torch.set_num_threads(threads)
         self.images_per_s = self._images / self._seconds if self._seconds else 0.0
+
+    def _choose_threads(self, device: torch.device, workers: int) -> ThreadChoice | None:
+        """A CPU run's compute threads (core/nn/threads.py): as set, as OMP_NUM_THREADS
+        set them, as the resumed run recorded, or the faster of the candidates."""
+        if device.type != "cpu":
+            return None
+        if self.cfg.threads:
+            return ThreadChoice(self.cfg.threads, "set", {})
+        if "OMP_NUM_THREADS" in os.environ:
+            return ThreadChoice(torch.get_num_threads(), "OMP_NUM_THREADS", {})
+        if self.resume_from is not None and self.resume_from.threads:
+            return ThreadChoice(self.resume_from.threads, "as the run recorded", {})
+        counts = candidates(cpu_cores() // self.dist.local_world, workers)
+        if len(counts) == 1:
+            return ThreadChoice(counts[0], "the only choice", {})
+        rates = probe(self.cfg.model, counts, channels_last=self.cfg.channels_last)
+        return ThreadChoice(fastest(rates), "probed", rates)
 
     def _setup(self, devices: list[torch.device], workers: int) -> _Parts:
         """Model, optimizer, schedule, DDP wrapper, normaliser and loaders."""
@@ -220,6 +240,7 @@ class Trainer:
             "images_per_s": state.images / state.seconds if state.seconds else 0.0,
             "seconds": state.seconds,
             "lr_drops": drops,
+            "threads": self.threads,
         }
         flat = Flatness(len(self.data.classes), state.loss, val.top1_error, val.images)
         line["flat"] = flat.flat
@@ -287,7 +308,7 @@ class Trainer:
             scheduler=parts.schedule.state_dict(),
             scaler=parts.scaler.state_dict() if parts.scaler is not None else None,
             epoch_progress=state.state_dict(), rank_rng=rngs, best_top1=self.best,
-            metrics=self.metrics, upstream=data.upstream,
+            metrics=self.metrics, upstream=data.upstream, threads=self.threads,
         )  # fmt: skip
         if best:
             save_checkpoint(self.run_dir / "checkpoints" / "best.pt", checkpoint)

@@ -1,0 +1,92 @@
+"""How many compute threads a CPU run uses: chosen by timing, recorded with the run.
+
+On a dedicated machine the step runs fastest on every core; beside another busy
+process, more threads than free cores spin-wait in OpenMP and can be several times
+slower (docs/training.md "Throughput on this CPU"). Neither rule of thumb serves both, so
+`train` times a few forward and backward passes of its own network, at the run's
+crop and a small batch, on each candidate count — the cores left to it after the loader
+workers, and all its cores — and keeps the faster, a larger count only when it is at
+least 5 % faster. `cudnn.benchmark` chooses kernels the same way.
+
+The count changes the arithmetic (OpenMP splits the sums differently), so the run
+records it (in every checkpoint) and a resumed run uses the recorded count: exact
+resume stays exact.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from alexcli.config import ModelConfig
+from alexcli.core.nn.model import build_model
+
+MARGIN = 1.05  # more threads must be this much faster to be chosen
+PROBE_BATCH = 16
+
+
+@dataclass(frozen=True)
+class ThreadChoice:
+    """The compute threads a run uses and why."""
+
+    threads: int
+    how: str  # "probed", "resumed", "set", "OMP_NUM_THREADS", "one candidate"
+    rates: dict[int, float]  # images/s of each probed count
+
+    def describe(self) -> str:
+        if not self.rates:
+            return f"{self.threads} compute thread(s) ({self.how})"
+        timed = ", ".join(f"{t}: {r:.1f}" for t, r in sorted(self.rates.items()))
+        return f"{self.threads} compute thread(s) (images/s of a probe step at {timed})"
+
+
+def candidates(cores: int, workers: int) -> list[int]:
+    """The counts worth timing: the cores the loader workers leave, and all of them."""
+    return sorted({max(cores - workers, 1), max(cores, 1)})
+
+
+def probe(
+    cfg: ModelConfig,
+    counts: Sequence[int],
+    *,
+    channels_last: bool,
+    batch: int = PROBE_BATCH,
+    repeats: int = 2,
+) -> dict[int, float]:
+    """Images/s of forward + backward passes of a fresh copy of the network at each
+    thread count (the best of `repeats` after one untimed pass). torch's RNG is left as
+    it was, so the run's own initialisation and dropout are unchanged."""
+    before = torch.get_num_threads()
+    rates: dict[int, float] = {}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        x = torch.randn(batch, 3, cfg.crop, cfg.crop)
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+            x = x.contiguous(memory_format=torch.channels_last)
+        y = torch.randint(0, cfg.num_classes, (batch,))
+        try:
+            for count in counts:
+                torch.set_num_threads(count)
+                best = float("inf")
+                for k in range(repeats + 1):
+                    start = time.perf_counter()
+                    model.zero_grad(set_to_none=True)
+                    F.cross_entropy(model(x), y).backward()
+                    if k:
+                        best = min(best, time.perf_counter() - start)
+                rates[count] = batch / best
+        finally:
+            torch.set_num_threads(before)
+    return rates
+
+
+def fastest(rates: dict[int, float]) -> int:
+    """The fewest threads within `MARGIN` of the best rate."""
+    top = max(rates.values())
+    return min(t for t, r in rates.items() if r * MARGIN >= top)
