@@ -16,13 +16,12 @@ import platform
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from alexcli.config import ModelConfig
-from alexcli.core.machine import cpu_cores
+from alexcli.core.machine import cpu_cores, cpu_model_and_flags
 from alexcli.core.nn.model import layer_table
 
 
@@ -121,15 +120,7 @@ def flops_per_image(cfg: ModelConfig) -> float:
 
 def describe_machine() -> dict[str, Any]:
     """The CPU (model, cores, the vector units that matter here), Python, torch, GPUs."""
-    info = _cpu_info()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
-        platform.processor() or platform.machine(),
-    )
-    flags = next(
-        (set(ln.split(":", 1)[1].split()) for ln in info.splitlines() if ln.startswith("flags")),
-        set(),
-    )
+    model, flags = cpu_model_and_flags()
     machine: dict[str, Any] = {
         "cpu": model,
         "cores": cpu_cores(),
@@ -140,10 +131,3 @@ def describe_machine() -> dict[str, Any]:
     if torch.cuda.is_available():
         machine["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
     return machine
-
-
-def _cpu_info() -> str:
-    try:
-        return Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return ""

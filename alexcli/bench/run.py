@@ -35,9 +35,10 @@ from alexcli.config import BenchConfig, PrepareConfig, TrainConfig, preset
 from alexcli.core.data.loader import default_workers
 from alexcli.core.data.synthetic import make_tree
 from alexcli.core.data.transforms import Normalizer
-from alexcli.core.machine import cpu_cores
+from alexcli.core.machine import cpu_cores, native_bf16
 from alexcli.core.nn.devices import check_amp, resolve_devices
 from alexcli.core.nn.loops import Amp
+from alexcli.core.nn.threads import candidates, fastest, probe
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import AlexcliError, ConfigError
 from alexcli.stages.datadir import open_data_dir
@@ -135,7 +136,7 @@ def _plan(config: BenchConfig) -> _Plan:
     devices = resolve_devices(config.devices)
     check_amp(config.amp, devices[0])
     workers = config.workers if config.workers is not None else default_workers()
-    threads = config.threads or max(cpu_cores() - workers, 1)
+    threads = config.threads or _train_threads(train, workers, devices[0], quick=config.quick)
     seconds = min(config.seconds, 0.2) if config.quick else config.seconds
     stages = config.only or STAGES
     precision = "fp32" if config.amp == "off" else config.amp
@@ -222,12 +223,34 @@ def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[li
                f"{k} peak (matmul, conv)", peaks[k] / flops)
         for k in dict.fromkeys(("fp32", amp))
     ]  # fmt: skip
-    figures.append(
-        Figure("train", f"{cfg.preset} step, {amp}", tuned,
-               "plain eager fp32 step", rates["plain_fp32"], 2.0,
-               cause="conv backward dominates both (details.train.step_top_ops)")
-    )  # fmt: skip
+    plain = f"plain eager fp32, {_n(_all_cores(), 'thread')}"
+    targets = {"fp32": 1.5} | ({amp: 2.5} if amp != "fp32" else {})
+    for k, target in targets.items():
+        figures.append(Figure("train", f"{cfg.preset} step, {k}", rates[f"tuned_{k}"], plain,
+                              rates["plain_fp32"], target, cause=_step_cause(k)))  # fmt: skip
+    if "compiled_fp32" in rates:
+        figures.append(Figure("train", f"{cfg.preset} step, fp32", rates["tuned_fp32"],
+                              "torch.compile'd plain fp32", rates["compiled_fp32"]))  # fmt: skip
     return figures, tuned
+
+
+def _step_cause(precision: str) -> str:
+    if precision == "bf16" and native_bf16() is False:
+        return "this CPU has no native bf16 (no AVX512_BF16 or AMX): bf16 runs emulated"
+    return "conv backward dominates both (details.train.step_top_ops)"
+
+
+def _all_cores() -> int:
+    """The cores `train` occupies, compute and loader alike: what plain PyTorch gets."""
+    return cpu_cores()
+
+
+def _train_threads(cfg: TrainConfig, workers: int, device: torch.device, *, quick: bool) -> int:
+    """The compute threads `train` would choose (core/nn/threads.py)."""
+    counts = candidates(cpu_cores(), workers)
+    if device.type != "cpu" or len(counts) == 1 or quick:
+        return counts[-1] if device.type != "cpu" else counts[0]
+    return fastest(probe(cfg.model, counts, channels_last=cfg.channels_last))
 
 
 def _step_rates(
@@ -237,7 +260,7 @@ def _step_rates(
     tuned step's time goes."""
     cfg, top = plan.train, []
     rates: dict[str, float] = {}
-    for name, setup in _setups(plan.precision).items():
+    for name, setup in _setups(plan).items():
         progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
                      f"at {cfg.crop}")  # fmt: skip
         runner = step.StepBench(cfg.model, batch_size=plan.batch_size,
@@ -250,12 +273,18 @@ def _step_rates(
     return rates, top
 
 
-def _setups(precision: str) -> dict[str, step.StepSetup]:
-    """plain fp32, tuned fp32, and the tuned step at `precision` when that is not fp32."""
-    setups = {"plain_fp32": step.StepSetup.plain(), "tuned_fp32": step.StepSetup.tuned()}
-    if precision != "fp32":
-        amp: Amp = "bf16" if precision == "bf16" else "fp16"
-        setups[f"tuned_{precision}"] = step.StepSetup.tuned(amp)
+def _setups(plan: _Plan) -> dict[str, step.StepSetup]:
+    """plain eager fp32 on every core (what a user would run instead), the same through
+    torch.compile (not with --quick: compiling takes a minute), and the tuned step, fp32
+    and at `--amp`, on the threads `train` would use."""
+    everything = _all_cores()
+    setups = {"plain_fp32": step.StepSetup.plain(everything)}
+    if not plan.quick and plan.devices[0].type == "cpu":
+        setups["compiled_fp32"] = step.StepSetup.plain(everything, compiled=True)
+    setups["tuned_fp32"] = step.StepSetup.tuned(threads=plan.threads)
+    if plan.precision != "fp32":
+        amp: Amp = "bf16" if plan.precision == "bf16" else "fp16"
+        setups[f"tuned_{plan.precision}"] = step.StepSetup.tuned(amp, threads=plan.threads)
     return setups
 
 

@@ -9,9 +9,11 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
+from torch import nn
 
 from alexcli.bench.limits import Rate, synchronize
 from alexcli.config import ModelConfig
@@ -33,14 +35,16 @@ class StepSetup:
     fused: bool = False  # fused SGD kernel instead of the foreach ones
     keep_heap: bool = False  # `machine.keep_freed_memory` (CPU)
     plain_lrn: bool = False  # PyTorch's F.local_response_norm instead of ours
+    compiled: bool = False  # the network through torch.compile (inductor)
+    threads: int | None = None  # compute threads while it runs (CPU); None: as set
 
     @classmethod
-    def plain(cls) -> StepSetup:
-        return cls(plain_lrn=True)
+    def plain(cls, threads: int | None = None, compiled: bool = False) -> StepSetup:
+        return cls(plain_lrn=True, threads=threads, compiled=compiled)
 
     @classmethod
-    def tuned(cls, amp: Amp = "off") -> StepSetup:
-        return cls(amp=amp, channels_last=True, fused=True, keep_heap=True)
+    def tuned(cls, amp: Amp = "off", threads: int | None = None) -> StepSetup:
+        return cls(amp=amp, channels_last=True, fused=True, keep_heap=True, threads=threads)
 
 
 def made_up_batch(n: int, crop: int, size: int, classes: int, seed: int = 0) -> Batch:
@@ -84,8 +88,9 @@ class StepBench:
         device = devices[0]
         scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
         sgd = make_optimizer(model, lr, 0.9, 5e-4, fused=setup.fused, scaled=scaler is not None)
+        net = cast(nn.Module, torch.compile(model)) if setup.compiled else model
         self.ctx = StepContext(
-            model, sgd, LrSchedule(lr),
+            net, sgd, LrSchedule(lr),
             flat_normalizer(crop + crop // 7, device, input_scale), device, setup.amp, scaler,
             setup.channels_last,
         )  # fmt: skip
@@ -103,16 +108,26 @@ class StepBench:
         """The fastest of the steps after `warmup` untimed ones, stepping until `seconds`
         have passed (≥ `at_least` steps): on a shared machine other work only ever
         slows a step down, so the best one is the step's own speed."""
-        with keep_freed_memory(self.setup.keep_heap):
-            self.steps(warmup)
+        with keep_freed_memory(self.setup.keep_heap), self._threads():
+            self.steps(warmup)  # torch.compile compiles here
             times: list[float] = []
             while sum(times) < seconds or len(times) < at_least:
                 times.append(self.steps(1).seconds)
         return Rate(self.batch.n, min(times))
 
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        before = torch.get_num_threads()
+        if self.setup.threads:
+            torch.set_num_threads(self.setup.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
     def top_ops(self, k: int = 8) -> list[tuple[str, float]]:
         """The `k` operators taking most of one step's time, with their share of it."""
-        with keep_freed_memory(self.setup.keep_heap):
+        with keep_freed_memory(self.setup.keep_heap), self._threads():
             self.steps(1)
             return profile_ops(lambda: self.steps(1), self.ctx.device, k)
 

@@ -23,6 +23,7 @@ import ctypes
 import os
 import platform
 from collections.abc import Iterator
+from pathlib import Path
 
 _M_TRIM_THRESHOLD = -1  # <malloc.h>
 _M_MMAP_MAX = -4
@@ -36,6 +37,29 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def cpu_model_and_flags() -> tuple[str, set[str]]:
+    """The CPU's model name and feature flags, from /proc/cpuinfo ("" and none elsewhere)."""
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine(), set()
+    lines = info.splitlines()
+    model = next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")), "")
+    flags = next(
+        (set(ln.split(":", 1)[1].split()) for ln in lines if ln.startswith("flags")), set()
+    )
+    return model or platform.machine(), flags
+
+
+def native_bf16() -> bool | None:
+    """Whether this CPU computes bf16 itself (AVX512_BF16 or AMX); None when unknown. Without
+    it torch emulates bf16 and `--amp bf16` runs slower than fp32."""
+    _, flags = cpu_model_and_flags()
+    if not flags:
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
 def _glibc() -> ctypes.CDLL | None:

@@ -36,7 +36,7 @@ from alexcli.core.data.batches import CropDataset, EpochSampler
 from alexcli.core.data.loader import BatchLoader, default_workers, make_loader
 from alexcli.core.data.shards import ShardSet
 from alexcli.core.data.transforms import Normalizer
-from alexcli.core.machine import cpu_cores, keep_freed_memory
+from alexcli.core.machine import cpu_cores, keep_freed_memory, native_bf16
 from alexcli.core.nn.checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
 from alexcli.core.nn.distributed import Dist, process_devices
 from alexcli.core.nn.flat import HINT, Flatness
@@ -124,6 +124,11 @@ class Trainer:
             torch.set_num_threads(choice.threads)
             self.threads = choice.threads
             self.progress.log(f"training on the CPU with {choice.describe()}")
+            if cfg.amp == "bf16" and native_bf16() is False:
+                self.progress.log(
+                    "warning: this CPU has no native bf16 (no AVX512_BF16 or AMX): torch "
+                    "emulates it and --amp bf16 runs slower than fp32 here (--amp off)"
+                )
         try:
             parts = self._setup(devices, workers)
             epoch, state = 0, EpochProgress()
