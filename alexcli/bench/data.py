@@ -23,7 +23,7 @@ from PIL import Image
 
 from alexcli.bench.limits import Rate, synchronize
 from alexcli.config import PrepareConfig
-from alexcli.core.data import sources
+from alexcli.core.data import sources, subsets
 from alexcli.core.data.batches import CropDataset, EpochSampler
 from alexcli.core.data.loader import make_loader
 from alexcli.core.data.shards import ShardSet
@@ -82,7 +82,7 @@ def prepare_vs_decode(
     real run. Both figures are returned."""
     config = replace(config, jobs=jobs)
     src = sources.find_source(Path(source))
-    chosen = sources.choose_classes(
+    chosen = subsets.choose_classes(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     plans, _, _ = plan_shards(src, chosen, config)
@@ -98,6 +98,26 @@ def prepare_vs_decode(
         "prepare_first_run_images_per_s": cold.images_per_s,
         "decode_only_images_per_s": plain,
         "ratio": warm.images_per_s / plain if plain else 0.0,
+    }
+
+
+def archives_vs_tree(
+    tree: Path, archive_dir: Path, data_dir: Path, config: PrepareConfig, *, jobs: int = 2
+) -> dict[str, float]:
+    """prepare reading the images out of ILSVRC-2012's archives against prepare reading
+    the extracted tree, the same images, alternated twice (each a whole command with
+    --force, its workers started by the run before), the best of each."""
+    config = replace(config, jobs=jobs)
+    run_prepare(tree, data_dir, config, force=True)  # starts the workers
+    rates: dict[str, float] = {"tree": 0.0, "archives": 0.0}
+    for _ in range(2):
+        for name, source in (("tree", tree), ("archives", archive_dir)):
+            got = run_prepare(source, data_dir, config, force=True)
+            rates[name] = max(rates[name], got.images_per_s)
+    return {
+        "tree_images_per_s": rates["tree"],
+        "archives_images_per_s": rates["archives"],
+        "ratio": rates["archives"] / rates["tree"] if rates["tree"] else 0.0,
     }
 
 

@@ -19,6 +19,14 @@ def demo(
         Path, typer.Argument(help="Where the synthetic data and the run go.")
     ] = Path("alexcli-demo"),
     set_: Sets = None,
+    archives: Annotated[
+        bool,
+        typer.Option(
+            "--archives",
+            help="Pack the generated tree as ILSVRC-2012 is downloaded (tars), which "
+            "prepare reads in place.",
+        ),
+    ] = False,
     force: Force = False,
     json: Json = False,
 ) -> None:
@@ -34,5 +42,6 @@ def demo(
     from alexcli.stages.recipe import run_demo
 
     with reporting(quiet=json) as progress:
-        result = run_demo(work_dir, set_ or [], force=force, progress=progress)
+        sets = [*(set_ or []), *(["synthetic.archives=true"] if archives else [])]
+        result = run_demo(work_dir, sets, force=force, progress=progress)
     render(result, json)

@@ -224,6 +224,9 @@ class SyntheticConfig(Checked):
     val_per_class: int = bounded(30, at_least=1)
     seed: int = 0
     traps: bool = True
+    # The tree packed as ILSVRC-2012 is downloaded (a train tar of per-class tars, the
+    # val tar, Kaggle's labels), which prepare then reads in place.
+    archives: bool = False
 
 
 # Presets: named TrainConfigs. `paper` is the paper, exactly. `small` keeps every

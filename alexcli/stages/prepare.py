@@ -29,7 +29,7 @@ import numpy as np
 from alexcli.config import PrepareConfig, fingerprint_view, to_dict
 from alexcli.core import pool
 from alexcli.core.atomic import remove_stale_temps
-from alexcli.core.data import decode, sources
+from alexcli.core.data import decode, sources, subsets
 from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
 from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
@@ -90,7 +90,7 @@ def run_prepare(
     sha256 first and writes again the ones that differ."""
     start = time.perf_counter()
     if wnids_file is not None:
-        config = replace(config, wnids=sources.read_wnids(wnids_file))
+        config = replace(config, wnids=subsets.read_wnids(wnids_file))
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
@@ -101,7 +101,7 @@ def run_prepare(
         )
     src = sources.find_source(Path(source))
     checks.check_outside(src, data_dir)
-    chosen = sources.choose_classes(
+    chosen = subsets.choose_classes(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     if config.wnids and config.classes is not None:
@@ -109,12 +109,16 @@ def run_prepare(
     plans, unlabelled, digest = plan_shards(src, chosen, config)
     checks.check_training_files(src, chosen, plans, progress)
     checks.warn_classless_val(src, progress)
+    checks.warn_damaged_archives(src, progress)
     progress.log(f"{src.layout}: {len(src.classes)} classes, {len(chosen)} chosen")
     damaged = (
         checks.verify_shards(data_dir, config.jobs, progress) if verify and not force else False
     )
-    changed = not force and (damaged or checks.shards_changed(data_dir))
-    if changed:
+    moved = not force and checks.archives_changed(data_dir, src)
+    changed = not force and (damaged or moved or checks.shards_changed(data_dir))
+    if moved:
+        progress.log("prepare: an archive changed (size or time) since the shards were made")
+    elif changed:
         progress.log("prepare: shards differ in size from the manifest's; checking each one")
     decoding = decode.decode_params()
     params = {**fingerprint_view(config), "decode": decoding}
@@ -167,7 +171,7 @@ def plan_shards(
         items: list[tuple[sources.SourceFile, int]] = []
         for cls in chosen:
             listed += by_class[cls]
-            kept = sources.cap_per_class(by_class[cls], caps[split], config.seed, f"{split}/{cls}")
+            kept = subsets.cap_per_class(by_class[cls], caps[split], config.seed, f"{split}/{cls}")
             items += [(f, label[cls]) for f in kept]
         if split == "train":
             order = np.random.default_rng([config.seed, 2]).permutation(len(items))
@@ -182,7 +186,9 @@ def plan_shards(
                  "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part]}
             )  # fmt: skip
             entries = tuple((f.path, lab) for f, lab in part)
-            plans.append(ShardPlan(split, f"{split}/{k:05d}.h5", entries, fp))
+            at = tuple(None if f.at is None else (*f.at, f.size) for f, _ in part)
+            located = at if any(a is not None for a in at) else ()
+            plans.append(ShardPlan(split, f"{split}/{k:05d}.h5", entries, fp, located))
     return plans, unlabelled, sources.listing_digest(listed)
 
 
@@ -282,6 +288,7 @@ def _manifest_body(
         splits[split] = {"images": sum(s["images"] for s in shards), "shards": shards}
     skipped = [s for d in done for s in d.skipped]
     skipped += [{"path": f.path, "reason": sources.NO_LABEL, "detail": ""} for f in unlabelled]
+    skipped += src.archives.problems if src.archives is not None else []
     how = "wnids" if config.wnids else "classes" if config.classes is not None else "all"
     return {
         "source": str(src.root.resolve()),
@@ -296,6 +303,7 @@ def _manifest_body(
         "converted": [c for d in done for c in d.converted],
         "bytes": sum(d.bytes for d in done),
         "outputs": [p.path for p in plans],
+        **({"archives": checks.archive_stats(src)} if src.archives is not None else {}),
     }
 
 

@@ -43,7 +43,8 @@ def check_training_files(
     if not have:
         raise UserError(
             f"{src.dir('train')}: no training files in the {len(chosen)} chosen classes",
-            hint="put the images in train/<class>/ (ILSVRC-2012: extract the per-class tars)",
+            hint="put the images in train/<class>/, or point SOURCE at a folder holding "
+            "ILSVRC-2012's train tar",
         )
     empty = [c for i, c in enumerate(chosen) if i not in have]
     if empty:
@@ -65,6 +66,32 @@ def warn_classless_val(src: sources.Source, progress: Progress) -> None:
             f"{len(names)} classes that have no train/ folder ({', '.join(names[:3])}{more}); "
             "left out"
         )
+
+
+def warn_damaged_archives(src: sources.Source, progress: Progress) -> None:
+    """Inner tars the headers stopped in: their images before the damage are kept."""
+    for problem in src.archives.problems if src.archives is not None else []:
+        progress.log(f"warning: {problem['path']}: {problem['reason']} ({problem['detail']})")
+
+
+def archive_stats(src: sources.Source) -> dict[str, list[int]]:
+    """The archives' sizes and modification times, as the manifest records them."""
+    if src.archives is None:
+        return {}
+    out = {}
+    for name in src.archives.files:
+        st = (src.root / name).stat()
+        out[name] = [st.st_size, st.st_mtime_ns]
+    return out
+
+
+def archives_changed(data_dir: Path, src: sources.Source) -> bool:
+    """Whether an archive the shards were read from changed size or time since: then the
+    shards are not up to date, though the files listed in it may look the same."""
+    old = read_manifest(data_dir / "manifest.json")
+    if old is None or src.archives is None or "archives" not in old:
+        return False
+    return bool(old["archives"] != archive_stats(src))
 
 
 def verify_shards(data_dir: Path, jobs: int | None, progress: Progress) -> bool:

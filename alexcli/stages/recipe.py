@@ -195,6 +195,15 @@ def _synthetic(root: Path, cfg: SyntheticConfig, force: bool, progress: Progress
         tmp, classes=cfg.classes, train_per_class=cfg.train_per_class,
         val_per_class=cfg.val_per_class, seed=cfg.seed, traps=cfg.traps,
     )  # fmt: skip
+    if cfg.archives:  # packed as downloaded; the tree itself is not kept
+        from alexcli.core.data.archives import write_archives
+
+        packed = tmp.with_name(tmp.name + ".archives")
+        shutil.rmtree(packed, ignore_errors=True)
+        write_archives(tmp, packed)
+        shutil.rmtree(tmp)
+        os.replace(packed, tmp)
+        progress.log("synthetic: packed as ILSVRC-2012's archives (read in place by prepare)")
     write_json(tmp / _SYNTHETIC_STAMP, stamp)
     shutil.rmtree(root, ignore_errors=True)
     os.replace(tmp, root)

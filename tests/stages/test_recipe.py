@@ -214,3 +214,21 @@ def test_the_set_example_in_help_is_a_recipe_key(cli, monkeypatch, command):
     monkeypatch.setenv("COLUMNS", "200")
     r = cli(command, "--help")
     assert r.code == 0 and "--set train.model.towers=1" in r.out, r.out
+
+
+def test_the_demo_source_can_be_ilsvrc2012_as_downloaded(cli, tmp_path, monkeypatch):
+    """`alexcli demo --archives` (here `run demo` with its key): the generated tree is
+    packed as the tars ILSVRC-2012 ships, and prepare reads them in place."""
+    from alexcli.core.data import archives
+
+    monkeypatch.chdir(tmp_path)
+    sets = ["synthetic.archives=true", "synthetic.classes=3", "synthetic.train_per_class=6",
+            "synthetic.val_per_class=2", "prepare.size=40"]  # fmt: skip
+    r = cli("run", "demo", "--until", "prepare", "--json", *[a for s in sets for a in ("--set", s)])
+    assert r.code == 0, r.err
+    names = {p.name for p in (tmp_path / "source").iterdir()}
+    assert {archives.TRAIN_TAR, archives.VAL_TAR, "LOC_val_solution.csv"} <= names
+    assert not (tmp_path / "source" / "train").exists()  # no extracted tree anywhere
+    manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
+    assert set(manifest["archives"]) == {archives.TRAIN_TAR, archives.VAL_TAR}
+    assert manifest["splits"]["train"]["images"] > 0 and manifest["splits"]["val"]["images"] > 0

@@ -27,6 +27,7 @@ Choices (docs/prepare.md gives the measurements):
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -109,8 +110,12 @@ class Unreadable(Exception):
         self.detail = detail
 
 
+# A file, or a file's bytes (an image read out of an archive; its `name` says its suffix).
+ImageSource = Path | str | bytes
+
+
 def load_image(
-    path: Path | str,
+    path: ImageSource,
     size: int,
     *,
     resample: str = RESAMPLE,
@@ -124,15 +129,17 @@ def load_image(
 
 
 def load_image_noted(
-    path: Path | str,
+    path: ImageSource,
     size: int,
     *,
+    name: str | None = None,
     resample: str = RESAMPLE,
     draft: bool = True,
     max_pixels: int = MAX_PIXELS,
 ) -> tuple[np.ndarray, tuple[str, ...]]:
     """`load_image`, and what it did to the file on the way (empty for an upright RGB
-    image of the format its name says): the kinds above, in the order done."""
+    image of the format its name says): the kinds above, in the order done. `name` is
+    the file's name when `path` is its bytes."""
     source = open_image(path, max_pixels)
     try:
         extent = None  # the original image's extent in decoded pixels, when drafted
@@ -141,7 +148,7 @@ def load_image_noted(
             extent = drafted[1][2:] if drafted else None
         source.load()
         img = source
-        notes = _misnamed(path, source.format)
+        notes = _misnamed(name if name is not None else _name_of(path), source.format)
         if "exif" in img.info:  # turn upright first, and the extent with it
             if _orientation(img) != 1:
                 notes += (EXIF_ROTATED,)
@@ -164,6 +171,10 @@ def mode_conversions(img: Image.Image) -> tuple[str, ...]:
     return kinds
 
 
+def _name_of(path: ImageSource) -> str:
+    return "" if isinstance(path, bytes) else os.fspath(path)
+
+
 def _misnamed(path: Path | str, fmt: str | None) -> tuple[str, ...]:
     """("png named .JPEG",) for a file whose suffix promises another format, else ()."""
     suffix = os.path.splitext(path)[1]
@@ -174,13 +185,14 @@ def _misnamed(path: Path | str, fmt: str | None) -> tuple[str, ...]:
     return (f"{(actual or 'unknown').lower()} named {suffix}",)
 
 
-def open_image(path: Path | str, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def open_image(path: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open (header only) an image of one of `FORMATS`, refusing more than `max_pixels`."""
     try:
         with warnings.catch_warnings():
             # Our own limit below decides; PIL's warning would only be noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            img = Image.open(path, formats=FORMATS)
+            opened = io.BytesIO(path) if isinstance(path, bytes) else path
+            img = Image.open(opened, formats=FORMATS)
     except UnidentifiedImageError:
         raise Unreadable(*_unidentified(path)) from None
     except Image.DecompressionBombError as e:
@@ -277,9 +289,9 @@ def decode_params() -> dict[str, Any]:
 # --------------------------------------------------------------------------- helpers
 
 
-def _unidentified(path: Path | str) -> tuple[str, str]:
+def _unidentified(path: ImageSource) -> tuple[str, str]:
     try:
-        if os.path.getsize(path) == 0:
+        if (len(path) if isinstance(path, bytes) else os.path.getsize(path)) == 0:
             return EMPTY, "0 bytes"
     except OSError as e:
         return UNREADABLE, e.strerror or str(e)

@@ -17,6 +17,7 @@ A malformed line is a one-line FormatError naming the file and line.
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -80,13 +81,15 @@ def read_kaggle_labels(path: Path) -> dict[str, str]:
     return out
 
 
-def read_devkit_meta(path: Path) -> dict[str, tuple[int, str]]:
+def read_devkit_meta(path: Path | str, data: bytes | None = None) -> dict[str, tuple[int, str]]:
     """The devkit's meta.mat → {wnid: (ILSVRC2012_ID, words)} for the leaf classes
-    (num_children == 0). Read with scipy; IDs are in meta.mat's order."""
+    (num_children == 0). Read with scipy; IDs are in meta.mat's order. `data`: the
+    file's bytes, when it was read out of the devkit's tar (`path` then names it)."""
     import scipy.io  # deferred: only devkit trees need it
 
     try:
-        synsets = np.atleast_1d(scipy.io.loadmat(path, squeeze_me=True)["synsets"])
+        source = io.BytesIO(data) if data is not None else path
+        synsets = np.atleast_1d(scipy.io.loadmat(source, squeeze_me=True)["synsets"])
         out: dict[str, tuple[int, str]] = {}
         for s in synsets:
             if int(s["num_children"]) == 0:
@@ -98,12 +101,19 @@ def read_devkit_meta(path: Path) -> dict[str, tuple[int, str]]:
     return out
 
 
-def read_devkit_labels(meta: Path, truth: Path) -> dict[str, str]:
+def read_devkit_labels(
+    meta: Path | str,
+    truth: Path | str,
+    meta_data: bytes | None = None,
+    truth_data: bytes | None = None,
+) -> dict[str, str]:
     """{`ILSVRC2012_val_<n>`: wnid}: line n of the ground truth is an ILSVRC2012_ID,
-    mapped to its wnid through meta.mat."""
-    by_id = {i: wnid for wnid, (i, _) in read_devkit_meta(meta).items()}
+    mapped to its wnid through meta.mat. `*_data`: the files' bytes, read out of the
+    devkit's tar."""
+    by_id = {i: wnid for wnid, (i, _) in read_devkit_meta(meta, meta_data).items()}
     out: dict[str, str] = {}
-    for n, line in enumerate(_read_text(truth).split(), start=1):
+    text = _read_text(Path(truth)) if truth_data is None else _decode(truth_data, truth)
+    for n, line in enumerate(text.split(), start=1):
         try:
             out[f"ILSVRC2012_val_{n:08d}"] = by_id[int(line)]
         except (KeyError, ValueError):
@@ -113,8 +123,12 @@ def read_devkit_labels(meta: Path, truth: Path) -> dict[str, str]:
 
 def _read_text(path: Path) -> str:
     """A label file's text; a byte-order mark (spreadsheets and editors add one) dropped."""
+    return _decode(path.read_bytes(), path)
+
+
+def _decode(data: bytes, path: Path | str) -> str:
     try:
-        return path.read_text(encoding="utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
         raise FormatError(
             f"{path}: not UTF-8 text ({e.reason} at byte {e.start})",

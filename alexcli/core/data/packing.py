@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from alexcli.core.data import decode
+from alexcli.core.data.archives import read_member
 from alexcli.core.data.shards import ShardWriter, open_shard
 from alexcli.core.fingerprint import file_digest
 from alexcli.errors import UserError
@@ -33,12 +34,24 @@ _SEP = ", "  # joins one file's kinds in the keys of the `converted` attribute
 
 @dataclass(frozen=True)
 class ShardPlan:
-    """One shard to write: its path in DATA_DIR and its (source path, label) items."""
+    """One shard to write: its path in DATA_DIR and its (source path, label) items; for
+    items inside an archive, where their bytes are (archive, offset, size), item by item."""
 
     split: str
     path: str
     items: tuple[tuple[str, int], ...]
     fingerprint: str
+    locations: tuple[tuple[str, int, int] | None, ...] = ()
+
+    def source(self, root: str, k: int) -> decode.ImageSource:
+        """Item k's file, or its bytes read out of its archive."""
+        at = self.locations[k] if self.locations else None
+        if at is None:
+            return os.path.join(root, self.items[k][0])
+        try:
+            return read_member(root, *at)
+        except OSError as e:  # the archive vanished or cannot be read: as an unreadable file
+            raise decode.Unreadable(decode.UNREADABLE, e.strerror or str(e)) from None
 
 
 @dataclass(frozen=True)
@@ -78,14 +91,14 @@ def pack_shard(
     with ShardWriter(
         path, split=plan.split, size=size, capacity=len(plan.items), attrs=attrs
     ) as writer:
-        for rel, label in plan.items:
+        for k, (rel, label) in enumerate(plan.items):
             if parent is not None and os.getppid() != parent:
                 # The command was killed (-9): a worker left behind drops its shard rather
                 # than rename it into place under a rerun that may plan differently.
                 raise SystemExit("prepare: the parent process is gone")
             try:
                 image, notes = decode.load_image_noted(
-                    os.path.join(source, rel), size, resample=resample
+                    plan.source(source, k), size, name=rel, resample=resample
                 )
             except decode.Unreadable as e:
                 skipped.append(_skip(rel, e))
@@ -136,10 +149,10 @@ def _reusable(
         return None
     stored = set(paths)
     skipped = []
-    for rel, _ in plan.items:
+    for k, (rel, _) in enumerate(plan.items):
         if rel not in stored:
             try:
-                decode.load_image(os.path.join(source, rel), size, resample=resample)
+                decode.load_image(plan.source(source, k), size, resample=resample)
             except decode.Unreadable as e:
                 skipped.append(_skip(rel, e))
             else:

@@ -1,6 +1,6 @@
-"""Source trees and class subsets: docs/paper.md "Data" (ILSVRC-2012, 1000 classes).
+"""Source trees: docs/paper.md "Data" (ILSVRC-2012, 1000 classes).
 
-Two layouts are recognised by themselves:
+These layouts are recognised by themselves:
 - **ILSVRC-2012**, every training folder a WordNet id: `train/<wnid>/*.JPEG`, the
   validation images either in `val/<wnid>/`, or flat in `val/` and labelled by
   Kaggle's `LOC_val_solution.csv` (the first token of PredictionString) or by the
@@ -13,24 +13,25 @@ Two layouts are recognised by themselves:
   images flat in `val/images/` labelled by `val/val_annotations.txt` (file, wnid,
   box per line), words from `words.txt`.
 - **Image folder**: `train/<class>/`, `val/<class>/`, any class names.
+- **ILSVRC-2012 as downloaded**: its train and val tars beside the devkit tar.gz or
+  Kaggle's label files, read in place (core/data/archives.py), every file listed under
+  the path extraction would give it, so the two sources give the same shards.
 
-The classes are the training folders. A subset is `--classes N` (a seeded choice),
-or `--wnids FILE`; per-class caps keep a seeded choice of each class's files.
-Labels index the sorted list of the chosen class names. Files are listed, not
-opened: whether a file holds an image is `core/data/decode.py`'s business.
+The classes are the training folders (or per-class tars); which of them, and which of
+their files, a run takes is core/data/subsets.py's business. Files are listed, not
+opened: whether a file holds an image is core/data/decode.py's.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
+from alexcli.core.data import archives
+from alexcli.core.data.archives import Archives
 from alexcli.core.data.labels import (
     DEVKIT_META,
     DEVKIT_TRUTH,
@@ -53,18 +54,20 @@ NO_LABEL = "no label"  # a flat validation file that no label file names
 TINY_BOXES = "_boxes.txt"  # Tiny ImageNet: train/<wnid>/<wnid>_boxes.txt, not an image
 
 _LAYOUT_HINT = (
-    "SOURCE must hold train/<class>/ folders of images (ILSVRC-2012: train/<wnid>/*.JPEG); "
-    "extract ImageNet's per-class tar files first"
+    "SOURCE must hold train/<class>/ folders of images (ILSVRC-2012: train/<wnid>/*.JPEG), "
+    f"or ILSVRC-2012 as downloaded: {archives.TRAIN_TAR}, {archives.VAL_TAR} and the devkit"
 )
 
 
 @dataclass(frozen=True)
 class SourceFile:
-    """One listed file: its path relative to SOURCE (posix), size and mtime."""
+    """One listed file: its path relative to SOURCE (posix), size and mtime; and, for a file
+    inside an archive, which archive and where its bytes start (core/data/archives.py)."""
 
     path: str
     size: int
     mtime_ns: int
+    at: tuple[str, int] | None = None  # (archive file in SOURCE, offset of the bytes)
 
 
 @dataclass(frozen=True)
@@ -79,6 +82,7 @@ class Source:
     val_form: str  # "folders", "kaggle", "devkit", "tiny" or "none"
     val_labels: dict[str, str]  # flat val: file stem → class name
     label_files: tuple[SourceFile, ...]  # metadata files read; they enter the fingerprint
+    archives: Archives | None = None  # ILSVRC-2012 as downloaded, read in place
 
     def dir(self, split: str) -> Path:
         return self.root / self.base / split
@@ -104,6 +108,8 @@ def find_source(root: Path) -> Source:
     if not root.is_dir():
         what = "not a directory" if root.exists() else "no such directory"
         raise UserError(f"{root}: {what}", hint=_LAYOUT_HINT)
+    if archives.is_archive_folder(root):
+        return _archive_source(root)
     base = next((b for b in _BASES if _class_dirs(root / b / "train")), None)
     if base is None:
         raise UserError(f"{root}: unknown layout, no train/<class>/ folders", hint=_LAYOUT_HINT)
@@ -185,65 +191,6 @@ def _flat_val_labels(
     )
 
 
-def read_wnids(path: Path) -> tuple[str, ...]:
-    """A class list: one name per line (the first word; `#` comments, blanks ignored),
-    so a trimmed LOC_synset_mapping.txt works too."""
-    try:
-        text = Path(path).read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise UserError(f"--wnids {path}: no such file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"--wnids {path}: unreadable ({e})") from None
-    names = [line.split("#")[0].split() for line in text.splitlines()]
-    out = tuple(dict.fromkeys(words[0] for words in names if words))
-    if not out:
-        raise UserError(f"--wnids {path}: no class names in it", hint="one wnid per line")
-    return out
-
-
-# --------------------------------------------------------------------------- subsets
-
-
-def choose_classes(
-    available: Sequence[str], *, count: int | None, wnids: Sequence[str], seed: int
-) -> list[str]:
-    """The chosen class names, sorted (label i is element i): all of them, the named
-    ones (`wnids`), or a seeded choice of `count`."""
-    if wnids:
-        known = set(available)
-        unknown = [w for w in wnids if w not in known]
-        if unknown:
-            more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
-            raise UserError(
-                f"--wnids: {', '.join(unknown[:3])}{more} not among SOURCE's "
-                f"{len(available)} classes",
-                hint="names must match the train/<class>/ folders",
-            )
-        return sorted(set(wnids))
-    if count is None:
-        return sorted(available)
-    if not 1 <= count <= len(available):
-        raise UserError(
-            f"--classes {count}: SOURCE has {len(available)} classes",
-            hint=f"choose 1 to {len(available)}",
-        )
-    rng = np.random.default_rng([seed, 0])
-    picked = rng.choice(len(available), size=count, replace=False)
-    return sorted(available[int(i)] for i in picked)
-
-
-def cap_per_class(
-    files: Sequence[SourceFile], cap: int | None, seed: int, key: str
-) -> list[SourceFile]:
-    """At most `cap` of one class's files: a seeded choice that depends only on the seed
-    and `key` (split/class), so a class keeps the same images in any subset."""
-    if cap is None or len(files) <= cap:
-        return list(files)
-    rng = np.random.default_rng([seed, 1, zlib.crc32(key.encode())])
-    keep = np.sort(rng.choice(len(files), size=cap, replace=False))
-    return [files[int(i)] for i in keep]
-
-
 # --------------------------------------------------------------------------- listing
 
 
@@ -252,6 +199,8 @@ def list_split(
 ) -> tuple[dict[str, list[SourceFile]], list[SourceFile]]:
     """The files of `classes` in `split`, by class, sorted by path; and the flat
     validation files no label names. Only the chosen classes' folders are read."""
+    if src.archives is not None:
+        return _list_archives(src, src.archives, split, classes)
     top = src.dir(split)
     by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
     unlabelled: list[SourceFile] = []
@@ -342,3 +291,70 @@ def _first_file(dirs: Iterable[Path], names: Iterable[str]) -> Path | None:
 def _stat(root: Path, path: Path) -> SourceFile:
     st = path.stat()
     return SourceFile(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
+
+
+# --------------------------------------------------------------------------- archives
+
+
+def _archive_source(root: Path) -> Source:
+    """ILSVRC-2012's archives as a Source whose files, paths and label files are those of
+    the tree their extraction gives (train/<wnid>/, val/ flat, the devkit's data/)."""
+    index = archives.open_archives(root)
+    classes = tuple(sorted(index.inner))
+    used: list[SourceFile] = []
+    words: dict[str, str] = {}
+    mapping = root / SYNSET_MAPPING
+    if mapping.is_file():
+        words = read_synset_mapping(mapping)
+        used.append(_stat(root, mapping))
+    val_form, val_labels = "none", dict[str, str]()
+    kaggle = root / KAGGLE_CSV
+    if index.val and kaggle.is_file():
+        val_form, val_labels = "kaggle", read_kaggle_labels(kaggle)
+        used.append(_stat(root, kaggle))
+    elif (root / archives.DEVKIT_TAR).is_file():
+        files = archives.devkit_files(root)
+        meta = next((n for n in files if n.endswith("/" + DEVKIT_META)), None)
+        truth = next((n for n in files if n.endswith("/" + DEVKIT_TRUTH)), None)
+        if meta is not None:
+            if index.val and truth is not None:
+                val_form = "devkit"
+                val_labels = read_devkit_labels(meta, truth, files[meta][0], files[truth][0])
+            if not words:
+                words = {w: i[1] for w, i in read_devkit_meta(meta, files[meta][0]).items()}
+            for name in (meta, truth) if val_form == "devkit" else (meta,):
+                if name is not None:
+                    used.append(SourceFile(name, len(files[name][0]), files[name][1]))
+    elif index.val:
+        raise UserError(
+            f"{root / archives.VAL_TAR}: no labels for its images",
+            hint=f"put {archives.DEVKIT_TAR} or {KAGGLE_CSV} beside it",
+        )
+    words = {c: words.get(c) or c for c in classes}
+    layout = f"ilsvrc2012-{val_form}"
+    return Source(root, layout, "", classes, words, val_form, val_labels,
+                  tuple(dict.fromkeys(used)), index)  # fmt: skip
+
+
+def _list_archives(
+    src: Source, index: Archives, split: str, classes: Sequence[str]
+) -> tuple[dict[str, list[SourceFile]], list[SourceFile]]:
+    """`list_split` for archives: the chosen classes' inner tars, or the val tar."""
+    by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
+    unlabelled: list[SourceFile] = []
+
+    def listed(m: archives.Member) -> SourceFile:
+        return SourceFile(m.rel, m.size, m.mtime_ns, (m.archive, m.offset))
+
+    if split == "train":
+        for cls in classes:
+            by_class[cls] = sorted((listed(m) for m in index.class_members(cls)),
+                                   key=lambda f: f.path)  # fmt: skip
+    elif src.val_form != "none":
+        for m in sorted(index.val, key=lambda m: m.rel):
+            label = src.val_labels.get(Path(m.rel).stem)
+            if label is None:
+                unlabelled.append(listed(m))
+            elif label in by_class:
+                by_class[label].append(listed(m))
+    return by_class, unlabelled

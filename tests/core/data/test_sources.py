@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import scipy.io
 
-from alexcli.core.data import sources
-from alexcli.core.data.sources import SourceFile, choose_classes
+from alexcli.core.data import sources, subsets
+from alexcli.core.data.sources import SourceFile
+from alexcli.core.data.subsets import choose_classes
 from alexcli.core.data.synthetic import make_image_folder, make_tree
 from alexcli.errors import FormatError, UserError
 
@@ -128,24 +129,24 @@ def test_choose_classes_is_seeded_sorted_and_checked():
 
 def test_caps_keep_a_seeded_sorted_choice_per_class():
     files = [SourceFile(f"train/c/{i:03d}.JPEG", 1, 1) for i in range(100)]
-    kept = sources.cap_per_class(files, 10, seed=0, key="train/c")
+    kept = subsets.cap_per_class(files, 10, seed=0, key="train/c")
     assert len(kept) == 10 and kept == sorted(kept, key=lambda f: f.path)
-    assert kept == sources.cap_per_class(files, 10, seed=0, key="train/c")
-    assert kept != sources.cap_per_class(files, 10, seed=0, key="train/d")
+    assert kept == subsets.cap_per_class(files, 10, seed=0, key="train/c")
+    assert kept != subsets.cap_per_class(files, 10, seed=0, key="train/d")
     assert kept[0].path != "train/c/000.JPEG" or kept[-1].path != "train/c/009.JPEG"
-    assert sources.cap_per_class(files, None, seed=0, key="k") == files
-    assert sources.cap_per_class(files[:5], 10, seed=0, key="k") == files[:5]
+    assert subsets.cap_per_class(files, None, seed=0, key="k") == files
+    assert subsets.cap_per_class(files[:5], 10, seed=0, key="k") == files[:5]
 
 
 def test_read_wnids(tmp_path):
     path = tmp_path / "wnids.txt"
     path.write_text("# my subset\nn01440764 tench, Tinca tinca\n\nn01443537\nn01440764\n")
-    assert sources.read_wnids(path) == ("n01440764", "n01443537")
+    assert subsets.read_wnids(path) == ("n01440764", "n01443537")
     path.write_text("# nothing\n\n")
     with pytest.raises(UserError, match="no class names"):
-        sources.read_wnids(path)
+        subsets.read_wnids(path)
     with pytest.raises(UserError, match="no such file"):
-        sources.read_wnids(tmp_path / "nope.txt")
+        subsets.read_wnids(tmp_path / "nope.txt")
 
 
 def test_listing_digest_sees_size_and_mtime():
@@ -180,7 +181,7 @@ def test_label_files_saved_by_spreadsheets_and_editors_are_read(tmp_path):
     assert src.words == tree.words
     wnids = tmp_path / "wnids.txt"
     wnids.write_bytes(b"\xef\xbb\xbf" + f"{tree.classes[1]}\r\n".encode())
-    assert sources.read_wnids(wnids) == (tree.classes[1],)
+    assert subsets.read_wnids(wnids) == (tree.classes[1],)
 
 
 def test_label_files_that_cannot_be_read_are_format_errors(tmp_path):
