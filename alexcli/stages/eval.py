@@ -21,7 +21,7 @@ from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.trained import RunNetwork, check_order
+from alexcli.stages.trained import Classifier, check_order
 
 # docs/paper.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
 PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}
@@ -73,7 +73,7 @@ def run_eval(
 
     check_order(run, data_dir, "eval")
     data = open_data_dir(data_dir)
-    net = RunNetwork.load(run, cfg)
+    net = Classifier.load(run, cfg)
     net.check_data(data)
     shards = data.shard_set(cfg.split)
     if len(shards) == 0:

@@ -23,7 +23,7 @@ from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Guess, RunNetwork, check_order
+from alexcli.stages.trained import Classifier, Guess, check_order
 
 if TYPE_CHECKING:
     from alexcli.core.data.shards import ShardSet
@@ -88,7 +88,7 @@ def run_neighbors(
     check_writable(out, "--out")
     check_order(run, data_dir, "neighbors")
     data = open_data_dir(data_dir)
-    net = RunNetwork.load(run, cfg)
+    net = Classifier.load(run, cfg)
     net.check_data(data)
     val, train = data.shard_set(cfg.split), data.shard_set("train")
     chosen = choose_queries(len(val), queries, indices, cfg.split)

@@ -14,7 +14,7 @@ import numpy as np
 from alexcli.config import EvalConfig
 from alexcli.core.progress import SILENT, Progress
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Guess, RunNetwork
+from alexcli.stages.trained import Classifier, Guess
 
 
 @dataclass(frozen=True)
@@ -47,12 +47,9 @@ def run_predict(
 
     A file that cannot be read gets an `error` instead; the others are still answered.
     """
-    import torch
+    from alexcli.core.data.decode import Unreadable
 
-    from alexcli.core.data.decode import Unreadable, load_image
-    from alexcli.core.nn.loops import view_probabilities
-
-    net = RunNetwork.load(run, cfg)
+    net = Classifier.load(run, cfg)
     answers: list[Prediction] = []
     task = progress.task("predict", total=len(paths), unit="images")
     for lo in range(0, len(paths), cfg.batch_size):  # decode a batch at a time: memory bound
@@ -61,15 +58,12 @@ def run_predict(
         errors: dict[int, str] = {}
         for i, path in enumerate(chunk):
             try:
-                decoded[i] = load_image(path, net.ckpt.size)
+                decoded[i] = net.preprocess(path)
             except Unreadable as e:
                 errors[i] = str(e)
         guesses: dict[int, list[Guess]] = {}
         if decoded:
-            images = torch.from_numpy(np.stack(list(decoded.values())))
-            probs = view_probabilities(
-                net.model, images, net.normalize, net.crop, cfg.views, cfg.amp
-            )
+            probs = net.classify(np.stack(list(decoded.values())), cfg.views)
             guesses = dict(zip(decoded, net.guesses(probs), strict=True))
         answers += [Prediction(p, guesses.get(i, []), errors.get(i)) for i, p in enumerate(chunk)]
         task.advance(len(chunk))

@@ -1,5 +1,6 @@
-"""A trained run as `eval`, `predict` and `neighbors` use it: its network on the chosen
-devices with the test-time input pipeline it was trained with.
+"""A trained run as `eval`, `predict`, `neighbors` and Python callers use it
+(`alexcli.load`): its network on the chosen devices with the test-time input pipeline it
+was trained with — prepare's decode and resize, the mean image at each view, the views.
 
 The run is read through `core.nn.checkpoint.load_checkpoint` (weights only: a crafted
 file never runs code), and the input pipeline is rebuilt from what the checkpoint
@@ -8,9 +9,12 @@ carries (mean image, crop, input scale), so no DATA_DIR/stats.h5 is needed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
+
+import numpy as np
 
 from alexcli.config import EvalConfig, TrainConfig
 from alexcli.errors import UserError
@@ -20,11 +24,13 @@ from alexcli.stages.runner import owner
 
 if TYPE_CHECKING:
     import torch
+    from PIL import Image
 
     from alexcli.core.data.loader import BatchLoader
     from alexcli.core.data.shards import ShardSet
     from alexcli.core.data.transforms import Normalizer
     from alexcli.core.nn.checkpoint import Checkpoint
+    from alexcli.core.nn.loops import Amp
     from alexcli.core.nn.model import AlexNet
 
 
@@ -38,18 +44,25 @@ class Guess(Result):
     probability: float
 
 
+# What `preprocess` takes: an image file, its bytes, or a picture already in memory.
+Picture: TypeAlias = "str | Path | bytes | np.ndarray | Image.Image"
+
+
 @dataclass
-class RunNetwork:
-    """A run's network on its devices, with the test-time input pipeline it was trained with."""
+class Classifier:
+    """A run's network on its devices, with the test-time input pipeline it was trained
+    with. `alexcli.load(RUN_DIR or checkpoint)` makes one; `alexcli predict` uses it."""
 
     ckpt: Checkpoint
     cfg: TrainConfig
-    model: AlexNet
+    model: AlexNet  # an nn.Module, in eval mode
     normalize: Normalizer
     devices: list[torch.device]
+    amp: Amp = "off"
+    batch_size: int = 128
 
     @classmethod
-    def load(cls, run: Path, cfg: EvalConfig) -> RunNetwork:
+    def load(cls, run: Path, cfg: EvalConfig) -> Classifier:
         check_run(run)
         from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.checkpoint import load_checkpoint
@@ -63,11 +76,70 @@ class RunNetwork:
             ckpt.mean, ckpt.eigval, ckpt.eigvec, devices[0],
             lighting_scale=train_cfg.lighting_scale, input_scale=train_cfg.input_scale,
         )  # fmt: skip
-        return cls(ckpt, train_cfg, ckpt.build_model(devices), normalize, devices)
+        model = ckpt.build_model(devices)
+        return cls(ckpt, train_cfg, model, normalize, devices, cfg.amp, cfg.batch_size)
 
     @property
     def crop(self) -> int:
+        """The network's input side (the views are cut at it)."""
         return self.cfg.crop
+
+    @property
+    def size(self) -> int:
+        """The stored images' side: pictures are resized to it first, as prepare does."""
+        return self.ckpt.size
+
+    @property
+    def classes(self) -> list[dict[str, str]]:
+        """Label i is `classes[i]`: its `name` (a wnid for ImageNet) and `words`."""
+        return self.ckpt.classes
+
+    def preprocess(self, picture: Picture) -> np.ndarray:
+        """A picture as the run's data were stored: upright, RGB, shorter side to `size`,
+        the central square, uint8 (size, size, 3). A file that holds no image raises
+        `core.data.decode.Unreadable`."""
+        from alexcli.core.data import decode
+
+        if isinstance(picture, str | Path | bytes):
+            return decode.load_image(picture, self.size)
+        return decode.picture_to_input(picture, self.size)
+
+    def probabilities(self, pictures: Sequence[Picture], views: int = 10) -> torch.Tensor:
+        """Class probabilities (n, classes) on the CPU: each picture preprocessed, then
+        the softmax of each of `views` patches (1: the centre; 10: the paper's test)
+        averaged."""
+        import torch
+
+        out = []
+        for lo in range(0, len(pictures), self.batch_size):  # decode a batch at a time
+            chunk = pictures[lo : lo + self.batch_size]
+            out.append(self.classify(np.stack([self.preprocess(p) for p in chunk]), views))
+        return torch.cat(out) if out else torch.zeros((0, len(self.classes)))
+
+    def classify(self, images: np.ndarray, views: int = 10) -> torch.Tensor:
+        """Probabilities (n, classes) on the CPU of preprocessed images, uint8
+        (n, size, size, 3) as `preprocess` returns them."""
+        import torch
+
+        from alexcli.core.nn.loops import view_probabilities
+
+        if images.dtype != np.uint8 or images.shape[1:] != (self.size, self.size, 3):
+            raise ValueError(
+                f"expected uint8 (n, {self.size}, {self.size}, 3), "
+                f"got {images.dtype} {images.shape}"
+            )
+        if views not in (1, 10):
+            raise ValueError(f"views is 1 (the centre) or 10 (the paper's test), not {views}")
+        probs = view_probabilities(
+            self.model, torch.from_numpy(images), self.normalize, self.crop, views, self.amp
+        )
+        return probs.float().cpu()
+
+    def predict(
+        self, pictures: Sequence[Picture], views: int = 10, topk: int = 5
+    ) -> list[list[Guess]]:
+        """Each picture's `topk` classes, most probable first (`probabilities`, ranked)."""
+        return self.guesses(self.probabilities(pictures, views), topk)
 
     def check_data(self, data: DataDir) -> None:
         """Refuse, in one line, a DATA_DIR that is not the kind the run was trained on."""
@@ -91,14 +163,14 @@ class RunNetwork:
         pin = self.devices[0].type == "cuda"
         return make_loader(CropDataset(shards, size), sampler, workers=workers, pin_memory=pin)
 
-    def guesses(self, probs: torch.Tensor) -> list[list[Guess]]:
-        """Each row's top-5 classes with their names and words."""
+    def guesses(self, probs: torch.Tensor, topk: int = 5) -> list[list[Guess]]:
+        """Each row's `topk` classes with their names and words."""
         from alexcli.core.nn.loops import top_classes
 
         classes = self.ckpt.classes
         return [
             [Guess(i, classes[i]["name"], classes[i].get("words", ""), p) for i, p in row]
-            for row in top_classes(probs)
+            for row in top_classes(probs, topk)
         ]
 
 

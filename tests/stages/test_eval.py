@@ -13,7 +13,7 @@ from alexcli.config import PRESETS, EvalConfig, merge
 from alexcli.core.data.transforms import Normalizer, iter_views, view_offsets
 from alexcli.core.nn.loops import Tally, average_softmax, view_probabilities
 from alexcli.stages.eval import PAPER_VAL, paper_reference
-from alexcli.stages.trained import RunNetwork
+from alexcli.stages.trained import Classifier
 from tests.eval_helpers import (
     CROP,
     SIZE,
@@ -74,7 +74,7 @@ def test_view_probabilities_match_a_direct_computation(tmp_path, views):
     cfg = tiny_config(input_scale=0.5)
     model, mean = save_run(tmp_path / "run.pt", cfg)
     images = colourful(5)
-    net = RunNetwork.load(tmp_path / "run.pt", EvalConfig(devices="cpu"))
+    net = Classifier.load(tmp_path / "run.pt", EvalConfig(devices="cpu"))
     got = view_probabilities(net.model, torch.from_numpy(images), net.normalize, CROP, views)
     want = reference_probs(model, images, mean, CROP, views, scale=0.5)
     np.testing.assert_allclose(got.numpy(), want, atol=1e-6)

@@ -163,6 +163,19 @@ def load_image_noted(
     return np.asarray(out, dtype=np.uint8), notes
 
 
+def picture_to_input(
+    img: Image.Image | np.ndarray, size: int, resample: str = RESAMPLE
+) -> np.ndarray:
+    """A picture already in memory (a PIL image, or an (H, W, 3) / (H, W) uint8 array) as
+    `load_image` makes a file: upright, RGB, shorter side to `size`, the central square."""
+    if isinstance(img, np.ndarray):
+        if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
+            raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
+        img = Image.fromarray(img)
+    out = resize_center_crop(to_rgb(upright(img)), size, resample)
+    return np.asarray(out, dtype=np.uint8)
+
+
 def mode_conversions(img: Image.Image) -> tuple[str, ...]:
     """What `to_rgb` does to an image of this mode, as kinds ("cmyk", "palette", "alpha"…)."""
     kinds = _MODE_KINDS.get(img.mode, (img.mode.lower(),))
