@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from alexcli.errors import AlexcliError, UserError
+from alexcli.version import __version__
 
 if TYPE_CHECKING:
     from alexcli.stages.trained import Classifier
 
-__version__ = "0.1.0"
 __all__ = ["AlexcliError", "UserError", "__version__", "load"]
 
 

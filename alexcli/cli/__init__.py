@@ -22,7 +22,8 @@ from typer.main import get_command
 
 # Imported for their @app.command registrations, in the order `--help` lists them.
 # isort: off
-from alexcli.cli import prepare, stats, train, eval, predict, neighbors, viz, summary, demo, run
+from alexcli.cli import prepare, stats, train, eval, predict, neighbors, export, viz, summary
+from alexcli.cli import demo, run
 from alexcli.cli import bench
 
 # isort: on
@@ -31,7 +32,9 @@ from alexcli.cli._console import error
 from alexcli.errors import AlexcliError, Stopped
 
 __all__ = ["app", "main"]
-_COMMANDS = (prepare, stats, train, eval, predict, neighbors, viz, summary, demo, run, bench)
+_COMMANDS = (
+    prepare, stats, train, eval, predict, neighbors, export, viz, summary, demo, run, bench
+)  # fmt: skip
 
 
 INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C

@@ -63,14 +63,21 @@ class Classifier:
 
     @classmethod
     def load(cls, run: Path, cfg: EvalConfig) -> Classifier:
+        """A RUN_DIR (checkpoints/best.pt, else last.pt), a checkpoint or an exported
+        .safetensors file."""
         check_run(run)
-        from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.checkpoint import load_checkpoint
+
+        return cls.of(load_checkpoint(run), cfg)
+
+    @classmethod
+    def of(cls, ckpt: Checkpoint, cfg: EvalConfig) -> Classifier:
+        """`ckpt`'s network on `cfg.devices`, with its test-time input pipeline."""
+        from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.devices import check_amp, resolve_devices
 
         devices = resolve_devices(cfg.devices)
         check_amp(cfg.amp, devices[0])
-        ckpt = load_checkpoint(run)
         train_cfg = ckpt.config
         normalize = Normalizer.create(
             ckpt.mean, ckpt.eigval, ckpt.eigvec, devices[0],

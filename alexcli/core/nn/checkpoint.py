@@ -31,6 +31,7 @@ from alexcli.core.atomic import atomic_path
 from alexcli.errors import ConfigError, FormatError, UserError
 
 if TYPE_CHECKING:
+    from alexcli.core.nn.lrn import Lrn
     from alexcli.core.nn.model import AlexNet
 
 FORMAT = "alexcli-checkpoint"
@@ -148,11 +149,15 @@ class Checkpoint:
             path=path,
         )
 
-    def build_model(self, devices: list[torch.device] | None = None) -> AlexNet:
-        """The network with these weights, placed on `devices`, in eval mode."""
+    def build_model(
+        self, devices: list[torch.device] | None = None, *, lrn: Lrn | None = None
+    ) -> AlexNet:
+        """The network with these weights, placed on `devices`, in eval mode (`lrn`:
+        another implementation of the normalisation, as `build_model` takes)."""
+        from alexcli.core.nn.lrn import local_response_norm
         from alexcli.core.nn.model import build_model
 
-        model = build_model(self.config.model, devices)
+        model = build_model(self.config.model, devices, lrn=lrn or local_response_norm)
         try:
             model.load_state_dict(self.weights)
         except RuntimeError as e:  # "Error(s) in loading state_dict…:", then one line each
@@ -188,8 +193,13 @@ def resolve_checkpoint(path_or_run_dir: Path | str) -> Path:
 
 
 def load_checkpoint(path_or_run_dir: Path | str) -> Checkpoint:
-    """Read and check a checkpoint (weights only: never runs code from the file)."""
+    """Read and check a checkpoint (weights only: never runs code from the file), or the
+    .safetensors file `alexcli export` writes (weights and configuration, no resuming)."""
     path = resolve_checkpoint(path_or_run_dir)
+    if path.suffix == ".safetensors":
+        from alexcli.core.nn.export import read_safetensors
+
+        return read_safetensors(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign bytes, a pickle that would run code
