@@ -110,12 +110,12 @@ def _positionals(tokens: list[str]) -> list[str]:
 
 def _show_eval(r: EvalReport) -> None:
     table = Table("", "this run", title_justify="left", title=f"{r.split}, {r.views} view(s)")
-    if r.paper:
-        table.add_column("paper, 1 CNN (ILSVRC-2012 val)")
+    if r.published:
+        table.add_column(str(r.published["source"]))
     for name, value in (("top-1 error", r.top1_error), ("top-5 error", r.top5_error)):
         key = "top1_error" if name.startswith("top-1") else "top5_error"
-        paper = [_pct(r.paper[key])] if r.paper else []
-        table.add_row(name, _pct(value), *paper)
+        published = [_pct(r.published[key])] if r.published else []
+        table.add_row(name, _pct(value), *published)
     console.print(table)
     console.print(
         f"{r.images:,} images from {r.checkpoint} (epoch {r.epoch}) on "

@@ -50,6 +50,9 @@ class EvalReport(Result):
     top5_error: float
     per_class_top1: list[ClassError]
     paper: dict[str, float] | None  # the paper's errors, when this run is comparable
+    # what was published for these weights and this test, with its `source`: the paper's
+    # errors (a paper run, 10 views) or torchvision's (its imported weights, 1 view)
+    published: dict[str, Any] | None
     devices: list[str]
     amp: str
     seconds: float
@@ -100,6 +103,7 @@ def run_eval(
         checkpoint=net.ckpt.source, epoch=net.ckpt.epoch, split=cfg.split, views=cfg.views,
         images=tally.images, top1_error=tally.top1_error, top5_error=tally.top5_error,
         per_class_top1=per_class, paper=paper_reference(net.cfg, data.classes, cfg.views),
+        published=published_reference(net.cfg, data.classes, cfg.views),
         devices=[str(d) for d in net.devices], amp=cfg.amp, seconds=seconds,
     )  # fmt: skip
 
@@ -114,5 +118,25 @@ def paper_reference(
         return None
     paper = PRESETS["paper"]
     same_net = cfg.preset == "paper" and cfg.model == paper.model and cfg.crop == paper.crop
-    imagenet = len(classes) == 1000 and all(_WNID.fullmatch(c["name"]) for c in classes)
-    return dict(PAPER_VAL) if same_net and imagenet else None
+    return dict(PAPER_VAL) if same_net and _imagenet(classes) else None
+
+
+def published_reference(
+    cfg: TrainConfig, classes: Sequence[dict[str, str]], views: int
+) -> dict[str, Any] | None:
+    """The published errors this evaluation should reproduce, with where they are from:
+    the paper's (`paper_reference`), or torchvision's for its weights imported
+    (`alexcli import-weights torchvision`) and tested as torchvision tests them, on one
+    centre crop of the 1000 ILSVRC-2012 classes."""
+    paper = paper_reference(cfg, classes, views)
+    if paper is not None:
+        return {"source": "paper, 1 CNN (ILSVRC-2012 val)", **paper}
+    if cfg.preset == "torchvision" and views == 1 and _imagenet(classes):
+        from alexcli.core.nn.imports import TORCHVISION_VAL
+
+        return {"source": "torchvision's weights (ILSVRC-2012 val, 1 crop)", **TORCHVISION_VAL}
+    return None
+
+
+def _imagenet(classes: Sequence[dict[str, str]]) -> bool:
+    return len(classes) == 1000 and all(_WNID.fullmatch(c["name"]) for c in classes)
