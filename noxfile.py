@@ -88,7 +88,8 @@ def bench(session: nox.Session) -> None:
 @nox.session
 def wheel(session: nox.Session) -> None:
     """Build the sdist and the wheel, install the wheel (not the checkout) and run
-    `alexcli --version` and `alexcli demo` from a folder outside the checkout."""
+    `alexcli --version`, `alexcli demo`, `alexcli export` and `alexcli.load` from a
+    folder outside the checkout."""
     session.install("build")
     tmp = Path(session.create_tmp()).resolve()
     dist = tmp / "dist"
@@ -108,3 +109,8 @@ def wheel(session: nox.Session) -> None:
                 "alexcli.__file__; print(alexcli.__file__)")  # fmt: skip
     session.run("alexcli", "--version")
     session.run("alexcli", "demo", "demo-out")
+    # the Python API and export from the wheel: a run → safetensors → alexcli.load
+    session.run("alexcli", "export", "demo-out/run", "model.safetensors")
+    session.run("python", "-c", "import alexcli, numpy as np; net = alexcli.load("
+                "'model.safetensors', devices='cpu'); grey = np.full((60, 80, 3), 128, np.uint8); "
+                "print(net.predict([grey], views=1)[0][0])")  # fmt: skip

@@ -38,6 +38,7 @@ _COMMANDS = (
 )  # fmt: skip
 
 
+_ROOT_FLAGS = ("--debug", "-v", "-vv", "--verbose", "-q", "--quiet")
 INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
@@ -45,8 +46,10 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
     """Run `application` (alexcli) with `argv` (default: sys.argv[1:]); return the exit code."""
     args = eval.legacy_json_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args or os.environ.get("ALEXCLI_DEBUG", "") not in ("", "0")
-    if "--debug" in args:  # an option of alexcli itself, wherever it is typed
-        args = ["--debug", *(a for a in args if a != "--debug")]
+    # alexcli's own options, wherever they are typed (after the command too)
+    own = [a for a in args if a in _ROOT_FLAGS]
+    if own:
+        args = [*own, *(a for a in args if a not in _ROOT_FLAGS)]
     command = get_command(application)
     try:
         with _sigterm_stops():
@@ -112,4 +115,4 @@ def _interrupted() -> None:
 def _one_line(e: Exception) -> str:
     fmt = getattr(e, "format_message", None)
     text = fmt() if callable(fmt) else str(e)
-    return " ".join(text.split())
+    return " ".join(text.split()).replace("Value error, ", "")  # Typer's choice check

@@ -7,6 +7,7 @@ from typing import Annotated
 import typer
 
 from alexcli import __version__
+from alexcli.cli._console import configure_logging
 
 app = typer.Typer(
     name="alexcli",
@@ -17,7 +18,7 @@ app = typer.Typer(
         "it learned.\n\nStart with `alexcli demo`."
     ),
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -39,6 +40,12 @@ def _root(
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="Also print debug lines.")
+    ] = 0,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only warnings, errors and results.")
+    ] = False,
 ) -> None:
     # --debug is read by `main()` before parsing (the error boundary sits outside Typer).
-    pass
+    configure_logging(-1 if quiet else verbose)

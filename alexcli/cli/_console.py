@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +20,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.progress import Progress as RichProgressBar
+
+from alexcli.core.progress import emit, log
 
 out = Console()  # results: tables, JSON
 err = Console(stderr=True)  # progress, status lines, errors
@@ -77,7 +80,7 @@ class RichProgress:
         return _Task(self._bar, self._bar.add_task(description, total=total, unit=unit, info=""))
 
     def log(self, message: str) -> None:
-        err.print(escape(message), soft_wrap=True, highlight=False)
+        emit(message)  # through logging: `-q` hides it, a Python caller's handlers see it
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -93,6 +96,30 @@ def reporting(quiet: bool = False) -> Iterator[RichProgress]:
         yield progress
     finally:
         progress.stop()
+
+
+class _ConsoleHandler(logging.Handler):
+    """The "alexcli" logger's lines on stderr, as they are (they carry their own
+    "warning:"), above any progress bar (rich keeps the bars below printed lines)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            err.print(escape(record.getMessage()), soft_wrap=True, highlight=False)
+        except Exception:  # a closed stream: never let a status line fail a command
+            self.handleError(record)
+
+
+_HANDLER = _ConsoleHandler()
+
+
+def configure_logging(verbosity: int = 0) -> None:
+    """The CLI's logging: -1 (`-q`) warnings only, 0 status lines, 1+ (`-v`) debug too."""
+    if _HANDLER not in log.handlers:
+        log.addHandler(_HANDLER)
+    log.propagate = False  # the CLI owns the process: no second copy through the root
+    log.setLevel(
+        logging.WARNING if verbosity < 0 else logging.DEBUG if verbosity > 0 else logging.INFO
+    )
 
 
 def _fmt(value: Any) -> str:

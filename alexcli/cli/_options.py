@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -16,17 +16,22 @@ Jobs = Annotated[
     typer.Option("--jobs", "-j", help="Parallel workers (default: all cores)."),
 ]
 Seed = Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")]
+# Fixed choices are Literal types: Typer lists them in --help, checks them, and shell
+# completion offers them (tests/cli/test_cli.py keeps them equal to the config's).
+PresetName = Literal["paper", "small"]
+AmpName = Literal["off", "bf16", "fp16"]
 Preset = Annotated[
-    str | None, typer.Option("--preset", help="Configuration preset: `paper` or `small`.")
+    PresetName | None, typer.Option("--preset", help="Configuration preset (default: paper).")
 ]
 Devices = Annotated[
     str | None,
     typer.Option(
         "--devices",
+        envvar="ALEXCLI_DEVICES",
         help="`auto`, `cpu`, `cuda:0`, or `cuda:0,cuda:1` (two towers, model parallel).",
     ),
 ]
-Amp = Annotated[str | None, typer.Option("--amp", help="Mixed precision: `off`, `bf16` or `fp16`.")]
+Amp = Annotated[AmpName | None, typer.Option("--amp", help="Mixed precision (default: off).")]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any configuration key: `--set model.towers=1`."),
@@ -36,12 +41,19 @@ RunDir = Annotated[
     Path, typer.Argument(help="A training run directory, or one checkpoint file (.pt).")
 ]
 Views = Annotated[
-    int | None, typer.Option("--views", help="1 (centre crop) or 10 (the paper's test, default).")
+    Literal[1, 10] | None,
+    typer.Option("--views", help="1: the centre crop; 10: the paper's test (default)."),
 ]
 BatchSize = Annotated[
     int | None, typer.Option("--batch-size", help="Images per batch (default 128).")
 ]
 Workers = Annotated[
     int | None,
-    typer.Option("--workers", help="Shard-reading processes (default: cores − 1)."),
+    typer.Option(
+        "--workers",
+        min=0,
+        envvar="ALEXCLI_WORKERS",
+        help="Shard-reading processes (default: cores − 1).",
+    ),
 ]
+Split = Annotated[Literal["val", "train"], typer.Option("--split", help="The split to read.")]

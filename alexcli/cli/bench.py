@@ -10,7 +10,7 @@ from rich.table import Table
 
 from alexcli.cli._app import app
 from alexcli.cli._console import out, print_json, reporting
-from alexcli.cli._options import Devices, Json, Preset
+from alexcli.cli._options import AmpName, Devices, Json, Preset
 from alexcli.config import BenchConfig, with_values
 
 if TYPE_CHECKING:
@@ -32,8 +32,7 @@ def bench(
     ] = None,
     devices: Devices = None,
     amp: Annotated[
-        str | None,
-        typer.Option("--amp", help="The tuned step's precision: `off`, `bf16` (default), `fp16`."),
+        AmpName | None, typer.Option("--amp", help="The tuned step's precision (default: bf16).")
     ] = None,
     threads: Annotated[
         int | None, typer.Option(help="Compute threads (default: what `train` uses).")

@@ -11,7 +11,17 @@ from rich.table import Table
 from alexcli.cli._app import app
 from alexcli.cli._console import err, print_json, reporting
 from alexcli.cli._console import out as console
-from alexcli.cli._options import Amp, BatchSize, DataDir, Devices, Json, RunDir, Views, Workers
+from alexcli.cli._options import (
+    Amp,
+    BatchSize,
+    DataDir,
+    Devices,
+    Json,
+    RunDir,
+    Split,
+    Views,
+    Workers,
+)  # fmt: skip
 from alexcli.config import EvalConfig, with_values
 
 if TYPE_CHECKING:
@@ -23,7 +33,7 @@ def eval_(
     run_dir: RunDir,
     data_dir: DataDir,
     views: Views = None,
-    split: Annotated[str, typer.Option(help="The split to evaluate.")] = "val",
+    split: Split = "val",
     json: Json = False,
     json_out: Annotated[
         Path | None, typer.Option("--json-out", help="Also write the report to this JSON file.")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -18,7 +18,7 @@ def export(
     run_dir: RunDir,
     out: Annotated[Path, typer.Argument(help="The file to write.")],
     format: Annotated[
-        str | None,
+        Literal["safetensors", "torchscript", "pt2", "onnx"] | None,
         typer.Option(
             "--format",
             help="`safetensors`, `torchscript`, `pt2` (torch.export) or `onnx` "
@@ -26,7 +26,7 @@ def export(
         ),
     ] = None,
     layout: Annotated[
-        str, typer.Option("--layout", help="The graph's input: `nchw` or `nhwc` uint8 crops.")
+        Literal["nchw", "nhwc"], typer.Option("--layout", help="The graph's input: uint8 crops.")
     ] = "nchw",
     check: Annotated[
         bool,

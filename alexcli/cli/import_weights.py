@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
@@ -14,7 +14,7 @@ from alexcli.cli._options import Force, Json
 
 @app.command("import-weights")
 def import_weights(
-    kind: Annotated[str, typer.Argument(help="Whose weights: `torchvision`.")],
+    kind: Annotated[Literal["torchvision"], typer.Argument(help="Whose weights.")],
     file: Annotated[Path, typer.Argument(help="The state dict (.pth), as torch.save wrote it.")],
     run_dir: Annotated[Path, typer.Argument(help="The run directory to write.")],
     classes: Annotated[

@@ -11,7 +11,17 @@ from rich.table import Table
 from alexcli.cli._app import app
 from alexcli.cli._console import out as console
 from alexcli.cli._console import print_json, reporting
-from alexcli.cli._options import Amp, BatchSize, DataDir, Devices, Json, RunDir, Views, Workers
+from alexcli.cli._options import (
+    Amp,
+    BatchSize,
+    DataDir,
+    Devices,
+    Json,
+    RunDir,
+    Split,
+    Views,
+    Workers,
+)  # fmt: skip
 from alexcli.config import EvalConfig, with_values
 
 if TYPE_CHECKING:
@@ -32,9 +42,7 @@ def neighbors(
         typer.Option("--index", min=0, help="A query image by its index in --split (repeatable)."),
     ] = None,
     k: Annotated[int, typer.Option("--k", min=1, help="Neighbours per query.")] = 6,
-    split: Annotated[
-        str, typer.Option(help="The split the queries come from: val (default) or train.")
-    ] = "val",
+    split: Split = "val",
     views: Views = None,
     json: Json = False,
     devices: Devices = None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 
@@ -39,8 +39,8 @@ def prepare(
         int | None, typer.Option(help="Shorter side, then the central crop (default 256).")
     ] = None,
     resample: Annotated[
-        str | None,
-        typer.Option(help="The resize filter: `bilinear` (default), `bicubic` or `lanczos`."),
+        Literal["bilinear", "bicubic", "lanczos"] | None,
+        typer.Option(help="The resize filter (default: bilinear)."),
     ] = None,
     shard_size: Annotated[
         int | None, typer.Option(help="At most N images per HDF5 shard (default 1024).")

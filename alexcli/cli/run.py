@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.table import Table
@@ -30,7 +30,10 @@ def run(
             help="A recipe file, or the name of one shipped with alexcli: demo, paper, imagenet100."
         ),
     ],
-    until: Annotated[str | None, typer.Option(help="Stop after this stage.")] = None,
+    until: Annotated[
+        Literal["prepare", "stats", "train", "eval", "viz-kernels", "viz-curves"] | None,
+        typer.Option(help="Stop after this stage."),
+    ] = None,
     set_: Sets = None,
     force: Force = False,
     json: Json = False,

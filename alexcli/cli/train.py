@@ -11,7 +11,17 @@ from rich.table import Table
 from alexcli.cli._app import app
 from alexcli.cli._console import out as console
 from alexcli.cli._console import print_json, reporting
-from alexcli.cli._options import Amp, DataDir, Devices, Force, Json, Preset, Seed, Sets
+from alexcli.cli._options import (
+    Amp,
+    DataDir,
+    Devices,
+    Force,
+    Json,
+    Preset,
+    Seed,
+    Sets,
+    Workers,
+)  # fmt: skip
 
 if TYPE_CHECKING:
     from alexcli.stages.train import TrainResult
@@ -31,9 +41,7 @@ def train(
     devices: Devices = None,
     amp: Amp = None,
     seed: Seed = None,
-    workers: Annotated[
-        int | None, typer.Option(help="Data loader processes (default: cores − 1).")
-    ] = None,
+    workers: Workers = None,
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.pt.")
     ] = False,
@@ -43,6 +51,15 @@ def train(
             "--stop-if-flat",
             help="Stop at an epoch that learned nothing (loss at ln C, validation at "
             "chance), after saving it; without it, a warning.",
+        ),
+    ] = False,
+    tensorboard: Annotated[
+        bool,
+        typer.Option(
+            "--tensorboard",
+            help="Also write TensorBoard event files to RUN_DIR/tensorboard: loss and lr "
+            "per step, validation errors, images/s and conv1's kernels per epoch "
+            "(pip install 'alexcli[tensorboard]').",
         ),
     ] = False,
     config: Annotated[
@@ -73,6 +90,7 @@ def train(
             run_dir, resume=resume, preset_name=preset, config_file=config, sets=set_ or (),
             epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp,
             seed=seed, workers=workers, stop_if_flat=stop_if_flat or None,
+            tensorboard=tensorboard or None,
         )  # fmt: skip
         result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)
     if result.rank != 0:

@@ -173,6 +173,8 @@ class TrainConfig(Checked):
     checkpoint_minutes: float = bounded(30.0, at_least=0, is_runtime=True)
     # Stop, after the epoch's checkpoint, at an epoch that learned nothing (`flat`).
     stop_if_flat: bool = runtime(False)
+    # TensorBoard event files under RUN_DIR/tensorboard (tensorboardX, an optional extra)
+    tensorboard: bool = runtime(False)
 
     # Keys read as another key's: `crop` belongs to the network (`model.crop`), but
     # `--crop`, `--set crop=…` and a recipe's `crop = …` name it here.

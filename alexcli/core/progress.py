@@ -3,11 +3,29 @@
 Core and stage code call `progress.task(...)` and `task.advance(...)`; the CLI
 passes an implementation that draws rich progress bars, tests pass nothing and
 get `SILENT`.
+
+Status lines (`progress.log`) go to the standard `logging` module, logger "alexcli":
+"warning: …" lines at WARNING, the rest at INFO. The package adds only a NullHandler,
+as a library should; the CLI installs its own handler (rich, stderr, `-v`/`-q`), and
+a Python caller sees the lines with `logging.basicConfig(level=logging.INFO)` or
+silences them with `logging.getLogger("alexcli").setLevel(logging.ERROR)`.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Protocol
+
+log = logging.getLogger("alexcli")
+log.addHandler(logging.NullHandler())
+
+
+def emit(message: str) -> None:
+    """A status line to the "alexcli" logger: WARNING when it says "warning:"."""
+    if message.startswith("warning:"):
+        log.warning(message)
+    else:
+        log.info(message)
 
 
 class Task(Protocol):
@@ -34,13 +52,13 @@ class _SilentTask:
 
 
 class Silent:
-    """Discards everything; the default below the CLI."""
+    """No bars; status lines to `logging` only. The default below the CLI."""
 
     def task(self, description: str, total: float | None = None, unit: str = "") -> Task:
         return _SilentTask()
 
     def log(self, message: str) -> None:
-        pass
+        emit(message)
 
 
 class Recorder(Silent):

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,7 +177,12 @@ def run_train(
     done = dist.decide(lambda: _decide(run_dir, fp, resume=resume, force=force))
     check_trainable(cfg, data, dist.world, process_devices(cfg.devices, dist.local_rank)[0])
     resume_from = check_resume(cfg, data, run_dir) if resume and not done else None
-    trainer = Trainer(cfg, _train_data(inputs), run_dir, dist, progress, resume_from)
+    events = None
+    if cfg.tensorboard and dist.rank == 0 and not done:
+        from alexcli.stages.tensorboard import TensorBoard
+
+        events = TensorBoard(run_dir, cfg.model.towers)
+    trainer = Trainer(cfg, _train_data(inputs), run_dir, dist, progress, resume_from, events)
     try:
         if done:
             progress.log(f"train: up to date ({manifest})")
@@ -339,6 +345,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, fresh: bool) -> None:
     if fresh:
         for name in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
             (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # an earlier run's events
     write_json(run_dir / "config.json", to_dict(cfg))
 
 

@@ -9,6 +9,7 @@ carries (mean image, crop, input scale), so no DATA_DIR/stats.h5 is needed.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
     from alexcli.core.nn.checkpoint import Checkpoint
     from alexcli.core.nn.loops import Amp
     from alexcli.core.nn.model import AlexNet
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -84,6 +88,7 @@ class Classifier:
             lighting_scale=train_cfg.lighting_scale, input_scale=train_cfg.input_scale,
         )  # fmt: skip
         model = ckpt.build_model(devices)
+        log.debug("%s: epoch %d on %s", ckpt.path, ckpt.epoch, ", ".join(map(str, devices)))
         return cls(ckpt, train_cfg, model, normalize, devices, cfg.amp, cfg.batch_size)
 
     @property

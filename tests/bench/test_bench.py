@@ -115,7 +115,7 @@ def test_bench_table_names_each_stage_and_its_limit(cli):
     [
         (["--only", "eval"], "no such stage"),
         (["--amp", "fp16"], "needs a CUDA device"),
-        (["--preset", "huge"], "unknown preset"),
+        (["--preset", "huge"], "'huge' is not one of 'paper', 'small'"),
     ],
 )
 def test_bad_options_are_one_line(cli, args, message):

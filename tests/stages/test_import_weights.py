@@ -195,7 +195,7 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, imported, tmp_path):
     short.write_text("n00000001 one\nn00000002 two\n")
     good = root / "alexnet.pth"
     cases = [
-        (("caffe2", good), "imports torchvision"),
+        (("caffe2", good), "'caffe2' is not one of 'torchvision'"),
         (("torchvision", junk), "not a PyTorch file"),
         (("torchvision", evil), "pickled Python objects"),
         (("torchvision", resnet), "not torchvision's alexnet"),

@@ -410,7 +410,7 @@ def test_the_resize_filter_can_be_chosen(cli, synthetic_tree, tmp_path):
     with Image.open(synthetic_tree.root / paths[-1]) as img:
         close_to(imgs[-1], resize_reference(img, 64, "lanczos"))
     r = cli(*run(synthetic_tree.root, out, "--resample", "nearest"))
-    assert r.code == 2 and "--resample nearest: must be one of" in r.err
+    assert r.code == 2 and "'--resample': 'nearest' is not one of 'bilinear'" in r.err
 
 
 def test_validation_labels_of_classes_without_training_folders_are_named(cli, tmp_path):

@@ -128,7 +128,7 @@ def test_run_until_stops_after_that_stage(tiny_demo, cli, tmp_path, monkeypatch)
         ("[train]\nepochs = 'many'\n", [], "r.toml: 'train.epochs' must be an integer"),
         ('source = "/no/such/dir"\n', [], "r.toml: source '/no/such/dir' does not exist"),
         ("[prepare]\nsize = 40\n", [], "r.toml: 'source' is not set"),
-        ('source = "x"\n', ["--until", "fly"], "--until 'fly': not a stage"),
+        ('source = "x"\n', ["--until", "fly"], "'--until': 'fly' is not one of 'prepare'"),
         ('source = "x"\n', ["--set", "train.lr=fast"], "--set: 'train.lr' must be a number"),
         ("[train\n", [], "not valid TOML"),
         ('source = "x"\nstages = []\n', [], "r.toml: `stages` is empty"),

@@ -75,7 +75,7 @@ def test_two_devices_hold_one_tower_each_and_one_tower_cannot_split(cli):
 
 def test_bad_arguments_are_one_line(cli):
     r = cli("summary", "--preset", "huge")
-    assert r.code == 2 and "unknown preset 'huge'" in r.err
+    assert r.code == 2 and "'huge' is not one of 'paper', 'small'" in r.err
     r = cli("summary", "--crop", "40")
     assert r.code == 2 and "crop 40 is too small" in r.err and "at least 63" in r.err
     r = cli("summary", "--classes", "1")

@@ -252,7 +252,7 @@ def test_divergence_is_one_line_and_leaves_the_last_good_checkpoint(cli, data, t
     [
         (["--amp", "fp8"], "amp"),
         (["--set", "no_such_key=1"], "unknown key"),
-        (["--preset", "huge"], "unknown preset"),
+        (["--preset", "huge"], "'huge' is not one of 'paper', 'small'"),
         (["--set", "crop=80"], "crop 80 is larger"),
         (["--set", "batch_size=1000"], "larger than the"),
         (["--lr", "-1"], "--lr -1: must be ≥ 0"),

@@ -11,15 +11,12 @@ generators of their own: `iter(loader)` would otherwise draw a worker seed from 
 
 from __future__ import annotations
 
-import contextlib
 import json
+import logging
 import os
 import random
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +36,7 @@ from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory, native_bf16
 from alexcli.core.nn.checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
 from alexcli.core.nn.distributed import Dist, process_devices
+from alexcli.core.nn.events import TrainEvents, sigterm_requests_stop
 from alexcli.core.nn.flat import HINT, Flatness
 from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
 from alexcli.core.nn.model import AlexNet, build_model
@@ -50,6 +48,7 @@ from alexcli.errors import Stopped, TrainingFlat
 # Steps between DDP ranks' agreeing on whether a checkpoint is due (a broadcast of a
 # pickled flag: a stall of every GPU if done each step).
 AGREE_EVERY = 20
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -93,9 +92,11 @@ class Trainer:
         dist: Dist,
         progress: Progress = SILENT,
         resume_from: Checkpoint | None = None,
+        events: TrainEvents | None = None,
     ) -> None:
         self.cfg, self.data, self.run_dir = cfg, data, run_dir
         self.dist, self.progress, self.resume_from = dist, progress, resume_from
+        self.events = events
         self.metrics: list[dict[str, Any]] = []  # one line per finished epoch
         self.epochs_run = 0  # in this call
         self.images_per_s = 0.0  # over this call's epochs, all ranks
@@ -119,6 +120,10 @@ class Trainer:
         devices = process_devices(cfg.devices, self.dist.local_rank)
         workers = cfg.workers if cfg.workers is not None else default_workers(self.dist.local_world)
         threads = torch.get_num_threads()
+        log.debug(
+            "train: devices %s, rank %d of %d, %d loader worker(s), %d compute thread(s)",
+            ", ".join(map(str, devices)), self.dist.rank, self.dist.world, workers, threads,
+        )  # fmt: skip
         choice = self._choose_threads(devices[0], workers)
         if choice is not None:
             torch.set_num_threads(choice.threads)
@@ -134,12 +139,16 @@ class Trainer:
             epoch, state = 0, EpochProgress()
             if self.resume_from is not None:
                 epoch, state = self._restore(parts, self.resume_from)
-            with keep_freed_memory(devices[0].type == "cpu"), _sigterm_requests_stop(self):
+            if self.events is not None:
+                self.events.start(epoch * parts.train_sampler.steps_per_epoch + state.step)
+            with keep_freed_memory(devices[0].type == "cpu"), sigterm_requests_stop(self):
                 for e in range(epoch, cfg.epochs):
                     self._epoch(parts, e, state)
                     state = EpochProgress()
         finally:
             torch.set_num_threads(threads)
+            if self.events is not None:
+                self.events.close()
         self.images_per_s = self._images / self._seconds if self._seconds else 0.0
 
     def _choose_threads(self, device: torch.device, workers: int) -> ThreadChoice | None:
@@ -209,8 +218,14 @@ class Trainer:
         parts.train_sampler.set_epoch(epoch, state.step)
         task = self._train_task(epoch, state.step, steps)
         timer = {"saved": time.monotonic()}
+        logged = {"loss_sum": state.loss_sum}
+        schedule = parts.schedule
 
         def after_step(s: EpochProgress) -> None:
+            if self.events is not None:
+                loss, logged["loss_sum"] = s.loss_sum - logged["loss_sum"], s.loss_sum
+                lr = schedule.lr(epoch, s.step - 1, steps)
+                self.events.step(epoch * steps + s.step, loss, lr)
             if s.step >= steps or (self.dist.world > 1 and s.step % AGREE_EVERY):
                 return  # under DDP rank 0's clock is shared every few steps, not every step
             due = time.monotonic() - timer["saved"] >= cfg.checkpoint_minutes * 60
@@ -230,7 +245,6 @@ class Trainer:
         )  # fmt: skip
         val = self._validate(parts)
         # The lr this epoch trained at, read before "plateau" may drop it for the next.
-        schedule = parts.schedule
         lr, drops = schedule.lr(epoch, steps - 1, steps), schedule.drops_at(epoch)
         schedule.end_epoch(val.top1_error, epoch)
         after = schedule.lr(epoch + 1, 0, steps) if epoch + 1 < cfg.epochs else lr
@@ -253,6 +267,8 @@ class Trainer:
         improved = self.best is None or val.top1_error < self.best
         self.best = val.top1_error if improved else self.best
         self._save(parts, epoch + 1, EpochProgress(), best=improved)
+        if self.events is not None:
+            self.events.epoch((epoch + 1) * steps, line, parts.model.conv1_weight())
         self.epochs_run += 1
         self._images += state.images
         self._seconds += state.seconds
@@ -347,25 +363,6 @@ class Trainer:
         state = EpochProgress(**ck.epoch_progress)
         self.progress.log(f"resuming from {self.last}: epoch {ck.epoch + 1}, step {ck.step}")
         return ck.epoch, state
-
-
-@contextlib.contextmanager
-def _sigterm_requests_stop(trainer: Trainer) -> Iterator[None]:
-    """SIGTERM (a scheduler preempting the job, `kill`) sets `trainer.stop_requested`:
-    the next step saves last.pt and stops (`Stopped`) instead of dying mid-step. Only the
-    main thread can hold a handler; elsewhere SIGTERM keeps its default."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def request(signum: int, frame: object) -> None:
-        trainer.stop_requested = True
-
-    before = signal.signal(signal.SIGTERM, request)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
 
 
 def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
