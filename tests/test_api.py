@@ -109,3 +109,11 @@ def test_the_issue_one_liner_runs_and_importing_stays_cheap(run):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().startswith("n0000000")
+
+
+def test_one_picture_must_come_in_a_list(run):
+    run_dir, _, _, files = run
+    net = alexcli.load(run_dir, devices="cpu")
+    for single in (files[0], str(files[0]), files[0].read_bytes()):
+        with pytest.raises(TypeError, match="pictures is a list"):
+            net.predict(single)

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import typer
 from typer.main import get_command
@@ -28,7 +30,7 @@ from alexcli.cli import bench
 
 # isort: on
 from alexcli.cli._app import app
-from alexcli.cli._console import error
+from alexcli.cli._console import error, reset_logging
 from alexcli.errors import AlexcliError, Stopped
 
 __all__ = ["app", "main"]
@@ -38,7 +40,7 @@ _COMMANDS = (
 )  # fmt: skip
 
 
-_ROOT_FLAGS = ("--debug", "-v", "-vv", "--verbose", "-q", "--quiet")
+_ROOT_FLAG = re.compile(r"--debug|--verbose|--quiet|-[vq]+")  # -v, -vv, -q, -qv…
 INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
@@ -47,10 +49,17 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
     args = eval.legacy_json_args(list(sys.argv[1:] if argv is None else argv))
     debug = "--debug" in args or os.environ.get("ALEXCLI_DEBUG", "") not in ("", "0")
     # alexcli's own options, wherever they are typed (after the command too)
-    own = [a for a in args if a in _ROOT_FLAGS]
+    own = [a for a in args if _ROOT_FLAG.fullmatch(a)]
     if own:
-        args = [*own, *(a for a in args if a not in _ROOT_FLAGS)]
+        args = [*own, *(a for a in args if not _ROOT_FLAG.fullmatch(a))]
     command = get_command(application)
+    try:
+        return _run(command, args, debug)
+    finally:
+        reset_logging()  # in-process callers (tests, scripts) get their logging back
+
+
+def _run(command: Any, args: list[str], debug: bool) -> int:  # (typer vendors click)
     try:
         with _sigterm_stops():
             result = command.main(args=args, prog_name="alexcli", standalone_mode=False)

@@ -59,7 +59,8 @@ class RichProgress:
     """`core.progress.Progress` drawn with rich; bars only on a terminal, never under --json."""
 
     def __init__(self, quiet: bool = False) -> None:
-        self.show_bars = err.is_terminal and not quiet
+        # no bars under --json, nor under -q (warnings, errors and results only)
+        self.show_bars = err.is_terminal and not quiet and log.getEffectiveLevel() <= logging.INFO
         self._bar: RichProgressBar | None = None
 
     def task(self, description: str, total: float | None = None, unit: str = "") -> _Task:
@@ -110,6 +111,13 @@ class _ConsoleHandler(logging.Handler):
 
 
 _HANDLER = _ConsoleHandler()
+
+
+def reset_logging() -> None:
+    """Undo `configure_logging`: a Python caller of `main()` gets its logging back."""
+    log.removeHandler(_HANDLER)
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
 
 
 def configure_logging(verbosity: int = 0) -> None:

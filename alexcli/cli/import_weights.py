@@ -1,4 +1,4 @@
-"""`alexcli import-weights torchvision FILE RUN_DIR`."""
+"""`alexcli import-weights torchvision|caffe FILE RUN_DIR`."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from alexcli.cli._options import Force, Json
 
 @app.command("import-weights")
 def import_weights(
-    kind: Annotated[Literal["torchvision"], typer.Argument(help="Whose weights.")],
-    file: Annotated[Path, typer.Argument(help="The state dict (.pth), as torch.save wrote it.")],
+    kind: Annotated[Literal["torchvision", "caffe"], typer.Argument(help="Whose weights.")],
+    file: Annotated[
+        Path, typer.Argument(help="torchvision: the state dict (.pth); caffe: the .caffemodel.")
+    ],
     run_dir: Annotated[Path, typer.Argument(help="The run directory to write.")],
     classes: Annotated[
         Path | None,
@@ -25,14 +27,24 @@ def import_weights(
             "LOC_synset_mapping.txt (sorted by wnid). Default: classes named by index.",
         ),
     ] = None,
+    mean: Annotated[
+        Path | None,
+        typer.Option(
+            "--mean",
+            help="caffe: the mean image, ilsvrc_2012_mean.binaryproto (default: Caffe's "
+            "mean pixel everywhere).",
+        ),
+    ] = None,
     force: Force = False,
     json: Json = False,
 ) -> None:
     """Weights trained elsewhere as a run that eval, predict, export and viz read.
 
     torchvision's `alexnet` state dict (no torchvision needed, nothing downloaded): one
-    tower, no LRN, its per-channel normalisation folded in. torchvision reports 56.52 %
-    top-1 / 79.07 % top-5 accuracy on ILSVRC-2012 val with one centre crop, so
+    tower, no LRN, its per-channel normalisation folded in; published 56.52 % / 79.07 %
+    top-1/top-5 accuracy. Caffe's bvlc_alexnet (read without Caffe): two towers, LRN,
+    227 crops, BGR folded in, with `--mean ilsvrc_2012_mean.binaryproto`; published
+    57.1 % / 80.2 %. Both on ILSVRC-2012 val with one centre crop, so
     `alexcli eval RUN_DIR DATA_DIR --views 1` on prepared ILSVRC-2012 checks the whole
     eval path against a published number.
 
@@ -41,7 +53,7 @@ def import_weights(
     from alexcli.cli._console import print_json
     from alexcli.stages.import_weights import run_import_weights
 
-    report = run_import_weights(kind, file, run_dir, classes, force)
+    report = run_import_weights(kind, file, run_dir, classes, force, mean)
     if json:
         print_json(report.to_json())
         return

@@ -125,9 +125,16 @@ class ModelConfig(Checked):
     lrn_beta: float = 0.75
     # "paper": b = a / (k + α Σ a²)^β.  "torch": α/n, as PyTorch's and Caffe's layers.
     lrn_convention: Literal["paper", "torch"] = "paper"
+    # "tower": each tower normalises its own maps, as each GPU did in the paper.
+    # "all": the window runs across both towers' maps, as Caffe's bvlc_alexnet (its
+    # norm layers see all 96 conv1 and 256 conv2 maps); an import of it needs this.
+    lrn_span: Literal["tower", "all"] = "tower"
     pool_kernel: int = bounded(3, at_least=1)  # overlapping pooling, z=3 s=2; ablation: 2/2
     pool_stride: int = bounded(2, at_least=1)
     activation: Literal["relu", "tanh"] = "relu"
+    # A middle conv layer left out (the depth ablation): the next layer takes its
+    # inputs and its place, conv3's view of both towers included (docs/ablations.md).
+    omit: Literal["none", "conv3", "conv4", "conv5"] = "none"
     dropout: float = bounded(0.5, at_least=0, at_most=1)
     # "paper": N(0, 0.01²), biases 1 in conv2/4/5, fc6/7.  "caffe": biases 0.1 and
     # std 0.005 on fc6/7 (bvlc_alexnet).  "torch": PyTorch's default init.
@@ -154,6 +161,9 @@ class TrainConfig(Checked):
     lr_steps: tuple[float, ...] = (30, 60, 80)
     warmup_epochs: float = bounded(0.0, at_least=0)
     flip: bool = True
+    # Random crops anywhere in the image (the paper); False: the centre crop every time
+    # (the "crops and reflections" ablation, with flip=False).
+    random_crop: bool = True
     lighting_std: float = bounded(0.1, at_least=0)  # αᵢ ~ N(0, 0.1)
     # "sqrt": Σ pᵢ αᵢ √λᵢ in 0–255 units (cuda-convnet2); "eigval": Σ pᵢ αᵢ λᵢ with λ
     # on a 0–1 scale (fb.resnet.torch). docs/training.md compares them.

@@ -125,16 +125,22 @@ def published_reference(
     cfg: TrainConfig, classes: Sequence[dict[str, str]], views: int
 ) -> dict[str, Any] | None:
     """The published errors this evaluation should reproduce, with where they are from:
-    the paper's (`paper_reference`), or torchvision's for its weights imported
-    (`alexcli import-weights torchvision`) and tested as torchvision tests them, on one
-    centre crop of the 1000 ILSVRC-2012 classes."""
+    the paper's (`paper_reference`), or torchvision's or Caffe's for their weights
+    imported (`alexcli import-weights`) and tested as they test them, on one centre crop
+    of the 1000 ILSVRC-2012 classes."""
     paper = paper_reference(cfg, classes, views)
     if paper is not None:
         return {"source": "paper, 1 CNN (ILSVRC-2012 val)", **paper}
-    if cfg.preset == "torchvision" and views == 1 and _imagenet(classes):
+    if views != 1 or not _imagenet(classes):
+        return None
+    if cfg.preset == "torchvision":
         from alexcli.core.nn.imports import TORCHVISION_VAL
 
         return {"source": "torchvision's weights (ILSVRC-2012 val, 1 crop)", **TORCHVISION_VAL}
+    if cfg.preset == "caffe":
+        from alexcli.core.nn.caffe import CAFFE_VAL
+
+        return {"source": "Caffe's bvlc_alexnet (ILSVRC-2012 val, 1 crop)", **CAFFE_VAL}
     return None
 
 

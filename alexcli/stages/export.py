@@ -71,9 +71,14 @@ def run_export(
         raise UserError(f"{out} is a directory; OUT is the file to write")
     net = Classifier.load(Path(run), EvalConfig(devices="cpu"))
     ckpt = net.ckpt
-    export.write(ckpt, Path(out), fmt, layout)  # type: ignore[arg-type]
+    checked: dict[str, str | float | None] = {"with": None, "difference": None}
+
+    def reopen(tmp: Path) -> None:  # before the file replaces OUT
+        checked["with"], checked["difference"] = _check(net, tmp, Path(out), fmt, layout)
+
+    export.write(ckpt, Path(out), fmt, layout, reopen if check else None)  # type: ignore[arg-type]
     meta = export.metadata(ckpt, layout)  # type: ignore[arg-type]
-    checked_with, difference = _check(net, Path(out), fmt, layout) if check else (None, None)
+    checked_with, difference = checked["with"], checked["difference"]
     return ExportReport(
         checkpoint=ckpt.source,
         out=Path(out),
@@ -84,13 +89,16 @@ def run_export(
         preprocess=meta["preprocess"],
         output=meta["output"],
         opset=export.ONNX_OPSET if fmt == "onnx" else None,
-        checked_with=checked_with,
-        max_difference=difference,
+        checked_with=None if checked_with is None else str(checked_with),
+        max_difference=None if difference is None else float(difference),
     )
 
 
-def _check(net: Classifier, out: Path, fmt: str, layout: str) -> tuple[str | None, float | None]:
-    """Reopen `out` outside alexcli's own classes and compare with `net.classify`."""
+def _check(
+    net: Classifier, path: Path, out: Path, fmt: str, layout: str
+) -> tuple[str | None, float | None]:
+    """Reopen `path` (the file about to become `out`) outside alexcli's own classes and
+    compare with `net.classify`; refuse, in one line, a file that differs or will not open."""
     from alexcli.core.nn import export
 
     if fmt == "onnx":
@@ -112,13 +120,20 @@ def _check(net: Classifier, out: Path, fmt: str, layout: str) -> tuple[str | Non
     crops = np.ascontiguousarray(images[:, c : c + net.crop, c : c + net.crop])
     if layout == "nchw":
         crops = np.ascontiguousarray(crops.transpose(0, 3, 1, 2))
-    got = export.reload(out, fmt)(crops)  # type: ignore[arg-type]
+    try:
+        got = export.reload(path, fmt)(crops)  # type: ignore[arg-type]
+    except Exception as e:  # whatever the runtime raises: the file is not usable
+        reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+        raise AlexcliError(
+            f"{out}: the exported file does not reopen with {checked_with} ({reason}); "
+            "nothing written",
+            hint="rerun with --debug and report it; --no-check writes it unchecked",
+        ) from None
     difference = float(np.abs(got - want).max())
     if not difference <= TOLERANCE:
-        out.unlink(missing_ok=True)
         raise AlexcliError(
             f"{out}: the exported network disagrees with predict by {difference:.2g} "
-            f"(tolerance {TOLERANCE}); removed",
+            f"(tolerance {TOLERANCE}); nothing written",
             hint="rerun with --debug and report it: this is a bug",
         )
     return checked_with, difference

@@ -1,16 +1,18 @@
-"""`alexcli import-weights torchvision FILE RUN_DIR`: weights trained elsewhere as a run
-that `eval`, `predict`, `export`, `viz-kernels` and `alexcli.load` read
-(core/nn/imports.py; docs/import.md).
+"""`alexcli import-weights torchvision|caffe FILE RUN_DIR`: weights trained elsewhere as a
+run that `eval`, `predict`, `export`, `viz-kernels` and `alexcli.load` read
+(core/nn/imports.py, core/nn/caffe.py; docs/import.md).
 
-The class list says what label i is. torchvision's ImageNet label i is the i-th wnid in
-sorted order (ImageFolder's order, and prepare's), so the list comes from a prepared
-DATA_DIR of all 1000 classes or Kaggle's `LOC_synset_mapping.txt`, sorted by wnid.
+The class list says what label i is. torchvision's and Caffe's ImageNet label i is the
+i-th wnid in sorted order (ImageFolder's order, Caffe's synsets.txt, and prepare's), so
+the list comes from a prepared DATA_DIR of all 1000 classes or Kaggle's
+`LOC_synset_mapping.txt`, sorted by wnid.
 Without one the classes are named by their index, and `eval` on an ImageNet DATA_DIR
 refuses the run (its classes differ).
 """
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,7 +23,10 @@ from alexcli.errors import UserError
 from alexcli.stages.results import Result
 from alexcli.stages.runner import owner
 
-KINDS = ("torchvision",)
+KINDS = ("torchvision", "caffe")
+# What `train` (and `run`) leave in a RUN_DIR beside checkpoints/*.pt.
+_RUN_FILES = ("manifest.json", "metrics.jsonl", "config.json", "imported.json", "tensorboard",
+              "eval", "kernels.png", "curves.png")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -37,10 +42,17 @@ class ImportReport(Result):
 
 
 def run_import_weights(
-    kind: str, file: Path, run: Path, classes: Path | None = None, force: bool = False
+    kind: str,
+    file: Path,
+    run: Path,
+    classes: Path | None = None,
+    force: bool = False,
+    mean: Path | None = None,
 ) -> ImportReport:
-    """Write `file` (a `kind` state dict) as RUN_DIR `run`: checkpoints/last.pt,
-    config.json and imported.json (where it came from)."""
+    """Write `file` (a torchvision state dict, or a Caffe .caffemodel with its `mean`
+    .binaryproto) as RUN_DIR `run`: checkpoints/last.pt, config.json and imported.json
+    (where it came from)."""
+    from alexcli.core.nn import caffe
     from alexcli.core.nn.checkpoint import save_checkpoint
     from alexcli.core.nn.imports import TORCHVISION_VAL, from_torchvision, read_state_dict
 
@@ -49,23 +61,40 @@ def run_import_weights(
     file, run = Path(file), Path(run)
     if not file.is_file():
         raise UserError(f"{file}: no such file")
+    if mean is not None and kind != "caffe":
+        raise UserError("--mean is for Caffe's weights (torchvision's carry no mean image)")
+    if mean is not None and not Path(mean).is_file():
+        raise UserError(f"--mean {mean}: no such file")
     if run.exists() and not run.is_dir():
         raise UserError(f"{run} is a file; RUN_DIR is the directory to write")
     if run.is_dir() and owner(run) == "prepare":
         raise UserError(f"{run} is a DATA_DIR (`alexcli prepare` wrote it), not a RUN_DIR")
     target = run / "checkpoints" / "last.pt"
-    if (target.exists() or (run / "metrics.jsonl").exists()) and not force:
-        raise UserError(f"{run} already holds a run", hint="choose another RUN_DIR, or add --force")
+    earlier = [run / f for f in _RUN_FILES if (run / f).exists()]
+    earlier += sorted((run / "checkpoints").glob("*.pt")) if run.is_dir() else []
+    if earlier and not force:
+        raise UserError(
+            f"{run} already holds a run ({earlier[0].relative_to(run)})",
+            hint="choose another RUN_DIR, or add --force to replace it",
+        )
     class_list = read_class_list(classes) if classes is not None else None
-    ckpt = from_torchvision(read_state_dict(file), class_list, file)
-    (run / "checkpoints" / "best.pt").unlink(missing_ok=True)  # --force: no stale best
+    if kind == "caffe":
+        mean_bgr = caffe.read_binaryproto(Path(mean)) if mean is not None else None
+        ckpt = caffe.from_caffe(caffe.read_caffemodel(file), mean_bgr, class_list, file)
+        published = dict(caffe.CAFFE_VAL)
+    else:
+        ckpt = from_torchvision(read_state_dict(file), class_list, file)
+        published = dict(TORCHVISION_VAL)
+    for path in earlier:  # --force: nothing of the earlier run may pass for this one's
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
     save_checkpoint(target, ckpt)
     write_json(run / "config.json", to_dict(ckpt.config))
     sha = file_digest(file)
     write_json(
         run / "imported.json",
         {"kind": kind, "file": str(file.resolve()), "sha256": sha,
-         "classes": None if classes is None else str(classes)},
+         "classes": None if classes is None else str(classes),
+         "mean": None if mean is None else str(mean)},
     )  # fmt: skip
     return ImportReport(
         run=run,
@@ -75,7 +104,7 @@ def run_import_weights(
         sha256=sha,
         num_classes=len(ckpt.classes),
         classes_from=None if classes is None else str(classes),
-        published=dict(TORCHVISION_VAL),
+        published=published,
     )
 
 

@@ -11,8 +11,9 @@ replace pillow-simd. metrics.jsonl stays the record; the events are a view of it
 - `conv1/kernels`: conv1's kernels as Figure 3 draws them (core/figures/kernel_grid.py),
   every epoch.
 
-A resumed run opens the directory with `purge_step` at its first step, so the steps an
-interrupted run logged after its last checkpoint are replaced, not doubled.
+A resumed run opens the directory with `purge_step` at the first step it will log (one
+past the checkpoint's), so the steps an interrupted run logged after its last checkpoint
+are replaced, not doubled, and those before it stay.
 """
 
 from __future__ import annotations
@@ -58,9 +59,10 @@ class TensorBoard:
     def start(self, step: int) -> None:
         from tensorboardX import SummaryWriter
 
-        # purge_step: events at or after `step` from an interrupted run are dropped
+        # purge_step: TensorBoard hides earlier files' events at or after it. Steps
+        # 1…`step` are in the checkpoint (and logged); `step` + 1 is the first to come.
         # (the suffix: two starts in one second would otherwise share a file name)
-        purge = step if step > 0 else None
+        purge = step + 1 if step > 0 else None
         self._writer = SummaryWriter(
             str(self.directory), purge_step=purge, flush_secs=30, filename_suffix=f".{step}"
         )

@@ -162,6 +162,10 @@ def run_train(
     from alexcli.core.nn.distributed import process_devices, setup_distributed
     from alexcli.core.nn.trainer import Trainer
 
+    if cfg.tensorboard:  # refused before any work, on every rank
+        from alexcli.stages.tensorboard import check_tensorboard
+
+        check_tensorboard()
     dist = setup_distributed(cfg.devices)
     progress = progress if dist.rank == 0 else SILENT
     inputs = open_inputs(Path(data_dir))
@@ -205,7 +209,7 @@ def run_train(
                 )  # fmt: skip
     finally:
         dist.close()
-    metrics = _read_metrics(run_dir) if done else trainer.metrics
+    metrics = read_run_metrics(run_dir) if done else trainer.metrics
     return _result(run_dir, cfg, done, metrics, trainer.epochs_run, trainer.images_per_s, dist)
 
 
@@ -215,7 +219,19 @@ def fingerprint_params(cfg: TrainConfig) -> dict[str, Any]:
     so that finished runs stay up to date across the move."""
     params = config_view(cfg)
     params["crop"] = params["model"].pop("crop")
+    for section, key, default in LATER_KEYS:  # added later; their defaults change nothing
+        holder = params[section] if section else params
+        if holder.get(key) == default:
+            del holder[key]
     return params
+
+
+# Keys added after runs were fingerprinted (section, key, the default that is left out).
+LATER_KEYS = (
+    ("model", "lrn_span", "tower"),
+    ("model", "omit", "none"),
+    ("", "random_crop", True),
+)
 
 
 def _train_data(inputs: Inputs) -> TrainData:
@@ -375,7 +391,7 @@ def _result(
     )
 
 
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
     path = run_dir / "metrics.jsonl"
     if not path.exists():
         return []

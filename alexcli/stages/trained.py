@@ -122,6 +122,11 @@ class Classifier:
         averaged."""
         import torch
 
+        if isinstance(pictures, str | Path | bytes | np.ndarray):
+            raise TypeError(
+                "pictures is a list (one path, bytes, image or array each): "
+                f"probabilities([picture]), not probabilities({type(pictures).__name__})"
+            )
         out = []
         for lo in range(0, len(pictures), self.batch_size):  # decode a batch at a time
             chunk = pictures[lo : lo + self.batch_size]

@@ -170,3 +170,28 @@ def test_onnx_without_its_packages_names_the_extra(cli, run, tmp_path, monkeypat
     r = cli("export", root / "run", tmp_path / "n.onnx")
     assert r.code == 2 and "alexcli[onnx]" in r.err, r.err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_fails_its_check_never_replaces_out(cli, run, tmp_path, monkeypatch):
+    """The check runs on the temporary file: a wrong answer, or a runtime that cannot
+    open it, fails the command and leaves an earlier OUT as it was, and no temporary."""
+    from alexcli.core.nn import export
+
+    root, *_ = run
+    out = tmp_path / "net.ts"
+    assert cli("export", root / "run", out).code == 0
+    before = out.read_bytes()
+
+    def wrong(path, fmt):
+        return lambda x: np.zeros((len(x), 8), np.float32)
+
+    def broken(path, fmt):
+        raise RuntimeError("PytorchStreamReader failed\nreading zip archive")
+
+    for fake, words in [(wrong, "disagrees with predict"), (broken, "does not reopen")]:
+        monkeypatch.setattr(export, "reload", fake)
+        r = cli("export", root / "run", out)
+        assert r.code == 1 and words in r.err and "nothing written" in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 2 and "Traceback" not in r.err
+        assert out.read_bytes() == before
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["net.ts"]

@@ -219,3 +219,18 @@ def test_bad_input_is_one_line_and_writes_nothing(cli, imported, tmp_path):
     assert r.code == 2 and "already holds a run" in r.err
     assert (run / "checkpoints" / "last.pt").read_bytes() == before
     assert cli("import-weights", "torchvision", good, run, "--force").code == 0
+
+
+def test_force_replaces_every_trace_of_an_earlier_run(cli, imported, tmp_path):
+    root, *_ = imported
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "best.pt").write_bytes(b"an earlier run's best")
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n')
+    (run / "tensorboard").mkdir()
+    r = cli("import-weights", "torchvision", root / "alexnet.pth", run)
+    assert r.code == 2 and "already holds a run" in r.err
+    assert (run / "checkpoints" / "best.pt").read_bytes() == b"an earlier run's best"
+    assert cli("import-weights", "torchvision", root / "alexnet.pth", run, "--force").code == 0
+    left = sorted(str(p.relative_to(run)) for p in run.rglob("*"))
+    assert left == ["checkpoints", "checkpoints/last.pt", "config.json", "imported.json"]

@@ -109,10 +109,15 @@ def test_a_resumed_run_continues_its_steps(cli, data, tmp_path):
     files = sorted((run / "tensorboard").glob("events.out.tfevents.*"))
     assert len(files) == 2
     first, _ = scalars(read_events(files[0]))
-    second, _ = scalars(read_events(files[1]))
+    events = read_events(files[1])
+    second, _ = scalars(events)
     assert [s for s, _ in first["train/loss"]] == list(range(1, 7))
     assert [s for s, _ in second["train/loss"]] == list(range(7, 13))
     assert [s for s, _ in second["val/top1_error"]] == [12]
+    # TensorBoard hides the first file's events at or after the second's START step:
+    # it must be the first new step, or epoch 1's values (at step 6) would vanish
+    (start,) = [e.step for e in events if e.HasField("session_log")]
+    assert start == 7 and first["val/top1_error"][0][0] == 6
 
 
 def test_without_tensorboardx_the_flag_is_refused_before_training(cli, data, tmp_path, monkeypatch):

@@ -143,7 +143,8 @@ def test_a_resume_that_cannot_continue_is_refused_before_the_run_changes(cli, da
 
 @pytest.mark.slow
 def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(cli, data, tmp_path):
-    sets = _args("epochs=3", "checkpoint_minutes=0")  # last.pt after every step
+    # last.pt after every step; 4 epochs leave the poll below two to find one inside
+    sets = _args("epochs=4", "checkpoint_minutes=0")
     reference = tmp_path / "reference"
     assert cli("train", data, reference, "--preset", "small", *sets).code == 0
 
@@ -160,15 +161,15 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(cli, data
                     ck = load_checkpoint(last)
                 except FormatError:
                     continue
-                if (ck.epoch, ck.step) >= (1, 2):  # inside the second epoch
+                if (ck.epoch, ck.step) >= (1, 2):  # inside the second epoch or later
                     break
-            time.sleep(0.02)
+            time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read() if proc.stderr else ""
     killed_at = load_checkpoint(last)
-    assert killed_at.epoch < 3 and not (victim / "manifest.json").exists()
+    assert killed_at.epoch < 4 and not (victim / "manifest.json").exists()
 
     r = cli("train", data, victim, "--resume")
     assert r.code == 0, r.err

@@ -194,6 +194,7 @@ class EpochSampler(Sampler[BatchPlan]):
         train: bool = True,
         seed: int = 0,
         flip: bool = True,
+        random_crop: bool = True,
         lighting_std: float = 0.1,
         rank: int = 0,
         world: int = 1,
@@ -202,7 +203,7 @@ class EpochSampler(Sampler[BatchPlan]):
         assert batch_size % world == 0, f"batch {batch_size} over {world} processes"
         self.n, self.batch_size, self.size, self.crop = n, batch_size, size, crop
         self.train, self.seed, self.flip, self.lighting_std = train, seed, flip, lighting_std
-        self.rank, self.world = rank, world
+        self.random_crop, self.rank, self.world = random_crop, rank, world
         self.epoch, self.start_step = 0, 0
 
     @property
@@ -242,4 +243,13 @@ class EpochSampler(Sampler[BatchPlan]):
         aug = draw_augmentation(
             rng, self.n, self.size, self.crop, flip=self.flip, lighting_std=self.lighting_std
         )
+        if not self.random_crop:  # drawn all the same: the other draws do not move
+            c = center_offset(self.size, self.crop)
+            return (
+                order,
+                np.full(self.n, c, np.int64),
+                np.full(self.n, c, np.int64),
+                aug.flips,
+                aug.alphas,
+            )
         return order, aug.ys, aug.xs, aug.flips, aug.alphas

@@ -112,15 +112,30 @@ def metadata(ckpt: Checkpoint, layout: Layout) -> dict[str, str]:
 # --------------------------------------------------------------------------- writers
 
 
-def write(ckpt: Checkpoint, path: Path, fmt: Format, layout: Layout = "nchw") -> None:
-    """Write `ckpt` as `fmt` to `path`, atomically (a failed export leaves nothing)."""
-    if fmt == "safetensors":
-        write_safetensors(ckpt, path)
-        return
+def write(
+    ckpt: Checkpoint,
+    path: Path,
+    fmt: Format,
+    layout: Layout = "nchw",
+    check: Callable[[Path], None] | None = None,
+) -> None:
+    """Write `ckpt` as `fmt` to `path`, atomically: under a temporary name, which `check`
+    (if given) reopens and may refuse by raising, before it replaces `path`. A failed
+    export leaves nothing, and an earlier file at `path` as it was."""
+    with atomic_path(path) as tmp:
+        if fmt == "safetensors":
+            tmp.write_bytes(safetensors_bytes(ckpt))
+        else:
+            _write_graph(ckpt, tmp, fmt, layout)
+        if check is not None:
+            check(tmp)
+
+
+def _write_graph(ckpt: Checkpoint, tmp: Path, fmt: Format, layout: Layout) -> None:
     module = deployable(ckpt, layout)
     example = example_input(module)
     meta = metadata(ckpt, layout)
-    with atomic_path(path) as tmp, torch.no_grad(), warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracers' deprecation and tracer notes
         if fmt == "torchscript":
             traced = torch.jit.trace(module, example)
@@ -172,9 +187,10 @@ def _write_onnx(
     onnx.save(proto, str(path))
 
 
-def write_safetensors(ckpt: Checkpoint, path: Path) -> None:
+def safetensors_bytes(ckpt: Checkpoint) -> bytes:
     """The weights (`model.` + state dict key), `mean`, `eigval`, `eigvec`, and the
-    configuration and classes as metadata: all `alexcli.load` needs, nothing to resume."""
+    configuration and classes as metadata: all `alexcli.load` needs, nothing to resume.
+    (Bytes, then written by the caller: safetensors' save_file makes the file 0600.)"""
     from safetensors.torch import save
 
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.weights.items()}
@@ -182,8 +198,7 @@ def write_safetensors(ckpt: Checkpoint, path: Path) -> None:
         tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(ckpt, name), np.float32))
     meta = metadata(ckpt, "nchw")
     meta |= {"config": json.dumps(to_dict(ckpt.config)), "size": str(ckpt.size)}
-    with atomic_path(path) as tmp:  # bytes, then written: save_file makes the file 0600
-        tmp.write_bytes(save(tensors, metadata=meta))
+    return save(tensors, metadata=meta)
 
 
 def read_safetensors(path: Path) -> Checkpoint:
@@ -239,7 +254,8 @@ def reload(path: Path, fmt: Format) -> Callable[[np.ndarray], np.ndarray]:
         module = torch.jit.load(str(path), map_location="cpu")
         return lambda x: _run_torch(module, x)
     if fmt == "pt2":
-        program = torch.export.load(path)
+        with open(path, "rb") as f:  # a file object: the name need not end in .pt2
+            program = torch.export.load(f)
         return lambda x: _run_torch(program.module(), x)
     if fmt == "onnx":
         import onnxruntime

@@ -76,14 +76,23 @@ class EpochProgress:
     loss_sum: float = 0.0  # Σ over steps of the (all-rank mean) batch loss
     images: int = 0  # images trained on, all ranks
     seconds: float = 0.0  # time spent in steps
+    # Top-1 hits on the training batches as trained (augmented, dropout on), all ranks:
+    # the paper's Figure 1 "training error rate"; None in a checkpoint written before.
+    hits: int | None = 0
 
     @property
     def loss(self) -> float:
         return self.loss_sum / self.step if self.step else math.nan
 
+    @property
+    def top1_error(self) -> float | None:
+        if self.hits is None or not self.images:
+            return None
+        return 1.0 - self.hits / self.images
+
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "loss_sum": self.loss_sum, "images": self.images,
-                "seconds": self.seconds}  # fmt: skip
+                "seconds": self.seconds, "hits": self.hits}  # fmt: skip
 
 
 def train_epoch(
@@ -106,9 +115,10 @@ def train_epoch(
     for batch in _timed(batches, state):
         lr = ctx.schedule.lr(epoch, state.step, steps_per_epoch)
         set_lr(ctx.optimizer, lr)
-        loss = _step(ctx, batch, epoch, state.step)
+        loss, hits = _step(ctx, batch, epoch, state.step)
         state.step += 1
         state.loss_sum += loss
+        state.hits = None if state.hits is None else state.hits + hits
         state.images += batch.n * ctx.world
         rate = state.images / state.seconds if state.seconds else 0.0
         task.advance(1, epoch=epoch + 1, loss=loss, lr=lr, img_s=round(rate))
@@ -127,8 +137,8 @@ def _timed(batches: Iterable[Batch], state: EpochProgress) -> Iterator[Batch]:
         start = now
 
 
-def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> float:
-    """One SGD step on one batch; the loss averaged over all ranks."""
+def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> tuple[float, int]:
+    """One SGD step on one batch: the loss averaged over all ranks, the top-1 hits summed."""
     x = ctx.normalize(
         batch.images, batch.ys, batch.xs, batch.flips, batch.alphas,
         channels_last=ctx.channels_last,
@@ -137,12 +147,12 @@ def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> float:
     with autocast(ctx.device, ctx.amp):
         output = ctx.model(x)
     loss = F.cross_entropy(output.float(), target)
-    value = loss.detach()
+    hits = (output.detach().argmax(1) == target).sum()
+    value = torch.stack([loss.detach(), hits.to(loss.dtype)])
     if ctx.world > 1:  # every rank sees the same value, so all stop together on NaN
-        value = value.clone()
         dist.all_reduce(value)
-        value /= ctx.world
-    loss_value = float(value)
+        value[0] /= ctx.world
+    loss_value, hits_all = (float(v) for v in value.cpu())
     if not math.isfinite(loss_value):
         raise TrainingDiverged(
             f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1}",
@@ -157,7 +167,7 @@ def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> float:
     else:
         loss.backward()
         ctx.optimizer.step()
-    return loss_value
+    return loss_value, round(hits_all)
 
 
 # --------------------------------------------------------------------------- evaluation

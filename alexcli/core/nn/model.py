@@ -54,9 +54,23 @@ class _Plan:
     maps: tuple[int, ...]  # conv1…conv5 output sides
     pooled: tuple[int, int, int]  # sides after the pools behind conv1, conv2, conv5
 
+    middle: tuple[str, ...]  # conv3…conv5 less the omitted one (`ModelConfig.omit`)
+
     @property
     def fc6_inputs(self) -> int:
-        return self.channels[4] * self.towers * self.pooled[2] ** 2
+        last = CONVS.index(self.middle[-1])  # the last conv layer feeds fc6
+        return self.channels[last] * self.towers * self.pooled[2] ** 2
+
+    def middle_layers(self) -> list[tuple[str, int, int, str]]:
+        """(name, in channels, out channels, inputs) of each kept middle conv layer, per
+        tower: the first sees both towers' conv2 maps (conv3's place), the rest their own."""
+        rows: list[tuple[str, int, int, str]] = []
+        ins, inputs = self.channels[1] * self.towers, "both"
+        for name in self.middle:
+            out = self.channels[CONVS.index(name)]
+            rows.append((name, ins, out, inputs))
+            ins, inputs = out, "own"
+        return rows
 
 
 def _side(size: int, kernel: int, stride: int, padding: int = 0) -> int:
@@ -99,6 +113,7 @@ def _plan(cfg: ModelConfig) -> _Plan:
         classes=classes,
         maps=maps,
         pooled=pooled,
+        middle=tuple(n for n in CONVS[2:] if n != cfg.omit),
     )
 
 
@@ -134,9 +149,12 @@ def layer_table(cfg: ModelConfig) -> list[LayerRow]:
     specs = [
         ("conv1", "image", k1, c[0], p.maps[0], p.pooled[0], f"{act}{lrn}, {pool}"),
         ("conv2", "own", c[0] * 25, c[1], p.maps[1], p.pooled[1], f"{act}{lrn}, {pool}"),
-        ("conv3", "both", c[1] * t * 9, c[2], p.maps[2], p.maps[2], act),
-        ("conv4", "own", c[2] * 9, c[3], p.maps[3], p.maps[3], act),
-        ("conv5", "own", c[3] * 9, c[4], p.maps[4], p.pooled[2], f"{act}, {pool}"),
+    ]
+    for name, ins, out, inputs in p.middle_layers():
+        last = name == p.middle[-1]
+        after, then = (p.pooled[2], f"{act}, {pool}") if last else (p.maps[2], act)
+        specs.append((name, inputs, ins * 9, out, p.maps[2], after, then))
+    specs += [
         ("fc6", "both", p.fc6_inputs, f[0], 0, 0, f"{act}{drop}"),
         ("fc7", "both", f[0] * t, f[1], 0, 0, f"{act}{drop}"),
         ("fc8", "both", f[1] * t, 0, 0, 0, "softmax"),
@@ -167,15 +185,20 @@ def layer_table(cfg: ModelConfig) -> list[LayerRow]:
 class Tower(nn.Module):
     """One GPU's half of every layer: conv1…conv5 kernels and fc6…fc8 neurons."""
 
+    # conv3…conv5 are made from the plan: the one `ModelConfig.omit` names is absent.
+    conv3: nn.Conv2d
+    conv4: nn.Conv2d
+    conv5: nn.Conv2d
+
     def __init__(self, cfg: ModelConfig, plan: _Plan, index: int, lrn: Lrn) -> None:
         super().__init__()
         c, f, t = plan.channels, plan.features, plan.towers
         k1 = cfg.conv1_kernel
         self.conv1 = nn.Conv2d(3, c[0], k1, cfg.conv1_stride, cfg.conv1_padding)
         self.conv2 = nn.Conv2d(c[0], c[1], 5, padding=2)
-        self.conv3 = nn.Conv2d(c[1] * t, c[2], 3, padding=1)  # both towers' conv2 maps
-        self.conv4 = nn.Conv2d(c[2], c[3], 3, padding=1)
-        self.conv5 = nn.Conv2d(c[3], c[4], 3, padding=1)
+        for name, ins, out, _ in plan.middle_layers():  # conv3 sees both towers' conv2 maps
+            self.add_module(name, nn.Conv2d(ins, out, 3, padding=1))
+        self.middle = plan.middle
         self.fc6 = nn.Linear(plan.fc6_inputs, f[0])  # both towers' pooled conv5
         self.fc7 = nn.Linear(f[0] * t, f[1])
         self.fc8 = nn.Linear(f[1] * t, plan.classes[index])
@@ -183,13 +206,17 @@ class Tower(nn.Module):
         self.cfg = cfg
         self.lrn = lrn
 
-    def norm_pool(self, x: Tensor) -> Tensor:
-        """After conv1 and conv2: LRN (unless ablated), then max-pooling."""
+    def norm_pool(self, x: Tensor, own: slice | None = None) -> Tensor:
+        """After conv1 and conv2: LRN (unless ablated), then max-pooling. `own`: `x`
+        holds every tower's maps (`lrn_span = "all"`); normalise across them all and
+        keep this tower's."""
         cfg = self.cfg
         if cfg.lrn:
             x = self.lrn(
                 x, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention
             )
+        if own is not None:
+            x = x[:, own]
         return F.max_pool2d(x, cfg.pool_kernel, cfg.pool_stride)
 
     def lower(self, image: Tensor) -> Tensor:
@@ -199,8 +226,10 @@ class Tower(nn.Module):
 
     def upper(self, both: Tensor) -> Tensor:
         """conv3 (both towers' maps), conv4 and conv5 (own), pooled and flattened."""
-        x = self.act(self.conv4(self.act(self.conv3(both))))
-        x = F.max_pool2d(self.act(self.conv5(x)), self.cfg.pool_kernel, self.cfg.pool_stride)
+        x = both
+        for name in self.middle:
+            x = self.act(getattr(self, name)(x))
+        x = F.max_pool2d(x, self.cfg.pool_kernel, self.cfg.pool_stride)
         return torch.flatten(x, 1)
 
     def hidden6(self, both: Tensor) -> Tensor:
@@ -269,10 +298,30 @@ class AlexNet(nn.Module):
 
     def _fc7(self, x: Tensor) -> list[Tensor]:
         """Each tower's fc7 activations: the figure from the image up to fc7."""
-        h = self._each(Tower.lower, [x.to(d) for d in self.devices])  # the image, to every tower
+        images = [x.to(d) for d in self.devices]  # the image, to every tower
+        if self.cfg.lrn_span == "all" and len(self.towers) > 1:
+            h = self._lower_across(images)
+        else:
+            h = self._each(Tower.lower, images)
         h = self._each(Tower.upper, self._share(h))  # conv3 sees both towers
         h = self._each(Tower.hidden6, self._share(h))  # so do fc6…fc8
         return self._each(Tower.hidden7, self._share(h))
+
+    def _lower_across(self, images: list[Tensor]) -> list[Tensor]:
+        """conv1 and conv2 with each LRN window running across the towers' maps (Caffe's
+        bvlc_alexnet): every tower normalises all the maps and keeps its own channels."""
+        h = self._each(lambda t, x: t.act(t.conv1(x)), images)
+        h = self._norm_pool_across(h)
+        return self._norm_pool_across(self._each(lambda t, x: t.act(t.conv2(x)), h))
+
+    def _norm_pool_across(self, parts: list[Tensor]) -> list[Tensor]:
+        starts = [0]
+        for p in parts:
+            starts.append(starts[-1] + p.shape[1])
+        return [
+            t.norm_pool(whole, slice(starts[i], starts[i + 1]))
+            for i, (t, whole) in enumerate(zip(self.tower_list, self._share(parts), strict=True))
+        ]
 
     def _each(self, step: Callable[[Tower, Tensor], Tensor], inputs: list[Tensor]) -> list[Tensor]:
         """`step` of every tower, each on its own input (and device)."""
@@ -318,7 +367,9 @@ def init_weights(model: AlexNet, scheme: str) -> None:
         return
     for tower in model.tower_list:
         for name in LAYERS:
-            layer = getattr(tower, name)
+            layer = getattr(tower, name, None)
+            if layer is None:  # the omitted middle layer
+                continue
             if scheme == "kaiming":
                 nn.init.kaiming_normal_(layer.weight, nonlinearity=model.cfg.activation)
                 nn.init.zeros_(layer.bias)

@@ -198,7 +198,8 @@ class Trainer:
         crop, pin = cfg.crop, devices[0].type == "cuda"
         train_sampler = EpochSampler(
             len(data.train), cfg.batch_size, size=data.size, crop=crop, seed=cfg.seed,
-            flip=cfg.flip, lighting_std=cfg.lighting_std, rank=d.rank, world=d.world,
+            flip=cfg.flip, random_crop=cfg.random_crop, lighting_std=cfg.lighting_std,
+            rank=d.rank, world=d.world,
         )  # fmt: skip
         val_sampler = EpochSampler(
             len(data.val), cfg.batch_size, size=data.size, crop=crop, train=False,
@@ -252,6 +253,7 @@ class Trainer:
         line = {
             "epoch": epoch + 1,
             "train_loss": state.loss,
+            "train_top1_error": state.top1_error,
             "val_top1_error": val.top1_error,
             "val_top5_error": val.top5_error,
             "val_loss": val.loss,
@@ -360,7 +362,9 @@ class Trainer:
             set_rng_state(ck.rank_rng[self.dist.rank] if same_world else ck.rank_rng[0])
         self.best = ck.best_top1
         self.metrics = list(ck.metrics)
-        state = EpochProgress(**ck.epoch_progress)
+        saved = dict(ck.epoch_progress)
+        saved.setdefault("hits", None if saved.get("step") else 0)  # older checkpoints: unknown
+        state = EpochProgress(**saved)
         self.progress.log(f"resuming from {self.last}: epoch {ck.epoch + 1}, step {ck.step}")
         return ck.epoch, state
 
