@@ -25,7 +25,7 @@ from typer.main import get_command
 # Imported for their @app.command registrations, in the order `--help` lists them.
 # isort: off
 from alexcli.cli import prepare, stats, train, eval, predict, neighbors, export, viz, summary
-from alexcli.cli import import_weights, demo, run
+from alexcli.cli import import_weights, demo, run, ablate
 from alexcli.cli import bench
 
 # isort: on
@@ -36,7 +36,7 @@ from alexcli.errors import AlexcliError, Stopped
 __all__ = ["app", "main"]
 _COMMANDS = (
     prepare, stats, train, eval, predict, neighbors, export, import_weights, viz, summary, demo,
-    run, bench,
+    run, ablate, bench,
 )  # fmt: skip
 
 

@@ -27,11 +27,12 @@ def run(
     recipe: Annotated[
         Path,
         typer.Argument(
-            help="A recipe file, or the name of one shipped with alexcli: demo, paper, imagenet100."
+            help="A recipe file, or the name of one shipped with alexcli: demo, paper, "
+            "imagenet100, ablations."
         ),
     ],
     until: Annotated[
-        Literal["prepare", "stats", "train", "eval", "viz-kernels", "viz-curves"] | None,
+        Literal["prepare", "stats", "train", "eval", "viz-kernels", "viz-curves", "ablate"] | None,
         typer.Option(help="Stop after this stage."),
     ] = None,
     set_: Sets = None,

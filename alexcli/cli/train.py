@@ -43,8 +43,22 @@ def train(
     seed: Seed = None,
     workers: Workers = None,
     resume: Annotated[
-        bool, typer.Option("--resume", help="Continue from RUN_DIR/checkpoints/last.pt.")
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from RUN_DIR/checkpoints/last.pt; on an empty RUN_DIR, start "
+            "(a job script can always pass it). After a torchrun restart, implied.",
+        ),
     ] = False,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint-every",
+            min=0,
+            help="Also save last.pt every N steps (default 5000; 0: only at epoch ends and "
+            "every checkpoint_minutes), bounding what a restart loses.",
+        ),
+    ] = None,
     stop_if_flat: Annotated[
         bool,
         typer.Option(
@@ -89,7 +103,8 @@ def train(
         cfg = resolve_config(
             run_dir, resume=resume, preset_name=preset, config_file=config, sets=set_ or (),
             epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp,
-            seed=seed, workers=workers, stop_if_flat=stop_if_flat or None,
+            seed=seed, workers=workers, checkpoint_every=checkpoint_every,
+            stop_if_flat=stop_if_flat or None,
             tensorboard=tensorboard or None,
         )  # fmt: skip
         result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)

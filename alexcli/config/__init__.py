@@ -28,6 +28,7 @@ from alexcli.config.recipe import (
 )
 from alexcli.config.schema import (
     PRESETS,
+    AblateConfig,
     BenchConfig,
     EvalConfig,
     ModelConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "FLAGS",
     "PRESETS",
     "STAGE_NAMES",
+    "AblateConfig",
     "BenchConfig",
     "EvalConfig",
     "ModelConfig",

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from alexcli.config.layering import load_toml, merge, parse_sets
 from alexcli.config.schema import (
+    AblateConfig,
     EvalConfig,
     PrepareConfig,
     StatsConfig,
@@ -23,7 +24,7 @@ from alexcli.config.schema import (
 )
 from alexcli.errors import ConfigError
 
-STAGE_NAMES = ("prepare", "stats", "train", "eval", "viz-kernels", "viz-curves")
+STAGE_NAMES = ("prepare", "stats", "train", "eval", "viz-kernels", "viz-curves", "ablate")
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,13 @@ class Recipe:
     source: str = ""
     data_dir: str = "data"
     run_dir: str = "run"
-    stages: tuple[str, ...] = STAGE_NAMES
+    study_dir: str = "study"  # `ablate`'s OUT_DIR
+    stages: tuple[str, ...] = STAGE_NAMES[:-1]  # all but ablate, unless a recipe names it
     prepare: PrepareConfig = PrepareConfig()
     stats: StatsConfig = StatsConfig()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    ablate: AblateConfig = AblateConfig()
     synthetic: SyntheticConfig = SyntheticConfig()
 
 

@@ -181,6 +181,10 @@ class TrainConfig(Checked):
     # timed at the start (core/nn/threads.py), or the count a resumed run recorded.
     threads: int | None = bounded(None, at_least=1, is_runtime=True)
     checkpoint_minutes: float = bounded(30.0, at_least=0, is_runtime=True)
+    # last.pt also every N global steps (0: off), so a restarted job (torchrun
+    # --max-restarts, a requeued batch job) loses at most N steps: 5,000 steps of the
+    # paper's batch are ~2–4 minutes on a fast GPU, ~640,000 images (docs/cluster.md).
+    checkpoint_every: int = bounded(5000, at_least=0, is_runtime=True)
     # Stop, after the epoch's checkpoint, at an epoch that learned nothing (`flat`).
     stop_if_flat: bool = runtime(False)
     # TensorBoard event files under RUN_DIR/tensorboard (tensorboardX, an optional extra)
@@ -206,6 +210,16 @@ class EvalConfig(Checked):
     devices: str = runtime("auto")
     amp: Literal["off", "bf16", "fp16"] = runtime("off")
     workers: int | None = bounded(None, at_least=0, is_runtime=True)  # None: cores − 1
+
+
+@dataclass(frozen=True)
+class AblateConfig(Checked):
+    """`alexcli ablate`: which of the paper's claims, over how many seeds (docs/ablations.md)."""
+
+    only: tuple[str, ...] = ()  # claim names (stages/claims.py); empty: all
+    seeds: int = bounded(3, at_least=1)  # seeds 0…N−1, each a paired set of runs
+    threshold: float = bounded(0.25, at_least=0, at_most=1)  # Figure 1's training error
+    batch_size: int = bounded(128, at_least=1, is_runtime=True)  # the measuring evals'
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,13 @@ class Silent:
         emit(message)
 
 
+class Quiet(Silent):
+    """No bars, no lines: a torchrun rank other than 0, which leaves the telling to 0."""
+
+    def log(self, message: str) -> None:
+        pass
+
+
 class Recorder(Silent):
     """Keeps the log lines; handy in tests and for stage results."""
 
@@ -72,3 +79,4 @@ class Recorder(Silent):
 
 
 SILENT = Silent()
+QUIET = Quiet()

@@ -157,6 +157,9 @@ def run_chain(
         timed("viz-kernels", lambda: _viz("kernels", run_dir, progress))
     if "viz-curves" in stages:
         timed("viz-curves", lambda: _viz("curves", run_dir, progress))
+    if "ablate" in stages:
+        study = base / recipe.study_dir
+        timed("ablate", lambda: _ablate(recipe, data_dir, study, force, progress))
     return PipelineResult(recipe, source, data_dir, run_dir, steps, evals, _class_count(data_dir))
 
 
@@ -235,12 +238,18 @@ def _stats(recipe: Recipe, data_dir: Path, force: bool, progress: Progress) -> D
 
 def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress: Progress) -> Done:
     from alexcli.stages.train import run_train
+    from alexcli.stages.train_checks import check_same_data
 
     # A recipe rerun continues an interrupted run rather than refusing it, but never one
     # trained on other data.
     resume = not force and (run_dir / "checkpoints" / "last.pt").exists()
     if resume:
-        _check_same_data(run_dir, data_dir)
+        check_same_data(
+            run_dir,
+            data_dir,
+            fix="--set run_dir=NEW trains a new run beside it "
+            "(the demo: another WORK_DIR); --force redoes every stage",
+        )
     r = run_train(data_dir, run_dir, recipe.train, resume=resume, force=force, progress=progress)
     notes = f"{len(r.metrics)} epochs, preset {r.config.preset}"
     if r.best_top1_error is not None:
@@ -249,25 +258,6 @@ def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress:
         notes += f", {r.images_per_s:.0f} images/s"
     artefacts = {"checkpoint": r.checkpoints["best"], "metrics": run_dir / "metrics.jsonl"}
     return r.up_to_date, artefacts, notes
-
-
-def _check_same_data(run_dir: Path, data_dir: Path) -> None:
-    """Refuse to resume RUN_DIR's run on other shards or stats than it was trained on: the
-    old model would be continued (or, finished, just evaluated) on the new data, or fail to
-    load when the class count differs. The finished run's manifest says what it was trained
-    on; an unfinished one's last.pt does."""
-    from alexcli.core.nn.checkpoint import load_checkpoint
-    from alexcli.stages.train import open_inputs
-
-    now = open_inputs(data_dir).upstream
-    finished = read_manifest(run_dir / "manifest.json") or {}
-    then = finished.get("upstream") or load_checkpoint(run_dir / "checkpoints" / "last.pt").upstream
-    if then and dict(then) != now:
-        raise UserError(
-            f"{run_dir} was trained on other data than {data_dir} holds now: not resuming it",
-            hint="--set run_dir=NEW trains a new run beside it (the demo: another WORK_DIR); "
-            "--force redoes every stage",
-        )
 
 
 def _eval(
@@ -322,6 +312,14 @@ def _viz(kind: str, run_dir: Path, progress: Progress) -> Done:
         {"curves": out},
         f"lower lr from epochs {', '.join(str(d.epoch) for d in c.drops)}",
     )
+
+
+def _ablate(recipe: Recipe, data_dir: Path, out_dir: Path, force: bool, progress: Progress) -> Done:
+    from alexcli.stages.ablate import run_ablate
+
+    r = run_ablate(data_dir, out_dir, recipe.train, recipe.ablate, force=force, progress=progress)
+    verdicts = [f"{c['claim']}: {c['verdict']}" for c in r.claims]
+    return r.up_to_date, {"claims": r.files["markdown"]}, "; ".join(verdicts)
 
 
 def _class_count(data_dir: Path) -> int:

@@ -3,23 +3,28 @@
 The configuration is resolved before (`config.train_config`; with --resume the run's
 own saved configuration, `saved_config`, replaces the preset); the number of classes
 comes from the data. This stage checks what it is given — the inputs (`open_inputs`),
-that the configuration can run on them (`check_trainable`), what RUN_DIR holds
-(`_decide`) and, with --resume, that last.pt can be continued (`check_resume`) — then
-hands the work to `core.nn.trainer.Trainer`, and writes the manifest last.
+that the configuration can run on them, what RUN_DIR holds and, with --resume, that
+last.pt can be continued (stages/train_checks.py) — then hands the work to
+`core.nn.trainer.Trainer`, and writes the manifest last.
 
 RUN_DIR after it: `config.json` (the resolved configuration), `metrics.jsonl` (one
-line per epoch), `checkpoints/last.pt` (every epoch and every `checkpoint_minutes`
-inside one), `checkpoints/best.pt` (lowest validation top-1), `manifest.json` last
-(`stages/runner.py`): a finished run rerun says "up to date". An unfinished one needs
---resume (continue exactly) or --force (start over).
+line per epoch), `checkpoints/last.pt` (every epoch, every `checkpoint_every` steps
+and every `checkpoint_minutes`), `checkpoints/best.pt` (lowest validation top-1),
+`manifest.json` last (`stages/runner.py`): a finished run rerun says "up to date". An
+unfinished one needs --resume (continue exactly) or --force (start over); --resume on
+an empty RUN_DIR starts, so a job script can always pass it.
 
-Under torchrun every process runs this; rank 0 alone writes files and reports.
+Under torchrun every process runs this; rank 0 alone writes files and reports. Every
+rank must see the same DATA_DIR (checked by fingerprint); a rank whose node lacks
+rank 0's last.pt gets its bytes from rank 0. After a torchrun restart
+(`--max-restarts`) the run continues from last.pt on its own (docs/cluster.md).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,26 +32,21 @@ from typing import TYPE_CHECKING, Any
 
 from alexcli.config import TrainConfig, from_dict, to_dict, train_config
 from alexcli.config import fingerprint_view as config_view
-from alexcli.core.atomic import check_writable, remove_stale_temps, write_json
+from alexcli.core.atomic import remove_stale_temps, write_json, write_text
 from alexcli.core.data.stats import Stats
 from alexcli.core.fingerprint import file_digest, stage_fingerprint
-from alexcli.core.progress import SILENT, Progress
+from alexcli.core.progress import QUIET, SILENT, Progress
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.results import Result
 from alexcli.stages.runner import (
     invalidate,
-    owner,
-    read_manifest,
-    up_to_date,
     write_manifest,
 )
 from alexcli.stages.stats import STATS_FILE, check_stats_current
+from alexcli.stages.train_checks import check_resume, check_trainable, decide
 
 if TYPE_CHECKING:
-    import torch
-
-    from alexcli.core.nn.checkpoint import Checkpoint
     from alexcli.core.nn.distributed import Dist
     from alexcli.core.nn.trainer import TrainData
 
@@ -97,6 +97,10 @@ class Inputs:
     @property
     def upstream(self) -> dict[str, str]:
         return {"prepare": self.data.fingerprint, "stats": self.stats_fingerprint}
+
+    @property
+    def upstream_key(self) -> str:
+        return f"{self.data.fingerprint}/{self.stats_fingerprint}"
 
 
 def open_inputs(data_dir: Path) -> Inputs:
@@ -159,56 +163,78 @@ def run_train(
             "--resume and --force together: one continues last.pt, the other starts over",
             hint="choose one",
         )
-    from alexcli.core.nn.distributed import process_devices, setup_distributed
-    from alexcli.core.nn.trainer import Trainer
+    from alexcli.core.nn.distributed import setup_distributed
 
     if cfg.tensorboard:  # refused before any work, on every rank
         from alexcli.stages.tensorboard import check_tensorboard
 
         check_tensorboard()
     dist = setup_distributed(cfg.devices)
-    progress = progress if dist.rank == 0 else SILENT
-    inputs = open_inputs(Path(data_dir))
+    try:
+        return _in_job(dist, Path(data_dir), Path(run_dir), cfg, resume, force, progress)
+    finally:
+        dist.close()
+
+
+def _in_job(
+    dist: Dist,
+    data_dir: Path,
+    run_dir: Path,
+    cfg: TrainConfig,
+    resume: bool,
+    force: bool,
+    progress: Progress,
+) -> TrainResult:
+    """`run_train` as one process of the job: what every rank checks and agrees on, then
+    the training; an error met on any rank ends every rank with the same line."""
+    from alexcli.core.nn.distributed import process_devices, restart_count
+    from alexcli.core.nn.trainer import Trainer
+
+    progress = progress if dist.rank == 0 else QUIET
+    if dist.anywhere(restart_count() > 0) and dist.decide(lambda: same_job(run_dir)):
+        resume, force = True, False  # torchrun restarted this job's workers: continue it
+        progress.log("torchrun restarted the workers: continuing from the last checkpoint")
+    inputs = dist.everywhere(lambda: open_inputs(data_dir))
+    dist.same_everywhere(inputs.upstream_key, "DATA_DIR")
     data = inputs.data
     cfg = dataclasses.replace(
         cfg, model=dataclasses.replace(cfg.model, num_classes=len(data.classes))
     )
-    run_dir = Path(run_dir)
     fp = stage_fingerprint(STAGE, VERSION, fingerprint_params(cfg), inputs.upstream)
+    dist.same_everywhere(fp, "configuration")  # e.g. --resume read another config.json
     manifest = run_dir / "manifest.json"
     # An existing run refused first: a run of another preset is a missing --resume,
     # not a crop that does not fit.
-    done = dist.decide(lambda: _decide(run_dir, fp, resume=resume, force=force))
+    done = dist.decide(lambda: decide(run_dir, fp, resume=resume, force=force))
     check_trainable(cfg, data, dist.world, process_devices(cfg.devices, dist.local_rank)[0])
-    resume_from = check_resume(cfg, data, run_dir) if resume and not done else None
+    # Every rank resumes from rank 0's last.pt, sent over when its node lacks it.
+    last = dist.shared_file(run_dir / "checkpoints" / "last.pt") if resume and not done else None
+    resume_from = check_resume(cfg, data, run_dir, last) if last is not None else None
     events = None
     if cfg.tensorboard and dist.rank == 0 and not done:
         from alexcli.stages.tensorboard import TensorBoard
 
         events = TensorBoard(run_dir, cfg.model.towers)
     trainer = Trainer(cfg, _train_data(inputs), run_dir, dist, progress, resume_from, events)
-    try:
-        if done:
-            progress.log(f"train: up to date ({manifest})")
-        else:
-            if dist.rank == 0:
-                invalidate(manifest)
-                _prepare_run_dir(run_dir, cfg, fresh=not resume)
-            dist.barrier()
-            trainer.run()
-            if dist.rank == 0:
-                body = {
-                    "outputs": list(OUTPUTS),
-                    "epochs": cfg.epochs,
-                    "best_val_top1_error": trainer.best,
-                    "final": trainer.metrics[-1] if trainer.metrics else None,
-                }
-                write_manifest(
-                    manifest, stage=STAGE, version=VERSION, fingerprint=fp,
-                    upstream=inputs.upstream, config=to_dict(cfg), body=body,
-                )  # fmt: skip
-    finally:
-        dist.close()
+    if done:
+        progress.log(f"train: up to date ({manifest})")
+    else:
+        if dist.rank == 0:
+            invalidate(manifest)
+            _prepare_run_dir(run_dir, cfg, fresh=not resume)
+        dist.barrier()
+        trainer.run()
+        if dist.rank == 0:
+            body = {
+                "outputs": list(OUTPUTS),
+                "epochs": cfg.epochs,
+                "best_val_top1_error": trainer.best,
+                "final": trainer.metrics[-1] if trainer.metrics else None,
+            }
+            write_manifest(
+                manifest, stage=STAGE, version=VERSION, fingerprint=fp,
+                upstream=inputs.upstream, config=to_dict(cfg), body=body,
+            )  # fmt: skip
     metrics = read_run_metrics(run_dir) if done else trainer.metrics
     return _result(run_dir, cfg, done, metrics, trainer.epochs_run, trainer.images_per_s, dist)
 
@@ -245,113 +271,6 @@ def _train_data(inputs: Inputs) -> TrainData:
     )  # fmt: skip
 
 
-# --------------------------------------------------------------------------- checks
-
-
-def check_trainable(cfg: TrainConfig, data: DataDir, world: int, device: torch.device) -> None:
-    """Refuse, in one line, a configuration that cannot run on this data or `device` (its
-    own values were checked when it was made: config/schema.py)."""
-    from alexcli.core.nn.devices import check_amp
-
-    if cfg.crop > data.size:
-        raise ConfigError(
-            f"crop {cfg.crop} is larger than the {data.size}×{data.size} images",
-            hint=f"use --crop {data.size} or less",
-        )
-    n_train = data.images("train")
-    if n_train < cfg.batch_size:
-        raise ConfigError(
-            f"batch size {cfg.batch_size} is larger than the {n_train} training images",
-            hint="use a smaller --batch-size",
-        )
-    if data.images("val") == 0:
-        raise UserError(
-            f"{data.root}: the validation split is empty", hint="prepare some val images"
-        )
-    if cfg.batch_size % world:
-        raise ConfigError(
-            f"batch size {cfg.batch_size} does not split over {world} processes",
-            hint="the batch is global: make it a multiple of the process count",
-        )
-    check_amp(cfg.amp, device)
-
-
-def check_resume(cfg: TrainConfig, data: DataDir, run_dir: Path) -> Checkpoint | None:
-    """last.pt, read before anything in RUN_DIR changes; refused in one line when --resume
-    cannot continue it: other classes, another network, more epochs done than asked."""
-    import torch
-
-    from alexcli.core.nn.checkpoint import load_checkpoint
-    from alexcli.core.nn.model import build_model
-
-    last = run_dir / "checkpoints" / "last.pt"
-    if not last.is_file():
-        return None
-    ck = load_checkpoint(last)
-    fix = "resume with the run's own settings and data, or start over with --force"
-    data.check_classes(ck.classes, hint=fix)
-    with torch.device("meta"):  # shapes only: nothing allocated, no RNG drawn
-        network = build_model(cfg.model).state_dict()
-    now = {k: tuple(v.shape) for k, v in network.items()}
-    saved = {k: tuple(v.shape) for k, v in ck.weights.items()}
-    misfits = [k for k in now if now[k] != saved.get(k)] + [k for k in saved if k not in now]
-    if misfits:
-        key = misfits[0]
-        raise ConfigError(
-            f"{last}: its weights do not fit the network configured now "
-            f"({key}: {saved.get(key, 'absent')} saved, {now.get(key, 'absent')} now)",
-            hint=fix,
-        )
-    if (ck.epoch, ck.step) > (cfg.epochs, 0):
-        done = f"{ck.epoch} epochs" + (f" and {ck.step} steps" if ck.step else "")
-        raise ConfigError(
-            f"{run_dir} has already trained {done}, more than the {cfg.epochs} epochs asked for",
-            hint=f"resume with --epochs {ck.epoch + (ck.step > 0)} or more, or start over "
-            "with --force",
-        )
-    return ck
-
-
-def _decide(run_dir: Path, fp: str, *, resume: bool, force: bool) -> bool:
-    """Up to date (True) or to be trained (False); a UserError when RUN_DIR holds a run
-    that neither --resume nor --force says what to do with."""
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UserError(f"{run_dir}: not a directory", hint="RUN_DIR is a directory to train into")
-    if run_dir.is_dir() and owner(run_dir) == "prepare":
-        raise UserError(
-            f"{run_dir} is a DATA_DIR (`alexcli prepare` wrote it): not training into it",
-            hint="RUN_DIR is a directory of its own: `alexcli train DATA_DIR RUN_DIR`",
-        )
-    if not force and up_to_date(run_dir / "manifest.json", fp) is not None:
-        return True
-    check_writable(run_dir / "config.json", "RUN_DIR")  # a finished run may be read-only
-    if not resume and not force:
-        _refuse_existing(run_dir, fp)
-    return False
-
-
-def _refuse_existing(run_dir: Path, fp: str) -> None:
-    """A run is there and is not this finished one: never overwrite it silently."""
-    if (run_dir / "manifest.json").exists():
-        old = read_manifest(run_dir / "manifest.json") or {}
-        missing = [o for o in old.get("outputs", []) if not (run_dir / o).exists()]
-        if old.get("fingerprint") == fp and missing:
-            raise UserError(
-                f"{run_dir}: this finished run lacks {', '.join(missing)}",
-                hint="--force trains it again",
-            )
-        raise UserError(
-            f"{run_dir} holds a finished run with another configuration or other data",
-            hint="--resume continues it with the new settings (e.g. more --epochs); "
-            "--force starts over",
-        )
-    if (run_dir / "config.json").exists() or (run_dir / "checkpoints" / "last.pt").exists():
-        raise UserError(
-            f"{run_dir} holds an unfinished run",
-            hint="continue it with --resume, or start over with --force",
-        )
-
-
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, fresh: bool) -> None:
     """config.json written; on a fresh start, an earlier run's files removed."""
     checkpoints = run_dir / "checkpoints"
@@ -359,10 +278,25 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, fresh: bool) -> None:
     remove_stale_temps(run_dir)
     remove_stale_temps(checkpoints)
     if fresh:
-        for name in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt"):
+        for name in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", JOB_FILE):
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # an earlier run's events
     write_json(run_dir / "config.json", to_dict(cfg))
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    if job:  # which torchrun job trains here: its restarts continue, others do not
+        write_text(run_dir / JOB_FILE, job)
+
+
+JOB_FILE = "checkpoints/torchrun-job"
+
+
+def same_job(run_dir: Path) -> bool:
+    """RUN_DIR was set up by this torchrun job (`TORCHELASTIC_RUN_ID`): a restart of it
+    continues. A restart after a refusal (a run another command started, or a --force
+    that failed before it began) keeps the flags the job was given."""
+    path = run_dir / JOB_FILE
+    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    return bool(job) and path.is_file() and path.read_text(encoding="utf-8") == job
 
 
 def _result(

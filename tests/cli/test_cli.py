@@ -16,7 +16,8 @@ from alexcli.errors import ConfigError, UserError
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_COMMANDS = [
     "prepare", "stats", "train", "eval", "viz-kernels", "viz-curves",
-    "predict", "neighbors", "export", "import-weights", "summary", "demo", "run", "bench",
+    "predict", "neighbors", "export", "import-weights", "summary", "demo", "run", "ablate",
+    "bench",
 ]  # fmt: skip
 
 

@@ -158,7 +158,7 @@ def test_shipped_recipes_are_named_without_a_path(cli, tmp_path, monkeypatch):
     from alexcli.config import find_recipe, load_recipe, shipped_recipes
 
     monkeypatch.chdir(tmp_path)
-    assert set(shipped_recipes()) == {"demo", "paper", "imagenet100"}
+    assert set(shipped_recipes()) == {"demo", "paper", "imagenet100", "ablations"}
     assert find_recipe("paper") == find_recipe("paper.toml") == shipped_recipes()["paper"]
     assert load_recipe(find_recipe("paper")).train.preset == "paper"
     r = cli("run", "paper", "--until", "prepare")  # its source is yours to set: one line

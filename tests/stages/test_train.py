@@ -308,13 +308,13 @@ def test_a_config_file_sits_between_preset_and_set(tmp_path):
 def test_momentum_buffers_follow_their_parameters_layout_on_resume():
     """A run saved with channels_last off and resumed with it on (or back): the buffers
     come back in the saved layout, which CUDA's fused SGD refuses; they are relaid."""
-    from alexcli.core.nn.trainer import _match_layouts
+    from alexcli.core.nn.optim import match_layouts
 
     conv = torch.nn.Conv2d(3, 8, 3).to(memory_format=torch.channels_last)
     sgd = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9)
     saved = torch.randn(8, 3, 3, 3)  # contiguous, as a run without channels_last saved it
     sgd.state[conv.weight]["momentum_buffer"] = saved.clone()
-    _match_layouts(sgd)
+    match_layouts(sgd)
     buf = sgd.state[conv.weight]["momentum_buffer"]
     assert buf.stride() == conv.weight.stride() != saved.stride()
     assert torch.equal(buf, saved)
@@ -352,7 +352,7 @@ def test_a_saved_configuration_outside_todays_bounds_still_reads(tmp_path):
 def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(data):
     """Under torchrun the batch is global: each of `world` ranks takes an equal part."""
     from alexcli.stages.datadir import open_data_dir
-    from alexcli.stages.train import check_trainable
+    from alexcli.stages.train_checks import check_trainable
 
     cfg = train_config(preset_name="small", sets=["crop=64", "batch_size=10"])
     data_dir = open_data_dir(data)

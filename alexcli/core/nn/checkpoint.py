@@ -16,6 +16,7 @@ one-line `FormatError` naming the command that rebuilds it. Keys: docs/formats.m
 
 from __future__ import annotations
 
+import io
 import pickle
 import random
 from collections.abc import Mapping
@@ -192,16 +193,18 @@ def resolve_checkpoint(path_or_run_dir: Path | str) -> Path:
     raise UserError(f"{path}: no such run directory or checkpoint file")
 
 
-def load_checkpoint(path_or_run_dir: Path | str) -> Checkpoint:
+def load_checkpoint(path_or_run_dir: Path | str, *, content: bytes | None = None) -> Checkpoint:
     """Read and check a checkpoint (weights only: never runs code from the file), or the
-    .safetensors file `alexcli export` writes (weights and configuration, no resuming)."""
-    path = resolve_checkpoint(path_or_run_dir)
+    .safetensors file `alexcli export` writes (weights and configuration, no resuming).
+    `content`: the checkpoint's bytes, received rather than read (another node's file)."""
+    path = Path(path_or_run_dir) if content is not None else resolve_checkpoint(path_or_run_dir)
     if path.suffix == ".safetensors":
         from alexcli.core.nn.export import read_safetensors
 
         return read_safetensors(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        source = io.BytesIO(content) if content is not None else path
+        data = torch.load(source, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign bytes, a pickle that would run code
         if isinstance(e, pickle.UnpicklingError) and "GLOBAL" in str(e):
             reason = "holds pickled Python objects, which alexcli never loads"
@@ -258,3 +261,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         # cuda:0's dropout stream rather than dropping every device's.
         for i, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(cuda_state, i)
+
+
+def seed_everything(seed: int) -> None:
+    """Model init and dropout (torch), and numpy / random for anything else."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)

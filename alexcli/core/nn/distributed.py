@@ -6,11 +6,13 @@ finds its place in that job (rank, world, its own devices) and how the ranks agr
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as torch_dist
@@ -19,6 +21,7 @@ from alexcli import errors
 from alexcli.core.nn.devices import resolve_devices
 from alexcli.errors import AlexcliError
 
+T = TypeVar("T")
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")  # one CUDA device name in a --devices spec
 
 
@@ -57,6 +60,73 @@ class Dist:
             raise getattr(errors, name)(message, hint)
         return bool(box[0])
 
+    def everywhere(self, work: Callable[[], T]) -> T:
+        """`work` on every rank; when it raises an AlexcliError on any, every rank raises
+        the first such rank's (a node that cannot read its DATA_DIR ends the whole job in
+        one line instead of leaving the others waiting in a collective)."""
+        if self.world == 1:
+            return work()
+        result: T | None = None
+        failure: tuple[str, str, str | None] | None = None
+        try:
+            result = work()
+        except AlexcliError as e:
+            failure = (type(e).__name__, f"rank {self.rank}: {e.message}", e.hint)
+        failures: list[Any] = [None] * self.world
+        torch_dist.all_gather_object(failures, failure)
+        first = next((f for f in failures if f is not None), None)
+        if first is not None:
+            name, message, hint = first
+            raise getattr(errors, name)(message, hint)
+        return result  # type: ignore[return-value]
+
+    def anywhere(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on any."""
+        if self.world == 1:
+            return flag
+        flags: list[Any] = [None] * self.world
+        torch_dist.all_gather_object(flags, flag)
+        return any(flags)
+
+    def same_everywhere(self, value: str, what: str) -> None:
+        """Refuse, on every rank alike, a job whose ranks see different `value`s (the
+        DATA_DIR each node reads, by its fingerprint)."""
+        if self.world == 1:
+            return
+        values: list[Any] = [None] * self.world
+        torch_dist.all_gather_object(values, value)
+        other = next((r for r, v in enumerate(values) if v != values[0]), None)
+        if other is not None:
+            raise errors.UserError(
+                f"rank {other} sees another {what} than rank 0 (fingerprint "
+                f"{str(values[other])[:12]} vs {str(values[0])[:12]})",
+                hint=f"every node needs the same {what} at the same path: a shared "
+                "filesystem, or an exact copy (docs/cluster.md)",
+            )
+
+    def shared_file(self, path: Path) -> Path | bytes | None:
+        """Rank 0's file at `path` as this rank can read it: the path where this rank sees
+        the same bytes (a shared filesystem, or a copy), else its bytes sent by rank 0
+        (node-local disks); None on every rank when rank 0 has no file there."""
+        if self.world == 1:
+            return path if path.is_file() else None
+        values: list[Any] = [None] * self.world
+        torch_dist.all_gather_object(values, self.everywhere(lambda: _digest(path)))
+        holder = next((r for r, v in enumerate(values) if v is not None), None)
+        if values[0] is None and holder is not None:
+            raise errors.UserError(
+                f"rank {holder} has {path}, rank 0 has none: rank 0 decides what to resume",
+                hint="put RUN_DIR on a shared filesystem, or copy the run to rank 0's node "
+                "(docs/cluster.md)",
+            )
+        if values[0] is None:
+            return None
+        if all(v == values[0] for v in values):
+            return path
+        box: list[Any] = [path.read_bytes() if self.rank == 0 else None]
+        torch_dist.broadcast_object_list(box, src=0)
+        return path if values[self.rank] == values[0] else bytes(box[0])
+
     def barrier(self) -> None:
         if self.world > 1:
             torch_dist.barrier()
@@ -64,6 +134,30 @@ class Dist:
     def close(self) -> None:
         if self.owns_group and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+
+
+def _digest(path: Path) -> str | None:
+    """sha256 of a file, None when there is none (a checkpoint: hundreds of MB, ~1 s)."""
+    if not path.is_file():
+        return None
+    h = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            while chunk := f.read(1 << 24):
+                h.update(chunk)
+    except OSError as e:
+        raise errors.UserError(f"{path}: unreadable ({e.strerror})") from None
+    return h.hexdigest()
+
+
+def restart_count() -> int:
+    """How many times torchrun has restarted this process's workers after a failure (0
+    outside torchrun). A node whose workers were only stopped for a new rendezvous (its
+    peer's failed) keeps 0: ask `Dist.anywhere`."""
+    try:
+        return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+    except ValueError:
+        return 0
 
 
 def setup_distributed(devices: str) -> Dist:

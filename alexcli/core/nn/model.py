@@ -63,13 +63,16 @@ class _Plan:
 
     def middle_layers(self) -> list[tuple[str, int, int, str]]:
         """(name, in channels, out channels, inputs) of each kept middle conv layer, per
-        tower: the first sees both towers' conv2 maps (conv3's place), the rest their own."""
+        tower. Each keeps its own connectivity — conv3 sees both towers' maps, conv4 and
+        conv5 their own tower's — and reads the layer kept before it: without conv3 the
+        towers meet first at fc6."""
         rows: list[tuple[str, int, int, str]] = []
-        ins, inputs = self.channels[1] * self.towers, "both"
+        previous = self.channels[1]  # conv2's maps, per tower
         for name in self.middle:
+            inputs = "both" if name == "conv3" else "own"
             out = self.channels[CONVS.index(name)]
-            rows.append((name, ins, out, inputs))
-            ins, inputs = out, "own"
+            rows.append((name, previous * (self.towers if inputs == "both" else 1), out, inputs))
+            previous = out
         return rows
 
 
@@ -303,7 +306,8 @@ class AlexNet(nn.Module):
             h = self._lower_across(images)
         else:
             h = self._each(Tower.lower, images)
-        h = self._each(Tower.upper, self._share(h))  # conv3 sees both towers
+        meet = self.cfg.omit != "conv3"  # without conv3 the towers meet first at fc6
+        h = self._each(Tower.upper, self._share(h) if meet else h)  # conv3 sees both towers
         h = self._each(Tower.hidden6, self._share(h))  # so do fc6…fc8
         return self._each(Tower.hidden7, self._share(h))
 

@@ -130,3 +130,14 @@ def make_optimizer(
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr
+
+
+def match_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Momentum buffers in their parameter's memory layout: a run saved with another
+    `channels_last` has them in the other one, which CUDA's fused SGD refuses."""
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            state = optimizer.state.get(param, {})
+            buf = state.get("momentum_buffer")
+            if isinstance(buf, torch.Tensor) and buf.stride() != param.stride():
+                state["momentum_buffer"] = torch.empty_like(param).copy_(buf)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import random
 import shutil
 import time
 from dataclasses import dataclass
@@ -34,13 +33,19 @@ from alexcli.core.data.loader import BatchLoader, default_workers, make_loader
 from alexcli.core.data.shards import ShardSet
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory, native_bf16
-from alexcli.core.nn.checkpoint import Checkpoint, rng_state, save_checkpoint, set_rng_state
+from alexcli.core.nn.checkpoint import (
+    Checkpoint,
+    rng_state,
+    save_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 from alexcli.core.nn.distributed import Dist, process_devices
 from alexcli.core.nn.events import TrainEvents, sigterm_requests_stop
 from alexcli.core.nn.flat import HINT, Flatness
 from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
 from alexcli.core.nn.model import AlexNet, build_model
-from alexcli.core.nn.optim import LrSchedule, make_optimizer
+from alexcli.core.nn.optim import LrSchedule, make_optimizer, match_layouts
 from alexcli.core.nn.threads import ThreadChoice, candidates, fastest, probe
 from alexcli.core.progress import SILENT, Progress, Task
 from alexcli.errors import Stopped, TrainingFlat
@@ -171,7 +176,7 @@ class Trainer:
     def _setup(self, devices: list[torch.device], workers: int) -> _Parts:
         """Model, optimizer, schedule, DDP wrapper, normaliser and loaders."""
         cfg, data, d = self.cfg, self.data, self.dist
-        _seed_everything(cfg.seed)
+        seed_everything(cfg.seed)
         model = build_model(cfg.model, devices)
         if cfg.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -227,9 +232,15 @@ class Trainer:
                 loss, logged["loss_sum"] = s.loss_sum - logged["loss_sum"], s.loss_sum
                 lr = schedule.lr(epoch, s.step - 1, steps)
                 self.events.step(epoch * steps + s.step, loss, lr)
-            if s.step >= steps or (self.dist.world > 1 and s.step % AGREE_EVERY):
-                return  # under DDP rank 0's clock is shared every few steps, not every step
-            due = time.monotonic() - timer["saved"] >= cfg.checkpoint_minutes * 60
+            if s.step >= steps:
+                return  # the epoch's end saves
+            # Every rank counts steps alike; rank 0's clock is shared every few steps.
+            every = cfg.checkpoint_every
+            counted = every > 0 and (epoch * steps + s.step) % every == 0
+            if self.dist.world > 1 and s.step % AGREE_EVERY and not counted:
+                return
+            clock = time.monotonic() - timer["saved"] >= cfg.checkpoint_minutes * 60
+            due = counted or clock
             if self.dist.agree(due or self.stop_requested):
                 self._save(parts, epoch, s)
                 timer["saved"] = time.monotonic()
@@ -352,7 +363,7 @@ class Trainer:
         parts.model.load_state_dict(ck.weights)
         if ck.optimizer is not None:
             parts.optimizer.load_state_dict(ck.optimizer)
-            _match_layouts(parts.optimizer)
+            match_layouts(parts.optimizer)
         if ck.scheduler is not None:
             parts.schedule.load_state_dict(ck.scheduler)
         if parts.scaler is not None and ck.scaler:
@@ -367,24 +378,6 @@ class Trainer:
         state = EpochProgress(**saved)
         self.progress.log(f"resuming from {self.last}: epoch {ck.epoch + 1}, step {ck.step}")
         return ck.epoch, state
-
-
-def _match_layouts(optimizer: torch.optim.Optimizer) -> None:
-    """Momentum buffers in their parameter's memory layout: a run saved with another
-    `channels_last` has them in the other one, which CUDA's fused SGD refuses."""
-    for group in optimizer.param_groups:
-        for param in group["params"]:
-            state = optimizer.state.get(param, {})
-            buf = state.get("momentum_buffer")
-            if isinstance(buf, torch.Tensor) and buf.stride() != param.stride():
-                state["momentum_buffer"] = torch.empty_like(param).copy_(buf)
-
-
-def _seed_everything(seed: int) -> None:
-    """Model init and dropout (torch), and numpy / random for anything else."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
 
 
 def write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
