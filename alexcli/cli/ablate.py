@@ -53,7 +53,7 @@ def ablate(
 
     Example: `alexcli ablate data/demo study --preset small --seeds 3`
 
-    Each run is an ordinary RUN_DIR under OUT_DIR/<variant>/seed-<k>/ (eval, viz-curves
+    Each run is an ordinary RUN_DIR under OUT_DIR/VARIANT/seed-K/ (eval, viz-curves
     and viz-kernels work on it), cached like `train`: a stopped study continues where
     it stopped, more --seeds train only the new ones. OUT_DIR gets claims.json,
     claims.md, figure1.png/svg (training error, ReLU vs tanh) and effects.png/svg.

@@ -19,6 +19,7 @@ from alexcli.core.figures.curves import (
     GRID_COLOUR,
     Figure,
     Line,
+    Panel,
     Polyline,
     Text,
     nice_ticks,
@@ -27,24 +28,7 @@ from alexcli.core.figures.curves import (
 RELU, TANH, GREY = "#1f4e9c", "#c0392b", "#777777"
 
 
-@dataclass(frozen=True)
-class Area:
-    """A plot area in pixels and the data ranges it maps."""
-
-    left: float
-    top: float
-    right: float
-    bottom: float
-    x: tuple[float, float]
-    y: tuple[float, float]
-
-    def at(self, x: float, y: float) -> tuple[float, float]:
-        px = self.left + (x - self.x[0]) / (self.x[1] - self.x[0]) * (self.right - self.left)
-        py = self.bottom - (y - self.y[0]) / (self.y[1] - self.y[0]) * (self.bottom - self.top)
-        return round(px, 1), round(py, 1)
-
-
-def _frame(fig: Figure, a: Area) -> None:
+def _frame(fig: Figure, a: Panel) -> None:
     corners = [(a.left, a.top), (a.right, a.top), (a.right, a.bottom), (a.left, a.bottom)]
     for p, q in zip(corners, corners[1:] + corners[:1], strict=True):
         fig.lines.append(Line(p, q, AXIS_COLOUR))
@@ -63,7 +47,7 @@ def figure1(
     epochs = max((len(r) for r in runs), default=1) - 1
     values = [v for r in runs for v in r] + [threshold]
     ticks = nice_ticks(0.0, max(values))
-    a = Area(70, 50, width - 24, height - 48, (0.0, float(max(epochs, 1))), (0.0, ticks[-1]))
+    a = Panel(70, 50, width - 24, height - 48, (0.0, float(max(epochs, 1))), (0.0, ticks[-1]))
     for t in ticks:
         _, y = a.at(0, t)
         fig.lines.append(Line((a.left, y), (a.right, y), GRID_COLOUR))
@@ -119,7 +103,7 @@ def effects(rows: Sequence[Effect], width: int = 900) -> Figure:
     ]
     reach = max([*spans, 0.5])
     ticks = nice_ticks(-reach, reach)
-    a = Area(330, 60, width - 24, height - 48, (ticks[0], ticks[-1]), (0.0, len(rows) + 0.5))
+    a = Panel(330, 60, width - 24, height - 48, (ticks[0], ticks[-1]), (0.0, len(rows) + 0.5))
     for t in ticks:
         x, _ = a.at(t, 0)
         fig.lines.append(Line((x, a.top), (x, a.bottom), AXIS_COLOUR if t == 0 else GRID_COLOUR))

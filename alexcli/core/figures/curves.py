@@ -198,7 +198,7 @@ class Figure:
 
 
 @dataclass(frozen=True)
-class _Panel:
+class Panel:
     """A plot area in pixels, with the data ranges it maps."""
 
     left: float
@@ -233,7 +233,7 @@ def plot(epochs: Sequence[Epoch], width: int = 900, height: int = 620) -> Figure
     for series, title, y0, y1 in panels:
         values = [v for s in series for e in epochs if (v := getattr(e, s)) is not None]
         ticks = nice_ticks(min(values), max(values)) if values else [0.0, 1.0]
-        panel = _Panel(left, y0, right, y1, x_range, (ticks[0], ticks[-1]))
+        panel = Panel(left, y0, right, y1, x_range, (ticks[0], ticks[-1]))
         _axes(fig, panel, ticks, title, last=y1 == bottom)
         for s in series:
             points = [panel.at(e.epoch, v) for e in epochs if (v := getattr(e, s)) is not None]
@@ -249,7 +249,7 @@ def plot(epochs: Sequence[Epoch], width: int = 900, height: int = 620) -> Figure
     return fig
 
 
-def _axes(fig: Figure, panel: _Panel, ticks: list[float], title: str, last: bool) -> None:
+def _axes(fig: Figure, panel: Panel, ticks: list[float], title: str, last: bool) -> None:
     """Frame, horizontal grid lines with y labels, epoch ticks, the panel's title."""
     p = panel
     for t in ticks:
