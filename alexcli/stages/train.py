@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -194,6 +195,10 @@ def _in_job(
     if dist.anywhere(restart_count() > 0) and dist.decide(lambda: same_job(run_dir)):
         resume, force = True, False  # torchrun restarted this job's workers: continue it
         progress.log("torchrun restarted the workers: continuing from the last checkpoint")
+    # What decides which collectives run is rank 0's on every rank (a node may have read
+    # another config.json, or been given other flags).
+    resume, force, runtime = dist.share((resume, force, _collective_settings(cfg)))
+    cfg = dataclasses.replace(cfg, **runtime)
     inputs = dist.everywhere(lambda: open_inputs(data_dir))
     dist.same_everywhere(inputs.upstream_key, "DATA_DIR")
     data = inputs.data
@@ -206,7 +211,8 @@ def _in_job(
     # An existing run refused first: a run of another preset is a missing --resume,
     # not a crop that does not fit.
     done = dist.decide(lambda: decide(run_dir, fp, resume=resume, force=force))
-    check_trainable(cfg, data, dist.world, process_devices(cfg.devices, dist.local_rank)[0])
+    device = process_devices(cfg.devices, dist.local_rank)[0]
+    dist.everywhere(lambda: check_trainable(cfg, data, dist.world, device))
     # Every rank resumes from rank 0's last.pt, sent over when its node lacks it.
     last = dist.shared_file(run_dir / "checkpoints" / "last.pt") if resume and not done else None
     resume_from = check_resume(cfg, data, run_dir, last) if last is not None else None
@@ -219,10 +225,13 @@ def _in_job(
     if done:
         progress.log(f"train: up to date ({manifest})")
     else:
-        if dist.rank == 0:
-            invalidate(manifest)
-            _prepare_run_dir(run_dir, cfg, fresh=not resume)
-        dist.barrier()
+
+        def prepare() -> None:  # rank 0's; a failure there ends every rank
+            if dist.rank == 0:
+                invalidate(manifest)
+                _prepare_run_dir(run_dir, cfg, fresh=not resume)
+
+        dist.everywhere(prepare)
         trainer.run()
         if dist.rank == 0:
             body = {
@@ -271,6 +280,12 @@ def _train_data(inputs: Inputs) -> TrainData:
     )  # fmt: skip
 
 
+def _collective_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The run-time settings that change which collectives a rank runs, or when."""
+    keys = ("checkpoint_every", "checkpoint_minutes", "stop_if_flat", "amp", "channels_last")
+    return {k: getattr(cfg, k) for k in keys}
+
+
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, fresh: bool) -> None:
     """config.json written; on a fresh start, an earlier run's files removed."""
     checkpoints = run_dir / "checkpoints"
@@ -282,7 +297,7 @@ def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, fresh: bool) -> None:
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # an earlier run's events
     write_json(run_dir / "config.json", to_dict(cfg))
-    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    job = _job()
     if job:  # which torchrun job trains here: its restarts continue, others do not
         write_text(run_dir / JOB_FILE, job)
 
@@ -295,8 +310,16 @@ def same_job(run_dir: Path) -> bool:
     continues. A restart after a refusal (a run another command started, or a --force
     that failed before it began) keeps the flags the job was given."""
     path = run_dir / JOB_FILE
-    job = os.environ.get("TORCHELASTIC_RUN_ID")
+    job = _job()
     return bool(job) and path.is_file() and path.read_text(encoding="utf-8") == job
+
+
+def _job() -> str:
+    """This torchrun launch: its run id (`--rdzv-id`, "none" unless given), the host and
+    the agent's pid (a worker's parent), which stay the same across the agent's restarts
+    and differ for every new launch; "" outside torchrun."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID")
+    return f"{run_id} {socket.gethostname()} {os.getppid()}" if run_id else ""
 
 
 def _result(

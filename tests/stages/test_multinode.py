@@ -225,3 +225,22 @@ def test_nodes_with_different_data_are_refused_in_one_line(data, tmp_path):
         ours = [line for line in err.splitlines() if line.startswith("error:")]
         assert len(ours) == 1 and "sees another DATA_DIR than rank 0" in ours[0], err[-2000:]
     assert not (tmp_path / "run" / "manifest.json").exists()
+
+
+def test_a_restart_after_a_refusal_never_continues_another_jobs_run(data, tmp_path):
+    """Job 1 trains RUN_DIR. Job 2, with the same --rdzv-id and more epochs but without
+    --resume, is refused; torchrun restarts it (--max-restarts 1) and it is refused
+    again: a restart continues only a run its own launch set up."""
+    run = tmp_path / "run"
+    port = _free_port()
+    results = _finish(_two_nodes([_node_cmd(port, data, run, *_sets("epochs=1"))] * 2))
+    assert all(code == 0 for code, _, _ in results), [e[-2000:] for _, _, e in results]
+    before = (run / "checkpoints" / "last.pt").read_bytes()
+    port = _free_port()
+    again = _node_cmd(port, data, run, *_sets("epochs=2"), restarts=1)
+    results = _finish(_two_nodes([again, again]))
+    assert all(code != 0 for code, _, _ in results)
+    said = "".join(e for _, _, e in results)
+    assert "holds a finished run with another configuration" in said
+    assert "continuing from the last checkpoint" not in said
+    assert (run / "checkpoints" / "last.pt").read_bytes() == before

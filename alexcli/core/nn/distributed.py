@@ -52,13 +52,21 @@ class Dist:
         if self.rank == 0:
             try:
                 box[0] = decision()
-            except AlexcliError as e:
-                box[0] = (type(e).__name__, e.message, e.hint)
+            except Exception as e:  # every rank must reach the broadcast
+                box[0] = _failure(e, "")
         torch_dist.broadcast_object_list(box, src=0)
         if isinstance(box[0], tuple):
-            name, message, hint = box[0]
-            raise getattr(errors, name)(message, hint)
+            _raise(box[0])
         return bool(box[0])
+
+    def share(self, value: T) -> T:
+        """Rank 0's `value` on every rank (settings that decide which collectives run)."""
+        if self.world == 1:
+            return value
+        box: list[Any] = [value]
+        torch_dist.broadcast_object_list(box, src=0)
+        shared: T = box[0]
+        return shared
 
     def everywhere(self, work: Callable[[], T]) -> T:
         """`work` on every rank; when it raises an AlexcliError on any, every rank raises
@@ -70,14 +78,13 @@ class Dist:
         failure: tuple[str, str, str | None] | None = None
         try:
             result = work()
-        except AlexcliError as e:
-            failure = (type(e).__name__, f"rank {self.rank}: {e.message}", e.hint)
+        except Exception as e:  # every rank must reach the gather
+            failure = _failure(e, f"rank {self.rank}: ")
         failures: list[Any] = [None] * self.world
         torch_dist.all_gather_object(failures, failure)
         first = next((f for f in failures if f is not None), None)
         if first is not None:
-            name, message, hint = first
-            raise getattr(errors, name)(message, hint)
+            _raise(first)
         return result  # type: ignore[return-value]
 
     def anywhere(self, flag: bool) -> bool:
@@ -134,6 +141,19 @@ class Dist:
     def close(self) -> None:
         if self.owns_group and torch_dist.is_initialized():
             torch_dist.destroy_process_group()
+
+
+def _failure(e: Exception, where: str) -> tuple[str, str, str | None]:
+    """An error as plain data another rank can raise again: an AlexcliError as itself,
+    anything else as a UserError naming it."""
+    if isinstance(e, AlexcliError):
+        return (type(e).__name__, where + e.message, e.hint)
+    return ("UserError", f"{where}unexpected {type(e).__name__}: {e}", "rerun with --debug")
+
+
+def _raise(failure: tuple[str, str, str | None]) -> None:
+    name, message, hint = failure
+    raise getattr(errors, name, errors.AlexcliError)(message, hint)
 
 
 def _digest(path: Path) -> str | None:
