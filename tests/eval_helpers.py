@@ -134,3 +134,28 @@ def write_bad_checkpoints(root: Path, good: Path) -> dict[str, tuple[Path, Path 
         "payload": (payload, target),
         "raw-pickle": (raw, target),
     }
+
+
+def photo(path: Path, width: int, height: int, seed: int = 0) -> Path:
+    """A smooth, colourful, non-square picture file (what a resize changes visibly)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    base = rng.uniform(0, 255, 3)
+    image = base + 60 * np.stack([np.sin(xx / 7), np.cos(yy / 5), np.sin((xx + yy) / 9)], -1)
+    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
+    return path
+
+
+def wave_images(n: int, seed: int = 1) -> np.ndarray:
+    """Stored 256² images with structure (a random network's answers vary with them)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:256, 0:256]
+    out = []
+    for _ in range(n):
+        f = rng.uniform(0.02, 0.2, 3)
+        base = rng.uniform(40, 210, 3)
+        waves = np.stack([np.sin(xx * f[0]), np.cos(yy * f[1]), np.sin((xx + yy) * f[2])], -1)
+        out.append(np.clip(base + 50 * waves + rng.normal(0, 10, (256, 256, 3)), 0, 255))
+    return np.stack(out).astype(np.uint8)

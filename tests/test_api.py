@@ -15,23 +15,14 @@ from PIL import Image
 
 import alexcli
 from alexcli.core.data.decode import Unreadable, load_image
-from tests.eval_helpers import CROP, SIZE, reference_probs, save_run
-
-
-def _photo(path, width, height, seed=0):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = rng.uniform(0, 255, 3)
-    image = base + 60 * np.stack([np.sin(xx / 7), np.cos(yy / 5), np.sin((xx + yy) / 9)], -1)
-    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
-    return path
+from tests.eval_helpers import CROP, SIZE, photo, reference_probs, save_run
 
 
 @pytest.fixture
 def run(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     model, mean = save_run(tmp_path / "run" / "checkpoints" / "last.pt")
-    files = [_photo(tmp_path / "wide.png", 90, 52), _photo(tmp_path / "tall.jpg", 47, 80, 1)]
+    files = [photo(tmp_path / "wide.png", 90, 52), photo(tmp_path / "tall.jpg", 47, 80, 1)]
     return tmp_path / "run", model, mean, files
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
-import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +27,7 @@ from typing import Any
 from alexcli.config import AblateConfig, EvalConfig, TrainConfig, to_dict
 from alexcli.core.progress import SILENT, Progress, Silent, emit
 from alexcli.errors import ConfigError, UserError
-from alexcli.stages.claims import Claim, assess, claims_named
+from alexcli.stages.claims import Claim, assess, claims_named, finite
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import owner, read_manifest, run_stage
 
@@ -263,7 +262,7 @@ def curve_measures(
     """From the epoch lines: the training-error curve, the epochs (and seconds) it took
     to fall to `threshold` — linear between epoch ends, from chance at epoch 0; the
     run's length when it never did (`censored`) — and the epoch of the best val error."""
-    errors = [_finite(m.get("train_top1_error")) for m in metrics]
+    errors = [finite(m.get("train_top1_error")) for m in metrics]
     seconds = [float(m.get("seconds", 0.0)) for m in metrics]
     val = [float(m["val_top1_error"]) for m in metrics]
     clock = [0.0]
@@ -291,11 +290,6 @@ def curve_measures(
         "epochs": len(metrics),
         "classes": classes,
     }
-
-
-def _finite(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
 
 
 def _check_out_dir(out_dir: Path, data_dir: Path) -> None:

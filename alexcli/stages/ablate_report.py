@@ -5,12 +5,12 @@ rewritten from the runs' measures.json at every call, atomically, file by file."
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from alexcli.core.atomic import write_json, write_text
+from alexcli.stages.claims import finite
 from alexcli.stages.results import jsonable
 
 Runs = Mapping[str, Mapping[int, Mapping[str, Any]]]
@@ -56,7 +56,7 @@ def effect_figure(rows: Sequence[dict[str, Any]]) -> Any:
     for row in rows:
         for m in row["measures"]:
             effect = m["effect"]
-            if m["unit"] != "error" or not _finite(effect["mean"]):
+            if m["unit"] != "error" or finite(effect["mean"]) is None:
                 continue
             half = effect["half_width_95"]
             paper = m["paper_effect"]
@@ -64,7 +64,7 @@ def effect_figure(rows: Sequence[dict[str, Any]]) -> Any:
                 label=f"{m['variant']}: {m['label']}" if m["variant"] != "baseline"
                 else m["label"],
                 mean=100 * effect["mean"],
-                half_width=100 * half if _finite(half) else None,
+                half_width=100 * half if finite(half) is not None else None,
                 paper=None if paper is None else 100 * m["expected_sign"] * paper,
             ))  # fmt: skip
     return effects(shown)
@@ -109,14 +109,10 @@ def markdown(rows: Sequence[dict[str, Any]], study: Mapping[str, Any]) -> str:
 
 def format_effect(m: Mapping[str, Any]) -> str:
     e = m["effect"]
-    if not _finite(e["mean"]):
+    if finite(e["mean"]) is None:
         return "—"
     scale, unit = (100.0, " pp") if m["unit"] == "error" else (1.0, f" {m['unit']}")
     text = f"{scale * e['mean']:+.2f}"
-    if _finite(e["half_width_95"]):
+    if finite(e["half_width_95"]) is not None:
         text += f" ± {scale * e['half_width_95']:.2f}"
     return text + unit
-
-
-def _finite(x: Any) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)

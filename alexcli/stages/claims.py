@@ -211,8 +211,8 @@ def assess(
             base, var = runs.get("baseline", {}), runs.get(m.variant, {})
             seeds = sorted(
                 s for s in set(base) & set(var)
-                if _number(base[s].get(m.baseline_key or m.key)) is not None
-                and _number(var[s].get(m.key)) is not None
+                if finite(base[s].get(m.baseline_key or m.key)) is not None
+                and finite(var[s].get(m.key)) is not None
                 and not (m.censored_by and base[s].get(m.censored_by))
             )  # fmt: skip
             censored = sorted(
@@ -241,7 +241,8 @@ def assess(
     return rows
 
 
-def _number(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number (not a bool, None, NaN), else None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None

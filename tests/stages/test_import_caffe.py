@@ -16,6 +16,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
 import alexcli
 from alexcli.core.nn.caffe import read_blob
+from tests.eval_helpers import wave_images
 
 FD = descriptor_pb2.FieldDescriptorProto
 CLASSES = 7  # odd: tower 1 holds fc8's extra class, as the paper splits them
@@ -131,17 +132,6 @@ def reference_logits(weights, images, mean_bgr):
     return F.linear(x, *w["fc8"]).numpy()
 
 
-def _images(n, seed=3):
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:256, 0:256]
-    out = []
-    for _ in range(n):
-        f = rng.uniform(0.02, 0.2, 3)
-        waves = np.stack([np.sin(xx * f[0]), np.cos(yy * f[1]), np.sin((xx + yy) * f[2])], -1)
-        out.append(rng.uniform(40, 210, 3) + 50 * waves + rng.normal(0, 10, (256, 256, 3)))
-    return np.clip(np.stack(out), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def caffe_files(tmp_path_factory):
     root = tmp_path_factory.mktemp("caffe")
@@ -167,7 +157,7 @@ def test_alexcli_gives_caffes_logits(cli, caffe_files, tmp_path, form):
     assert report["published"] == pytest.approx({"top1_error": 0.429, "top5_error": 0.198})
     net = alexcli.load(run, devices="cpu")
     assert net.cfg.model.towers == 2 and net.cfg.model.lrn and net.crop == 227
-    images = _images(4)
+    images = wave_images(4, seed=3)
     want = reference_logits(weights, images, mean_bgr)
     assert want.std(0).mean() > 0.1
     crops = images[:, 14:241, 14:241]

@@ -16,6 +16,7 @@ from torch import nn
 import alexcli
 from alexcli.core.nn.imports import TORCHVISION_VAL, torchvision_config
 from alexcli.stages.eval import published_reference
+from tests.eval_helpers import wave_images
 from tests.helpers import write_data_dir
 
 MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
@@ -68,25 +69,12 @@ def _softmax(logits):
     return e / e.sum(1, keepdims=True)
 
 
-def _images(n, seed=1):
-    """Stored 256² images with structure (a random network's answers vary with them)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:256, 0:256]
-    out = []
-    for _ in range(n):
-        f = rng.uniform(0.02, 0.2, 3)
-        base = rng.uniform(40, 210, 3)
-        waves = np.stack([np.sin(xx * f[0]), np.cos(yy * f[1]), np.sin((xx + yy) * f[2])], -1)
-        out.append(np.clip(base + 50 * waves + rng.normal(0, 10, (256, 256, 3)), 0, 255))
-    return np.stack(out).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def imported(tmp_path_factory):
     root = tmp_path_factory.mktemp("tv")
     state = torchvision_state()
     torch.save(state, root / "alexnet.pth")
-    images = _images(12)
+    images = wave_images(12)
     # labels the reference gets right for half the images and wrong for the rest, so the
     # eval's error is a number a broken path would miss (a random network's argmax
     # is often one class for every image)

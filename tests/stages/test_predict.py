@@ -9,26 +9,15 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from alexcli.core.data.decode import load_image
-from tests.eval_helpers import CROP, SIZE, class_list, reference_probs, save_run, tiny_config
-
-
-def _photo(path, width, height, seed=0):
-    """A smooth, colourful, non-square picture (what a resize changes visibly)."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width]
-    base = rng.uniform(0, 255, 3)
-    image = base + 60 * np.stack([np.sin(xx / 7), np.cos(yy / 5), np.sin((xx + yy) / 9)], -1)
-    Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).save(path)
-    return path
+from tests.eval_helpers import CROP, SIZE, class_list, photo, reference_probs, save_run, tiny_config
 
 
 @pytest.mark.parametrize("views", [1, 10])
 def test_predict_matches_a_direct_forward_of_prepares_resize(cli, tmp_path, views):
     model, mean = save_run(tmp_path / "run.pt")
-    files = [_photo(tmp_path / "wide.png", 90, 52), _photo(tmp_path / "tall.jpg", 47, 80, 1)]
+    files = [photo(tmp_path / "wide.png", 90, 52), photo(tmp_path / "tall.jpg", 47, 80, 1)]
     r = cli("predict", tmp_path / "run.pt", *files, "--views", views, "--json", "--devices", "cpu")
     assert r.code == 0, r.err
     report = json.loads(r.out)
@@ -61,7 +50,7 @@ def test_predict_gives_the_known_answer_of_a_network_that_only_has_biases(cli, t
         state[f"towers.{t}.fc8.weight"] = torch.zeros_like(state[f"towers.{t}.fc8.weight"])
         state[f"towers.{t}.fc8.bias"] = part
     save_checkpoint(tmp_path / "bias.pt", dataclasses.replace(ckpt, weights=state))
-    image = _photo(tmp_path / "any.png", 64, 64)
+    image = photo(tmp_path / "any.png", 64, 64)
     r = cli("predict", tmp_path / "bias.pt", image, "--devices", "cpu")
     assert r.code == 0, r.err
     p = torch.softmax(bias.double(), 0).numpy()
@@ -78,13 +67,13 @@ def test_predict_gives_the_known_answer_of_a_network_that_only_has_biases(cli, t
 
 def test_unreadable_images_are_one_line_each_and_the_rest_are_answered(cli, tmp_path):
     save_run(tmp_path / "run.pt")
-    good = _photo(tmp_path / "good.png", 50, 60)
+    good = photo(tmp_path / "good.png", 50, 60)
     text = tmp_path / "notes.jpg"
     text.write_text("not an image")
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
     truncated = tmp_path / "cut.png"
-    truncated.write_bytes(_photo(tmp_path / "whole.png", 64, 64).read_bytes()[:300])
+    truncated.write_bytes(photo(tmp_path / "whole.png", 64, 64).read_bytes()[:300])
     missing = tmp_path / "missing.jpg"
     # --batch-size 2: the last batch has no readable image at all
     r = cli("predict", tmp_path / "run.pt", text, good, empty, truncated, missing, "--json",
@@ -107,7 +96,7 @@ def test_unreadable_images_are_one_line_each_and_the_rest_are_answered(cli, tmp_
 
 
 def test_predict_needs_a_run(cli, tmp_path):
-    image = _photo(tmp_path / "a.png", 40, 40)
+    image = photo(tmp_path / "a.png", 40, 40)
     r = cli("predict", tmp_path / "no-run", image)
     assert r.code == 2 and r.err.startswith("error:") and "no-run" in r.err
     save_run(tmp_path / "run.pt", classes=class_list(8))

@@ -28,6 +28,7 @@ import torch
 
 from alexcli.config import PRESETS, TrainConfig, merge
 from alexcli.core.nn.checkpoint import Checkpoint
+from alexcli.core.nn.imports import imported_checkpoint
 from alexcli.core.nn.model import build_model
 from alexcli.errors import FormatError
 
@@ -220,21 +221,4 @@ def from_caffe(
     size = int(mean.shape[0])
     if size < cfg.crop:
         raise FormatError(f"the mean image is {size}×{size}, smaller than the {cfg.crop} crop")
-    if classes is None:
-        classes = [{"name": str(i), "words": ""} for i in range(num_classes)]
-    if len(classes) != num_classes:
-        raise FormatError(
-            f"{source}: fc8 has {num_classes} classes, the class list {len(classes)}",
-            hint="give --classes the class list these weights were trained on",
-        )
-    return Checkpoint(
-        config=cfg,
-        classes=[dict(c) for c in classes],
-        size=size,
-        mean=np.ascontiguousarray(mean, np.float32),
-        eigval=np.zeros(3, np.float32),
-        eigvec=np.eye(3, dtype=np.float32),
-        weights=weights,
-        epoch=0,
-        path=source,
-    )
+    return imported_checkpoint(source, cfg, weights, mean, num_classes, classes)

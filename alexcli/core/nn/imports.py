@@ -102,6 +102,21 @@ def from_torchvision(
             weights[f"towers.0.{ours}.{kind}"] = tensor.float().clone()
     std = torch.tensor(TORCHVISION_STD).view(1, 3, 1, 1)
     weights["towers.0.conv1.weight"] /= std  # conv(W, (x/255 − m)/s) = conv(W/s, x/255 − m)
+    mean = np.broadcast_to(255 * np.asarray(TORCHVISION_MEAN, np.float32), (SIZE, SIZE, 3))
+    return imported_checkpoint(source, cfg, weights, mean, num_classes, classes)
+
+
+def imported_checkpoint(
+    source: Path,
+    cfg: TrainConfig,
+    weights: dict[str, torch.Tensor],
+    mean: np.ndarray,
+    num_classes: int,
+    classes: Sequence[Mapping[str, str]] | None,
+) -> Checkpoint:
+    """Another framework's weights as an epoch-0 checkpoint: `classes` checked against
+    fc8's width (numbered names when none are given), no PCA data (none comes with
+    weights), the mean image (size, size, 3) in RGB 0–255."""
     if classes is None:
         classes = [{"name": str(i), "words": ""} for i in range(num_classes)]
     if len(classes) != num_classes:
@@ -109,13 +124,12 @@ def from_torchvision(
             f"{source}: fc8 has {num_classes} classes, the class list {len(classes)}",
             hint="give --classes the class list these weights were trained on",
         )
-    mean = np.broadcast_to(255 * np.asarray(TORCHVISION_MEAN, np.float32), (SIZE, SIZE, 3))
     return Checkpoint(
         config=cfg,
         classes=[dict(c) for c in classes],
-        size=SIZE,
-        mean=np.ascontiguousarray(mean),
-        eigval=np.zeros(3, np.float32),  # no PCA data comes with the weights
+        size=int(mean.shape[0]),
+        mean=np.ascontiguousarray(mean, np.float32),
+        eigval=np.zeros(3, np.float32),
         eigvec=np.eye(3, dtype=np.float32),
         weights=weights,
         epoch=0,
