@@ -330,10 +330,12 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
     from alexcli.core.fingerprint import stage_fingerprint
     from alexcli.stages.train import STAGE, VERSION, fingerprint_params
 
-    # 0.1's `small` wrote its milestones as epochs; the same run, so the same fingerprint
-    cfg = (
-        PRESETS[name] if name == "paper" else dataclasses.replace(PRESETS[name], lr_steps=(20, 26))
-    )
+    # 0.1's `small` wrote its milestones as epochs (the same run, so the same
+    # fingerprint) and had fc6/fc7 of 256 units (another network since)
+    cfg = PRESETS[name]
+    if name == "small":
+        model = dataclasses.replace(cfg.model, fc_features=(256, 256))
+        cfg = dataclasses.replace(cfg, lr_steps=(20, 26), model=model)
     params = fingerprint_params(cfg)
     got = stage_fingerprint(STAGE, VERSION, params, {"prepare": "a", "stats": "b"})
     assert got == fingerprint

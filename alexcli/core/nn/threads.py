@@ -4,8 +4,8 @@ On a dedicated machine the step runs fastest on every core; beside another busy
 process, more threads than free cores spin-wait in OpenMP and can be several times
 slower (docs/training.md "Throughput on this CPU"). Neither rule of thumb serves both, so
 `train` times a few forward and backward passes of its own network, at the run's
-crop and a small batch, on each candidate count — the cores left to it after the loader
-workers, and all its cores — and keeps the faster, a larger count only when it is at
+crop and a small batch, on each candidate count in turn — the cores left to it after
+the loader workers, and all its cores — and keeps the faster, a larger count only when it is at
 least 5 % faster. `cudnn.benchmark` chooses kernels the same way.
 
 The count changes the arithmetic (OpenMP splits the sums differently), so the run
@@ -55,13 +55,15 @@ def probe(
     *,
     channels_last: bool,
     batch: int = PROBE_BATCH,
-    repeats: int = 2,
+    repeats: int = 3,
 ) -> dict[int, float]:
     """Images/s of forward + backward passes of a fresh copy of the network at each
-    thread count (the best of `repeats` after one untimed pass). torch's RNG is left as
-    it was, so the run's own initialisation and dropout are unchanged."""
+    thread count: one untimed pass each, then `repeats` rounds that take the counts in
+    turn, keeping each count's best pass — so a moment of other work on the machine
+    slows one pass of one count, not every pass of it. torch's RNG is left as it was,
+    so the run's own initialisation and dropout are unchanged."""
     before = torch.get_num_threads()
-    rates: dict[int, float] = {}
+    best = dict.fromkeys(counts, float("inf"))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         model = build_model(cfg)
@@ -70,20 +72,23 @@ def probe(
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
             x = x.contiguous(memory_format=torch.channels_last)
         y = torch.randint(0, cfg.num_classes, (batch,))
+
+        def one_pass(count: int) -> float:
+            torch.set_num_threads(count)
+            start = time.perf_counter()
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+            return time.perf_counter() - start
+
         try:
             for count in counts:
-                torch.set_num_threads(count)
-                best = float("inf")
-                for k in range(repeats + 1):
-                    start = time.perf_counter()
-                    model.zero_grad(set_to_none=True)
-                    F.cross_entropy(model(x), y).backward()
-                    if k:
-                        best = min(best, time.perf_counter() - start)
-                rates[count] = batch / best
+                one_pass(count)  # untimed: first-call allocation and kernel choice
+            for _ in range(repeats):
+                for count in counts:
+                    best[count] = min(best[count], one_pass(count))
         finally:
             torch.set_num_threads(before)
-    return rates
+    return {count: batch / seconds for count, seconds in best.items()}
 
 
 def fastest(rates: dict[int, float]) -> int:

@@ -36,6 +36,18 @@ def test_the_probe_times_each_count_and_leaves_the_rng_and_threads_alone():
     assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == threads
 
 
+def test_the_probe_takes_the_counts_in_turn(monkeypatch):
+    """A moment of other work (seen: a 2-thread probe at 466 images/s against 684 a
+    minute before, so 1 thread was kept) must not land on every pass of one count."""
+    import alexcli.core.nn.threads as threads
+
+    calls: list[int] = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(threads.torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    probe(PRESETS["small"].model, [1, 2], channels_last=True, batch=2, repeats=3)
+    assert calls[:-1] == [1, 2] * 4  # one untimed pass each, then 3 rounds; then restored
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_data_dir(tmp_path_factory.mktemp("data"), train=16, val=4)
