@@ -14,9 +14,9 @@ given) and writes OUT/train/<class>/<n>.png and OUT/val/<class>/<n>.png.
 
 The split: per class, empty rows dropped, the first `--val-per-class` rows become
 validation and the first `--train-per-class` of the rest training; a validation image
-byte-identical to a training image or to an earlier validation image is dropped, so no
-validation image also sits in training (9,990 of 10,000 remain). The tarball's sha256 is printed
-so a result can name the exact data it came from.
+byte-identical to a training image of any class, or to an earlier validation image, is
+dropped, so no validation image also sits in training (9,989 of 10,000 remain).
+The tarball's sha256 is printed so a result can name the exact data it came from.
 """
 
 from __future__ import annotations
@@ -68,16 +68,24 @@ def read_class(tar: tarfile.TarFile, label: int) -> np.ndarray:
     return np.asarray(rows, dtype=np.uint8).reshape(-1, 28, 28)
 
 
-def split(images: np.ndarray, val_count: int, train_count: int) -> tuple[np.ndarray, ...]:
-    """(train, val): val the first rows, train the next; each image once, in train."""
-    flat = images.reshape(len(images), -1)
-    _, first = np.unique(flat, axis=0, return_index=True)
-    once = np.zeros(len(images), dtype=bool)
-    once[first] = True
-    train_rows = np.flatnonzero(np.arange(len(images)) >= val_count)[:train_count]
-    seen = {flat[i].tobytes() for i in train_rows}
-    val_rows = [i for i in range(val_count) if once[i] and flat[i].tobytes() not in seen]
-    return images[train_rows], images[val_rows]
+def split(
+    classes: list[np.ndarray], val_count: int, train_count: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per class (train, val): val its first rows, train the next `train_count`; a
+    validation image identical to a training image of any class, or to an earlier
+    validation image, is left out (training keeps its own duplicates, as the set has)."""
+    rows = [(images[val_count:][:train_count], images[:val_count]) for images in classes]
+    seen = {image.tobytes() for train, _ in rows for image in train}
+    out = []
+    for train, candidates in rows:
+        keep = []
+        for i, image in enumerate(candidates):
+            key = image.tobytes()
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        out.append((train, candidates[keep]))
+    return out
 
 
 def write(images: np.ndarray, folder: Path) -> None:
@@ -101,12 +109,13 @@ def main() -> None:
         note = "" if digest == SHA256 else f" (not {SHA256}: another tarball)"
         print(f"{tarball.name}: sha256 {digest}{note}")
         with tarfile.open(tarball) as tar:
-            for label, name in enumerate(CLASSES):
-                images = read_class(tar, label)
-                train, val = split(images, args.val_per_class, args.train_per_class)
-                write(train, args.out / "train" / name)
-                write(val, args.out / "val" / name)
-                print(f"{name}: {len(train)} train, {len(val)} val")
+            classes = [read_class(tar, label) for label in range(len(CLASSES))]
+        for name, (train, val) in zip(
+            CLASSES, split(classes, args.val_per_class, args.train_per_class), strict=True
+        ):
+            write(train, args.out / "train" / name)
+            write(val, args.out / "val" / name)
+            print(f"{name}: {len(train)} train, {len(val)} val")
 
 
 if __name__ == "__main__":

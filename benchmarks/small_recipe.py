@@ -2,14 +2,15 @@
 docs/presets.md's "Beyond the generated images" table comes from.
 
     .venv/bin/python benchmarks/small_recipe.py DATA_DIR OUT_DIR --epochs 6 \
-        --seeds 0 1 2 --candidate old --candidate fc1024='--set model.fc_features=[1024,1024]'
+        --seeds 0 1 2 --candidate fc1024 --candidate old='--set model.fc_features=[256,256]'
 
 Each candidate is NAME or NAME='extra train arguments' (none: the `small` preset as it
 is). Every run is an ordinary `alexcli train` into OUT_DIR/NAME/seed-K followed by
-`alexcli eval --views 10`, so finished runs are reused (the commands' own up-to-date
-checks) and any run can be inspected or resumed by hand. The table printed at the end
-(and written to OUT_DIR/summary.json) holds each run's final validation top-1 error
-(1 view, from metrics.jsonl), its 10-view top-1/top-5 error and its training wall time.
+`alexcli eval --views 10`, so any run can be inspected or resumed by hand; a run this
+script finished (its train-wall.json and eval-10view.json written) is not run again.
+The table printed at the end (and written to OUT_DIR/summary.json) holds each run's
+final validation top-1 error (1 view, from metrics.jsonl), its 10-view top-1/top-5
+error and its training wall time.
 """
 
 from __future__ import annotations
@@ -34,13 +35,15 @@ def run(command: list[str]) -> float:
 
 
 def one_run(data: Path, run_dir: Path, epochs: int, seed: int, extra: list[str]) -> None:
-    train = [*ALEXCLI, "train", str(data), str(run_dir), "--preset", "small"]
-    train += ["--epochs", str(epochs), "--seed", str(seed), "--devices", "cpu", *extra]
-    wall = run(train)
-    if not (run_dir / "train-wall.json").exists():  # a rerun that found the run done
-        (run_dir / "train-wall.json").write_text(json.dumps({"seconds": wall, "args": extra}))
-    report = run_dir / "eval-10view.json"
-    run([*ALEXCLI, "eval", str(run_dir), str(data), "--views", "10", "--json-out", str(report)])
+    wall_file, report = run_dir / "train-wall.json", run_dir / "eval-10view.json"
+    if not wall_file.exists():
+        train = [*ALEXCLI, "train", str(data), str(run_dir), "--preset", "small"]
+        train += ["--epochs", str(epochs), "--seed", str(seed), "--devices", "cpu", *extra]
+        wall = run(train)
+        wall_file.write_text(json.dumps({"seconds": wall, "args": extra}))
+        report.unlink(missing_ok=True)
+    if not report.exists():
+        run([*ALEXCLI, "eval", str(run_dir), str(data), "--views", "10", "--json-out", str(report)])
 
 
 def summarise(out: Path) -> dict[str, list[dict]]:

@@ -36,16 +36,31 @@ def test_the_probe_times_each_count_and_leaves_the_rng_and_threads_alone():
     assert torch.equal(torch.get_rng_state(), before) and torch.get_num_threads() == threads
 
 
-def test_the_probe_takes_the_counts_in_turn(monkeypatch):
-    """A moment of other work (seen: a 2-thread probe at 466 images/s against 684 a
-    minute before, so 1 thread was kept) must not land on every pass of one count."""
+def test_the_probe_takes_the_counts_in_turn_and_keeps_each_ones_best_pass(monkeypatch):
+    """A moment of other work (seen: a 2-thread probe at 466 images/s against 684 ten
+    minutes before, so 1 thread was kept) must not land on every pass of one count."""
     import alexcli.core.nn.threads as threads
 
-    calls: list[int] = []
+    # Each pass's duration, in the order the probe runs them: the untimed first pass of
+    # each count (fast here, so counting it would show), then 3 rounds of 1 and 2
+    # threads, 2 threads disturbed in the first round only.
+    durations = iter([0.001, 0.001, 0.5, 0.9, 0.4, 0.25, 0.6, 0.3])
+    clock = {"now": 0.0, "started": False}
+    order: list[int] = []
+
+    def perf_counter() -> float:
+        if clock["started"]:
+            clock["now"] += next(durations)
+        clock["started"] = not clock["started"]
+        return clock["now"]
+
     real = torch.set_num_threads
-    monkeypatch.setattr(threads.torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
-    probe(PRESETS["small"].model, [1, 2], channels_last=True, batch=2, repeats=3)
-    assert calls[:-1] == [1, 2] * 4  # one untimed pass each, then 3 rounds; then restored
+    monkeypatch.setattr(threads.torch, "set_num_threads", lambda n: (order.append(n), real(n)))
+    monkeypatch.setattr(threads.time, "perf_counter", perf_counter)
+    rates = probe(PRESETS["small"].model, [1, 2], channels_last=True, batch=2, repeats=3)
+    assert order[:-1] == [1, 2] * 4  # one untimed pass each, then 3 rounds; then restored
+    assert rates == pytest.approx({1: 2 / 0.4, 2: 2 / 0.25})
+    assert fastest(rates) == 2
 
 
 @pytest.fixture(scope="module")
