@@ -274,7 +274,7 @@ class Trainer:
             "lr_drops": drops,
             "threads": self.threads,
         }
-        flat = Flatness(len(self.data.classes), state.loss, val.top1_error, val.images)
+        flat = Flatness(len(self.data.classes), state.loss, val.top1_error, val.images, val.loss)
         line["flat"] = flat.flat
         self.metrics.append(line)
         improved = self.best is None or val.top1_error < self.best

@@ -23,6 +23,17 @@ def test_flat_means_loss_at_ln_c_and_validation_at_chance():
     assert not Flatness(1000, 6.91, 0.99, 50_000).flat  # 1 % right: 10× chance
 
 
+def test_a_validation_loss_below_ln_c_is_not_flat():
+    """Healthy first epochs of the demo's ablation study (fc6/fc7 1,024) that ended near
+    chance: their validation losses were below ln 10; the flat run's was above."""
+    assert Flatness(10, 2.774, 0.903, 300, val_loss=2.291).flat is False
+    assert Flatness(10, 2.455, 0.867, 300, val_loss=2.232).flat is False
+    assert Flatness(10, 2.676, 0.900, 300, val_loss=2.459).flat  # model.init=paper
+    assert Flatness(10, 2.403, 0.900, 300, val_loss=2.312).flat  # its second epoch
+    message = Flatness(10, 2.676, 0.900, 300, val_loss=2.459).message(1)
+    assert "validation loss 2.459" in message
+
+
 @pytest.fixture(scope="module")
 def demo_data(tmp_path_factory):
     """The demo's data: 10 synthetic classes, 100 training and 30 validation images each,
