@@ -14,8 +14,8 @@ The training loss alone cannot tell: on the demo's 10 classes a healthy run's fi
 epoch averages 2.45 (its first steps start above ln 10 = 2.30) and a flat one 2.40.
 The validation error can: after one epoch the healthy run is at 0.76, the flat one at
 0.90, chance exactly (docs/training.md "A flat run"). But a healthy run can end its first
-epoch near chance too: with fc6/fc7 of 1,024 units, 3 of 36 healthy runs of the demo's
-ablation study did (top-1 error 0.87–0.90, later 2–4 %); their validation losses were
+epoch near chance too: with fc6/fc7 of 1,024 units, 3 of the first 21 healthy runs of
+the demo's ablation study did (top-1 error 0.87–0.90, later 2–4 %); their validation losses were
 2.16–2.29, below ln 10, the flat run's 2.46. On ImageNet chance is 0.999; a healthy
 paper-preset run is far below it after its first epoch.
 """
