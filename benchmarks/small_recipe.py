@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--candidate", action="append", default=[])
     args = parser.parse_args()
     for seed in args.seeds:
-        for spec in args.candidate or ["old"]:
+        for spec in args.candidate or ["small"]:
             name, _, extra = spec.partition("=")
             run_dir = args.out / name / f"seed-{seed}"
             one_run(args.data, run_dir, args.epochs, seed, shlex.split(extra))
