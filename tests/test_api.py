@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import subprocess
 import sys
 
@@ -82,6 +83,16 @@ def test_bad_input_raises_a_one_line_error(tmp_path, run):
     net = alexcli.load(run_dir, devices="cpu")
     with pytest.raises(Unreadable):
         net.preprocess(io.BytesIO(b"not an image").getvalue())
+    empty = run_dir.parent / "empty.jpg"
+    empty.write_bytes(b"")
+    good = np.zeros((50, 50, 3), np.uint8)
+    with pytest.raises(
+        Unreadable, match=f"^{re.escape(str(empty))}: empty file"
+    ) as caught:  # which file
+        net.probabilities([good, empty])
+    assert caught.value.reason == "empty file"
+    with pytest.raises(Unreadable, match=r"^picture 1: not an image"):
+        net.probabilities([good, b"not an image"])
     with pytest.raises(ValueError, match="uint8"):
         net.preprocess(np.zeros((10, 10, 3), np.float32))
     with pytest.raises(ValueError, match="views"):

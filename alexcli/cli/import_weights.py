@@ -9,7 +9,7 @@ import typer
 
 from alexcli.cli._app import app
 from alexcli.cli._console import out as console
-from alexcli.cli._options import Force, Json
+from alexcli.cli._options import Json
 
 
 @app.command("import-weights")
@@ -35,7 +35,9 @@ def import_weights(
             "mean pixel everywhere).",
         ),
     ] = None,
-    force: Force = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a run RUN_DIR already holds.")
+    ] = False,
     json: Json = False,
 ) -> None:
     """Weights trained elsewhere as a run that eval, predict, export and viz read.

@@ -130,8 +130,21 @@ class Classifier:
         out = []
         for lo in range(0, len(pictures), self.batch_size):  # decode a batch at a time
             chunk = pictures[lo : lo + self.batch_size]
-            out.append(self.classify(np.stack([self.preprocess(p) for p in chunk]), views))
+            images = [self._named(p, lo + i) for i, p in enumerate(chunk)]
+            out.append(self.classify(np.stack(images), views))
         return torch.cat(out) if out else torch.zeros((0, len(self.classes)))
+
+    def _named(self, picture: Picture, index: int) -> np.ndarray:
+        """`preprocess`, its `Unreadable` naming the file (or the list's index)."""
+        from alexcli.core.data import decode
+
+        try:
+            return self.preprocess(picture)
+        except decode.Unreadable as e:
+            name = str(picture) if isinstance(picture, str | Path) else f"picture {index}"
+            named = decode.Unreadable(e.reason, e.detail)
+            named.args = (f"{name}: {e}",)
+            raise named from None
 
     def classify(self, images: np.ndarray, views: int = 10) -> torch.Tensor:
         """Probabilities (n, classes) on the CPU of preprocessed images, uint8

@@ -12,10 +12,20 @@ page cache; and a reflection is torch's flip, not numpy's 3-byte reversed copy.
 A worker's AlexcliError (a damaged shard, say) comes back as a `_Failure` and is raised
 again here whole, so the command ends in one line; any other failure of a worker ends
 it in one line too.
+
+A SIGTERM sent to the whole process group (SLURM's scancel and preemption, `timeout`,
+`kill -- -PGID`) reaches the workers too. Dying of it, they would end the command with
+DataLoader's "worker killed by signal" wherever the parent happened to be, before it could
+save where it was; so a worker leaves SIGTERM to its parent and goes on serving batches
+until the parent shuts it down, unless the parent itself sent it (DataLoader's terminate
+of a worker that did not stop) or the parent is gone.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -112,6 +122,24 @@ class _RingDataset(Dataset[_Shipment]):
         raise TypeError("the loader reads whole batches (`__getitems__`)")
 
 
+def _leave_sigterm_to_parent(worker_id: int) -> None:
+    """A loader worker's SIGTERM goes to a thread that ends the worker only when its
+    parent sent it or has gone; any other sender (a group signal) is left to the parent,
+    which stops the command and then shuts the workers down."""
+    if not hasattr(signal, "sigwaitinfo"):  # not on Linux: SIGTERM keeps its default
+        return
+    parent = os.getppid()
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid == parent or os.getppid() != parent:
+                os._exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=wait, name="sigterm", daemon=True).start()
+
+
 class BatchLoader:
     """`Batch`es of `sampler`'s plans, read by `workers` processes (or in this one).
 
@@ -138,6 +166,7 @@ class BatchLoader:
                 pin_memory=pin_memory,
                 persistent_workers=True,
                 prefetch_factor=PREFETCH,
+                worker_init_fn=_leave_sigterm_to_parent,
                 # Its own generator: `iter(loader)` draws a worker seed, and must not draw
                 # it from torch's global RNG (dropout's), or a resumed run would diverge.
                 generator=torch.Generator(),

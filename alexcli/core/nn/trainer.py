@@ -290,6 +290,11 @@ class Trainer:
             f"{val.top1_error:.4f}, top-5 {val.top5_error:.4f}, lr {lr:.3g}, "
             f"{line['images_per_s']:.0f} images/s{drop}"
         )
+        if epoch + 1 < cfg.epochs and self.dist.agree(self.stop_requested):
+            raise Stopped(  # SIGTERM during validation: the epoch's save holds it all
+                f"stopped by SIGTERM after epoch {epoch + 1}: {self.last} holds it",
+                hint="the same command with --resume continues exactly from there",
+            )
         if flat.flat:
             self._flat(flat, epoch + 1)
 
