@@ -58,6 +58,12 @@ class Stopped(AlexcliError):
     exit_code = 143  # 128 + SIGTERM, as if the signal had ended the process
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training, raised where the main thread is. Not an `Exception`, as
+    KeyboardInterrupt is not: no `except Exception` on the way (a decoder's, a
+    library's) may take it for a failure of the work it interrupted."""
+
+
 def first_line(e: BaseException, limit: int = 160) -> str:
     """The first line of an exception's message (its type name when it has none), cut to
     `limit` characters: what a one-line error quotes of a library's reason."""

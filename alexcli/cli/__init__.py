@@ -11,6 +11,7 @@ never imports torch.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import signal
@@ -31,7 +32,7 @@ from alexcli.cli import bench
 # isort: on
 from alexcli.cli._app import app
 from alexcli.cli._console import error, reset_logging
-from alexcli.errors import AlexcliError, Stopped
+from alexcli.errors import AlexcliError, Stopped, Terminated, first_line
 
 __all__ = ["app", "main"]
 _COMMANDS = (
@@ -54,14 +55,16 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
         args = [*own, *(a for a in args if not _ROOT_FLAG.fullmatch(a))]
     command = get_command(application)
     try:
-        return _run(command, args, debug)
+        return _run(command, args, debug, ending=argv is None)
     finally:
         reset_logging()  # in-process callers (tests, scripts) get their logging back
 
 
-def _run(command: Any, args: list[str], debug: bool) -> int:  # (typer vendors click)
+def _run(command: Any, args: list[str], debug: bool, ending: bool = False) -> int:
+    """The command, its errors as one line and an exit code. `ending`: the process ends
+    after this call (the `alexcli` program, not a Python caller)."""
     try:
-        with _sigterm_stops():
+        with _sigterm_stops(ending):
             result = command.main(args=args, prog_name="alexcli", standalone_mode=False)
         if result == INTERRUPTED:  # Ctrl-C: click returns 130 here rather than raising
             _interrupted()
@@ -81,6 +84,12 @@ def _run(command: Any, args: list[str], debug: bool) -> int:  # (typer vendors c
     except (typer.Abort, KeyboardInterrupt):
         _interrupted()
         return INTERRUPTED
+    except Terminated:
+        if debug:
+            raise
+        stopped = Stopped("stopped by SIGTERM", hint="rerun the command: finished work is kept")
+        error(stopped.message, stopped.hint)
+        return stopped.exit_code
     except typer.Exit as e:
         return int(e.exit_code)
     except OSError as e:  # the system refused: a full disk, permissions, a vanished path
@@ -89,32 +98,49 @@ def _run(command: Any, args: list[str], debug: bool) -> int:  # (typer vendors c
         where = f" ({e.filename})" if e.filename else ""
         if e.filename and e.filename2:  # a rename: the file it was to become says more
             where = f" ({e.filename2}, written as {e.filename})"
-        error(f"{e.strerror or e}{where}", "free the space or fix the path, then rerun")
+        error(f"{e.strerror or e}{where}", _os_hint(e.errno))
         return 1
     except Exception as e:
         if debug:
             raise
-        error(f"unexpected {type(e).__name__}: {e}", "rerun with --debug for the traceback")
+        error(
+            f"unexpected {type(e).__name__}: {first_line(e)}",
+            "rerun with --debug for the traceback",
+        )
         return 1
 
 
 @contextlib.contextmanager
-def _sigterm_stops() -> Iterator[None]:
+def _sigterm_stops(ending: bool = False) -> Iterator[None]:
     """SIGTERM (`kill`, a scheduler) ends a command as Ctrl-C does: the stage's pools
     wind down, whole files stay, one line, exit 143. `train` saves last.pt first (its
-    own handler, core/nn/trainer.py, holds the signal while it trains)."""
+    own handler, core/nn/trainer.py, holds the signal while it trains).
+
+    `ending` (the process ends after the command): SIGTERM and SIGINT are ignored from
+    the command's end on. The work is done and said; torch's teardown takes half a
+    second, and Python puts back the default handlers (death, no word) before it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def stop(signum: int, frame: object) -> None:
-        raise Stopped("stopped by SIGTERM", hint="rerun the command: finished work is kept")
+        raise Terminated
 
     before = signal.signal(signal.SIGTERM, stop)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if ending else before)
+        if ending:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _os_hint(code: int | None) -> str:
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free some space (or write elsewhere), then rerun"
+    if code in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "write where you may (or change the permissions), then rerun"
+    return "fix the path, then rerun"
 
 
 def _interrupted() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextvars
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -38,6 +39,9 @@ def bounded(
     if is_runtime:
         metadata[RUNTIME] = True
     return field(default=default, metadata=metadata)
+
+
+SEED_MAX = 2**63 - 1  # what numpy's and torch's generators take
 
 
 class BoundError(ConfigError):
@@ -70,6 +74,9 @@ class Checked:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             bounds = f.metadata.get(BOUNDS)
             value = getattr(self, f.name)
+            numbers = value if isinstance(value, tuple) else (value,)
+            if any(isinstance(v, float) and not math.isfinite(v) for v in numbers):
+                raise BoundError(f.name, value, "a finite number")  # NaN passes every < and >
             if bounds is None or value is None:
                 continue
             lo, hi = bounds
@@ -89,7 +96,7 @@ class PrepareConfig(Checked):
     wnids: tuple[str, ...] = ()  # an explicit class list (wins over `classes`)
     train_per_class: int | None = bounded(None, at_least=1)
     val_per_class: int | None = bounded(None, at_least=1)
-    seed: int = 0
+    seed: int = bounded(0, at_least=0, at_most=SEED_MAX)
     shard_size: int = bounded(1024, at_least=1)  # images per HDF5 shard (~200 MB at 256 px)
     # The antialiased filter of the resize (PIL's, its support scaled on reduction).
     # "bilinear" is torchvision's; "lanczos" is sharper and costs more (docs/prepare.md).
@@ -169,7 +176,7 @@ class TrainConfig(Checked):
     # on a 0–1 scale (fb.resnet.torch). docs/training.md compares them.
     lighting_scale: Literal["sqrt", "eigval"] = "sqrt"
     input_scale: float = 1.0  # multiplies the mean-subtracted 0–255 pixels
-    seed: int = 0
+    seed: int = bounded(0, at_least=0, at_most=SEED_MAX)
     model: ModelConfig = ModelConfig()
     devices: str = runtime("auto")
     amp: Literal["off", "bf16", "fp16"] = runtime("off")
@@ -248,7 +255,7 @@ class SyntheticConfig(Checked):
     classes: int = bounded(10, at_least=2)
     train_per_class: int = bounded(100, at_least=1)
     val_per_class: int = bounded(30, at_least=1)
-    seed: int = 0
+    seed: int = bounded(0, at_least=0, at_most=SEED_MAX)
     traps: bool = True
     # The tree packed as ILSVRC-2012 is downloaded (a train tar of per-class tars, the
     # val tar, Kaggle's labels), which prepare then reads in place.

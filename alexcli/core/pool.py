@@ -18,6 +18,9 @@ caller, once, unchanged.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
@@ -49,6 +52,19 @@ def threads(fn: Callable[..., R], tasks: Iterable[Sequence[Any]], jobs: int) -> 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+@contextlib.contextmanager
+def _sigint_ignored() -> Iterator[None]:
+    """SIGINT ignored meanwhile, in the main thread (elsewhere nothing changes)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, before)
+
+
 def processes(fn: Callable[..., R], tasks: Iterable[Sequence[Any]], jobs: int) -> Iterator[R]:
     """`fn(*task)` for every task in `jobs` worker processes (joblib's loky; in this
     process when `jobs` is 1), one task a dispatch; results as they finish."""
@@ -58,7 +74,11 @@ def processes(fn: Callable[..., R], tasks: Iterable[Sequence[Any]], jobs: int) -
     from joblib import Parallel, delayed
 
     parallel = Parallel(n_jobs=jobs, return_as="generator_unordered", batch_size=1)
-    results = parallel(delayed(fn)(*task) for task in tasks)
+    # Ctrl-C in a terminal reaches every process of the group; the workers are spawned
+    # inside this call, so they start with SIGINT ignored (a worker importing modules
+    # would print a traceback) and leave it to this process, which stops them.
+    with _sigint_ignored():
+        results = parallel(delayed(fn)(*task) for task in tasks)
     try:
         yield from results
     finally:

@@ -241,9 +241,12 @@ def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress:
     from alexcli.stages.train_checks import check_same_data
 
     # A recipe rerun continues an interrupted run rather than refusing it, but never one
-    # trained on other data.
-    resume = not force and (run_dir / "checkpoints" / "last.pt").exists()
-    if resume:
+    # trained on other data. Stopped before its first checkpoint, a run has config.json
+    # and nothing trained: resuming it starts it.
+    last = run_dir / "checkpoints" / "last.pt"
+    begun = (run_dir / "config.json").exists() and not (run_dir / "manifest.json").exists()
+    resume = not force and (last.exists() or begun)
+    if resume and last.exists():
         check_same_data(
             run_dir,
             data_dir,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -140,6 +141,12 @@ def test_recipe_errors_name_the_file(tmp_path):
         (lambda: TrainConfig(epochs=0), "epochs is 0: must be at least 1"),
         (lambda: ModelConfig(dropout=1.5), "dropout is 1.5: must be in [0, 1]"),
         (lambda: EvalConfig(batch_size=0), "batch_size is 0: must be at least 1"),
+        # NaN passes every comparison: it trained to NaN weights and exited 0
+        (lambda: TrainConfig(momentum=math.nan), "momentum is nan: must be a finite number"),
+        (lambda: TrainConfig(lr=math.inf), "lr is inf: must be a finite number"),
+        (lambda: ModelConfig(dropout=math.nan), "dropout is nan: must be a finite number"),
+        (lambda: TrainConfig(seed=-1), "seed is -1: must be in [0, 9.22337e+18]"),
+        (lambda: TrainConfig(seed=2**64), f"seed is {2**64}: must be in [0, 9.22337e+18]"),
     ],
 )
 def test_bounds_hold_however_a_configuration_is_made(make, message):

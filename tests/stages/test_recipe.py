@@ -232,3 +232,20 @@ def test_the_demo_source_can_be_ilsvrc2012_as_downloaded(cli, tmp_path, monkeypa
     manifest = json.loads((tmp_path / "data" / "manifest.json").read_text())
     assert set(manifest["archives"]) == {archives.TRAIN_TAR, archives.VAL_TAR}
     assert manifest["splits"]["train"]["images"] > 0 and manifest["splits"]["val"]["images"] > 0
+
+
+def test_a_demo_stopped_before_its_first_checkpoint_continues(tiny_demo, cli, tmp_path):
+    """Ctrl-C or SIGTERM in the train stage before last.pt exists leaves RUN_DIR with
+    config.json alone: rerunning the demo trains it (demo has no --resume to pass)."""
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_demo[0], work, symlinks=True)
+    run = work / "run"
+    for path in [run / "manifest.json", *(run / "checkpoints").iterdir(), run / "metrics.jsonl"]:
+        path.unlink()
+    assert (run / "config.json").exists()
+    r = cli("demo", work, *_sets(*TINY), "--json")
+    assert r.code == 0, r.err
+    steps = {s["stage"]: s["up_to_date"] for s in json.loads(r.out)["steps"]}
+    assert not steps["train"] and (run / "checkpoints" / "last.pt").exists()

@@ -38,6 +38,7 @@ from alexcli import errors
 from alexcli.core.data.batches import Batch, BatchPlan, CropDataset, EpochSampler
 from alexcli.core.data.batchring import RingBuffers
 from alexcli.core.machine import cpu_cores
+from alexcli.core.progress import emit
 from alexcli.errors import AlexcliError
 
 
@@ -47,6 +48,12 @@ def default_workers(processes_per_node: int = 1) -> int:
 
 
 PREFETCH = 4  # batches each worker works ahead
+
+
+def most_workers() -> int:
+    """More loader processes than cores only cost memory (each holds its ring slots and
+    a copy of the process) and make PyTorch warn that they may freeze the machine."""
+    return max(cpu_cores(), 1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -124,17 +131,18 @@ class _RingDataset(Dataset[_Shipment]):
 
 def _leave_sigterm_to_parent(worker_id: int) -> None:
     """A loader worker's SIGTERM goes to a thread that ends the worker only when its
-    parent sent it or has gone; any other sender (a group signal) is left to the parent,
-    which stops the command and then shuts the workers down."""
-    if not hasattr(signal, "sigwaitinfo"):  # not on Linux: SIGTERM keeps its default
+    parent sent it; any other sender (a group signal) is left to the parent, which stops
+    the command and then shuts the workers down. The thread also ends the worker within
+    a second of the parent's death, wherever the worker is stuck."""
+    if not hasattr(signal, "sigtimedwait"):  # not on Linux: SIGTERM keeps its default
         return
     parent = os.getppid()
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
 
     def wait() -> None:
         while True:
-            info = signal.sigwaitinfo({signal.SIGTERM})
-            if info.si_pid == parent or os.getppid() != parent:
+            info = signal.sigtimedwait({signal.SIGTERM}, 1.0)
+            if os.getppid() != parent or (info is not None and info.si_pid == parent):
                 os._exit(128 + signal.SIGTERM)
 
     threading.Thread(target=wait, name="sigterm", daemon=True).start()
@@ -151,6 +159,12 @@ class BatchLoader:
     ) -> None:
         self.dataset, self.sampler, self.pin_memory = dataset, sampler, pin_memory
         self._loader: DataLoader[_Shipment | Batch] | None = None
+        if workers > most_workers():
+            emit(
+                f"warning: {workers} loader workers asked for, {most_workers()} used "
+                "(the cores this process may run on)"
+            )
+            workers = most_workers()
         if workers > 0:
             # Slots per worker: its prefetched batches, the one in use, the one before
             # (still referenced while the next is fetched), one spare.

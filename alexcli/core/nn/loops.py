@@ -137,6 +137,16 @@ def _timed(batches: Iterable[Batch], state: EpochProgress) -> Iterator[Batch]:
         start = now
 
 
+def check_finite(loss: float, message: str) -> None:
+    """`TrainingDiverged` with `message` when `loss` is NaN or infinite."""
+    if not math.isfinite(loss):
+        raise TrainingDiverged(
+            message,
+            hint="lower --lr, or warm up (--set warmup_epochs=1); checkpoints/last.pt "
+            "holds the last good state",
+        )
+
+
 def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> tuple[float, int]:
     """One SGD step on one batch: the loss averaged over all ranks, the top-1 hits summed."""
     x = ctx.normalize(
@@ -153,12 +163,7 @@ def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> tuple[float,
         dist.all_reduce(value)
         value[0] /= ctx.world
     loss_value, hits_all = (float(v) for v in value.cpu())
-    if not math.isfinite(loss_value):
-        raise TrainingDiverged(
-            f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1}",
-            hint="lower --lr, or warm up (--set warmup_epochs=1); checkpoints/last.pt "
-            "holds the last good state",
-        )
+    check_finite(loss_value, f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1}")
     ctx.optimizer.zero_grad(set_to_none=True)
     if ctx.scaler is not None:
         ctx.scaler.scale(loss).backward()
@@ -254,7 +259,8 @@ def validate(
     task: Task = SILENT.task(""),
 ) -> Tally:
     """Hits and loss over `batches` of centre crops as the loader cut them (no noise):
-    the validation `train` runs each epoch."""
+    the validation `train` runs each epoch. A non-finite loss is `TrainingDiverged`: the
+    epoch's last steps broke the weights, which the epoch's end must not save."""
     model.eval()
     tally = Tally(num_classes)
     for batch in batches:
@@ -266,6 +272,7 @@ def validate(
         loss = float(F.cross_entropy(output, target, reduction="sum"))
         tally.add(output, target, loss)
         task.advance(1)
+    check_finite(tally.loss_sum, f"the validation loss became {tally.loss_sum}")
     return tally
 
 

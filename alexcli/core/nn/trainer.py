@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.random  # now, not lazily mid-setup: that import can lose a Ctrl-C
 import torch
 import torch.distributed as torch_dist
 from torch import nn

@@ -8,7 +8,7 @@ import torch
 
 from alexcli.core.data.batches import BatchPlan, CropDataset, EpochSampler, Sample
 from alexcli.core.data.batchring import RingBuffers
-from alexcli.core.data.loader import PREFETCH, default_workers, make_loader
+from alexcli.core.data.loader import PREFETCH, default_workers, make_loader, most_workers
 from alexcli.stages.datadir import open_data_dir
 from tests.helpers import write_data_dir
 
@@ -251,3 +251,18 @@ def test_pinned_batches_come_through_the_pin_thread_and_free_their_slots(tmp_pat
         np.testing.assert_array_equal(batch.images.numpy(), want)
     loader.ring.sweep()
     assert not loader.ring.flags.any()  # the pinned copies hold no slot
+
+
+def test_more_workers_than_the_machine_can_use_are_lowered_with_a_warning(tmp_path, caplog):
+    """`--workers 1000` forked a thousand copies of the process (hundreds of MB each)."""
+    data, _, _ = _data(tmp_path)
+    sampler = EpochSampler(20, 2, size=S, crop=C, seed=7)
+    dataset = CropDataset(data.shard_set("train"), C)
+    loader = make_loader(dataset, sampler, workers=1000, pin_memory=False)
+    assert loader._loader is not None and loader._loader.num_workers == most_workers()
+    assert loader.ring.arrays.shape[0] == most_workers()
+    assert "1000 loader workers asked for" in caplog.text
+    caplog.clear()
+    fine = make_loader(dataset, sampler, workers=most_workers(), pin_memory=False)
+    assert fine._loader is not None and fine._loader.num_workers == most_workers()
+    assert not caplog.text

@@ -194,6 +194,18 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
     assert f"step {state.step + 1}" in str(e.value)  # the step that failed, none after it
 
 
+def test_weights_an_epochs_last_step_broke_stop_the_run_at_validation():
+    """The step's own check sees the loss before its update: an epoch whose last update
+    made the weights NaN was validated, saved as last.pt (and best.pt) and went on."""
+    torch.manual_seed(0)
+    model = _Flat()
+    with torch.no_grad():
+        next(model.parameters()).fill_(math.nan)
+    with pytest.raises(TrainingDiverged, match="the validation loss became nan") as e:
+        validate(model, _batches(), _ctx(model).normalize, torch.device("cpu"), num_classes=3)
+    assert "last good state" in (e.value.hint or "")
+
+
 @pytest.mark.parametrize("devices", [1, 2])
 def test_the_optimizer_a_gradscaler_drives_skips_steps_as_plain_sgd(monkeypatch, devices):
     """fp16 on CUDA: GradScaler's first scale (2^16) routinely overflows the first step.
