@@ -72,7 +72,8 @@ def _run(command: Any, args: list[str], debug: bool, ending: bool = False) -> in
     except AlexcliError as e:
         if debug:
             raise
-        error(e.message, e.hint)
+        if not (isinstance(e, Stopped) and os.environ.get("RANK", "0") != "0"):
+            error(e.message, e.hint)  # a job's stop is said once, by rank 0
         return e.exit_code
     except typer.TyperException as e:  # usage errors: bad flag, missing argument
         if debug:
@@ -88,7 +89,8 @@ def _run(command: Any, args: list[str], debug: bool, ending: bool = False) -> in
         if debug:
             raise
         stopped = Stopped("stopped by SIGTERM", hint="rerun the command: finished work is kept")
-        error(stopped.message, stopped.hint)
+        if os.environ.get("RANK", "0") == "0":
+            error(stopped.message, stopped.hint)
         return stopped.exit_code
     except typer.Exit as e:
         return int(e.exit_code)
