@@ -36,6 +36,8 @@ def load_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML ({e})") from None
+    except UnicodeDecodeError:  # a JPEG given as the recipe, say
+        raise ConfigError(f"{path}: not a TOML file (not UTF-8 text)") from None
 
 
 def parse_sets(sets: Sequence[str]) -> dict[str, Any]:

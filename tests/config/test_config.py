@@ -132,6 +132,9 @@ def test_recipe_errors_name_the_file(tmp_path):
     f.write_text('stages = ["prepare", "fly"]\n')
     with pytest.raises(ConfigError, match="unknown stage 'fly'"):
         load_recipe(f)
+    f.write_bytes(b"\xff\xd8\xff\xe0 a JPEG given as the recipe")
+    with pytest.raises(ConfigError, match="not a TOML file"):
+        load_recipe(f)
 
 
 @pytest.mark.parametrize(
