@@ -233,3 +233,23 @@ def test_sigterm_during_stats_ends_it_in_one_line(data, tmp_path):
     assert proc.returncode in (0, 143, -signal.SIGTERM), (proc.returncode, err)
     if proc.returncode == 143:
         assert "error: stopped by SIGTERM" in err
+
+
+def test_prepare_force_on_a_full_disk_is_one_line_and_keeps_the_data_dir(source, tmp_path):
+    """`ulimit -f` stands in for a full disk (Python ignores SIGXFSZ: writes fail with
+    EFBIG). The redo fails naming the shard; the DATA_DIR it started from is still whole."""
+    from alexcli.stages.datadir import open_data_dir
+
+    out = tmp_path / "data"
+    args = ["prepare", source, out, "--size", "32", "--shard-size", "8", "--jobs", "1"]
+    assert alexcli(*args).returncode == 0
+    manifest = (out / "manifest.json").read_bytes()
+    command = 'ulimit -f 8; exec "$@"'
+    full = [sys.executable, "-m", "alexcli", *map(str, args), "--force"]
+    r = subprocess.run(["bash", "-c", command, "bash", *full],
+                       capture_output=True, text=True, timeout=LIMIT)  # fmt: skip
+    assert_one_line(r, 1, "File too large", "train/00000.h5")
+    assert "unexpected" not in r.stderr
+    assert (out / "manifest.json").read_bytes() == manifest
+    assert not list(out.rglob(".*.tmp")) and not (out / "manifest.json.unfinished").exists()
+    assert open_data_dir(out).manifest["splits"]["train"]["images"] == 96  # stats, train

@@ -142,6 +142,8 @@ def run_prepare(
         config=to_dict(config),
         force=force or changed,  # `changed` rebuilds, keeping every shard still whole
         progress=progress,
+        # A redo that fails (a full disk) keeps the manifest if its shards are as it says.
+        intact=None if changed else checks.listed_shards(data_dir),
     )
     seconds = time.perf_counter() - start
     return _result(data_dir, stage.manifest, stage.fingerprint, stage.up_to_date, counts, seconds)
@@ -289,6 +291,7 @@ def _manifest_body(
     skipped = [s for d in done for s in d.skipped]
     skipped += [{"path": f.path, "reason": sources.NO_LABEL, "detail": ""} for f in unlabelled]
     skipped += src.archives.problems if src.archives is not None else []
+    skipped += src.problems  # folder links out of their class, not followed
     how = "wnids" if config.wnids else "classes" if config.classes is not None else "all"
     return {
         "source": str(src.root.resolve()),

@@ -7,7 +7,7 @@ one line naming what to change; each leaves DATA_DIR as it was.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from alexcli.core.data import sources
@@ -118,6 +118,34 @@ def verify_shards(data_dir: Path, jobs: int | None, progress: Progress) -> bool:
     else:
         progress.log(f"prepare: all {len(expected)} shards match their sha256")
     return bool(bad)
+
+
+def listed_shards(data_dir: Path) -> Callable[[], bool]:
+    """Before a redo: the shards the manifest lists, as they are now. The function it
+    returns says, after a redo that failed, whether they are all still what the manifest
+    says — untouched (same inode, size and time) or, if rewritten, the same bytes (its
+    sha256; a shard written again from the same plan is) — so the manifest stands."""
+    old = read_manifest(data_dir / "manifest.json") or {}
+    try:
+        splits = old["splits"].values()
+        expected = {data_dir / s["path"]: str(s["sha256"]) for sp in splits for s in sp["shards"]}
+        before = {path: _identity(path) for path in expected}
+    except (OSError, KeyError, TypeError, AttributeError):
+        return lambda: False
+
+    def intact() -> bool:
+        try:
+            touched = {p: h for p, h in expected.items() if _identity(p) != before[p]}
+        except OSError:
+            return False
+        return not differing_files(touched, cpu_cores())
+
+    return intact
+
+
+def _identity(path: Path) -> tuple[int, int, int]:
+    st = path.stat()
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 def shards_changed(data_dir: Path) -> bool:

@@ -4,9 +4,13 @@ Every stage goes through `run_stage`, or through its three steps when it has to 
 before it builds (`train`, whose ranks agree on the decision first):
 1. compute the fingerprint of what its outputs depend on (before any work);
 2. `up_to_date`: the manifest on disk has that fingerprint and its outputs exist;
-3. otherwise `invalidate` the old manifest (so a run killed half-way is never taken
-   for a whole one), let the stage write its outputs atomically, and `write_manifest`
-   last, atomically.
+3. otherwise mark the manifest unfinished (`begin_redo`: a `manifest.json.unfinished`
+   beside it, so a run killed half-way is never taken for a whole one), let the stage
+   write its outputs atomically, and `write_manifest` last, atomically, then drop the
+   mark. The old manifest stays on disk meanwhile: a redo that fails (a full disk)
+   without having changed the outputs it lists (the stage's `intact` says) drops the
+   mark, and the directory is again what it was. While the mark is there,
+   `read_manifest` reads no manifest, as if it had been deleted.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from alexcli import __version__
-from alexcli.core.atomic import write_json
+from alexcli.core.atomic import write_json, write_text
 from alexcli.core.fingerprint import stage_fingerprint
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import FormatError, UserError
@@ -46,24 +50,34 @@ def run_stage(
     config: Mapping[str, Any] | None = None,
     force: bool = False,
     progress: Progress = SILENT,
+    intact: Callable[[], bool] | None = None,
 ) -> StageResult:
     """Run `build` unless its outputs are up to date; return the stage's manifest.
 
     `params` are what change the results (they enter the fingerprint); `config` is
     the whole resolved configuration to record (defaults to `params`). `build`
     writes the outputs and returns the manifest body; its `outputs` key lists the
-    files it wrote, relative to the manifest's directory.
+    files it wrote, relative to the manifest's directory. `intact`, asked when `build`
+    fails with an error: whether the outputs the old manifest lists are still as it
+    says (then it stands again; without `intact` it stays unfinished).
     """
     fp = stage_fingerprint(stage, version, params, upstream, listing)
     old = None if force else up_to_date(manifest_path, fp)
     if old is not None:
         progress.log(f"{stage}: up to date ({manifest_path})")
         return StageResult(stage, fp, True, old, manifest_path)
-    invalidate(manifest_path)
+    redoing = begin_redo(manifest_path)
+    try:
+        body = build()
+    except Exception:  # an error, not a kill or Ctrl-C: the old manifest may still hold
+        if redoing and intact is not None and intact():
+            end_redo(manifest_path)
+        raise
     manifest = write_manifest(
         manifest_path, stage=stage, version=version, fingerprint=fp, upstream=upstream,
-        config=config if config is not None else params, body=build(),
+        config=config if config is not None else params, body=body,
     )  # fmt: skip
+    end_redo(manifest_path)
     return StageResult(stage, fp, False, manifest, manifest_path)
 
 
@@ -80,6 +94,25 @@ def invalidate(manifest_path: Path) -> None:
     """Remove the manifest before a stage changes its outputs, so that a run killed half
     way is never taken for a whole one."""
     manifest_path.unlink(missing_ok=True)
+
+
+def unfinished_mark(manifest_path: Path) -> Path:
+    """The file whose presence says a redo of the stage began and has not finished."""
+    return manifest_path.with_name(manifest_path.name + ".unfinished")
+
+
+def begin_redo(manifest_path: Path) -> bool:
+    """Before a stage changes its outputs: mark its manifest unfinished (kept on disk, read
+    as none) and say whether there was one to keep."""
+    if not manifest_path.is_file():
+        return False
+    write_text(unfinished_mark(manifest_path), "a redo of this stage began here\n")
+    return True
+
+
+def end_redo(manifest_path: Path) -> None:
+    """The manifest on disk is true again (a new one, or the old one still): unmark it."""
+    unfinished_mark(manifest_path).unlink(missing_ok=True)
 
 
 def write_manifest(
@@ -108,7 +141,10 @@ def write_manifest(
 
 
 def read_manifest(path: Path) -> dict[str, Any] | None:
-    """A manifest, or None when it is missing or unreadable (then: not up to date)."""
+    """A manifest, or None when it is missing, unreadable or marked unfinished (then: not
+    up to date)."""
+    if unfinished_mark(path).exists():
+        return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
@@ -124,6 +160,11 @@ def require_manifest(path: Path, stage: str, fix: str) -> dict[str, Any]:
         raise UserError(
             f"{path.parent} is {OWNED[other]}, not the output of `{stage}`",
             hint="check the arguments (their order too): `alexcli COMMAND --help`",
+        )
+    if unfinished_mark(path).exists():
+        raise UserError(
+            f"{path.parent}: a `{stage}` run began here and did not finish",
+            hint=f"run `{fix}` again",
         )
     if not path.exists():
         raise UserError(f"{path} not found: `{stage}` has not run here", hint=f"run `{fix}`")

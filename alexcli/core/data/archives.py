@@ -12,7 +12,9 @@ Nothing is ever extracted to disk.
 Only the headers are read to list: the outer tar's 1,000 headers, then the headers of
 the chosen classes' inner tars (a class subset never touches the others). A truncated
 or corrupt inner tar keeps the images listed before the damage and is reported; an
-image cut short by it is skipped like any truncated file.
+image cut short by it is skipped like any truncated file. A tar must end in tar's
+end-of-archive marker (two zero blocks): `tarfile` takes the end of the data at a
+member's boundary for the end of the archive, so a download cut there would pass as whole.
 """
 
 from __future__ import annotations
@@ -25,6 +27,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alexcli.core.data.labels import (
+    DEVKIT_META,
+    DEVKIT_TRUTH,
+    KAGGLE_CSV,
+    no_labels_error,
+    read_devkit_labels,
+    read_devkit_meta,
+)
 from alexcli.errors import FormatError, UserError, first_line
 
 TRAIN_TAR = "ILSVRC2012_img_train.tar"
@@ -70,11 +80,12 @@ class Archives:
             try:
                 with tarfile.open(fileobj=window, mode="r:") as inner:
                     for m in _members(inner):
-                        rel = f"train/{wnid}/{Path(m.name).name}"
+                        rel = f"train/{wnid}/{printable(Path(m.name).name)}"
                         # an image the damage cut short keeps only the bytes that are its
                         size = max(0, min(m.size, info.size - m.offset_data))
                         found.append(Member(rel, size, int(m.mtime) * 10**9, TRAIN_TAR,
                                             start + m.offset_data))  # fmt: skip
+                    _check_end(inner, len(found))
             except (tarfile.TarError, EOFError, OSError) as e:
                 self.problems.append(
                     {"path": f"train/{wnid}.tar", "reason": TRUNCATED_ARCHIVE,
@@ -87,6 +98,12 @@ def is_archive_folder(root: Path) -> bool:
     return (Path(root) / TRAIN_TAR).is_file()
 
 
+def printable(name: str) -> str:
+    """A file name as listed: one that is not UTF-8 (os and tarfile give its bytes as
+    surrogates) with those bytes escaped, `caf\\xe9.jpg`, as shards store UTF-8."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def open_archives(root: Path) -> Archives:
     """Index the train tar's per-class tars and the val tar's images (headers only)."""
     root = Path(root)
@@ -94,6 +111,9 @@ def open_archives(root: Path) -> Archives:
     for m in _listing(root / TRAIN_TAR):
         name = Path(m.name).name
         if name.endswith(".tar"):
+            if printable(name) != name:
+                raise FormatError(f"{root / TRAIN_TAR}: {printable(name)}: not a UTF-8 name",
+                                  hint="this is not the ILSVRC-2012 training archive")  # fmt: skip
             inner[name.removesuffix(".tar")] = m
     if not inner:
         raise UserError(
@@ -103,7 +123,7 @@ def open_archives(root: Path) -> Archives:
     val = []
     if (root / VAL_TAR).is_file():
         val = [
-            Member(f"val/{Path(m.name).name}", m.size, int(m.mtime) * 10**9, VAL_TAR,
+            Member(f"val/{printable(Path(m.name).name)}", m.size, int(m.mtime) * 10**9, VAL_TAR,
                    m.offset_data)
             for m in _listing(root / VAL_TAR)
         ]  # fmt: skip
@@ -126,6 +146,37 @@ def devkit_files(root: Path) -> dict[str, tuple[bytes, int]]:
     return out
 
 
+def devkit_labels(
+    root: Path, val: bool, words: bool
+) -> tuple[dict[str, str], dict[str, str], list[tuple[str, int, int]]]:
+    """The devkit tar.gz's labels as a tree of its extraction gives them: {val image:
+    wnid} when `val` (the val tar holds images), meta.mat's words when `words`, and the
+    files read (path inside it, size, mtime_ns). `val` without the ground truth, or
+    without meta.mat beside it, is a one-line error, as a tree's flat val/ is."""
+    devkit = Path(root) / DEVKIT_TAR
+    files = devkit_files(root)
+    meta = next((n for n in files if n.endswith("/" + DEVKIT_META)), None)
+    truth = next((n for n in files if n.endswith("/" + DEVKIT_TRUTH)), None)
+    labels: dict[str, str] = {}
+    if val:
+        hint = f"download {DEVKIT_TAR} again, or put {KAGGLE_CSV} beside it"
+        if truth is None:
+            raise UserError(f"{devkit}: no {DEVKIT_TRUTH} in it: no labels for "
+                            f"{VAL_TAR}'s images", hint=hint)  # fmt: skip
+        meta = f"{truth.rpartition('/')[0]}/{DEVKIT_META}"
+        if meta not in files:
+            raise UserError(f"{devkit}: {truth} is there but not meta.mat beside it: its "
+                            "IDs cannot be mapped to wnids", hint=hint)  # fmt: skip
+        labels = read_devkit_labels(meta, truth, files[meta][0], files[truth][0])
+        if not labels:
+            raise no_labels_error(f"{devkit}: {truth}", devkit.parent / VAL_TAR)
+    found: dict[str, str] = {}
+    if meta is not None and words:
+        found = {w: i[1] for w, i in read_devkit_meta(meta, files[meta][0]).items()}
+    read = (meta, truth) if val else (meta,)
+    return labels, found, [(n, len(files[n][0]), files[n][1]) for n in read if n is not None]
+
+
 def read_member(root: Path | str, archive: str, offset: int, size: int) -> bytes:
     """A file's bytes, straight from its archive (`os.pread`: no seek shared with others)."""
     fd = os.open(os.path.join(root, archive), os.O_RDONLY)
@@ -139,12 +190,34 @@ def _listing(path: Path) -> list[tarfile.TarInfo]:
     """A tar's regular files, from its headers; a damaged one is a one-line error."""
     try:
         with tarfile.open(path, mode="r:") as tar:
-            return list(_members(tar))
+            found = list(_members(tar))
+            _check_end(tar, len(found))
+            return found
     except (tarfile.TarError, EOFError, OSError) as e:
+        cut = isinstance(e, _Truncated) or "unexpected end of data" in str(e)
+        what = "truncated" if cut else "not a readable tar"
         raise FormatError(
-            f"{path}: not a readable tar ({first_line(e)})",
+            f"{path}: {what} ({first_line(e)})",
             hint="download it again (its checksum is on the ILSVRC site)",
         ) from None
+
+
+class _Truncated(tarfile.ReadError):
+    """A tar without its end-of-archive marker."""
+
+
+def _check_end(tar: tarfile.TarFile, members: int) -> None:
+    """`tarfile` stops at the first header it cannot read, as if the archive ended there:
+    a tar cut at a member's boundary (or inside a header) lists as whole. A whole one
+    has two zero blocks where the headers stop (GNU tar and tarfile pad them further);
+    one is enough here (GNU tar reads a "lone zero block" too, and every member before
+    it is whole)."""
+    assert tar.fileobj is not None
+    tar.fileobj.seek(tar.offset)
+    if tar.fileobj.read(tarfile.BLOCKSIZE) != bytes(tarfile.BLOCKSIZE):
+        raise _Truncated(
+            f"no end-of-archive marker after its {members} files, at byte {tar.offset}"
+        )
 
 
 def _members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:

@@ -142,20 +142,26 @@ def load_image_noted(
     the file's name when `path` is its bytes."""
     source = open_image(path, max_pixels)
     try:
-        extent = None  # the original image's extent in decoded pixels, when drafted
-        if draft and source.format == "JPEG":
-            drafted = source.draft("RGB", (DRAFT_FACTOR * size, DRAFT_FACTOR * size))
-            extent = drafted[1][2:] if drafted else None
-        source.load()
-        img = source
-        notes = _misnamed(name if name is not None else _name_of(path), source.format)
-        if "exif" in img.info:  # turn upright first, and the extent with it
-            if _orientation(img) != 1:
-                notes += (EXIF_ROTATED,)
-            img, extent = upright(img), _upright_extent(img, extent)
-        if img.mode != "RGB":
-            notes += mode_conversions(img)
-        out = resize_center_crop(to_rgb(img), size, resample, extent)
+        with warnings.catch_warnings():
+            # A decoder's complaints (odd EXIF, odd chunks) are not for the terminal: a file
+            # it cannot decode raises, and is skipped with a reason.
+            warnings.simplefilter("ignore")
+            extent = None  # the original image's extent in decoded pixels, when drafted
+            if draft and source.format == "JPEG":
+                drafted = source.draft("RGB", (DRAFT_FACTOR * size, DRAFT_FACTOR * size))
+                extent = drafted[1][2:] if drafted else None
+            source.load()
+            img = source
+            notes = _misnamed(name if name is not None else _name_of(path), source.format)
+            if "exif" in img.info:  # turn upright first, and the extent with it
+                if _orientation(img) != 1:
+                    notes += (EXIF_ROTATED,)
+                img, extent = upright(img), _upright_extent(img, extent)
+            if img.mode != "RGB":
+                notes += mode_conversions(img)
+            out = to_small_rgb(img, size, resample, extent)
+    except Unreadable:
+        raise
     except Exception as e:  # a malformed file can trip any decoder; one bad file never stops a run
         raise _unreadable(e) from None
     finally:
@@ -172,7 +178,7 @@ def picture_to_input(
         if img.dtype != np.uint8 or img.ndim not in (2, 3) or (img.ndim == 3 and img.shape[2] != 3):
             raise ValueError(f"expected uint8 (H, W, 3) or (H, W), got {img.dtype} {img.shape}")
         img = Image.fromarray(img)
-    out = resize_center_crop(to_rgb(upright(img)), size, resample)
+    out = to_small_rgb(upright(img), size, resample)
     return np.asarray(out, dtype=np.uint8)
 
 
@@ -200,18 +206,23 @@ def _misnamed(path: Path | str, fmt: str | None) -> tuple[str, ...]:
 
 def open_image(path: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open (header only) an image of one of `FORMATS`, refusing more than `max_pixels`."""
-    try:
-        with warnings.catch_warnings():
-            # Our own limit below decides; PIL's warning would only be noise.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+    with warnings.catch_warnings(record=True) as said:
+        # Our own limit below decides, and what PIL warns of becomes a file's reason
+        # ("WEBP support not installed"): no warning reaches the terminal.
+        warnings.simplefilter("always")
+        try:
             opened = io.BytesIO(path) if isinstance(path, bytes) else path
             img = Image.open(opened, formats=FORMATS)
-    except UnidentifiedImageError:
-        raise Unreadable(*_unidentified(path)) from None
-    except Image.DecompressionBombError as e:
-        raise Unreadable(BOMB, first_line(e)) from None
-    except Exception as e:
-        raise _unreadable(e) from None
+        except UnidentifiedImageError:
+            reason, detail = _unidentified(path)
+            notes = [
+                str(w.message) for w in said if w.category is not Image.DecompressionBombWarning
+            ]
+            raise Unreadable(reason, first_line(Exception(notes[0])) if notes else detail) from None
+        except Image.DecompressionBombError as e:
+            raise Unreadable(BOMB, first_line(e)) from None
+        except Exception as e:
+            raise _unreadable(e) from None
     w, h = img.size
     if w * h > max_pixels:
         img.close()
@@ -243,25 +254,80 @@ def _upright_extent(
     return extent[1], extent[0]
 
 
+_WIDE_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I", "F")
+_STRIP = 256  # rows converted at a time: a strip, never a whole large image, in numpy
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """RGB from any mode: grayscale, CMYK, palette, 16-bit; alpha composited on white."""
     mode = img.mode
     if mode == "RGB":
         return img
-    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
-        # 16-bit (or wider) gray: scale to 8 bits; PIL's own conversion clips instead.
-        arr = np.asarray(img, dtype=np.float64)
-        scale = 255.0 / 65535.0 if mode.startswith("I;16") or arr.max(initial=0) > 255 else 1.0
-        gray = np.clip(arr * scale + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2), "RGB")
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in img.info
-    )
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
+    if mode in _WIDE_MODES:
+        return eight_bit(img).convert("RGB")
+    if _has_alpha(img):
+        return _over_white(img)
     return img.convert("RGB")
+
+
+def to_small_rgb(
+    img: Image.Image,
+    size: int,
+    resample: str = RESAMPLE,
+    extent: tuple[float, float] | None = None,
+) -> Image.Image:
+    """`resize_center_crop(to_rgb(img), …)`, the same pixels, with less memory: a gray
+    image (16-bit, 1-bit too) is resized as one 8-bit channel and made RGB after (the
+    filter gives three equal channels the same values), and only the small result is
+    copied three times; transparency is composited strip by strip, never in float."""
+    mode = img.mode
+    if mode in _WIDE_MODES or mode in ("L", "1"):
+        gray = eight_bit(img) if mode in _WIDE_MODES else img.convert("L") if mode == "1" else img
+        return resize_center_crop(gray, size, resample, extent).convert("RGB")
+    return resize_center_crop(to_rgb(img), size, resample, extent)
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit (or 32-bit integer, or float) gray image as 8-bit "L", scaled rather than
+    clipped as PIL's own conversion does: 16-bit by 255/65535, wider ones too when they go
+    over 255, rounded. Converted strip by strip; NaN or infinite pixels are corrupt."""
+    w, h = img.size
+    strips = [(0, y, w, min(y + _STRIP, h)) for y in range(0, h, _STRIP)]
+    out = np.empty((h, w), np.uint8)
+    if img.mode.startswith("I;16"):
+        for box in strips:
+            a = np.asarray(img.crop(box), dtype=np.uint32)
+            out[box[1] : box[3]] = (a * 255 + 32767) // 65535  # round(a × 255 / 65535)
+        return Image.fromarray(out, "L")
+    high = 0.0
+    for box in strips:
+        a = np.asarray(img.crop(box))
+        if img.mode == "F" and not np.isfinite(a).all():
+            raise Unreadable(CORRUPT, "not-a-number or infinite pixels")
+        high = max(high, float(a.max(initial=0)))
+    scale = 255.0 / 65535.0 if high > 255 else 1.0
+    for box in strips:
+        a = np.asarray(img.crop(box), dtype=np.float64)
+        out[box[1] : box[3]] = np.clip(a * scale + 0.5, 0, 255).astype(np.uint8)
+    return Image.fromarray(out, "L")
+
+
+def _has_alpha(img: Image.Image) -> bool:
+    return img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        img.mode == "P" and "transparency" in img.info
+    )
+
+
+def _over_white(img: Image.Image) -> Image.Image:
+    """RGB: `img` composited over white, strip by strip (pixel by pixel the same as the
+    whole at once): the full-size copies are the RGB result, never RGBA, white or float."""
+    w, h = img.size
+    out = Image.new("RGB", img.size)
+    for y in range(0, h, _STRIP):
+        part = img.crop((0, y, w, min(y + _STRIP, h))).convert("RGBA")
+        white = Image.new("RGBA", part.size, (255, 255, 255, 255))
+        out.paste(Image.alpha_composite(white, part).convert("RGB"), (0, y))
+    return out
 
 
 def resize_center_crop(

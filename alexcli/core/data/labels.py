@@ -19,12 +19,12 @@ from __future__ import annotations
 import csv
 import io
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
 
-from alexcli.errors import FormatError
+from alexcli.errors import FormatError, UserError
 
 WNID = re.compile(r"n\d{8}")
 KAGGLE_CSV = "LOC_val_solution.csv"
@@ -34,13 +34,15 @@ DEVKIT_TRUTH = "ILSVRC2012_validation_ground_truth.txt"
 DEVKIT_DIR = "ILSVRC2012_devkit_t12/data"  # where the devkit keeps both
 TINY_ANNOTATIONS = "val_annotations.txt"  # Tiny ImageNet: val/images/<file> → wnid
 TINY_WORDS = "words.txt"  # Tiny ImageNet: "wnid<TAB>words", every WordNet noun
+# Where the devkit's files are looked for, under SOURCE (and Kaggle's nesting)
+DEVKIT_DIRS = ("ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data", "")
 
 # --------------------------------------------------------------------------- readers
 
 
 def read_tiny_labels(path: Path) -> dict[str, str]:
     """Tiny ImageNet's `val_annotations.txt`: "val_0.JPEG<TAB>n03444034<TAB>0 32 44 62"
-    per line → {file stem: wnid}."""
+    per line → {file stem: wnid}. An image listed again with another wnid is an error."""
     out: dict[str, str] = {}
     for n, line in enumerate(_read_text(path).splitlines(), start=1):
         fields = line.split()
@@ -48,7 +50,7 @@ def read_tiny_labels(path: Path) -> dict[str, str]:
             continue
         if len(fields) < 2 or not WNID.fullmatch(fields[1]):
             raise FormatError(f"{path}:{n}: expected `val_<n>.JPEG wnid x0 y0 x1 y1`")
-        out[Path(fields[0]).stem] = fields[1]
+        _label(out, Path(fields[0]).stem, fields[1], f"{path}:{n}")
     return out
 
 
@@ -77,8 +79,17 @@ def read_kaggle_labels(path: Path) -> dict[str, str]:
         tokens = row[1].split() if len(row) >= 2 else []
         if not tokens or not WNID.fullmatch(tokens[0]):
             raise FormatError(f"{path}:{n}: expected `ImageId,wnid x0 y0 x1 y1 ...`")
-        out[row[0].strip()] = tokens[0]
+        _label(out, row[0].strip(), tokens[0], f"{path}:{n}")
     return out
+
+
+def _label(labels: dict[str, str], image: str, wnid: str, where: str) -> None:
+    """One image's label; a second, different one for it is an error (which is right?)."""
+    if labels.setdefault(image, wnid) != wnid:
+        raise FormatError(
+            f"{where}: {image} labelled {wnid}, but {labels[image]} on an earlier line",
+            hint="each validation image has one class: fix the label file",
+        )
 
 
 def read_devkit_meta(path: Path | str, data: bytes | None = None) -> dict[str, tuple[int, str]]:
@@ -134,6 +145,49 @@ def _decode(data: bytes, path: Path | str) -> str:
             f"{path}: not UTF-8 text ({e.reason} at byte {e.start})",
             hint="save it as UTF-8 (ILSVRC-2012's own files are ASCII)",
         ) from None
+
+
+# --------------------------------------------------------------------------- finding
+
+
+def find_flat_val_labels(
+    metas: Sequence[Path], val_dir: Path
+) -> tuple[str, dict[str, str], list[Path]]:
+    """A flat val/'s labels, from the first of `metas` holding Kaggle's CSV or the devkit's
+    files: the form ("kaggle", "devkit"), {file stem: wnid}, the files read."""
+    kaggle = first_file(metas, [KAGGLE_CSV])
+    if kaggle is not None:
+        return "kaggle", read_kaggle_labels(kaggle), [kaggle]
+    devkit_dirs = [d / sub for d in metas for sub in DEVKIT_DIRS]
+    truth = first_file(devkit_dirs, [DEVKIT_TRUTH])
+    meta = truth.parent / DEVKIT_META if truth is not None else None
+    if truth is not None and meta is not None and meta.is_file():
+        return "devkit", read_devkit_labels(meta, truth), [meta, truth]
+    if truth is not None:
+        raise UserError(
+            f"{truth} is there but not meta.mat beside it: its IDs cannot be mapped to wnids",
+            hint=f"copy the devkit's data/{DEVKIT_META} next to {DEVKIT_TRUTH}",
+        )
+    raise UserError(
+        f"{val_dir}: flat validation images but no labels for them",
+        hint=f"put {KAGGLE_CSV} or the devkit ({DEVKIT_TRUTH} + {DEVKIT_META}) in SOURCE, "
+        "or sort the images into val/<wnid>/",
+    )
+
+
+def no_labels_error(label_file: Path | str, images: Path) -> FormatError:
+    """A label file that labels nothing, beside images, would give an empty val split."""
+    return FormatError(f"{label_file}: no labels in it, though {images} holds images",
+                       hint="it is empty or cut short: copy it again")  # fmt: skip
+
+
+def first_file(dirs: Iterable[Path], names: Iterable[str]) -> Path | None:
+    """The first of `names` found in the first of `dirs` holding one."""
+    for d in dirs:
+        for name in names:
+            if (d / name).is_file():
+                return d / name
+    return None
 
 
 # --------------------------------------------------------------------------- writers

@@ -23,7 +23,8 @@ import bisect
 import contextlib
 import mmap
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -67,16 +68,24 @@ class ShardWriter:
         self.attrs: dict[str, Any] = dict(attrs or {})
         self._ctx = atomic_path(self.path)
         tmp = self._ctx.__enter__()
-        self._file = h5py.File(tmp, "w")
-        cap = max(capacity, 1)
-        # Resizable along the image axis so `close()` can trim to the images added.
-        self._images = self._file.create_dataset(
-            "images",
-            (cap, size, size, 3),
-            maxshape=(None, size, size, 3),
-            dtype=np.uint8,
-            chunks=(1, size, size, 3),
-        )
+        self._file: h5py.File | None = None
+        made = False
+        try:
+            with _disk_errors(self.path):
+                self._file = h5py.File(tmp, "w")
+                cap = max(capacity, 1)
+                # Resizable along the image axis so `close()` can trim to the images added.
+                self._images = self._file.create_dataset(
+                    "images",
+                    (cap, size, size, 3),
+                    maxshape=(None, size, size, 3),
+                    dtype=np.uint8,
+                    chunks=(1, size, size, 3),
+                )
+            made = True
+        finally:
+            if not made:
+                self.abort()
         # Labels and paths are a few bytes an image: kept in memory, written by close().
         self._labels: list[int] = []
         self._paths: list[str] = []
@@ -88,31 +97,48 @@ class ShardWriter:
             raise ValueError(f"shard {self.path.name} is full ({self.count} images)")
         # One image is exactly one uncompressed chunk: hand its bytes to HDF5 as they
         # are, skipping h5py's selection and type machinery (docs/performance.md).
-        self._images.id.write_direct_chunk(
-            (self.count, 0, 0, 0), np.ascontiguousarray(image).tobytes()
-        )
+        with _disk_errors(self.path):
+            self._images.id.write_direct_chunk(
+                (self.count, 0, 0, 0), np.ascontiguousarray(image).tobytes()
+            )
         self._labels.append(int(label))
         self._paths.append(source_path)
         self.count += 1
 
     def close(self) -> None:
-        """Trim to the images added, stamp the attributes, and rename into place."""
-        n = self.count
-        self._images.resize(n, axis=0)
-        self._file.create_dataset("labels", data=np.asarray(self._labels, np.int32).reshape(n))
-        self._file.create_dataset(
-            "paths", data=self._paths, shape=(n,), dtype=h5py.string_dtype("utf-8")
-        )
-        self._file.attrs.update(self.attrs)
-        self._file.attrs.update(
-            format=FORMAT, schema_version=SCHEMA_VERSION, split=self.split, size=self.size, count=n
-        )
-        self._file.close()
+        """Trim to the images added, stamp the attributes, and rename into place. A write
+        that fails (a full disk) drops the temporary, as `abort` does."""
+        n, f = self.count, self._file
+        assert f is not None, "close() after abort()"
+        done = False
+        try:
+            with _disk_errors(self.path):
+                self._images.resize(n, axis=0)
+                f.create_dataset("labels", data=np.asarray(self._labels, np.int32).reshape(n))
+                f.create_dataset(
+                    "paths", data=self._paths, shape=(n,), dtype=h5py.string_dtype("utf-8")
+                )
+                f.attrs.update(self.attrs)
+                f.attrs.update(
+                    format=FORMAT, schema_version=SCHEMA_VERSION, split=self.split,
+                    size=self.size, count=n,
+                )  # fmt: skip
+                f.close()
+            self._file = None
+            done = True
+        finally:
+            if not done:
+                self.abort()
         self._ctx.__exit__(None, None, None)
 
     def abort(self) -> None:
-        """Drop the temporary file; the final name is never touched."""
-        self._file.close()
+        """Drop the temporary file; the final name is never touched. Errors on the way
+        (HDF5 flushing what a full disk refused) are ignored: the error that led here is
+        the one to report."""
+        f, self._file = self._file, None
+        if f is not None:
+            with contextlib.suppress(Exception):
+                f.close()
         with contextlib.suppress(RuntimeError):
             self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
@@ -129,6 +155,25 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path) -> Iterator[None]:
+    """HDF5's write errors as the OSError they stand for, naming the shard: h5py raises
+    OSError or RuntimeError with the system's errno (27: file too large, 28: no space) in
+    a long message, and its reason for a full disk is not one line."""
+    try:
+        yield
+    except (OSError, RuntimeError) as e:
+        errno = e.errno if isinstance(e, OSError) else None
+        found = _ERRNO.search(str(e))
+        errno = errno or (int(found.group(1)) if found else None)
+        if errno:
+            raise OSError(errno, os.strerror(errno), str(path)) from e
+        raise
+
+
+_ERRNO = re.compile(r"errno = (\d+)")
 
 
 def write_shard(

@@ -27,31 +27,34 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alexcli.core.data import archives
-from alexcli.core.data.archives import Archives
+from alexcli.core.data.archives import Archives, printable
 from alexcli.core.data.labels import (
+    DEVKIT_DIRS,
     DEVKIT_META,
-    DEVKIT_TRUTH,
     KAGGLE_CSV,
     SYNSET_MAPPING,
     TINY_ANNOTATIONS,
     TINY_WORDS,
     WNID,
-    read_devkit_labels,
+    find_flat_val_labels,
+    first_file,
+    no_labels_error,
     read_devkit_meta,
     read_kaggle_labels,
     read_synset_mapping,
     read_tiny_labels,
 )
+from alexcli.core.progress import emit
 from alexcli.errors import UserError
 
-_DEVKIT_DIRS = ("ILSVRC2012_devkit_t12/data", "ILSVRC2012_devkit_t12", "devkit/data", "")
 _BASES = ("", "ILSVRC/Data/CLS-LOC", "Data/CLS-LOC")
 NO_LABEL = "no label"  # a flat validation file that no label file names
 TINY_BOXES = "_boxes.txt"  # Tiny ImageNet: train/<wnid>/<wnid>_boxes.txt, not an image
+LINK_OUT = "folder link out of its class"  # a link to the split, above, or another class
 
 _LAYOUT_HINT = (
     "SOURCE must hold train/<class>/ folders of images (ILSVRC-2012: train/<wnid>/*.JPEG), "
@@ -62,7 +65,9 @@ _LAYOUT_HINT = (
 @dataclass(frozen=True)
 class SourceFile:
     """One listed file: its path relative to SOURCE (posix), size and mtime; and, for a file
-    inside an archive, which archive and where its bytes start (core/data/archives.py)."""
+    inside an archive, which archive and where its bytes start (core/data/archives.py).
+    A file whose name is not UTF-8 is listed under the name with its bytes escaped
+    (`caf\\xe9.jpg`) and read through its real one: `at` is (that real path, 0)."""
 
     path: str
     size: int
@@ -83,6 +88,7 @@ class Source:
     val_labels: dict[str, str]  # flat val: file stem → class name
     label_files: tuple[SourceFile, ...]  # metadata files read; they enter the fingerprint
     archives: Archives | None = None  # ILSVRC-2012 as downloaded, read in place
+    problems: list[dict[str, str]] = field(default_factory=list)  # folder links not followed
 
     def dir(self, split: str) -> Path:
         return self.root / self.base / split
@@ -115,11 +121,11 @@ def find_source(root: Path) -> Source:
         raise UserError(f"{root}: unknown layout, no train/<class>/ folders", hint=_LAYOUT_HINT)
     classes = tuple(sorted(_class_dirs(root / base / "train")))
     ilsvrc = all(WNID.fullmatch(c) for c in classes)
-    _check_not_mixed(root / base / "train", classes)
+    _check_names(root / base / "train", classes)
     metas = [root / base, root] if base else [root]
     words: dict[str, str] = {}
     used: list[Path] = []
-    mapping = _first_file(metas, [SYNSET_MAPPING, TINY_WORDS])
+    mapping = first_file(metas, [SYNSET_MAPPING, TINY_WORDS])
     if ilsvrc and mapping is not None:
         words = read_synset_mapping(mapping)
         used.append(mapping)
@@ -135,15 +141,18 @@ def find_source(root: Path) -> Source:
         elif not _has_files(val_dir):
             val_form = "none"
         elif ilsvrc:
-            val_form, val_labels, files = _flat_val_labels(metas, val_dir)
+            val_form, val_labels, files = find_flat_val_labels(metas, val_dir)
             used += files
         else:
             raise UserError(
                 f"{val_dir}: expected val/<class>/ folders",
                 hint="an image-folder tree keeps each class in its own folder",
             )
+    flat = val_dir / "images" if val_form == "tiny" else val_dir
+    if val_form in ("kaggle", "devkit", "tiny") and not val_labels and _has_files(flat):
+        raise no_labels_error(used[-1], flat)
     if ilsvrc and not words:
-        meta = _first_file([d / sub for d in metas for sub in _DEVKIT_DIRS], [DEVKIT_META])
+        meta = first_file([d / sub for d in metas for sub in DEVKIT_DIRS], [DEVKIT_META])
         if meta is not None:
             words = {w: info[1] for w, info in read_devkit_meta(meta).items()}
             used.append(meta)
@@ -155,9 +164,14 @@ def find_source(root: Path) -> Source:
     return Source(root, layout, base, classes, words, val_form, val_labels, label_files)
 
 
-def _check_not_mixed(train: Path, classes: Sequence[str]) -> None:
-    """wnid folders beside others (`__MACOSX`, `tmp`) would silently make an ILSVRC-2012
-    tree an image folder: its words lost, its flat val/ refused with a misleading reason."""
+def _check_names(train: Path, classes: Sequence[str]) -> None:
+    """Class names are stored as UTF-8 (the manifest, `--wnids`). And wnid folders beside
+    others (`__MACOSX`, `tmp`) would silently make an ILSVRC-2012 tree an image folder:
+    its words lost, its flat val/ refused with a misleading reason."""
+    bad = next((c for c in classes if printable(c) != c), None)
+    if bad is not None:
+        raise UserError(f"{train / printable(bad)}: a class folder whose name is not UTF-8",
+                        hint="rename it: class names are stored as UTF-8")  # fmt: skip
     others = [c for c in classes if not WNID.fullmatch(c)]
     if others and len(others) < len(classes):
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
@@ -168,29 +182,6 @@ def _check_not_mixed(train: Path, classes: Sequence[str]) -> None:
         )
 
 
-def _flat_val_labels(
-    metas: Sequence[Path], val_dir: Path
-) -> tuple[str, dict[str, str], list[Path]]:
-    kaggle = _first_file(metas, [KAGGLE_CSV])
-    if kaggle is not None:
-        return "kaggle", read_kaggle_labels(kaggle), [kaggle]
-    devkit_dirs = [d / sub for d in metas for sub in _DEVKIT_DIRS]
-    truth = _first_file(devkit_dirs, [DEVKIT_TRUTH])
-    meta = truth.parent / DEVKIT_META if truth is not None else None
-    if truth is not None and meta is not None and meta.is_file():
-        return "devkit", read_devkit_labels(meta, truth), [meta, truth]
-    if truth is not None:
-        raise UserError(
-            f"{truth} is there but not meta.mat beside it: its IDs cannot be mapped to wnids",
-            hint=f"copy the devkit's data/{DEVKIT_META} next to {DEVKIT_TRUTH}",
-        )
-    raise UserError(
-        f"{val_dir}: flat validation images but no labels for them",
-        hint=f"put {KAGGLE_CSV} or the devkit ({DEVKIT_TRUTH} + {DEVKIT_META}) in SOURCE, "
-        "or sort the images into val/<wnid>/",
-    )
-
-
 # --------------------------------------------------------------------------- listing
 
 
@@ -198,7 +189,8 @@ def list_split(
     src: Source, split: str, classes: Sequence[str]
 ) -> tuple[dict[str, list[SourceFile]], list[SourceFile]]:
     """The files of `classes` in `split`, by class, sorted by path; and the flat
-    validation files no label names. Only the chosen classes' folders are read."""
+    validation files no label names. Only the chosen classes' folders are read; folder
+    links that would bring in another class's images are not followed, but named."""
     if src.archives is not None:
         return _list_archives(src, src.archives, split, classes)
     top = src.dir(split)
@@ -206,19 +198,24 @@ def list_split(
     unlabelled: list[SourceFile] = []
     if split == "val" and src.val_form in ("kaggle", "devkit", "tiny"):
         flat = top / "images" if src.val_form == "tiny" else top
-        for f in _walk(src.root, flat, recursive=False):
+        for f in _walk(src.root, flat, None, []):
             cls = src.val_labels.get(Path(f.path).stem)
             if cls is None:
                 unlabelled.append(f)
             elif cls in by_class:
                 by_class[cls].append(f)
     elif split == "train" or src.val_form == "folders":
+        real = {os.path.realpath(top / c): c for c in _class_dirs(top)}
+        problems: list[dict[str, str]] = []
         for cls in classes:
             if (top / cls).is_dir():
-                files = _walk(src.root, top / cls, recursive=True)
+                own = os.path.realpath(top / cls)
+                fence = _Fence(os.path.realpath(top), own, real)
+                files = _walk(src.root, top / cls, fence, problems)
                 if src.val_form == "tiny":  # its box lists beside the images
                     files = [f for f in files if not f.path.endswith(TINY_BOXES)]
                 by_class[cls] = files
+        _report(src, problems)
     return by_class, unlabelled
 
 
@@ -230,27 +227,84 @@ def listing_digest(files: Iterable[SourceFile]) -> str:
     return h.hexdigest()[:16]
 
 
-def _walk(root: Path, top: Path, *, recursive: bool) -> list[SourceFile]:
-    """Regular files under `top` (hidden names skipped), sorted by relative path."""
+@dataclass(frozen=True)
+class _Fence:
+    """Where a class folder's links may not lead (real paths): its split's folder or
+    above, its own folder's ancestors, another class's folder (or into one)."""
+
+    split: str
+    own: str
+    classes: dict[str, str]  # real path → name, of every class folder of the split
+
+    def breach(self, target: str) -> str | None:
+        if (target != self.own and _inside(self.own, target)) or _inside(self.split, target):
+            return f"{target}, the split's folder or above its class"
+        for other, name in self.classes.items():
+            if other != self.own and (_inside(target, other) or _inside(other, target)):
+                return f"{target}, into class {name}"
+        return None
+
+
+def _walk(
+    root: Path, top: Path, fence: _Fence | None, problems: list[dict[str, str]]
+) -> list[SourceFile]:
+    """Regular files under `top` (hidden names skipped), sorted by relative path; the
+    sub-folders too when `fence` is given. A name that is not UTF-8 is listed escaped
+    (`printable`) and read through its real path (`SourceFile.at`). A link that leads
+    nowhere (dangling, or a loop) is listed: decoding it names why it cannot be read."""
     out: list[SourceFile] = []
     prefix = top.relative_to(root).as_posix()
-    stack = [(top, prefix)]
+    stack = [(top, prefix, prefix)]
     seen = {_identity(top)}  # symlinked folders are followed, each real one listed once
     while stack:
-        folder, rel = stack.pop()
+        folder, rel, raw = stack.pop()
         for e in _scan(folder):
             if e.name.startswith("."):
                 continue
-            if e.is_file():
-                st = e.stat()
-                out.append(SourceFile(f"{rel}/{e.name}", st.st_size, st.st_mtime_ns))
-            elif recursive and e.is_dir():
+            path, real = f"{rel}/{printable(e.name)}", f"{raw}/{e.name}"
+            at = None if path == real else (real, 0)
+            kind = _kind(e)
+            if kind in ("file", "broken"):
+                try:
+                    st = e.stat(follow_symlinks=kind == "file")
+                except OSError:  # gone since it was listed
+                    continue
+                out.append(SourceFile(path, st.st_size, st.st_mtime_ns, at))
+            elif kind == "dir" and fence is not None:
                 key = _identity(Path(e.path))
-                if key not in seen:
+                why = fence.breach(os.path.realpath(e.path))
+                if why is not None:
+                    problems.append({"path": path, "reason": LINK_OUT,
+                                     "detail": f"it leads to {why}; not followed"})  # fmt: skip
+                elif key not in seen:
                     seen.add(key)
-                    stack.append((Path(e.path), f"{rel}/{e.name}"))
+                    stack.append((Path(e.path), path, real))
     out.sort(key=lambda f: f.path)
     return out
+
+
+def _kind(e: os.DirEntry[str]) -> str:
+    """file, dir, broken (a link that leads nowhere: dangling, a loop) or other (a FIFO)."""
+    try:
+        if e.is_file():
+            return "file"
+        if e.is_dir():
+            return "dir"
+    except OSError:  # ELOOP, a target in a folder that cannot be searched
+        return "broken"
+    return "broken" if e.is_symlink() and not os.path.exists(e.path) else "other"
+
+
+def _inside(path: str, folder: str) -> bool:
+    return os.path.commonpath([path, folder]) == folder
+
+
+def _report(src: Source, problems: Sequence[dict[str, str]]) -> None:
+    """Folder links not followed: a warning each, and kept in `src.problems`."""
+    for p in problems:
+        if p not in src.problems:
+            src.problems.append(p)
+            emit(f"warning: {p['path']}: {p['reason']} ({p['detail']})")
 
 
 def _scan(folder: Path) -> list[os.DirEntry[str]]:
@@ -268,24 +322,16 @@ def _scan(folder: Path) -> list[os.DirEntry[str]]:
 def _class_dirs(path: Path) -> list[str]:
     if not path.is_dir():
         return []
-    return [e.name for e in _scan(path) if e.is_dir() and not e.name.startswith(".")]
+    return [e.name for e in _scan(path) if _kind(e) == "dir" and not e.name.startswith(".")]
 
 
 def _has_files(path: Path) -> bool:
-    return any(e.is_file() and not e.name.startswith(".") for e in _scan(path))
+    return any(_kind(e) == "file" and not e.name.startswith(".") for e in _scan(path))
 
 
 def _identity(folder: Path) -> tuple[int, int]:
     st = folder.stat()
     return st.st_dev, st.st_ino
-
-
-def _first_file(dirs: Iterable[Path], names: Iterable[str]) -> Path | None:
-    for d in dirs:
-        for name in names:
-            if (d / name).is_file():
-                return d / name
-    return None
 
 
 def _stat(root: Path, path: Path) -> SourceFile:
@@ -311,20 +357,14 @@ def _archive_source(root: Path) -> Source:
     kaggle = root / KAGGLE_CSV
     if index.val and kaggle.is_file():
         val_form, val_labels = "kaggle", read_kaggle_labels(kaggle)
+        if not val_labels:
+            raise no_labels_error(kaggle, root / archives.VAL_TAR)
         used.append(_stat(root, kaggle))
     elif (root / archives.DEVKIT_TAR).is_file():
-        files = archives.devkit_files(root)
-        meta = next((n for n in files if n.endswith("/" + DEVKIT_META)), None)
-        truth = next((n for n in files if n.endswith("/" + DEVKIT_TRUTH)), None)
-        if meta is not None:
-            if index.val and truth is not None:
-                val_form = "devkit"
-                val_labels = read_devkit_labels(meta, truth, files[meta][0], files[truth][0])
-            if not words:
-                words = {w: i[1] for w, i in read_devkit_meta(meta, files[meta][0]).items()}
-            for name in (meta, truth) if val_form == "devkit" else (meta,):
-                if name is not None:
-                    used.append(SourceFile(name, len(files[name][0]), files[name][1]))
+        val_labels, meta_words, read = archives.devkit_labels(root, bool(index.val), not words)
+        val_form = "devkit" if index.val else "none"
+        words = words or meta_words
+        used += [SourceFile(*r) for r in read]
     elif index.val:
         raise UserError(
             f"{root / archives.VAL_TAR}: no labels for its images",

@@ -17,6 +17,7 @@ one-line `FormatError` naming the command that rebuilds it. Keys: docs/formats.m
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import random
 from collections.abc import Mapping
@@ -29,7 +30,7 @@ import torch
 
 from alexcli.config import TrainConfig, from_dict, to_dict
 from alexcli.core.atomic import atomic_path
-from alexcli.errors import ConfigError, FormatError, UserError
+from alexcli.errors import AlexcliError, ConfigError, FormatError, UserError, first_line
 
 if TYPE_CHECKING:
     from alexcli.core.nn.lrn import Lrn
@@ -171,9 +172,29 @@ class Checkpoint:
 
 
 def save_checkpoint(path: Path | str, checkpoint: Checkpoint) -> None:
-    """Write `checkpoint` atomically to `path`."""
+    """Write `checkpoint` atomically to `path`. A write that fails (a full disk) leaves
+    the file that was there and is one error naming `path`: the system's OSError when
+    torch's writer saw one, else an `AlexcliError` saying so."""
+    payload = checkpoint.to_payload()
     with atomic_path(path) as tmp:
-        torch.save(checkpoint.to_payload(), tmp)
+        try:
+            with open(tmp, "wb") as f:  # a file of ours: its write errors keep their errno
+                torch.save(payload, f)
+        except RuntimeError as e:  # torch's zip writer, after the write under it failed
+            raise _write_failed(e, Path(path)) from e
+
+
+def _write_failed(e: RuntimeError, path: Path) -> Exception:
+    """The error that says a checkpoint's write failed: the OSError in `e`'s chain."""
+    cause: BaseException | None = e
+    for _ in range(8):  # a chain is short; never follow a cycle for ever
+        if isinstance(cause, OSError) and cause.errno:
+            return OSError(cause.errno, os.strerror(cause.errno), str(path))
+        cause = cause and (cause.__cause__ or cause.__context__)
+    return AlexcliError(
+        f"{path}: writing the checkpoint failed, likely a full disk ({first_line(e)})",
+        hint="free some space and rerun: the checkpoint that was there is kept",
+    )
 
 
 def resolve_checkpoint(path_or_run_dir: Path | str) -> Path:

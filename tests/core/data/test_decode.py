@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -228,3 +231,105 @@ def test_conversions_are_noted(tmp_path, mode, fmt, name, kw, what):
     out, notes = decode.load_image_noted(path, 32)
     assert notes == what
     np.testing.assert_array_equal(out, decode.load_image(path, 32))  # the same pixels
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def test_not_a_number_pixels_are_a_corrupt_image_and_warn_nothing(tmp_path):
+    arr = np.full((40, 40), 0.5, np.float32)
+    arr[3, 5], arr[7, 9] = np.nan, np.inf
+    path = save(tmp_path, Image.fromarray(arr, "F"), "TIFF", name="nan.tif")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")  # numpy's "invalid value encountered in cast"
+        with pytest.raises(decode.Unreadable) as e:
+            decode.load_image(path, 32)
+    assert e.value.reason == decode.CORRUPT and not said
+
+
+def test_what_pil_warns_of_becomes_the_reason_not_terminal_noise(tmp_path, monkeypatch):
+    """A WebP file where pillow lacks WebP: pillow warns "WEBP support not installed"."""
+    from PIL import WebPImagePlugin
+
+    monkeypatch.setattr(WebPImagePlugin, "SUPPORTED", False)
+    path = _write(tmp_path, "x.webp", b"RIFF\x24\x00\x00\x00WEBPVP8 " + b"\x00" * 40)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        with pytest.raises(decode.Unreadable) as e:
+            decode.load_image(path, 32)
+    assert e.value.reason == decode.NOT_IMAGE and "WEBP support" in e.value.detail
+    assert not said
+
+
+@pytest.mark.parametrize("resample", ["bilinear", "bicubic", "lanczos"])
+@pytest.mark.parametrize("mode", ["L", "1", "I;16", "I", "LA", "RGBA", "P"])
+def test_the_frugal_conversions_give_the_same_pixels(tmp_path, resample, mode):
+    """Gray resized as one channel, 16-bit scaled and alpha composited in strips: exactly
+    what converting the whole image to RGB first gives."""
+    img = photo(9, (300, 700))
+    rng = np.random.default_rng(1)
+    if mode in ("I;16", "I"):
+        wide = np.asarray(img.convert("L")).astype(np.int32) * 257
+        wide += rng.integers(0, 3000, wide.shape, dtype=np.int32)  # over 65535 too
+        if mode == "I;16":
+            img = Image.fromarray(wide.clip(0, 65535).astype(np.uint16))
+        else:
+            img = Image.fromarray(wide - 1000)  # "I", below 0 too
+    elif mode in ("LA", "RGBA"):
+        arr = np.asarray(img.convert(mode)).copy()
+        arr[..., -1] = rng.integers(0, 256, arr.shape[:2])
+        img = Image.fromarray(arr, mode)
+    else:
+        img = img.convert(mode)
+    fmt = "TIFF" if mode == "I" else "PNG"
+    path = save(tmp_path, img, fmt, name=f"x.{fmt.lower()}")
+    with Image.open(path) as src:
+        if mode in ("I;16", "I"):
+            wide = np.asarray(src, dtype=np.float64)
+            gray = np.clip(wide * 255 / 65535 + 0.5, 0, 255).astype(np.uint8)
+            full = Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
+        elif mode in ("LA", "RGBA"):
+            rgba = src.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, "white")
+            full = Image.alpha_composite(white, rgba).convert("RGB")
+        else:
+            full = src.convert("RGB")
+        want = np.asarray(decode.resize_center_crop(full, 64, resample))
+    np.testing.assert_array_equal(decode.load_image(path, 64, resample=resample), want)
+
+
+_PEAK = """
+import resource, sys, zlib, struct
+from alexcli.core.data import decode
+
+def chunk(kind, data):
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+w, depth, colour = int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+row = b"\\0" * (w * {0: 1, 2: 3, 6: 4}[colour] * depth // 8 + 1)
+z = zlib.compressobj(9)
+idat = b"".join(z.compress(row) for _ in range(w)) + z.flush()
+head = struct.pack(">IIBBBBB", w, w, depth, colour, 0, 0, 0)
+png = b"\\x89PNG\\r\\n\\x1a\\n" + chunk(b"IHDR", head) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+open(sys.argv[1], "wb").write(png)
+del png, idat
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+decode.load_image(sys.argv[1], 256)
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) // 1024)
+"""
+
+
+@pytest.mark.parametrize(
+    ("what", "depth", "colour", "limit_mb"),
+    [("16-bit gray", 16, 0, 120), ("RGBA", 8, 6, 200)],  # 4,000² pixels
+)
+def test_a_large_image_decodes_without_full_size_float_copies(
+    tmp_path, what, depth, colour, limit_mb
+):
+    """The decoded image itself is the floor (16-bit: 32 MB; RGBA: 64 MB, pillow keeps 4
+    bytes a pixel); measured 60 and 138 MB more than before decoding. Before, 16-bit went
+    through float64 (400 MB) and RGBA through full-size RGBA copies (306 MB)."""
+    args = [sys.executable, "-c", _PEAK, str(tmp_path / "big.png"), "4000", str(depth)]
+    r = subprocess.run([*args, str(colour)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert int(r.stdout) < limit_mb, (what, int(r.stdout))
