@@ -224,8 +224,9 @@ def loader_rate(
     sampler = EpochSampler(len(shards), batch_size, size=size, crop=crop, seed=0)
     device = normalize.mean.device
     loader = make_loader(
-        CropDataset(shards, crop), sampler, workers=workers, pin_memory=device.type == "cuda"
-    )
+        CropDataset(shards, crop), sampler, workers=workers, pin_memory=device.type == "cuda",
+        capped=False,
+    )  # fmt: skip
     with keep_freed_memory(device.type == "cpu"):  # as `train` runs it
         done, start, epoch = 0, 0.0, 0
         while True:

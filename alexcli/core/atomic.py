@@ -64,11 +64,11 @@ def atomic_path(final: Path | str) -> Iterator[Path]:
     try:
         try:
             yield tmp
+            _fsync_file(tmp)  # NFS reports a full disk or quota here, not at write()
+            os.replace(tmp, final)
         except OSError as e:
             _rename_error(e, tmp, final)
             raise
-        _fsync_file(tmp)
-        os.replace(tmp, final)
         done = True
         _fsync_dir(final.parent)
     finally:

@@ -215,8 +215,11 @@ def open_image(path: ImageSource, max_pixels: int = MAX_PIXELS) -> Image.Image:
             img = Image.open(opened, formats=FORMATS)
         except UnidentifiedImageError:
             reason, detail = _unidentified(path)
-            notes = [
-                str(w.message) for w in said if w.category is not Image.DecompressionBombWarning
+            notes = [  # PIL's own, not a DeprecationWarning of a plugin's first import
+                str(w.message)
+                for w in said
+                if issubclass(w.category, UserWarning)
+                and w.category is not Image.DecompressionBombWarning
             ]
             raise Unreadable(reason, first_line(Exception(notes[0])) if notes else detail) from None
         except Image.DecompressionBombError as e:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -155,11 +156,17 @@ class BatchLoader:
     until the batch is dropped; keeping a batch is allowed (its slot stays taken)."""
 
     def __init__(
-        self, dataset: CropDataset, sampler: EpochSampler, *, workers: int, pin_memory: bool
+        self,
+        dataset: CropDataset,
+        sampler: EpochSampler,
+        *,
+        workers: int,
+        pin_memory: bool,
+        capped: bool = True,
     ) -> None:
         self.dataset, self.sampler, self.pin_memory = dataset, sampler, pin_memory
         self._loader: DataLoader[_Shipment | Batch] | None = None
-        if workers > most_workers():
+        if capped and workers > most_workers():
             emit(
                 f"warning: {workers} loader workers asked for, {most_workers()} used "
                 "(the cores this process may run on)"
@@ -181,6 +188,9 @@ class BatchLoader:
                 persistent_workers=True,
                 prefetch_factor=PREFETCH,
                 worker_init_fn=_leave_sigterm_to_parent,
+                # Forked, whatever Python's default (a forkserver from 3.14): the workers
+                # inherit the ring, and their parent is this process.
+                multiprocessing_context="fork" if sys.platform == "linux" else None,
                 # Its own generator: `iter(loader)` draws a worker seed, and must not draw
                 # it from torch's global RNG (dropout's), or a resumed run would diverge.
                 generator=torch.Generator(),
@@ -212,10 +222,17 @@ class BatchLoader:
 
 
 def make_loader(
-    dataset: CropDataset, sampler: EpochSampler, *, workers: int, pin_memory: bool
+    dataset: CropDataset,
+    sampler: EpochSampler,
+    *,
+    workers: int,
+    pin_memory: bool,
+    capped: bool = True,
 ) -> BatchLoader:
-    """Whole batches of `dataset` in `sampler`'s order; workers persist across epochs."""
-    return BatchLoader(dataset, sampler, workers=workers, pin_memory=pin_memory)
+    """Whole batches of `dataset` in `sampler`'s order; workers persist across epochs.
+    `capped`: more `workers` than cores are lowered to them (not for `bench`, which
+    measures the count it is given)."""
+    return BatchLoader(dataset, sampler, workers=workers, pin_memory=pin_memory, capped=capped)
 
 
 def _as_is(shipment: Any) -> Any:

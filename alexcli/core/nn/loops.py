@@ -258,9 +258,10 @@ def validate(
     channels_last: bool = False,
     task: Task = SILENT.task(""),
 ) -> Tally:
-    """Hits and loss over `batches` of centre crops as the loader cut them (no noise):
-    the validation `train` runs each epoch. A non-finite loss is `TrainingDiverged`: the
-    epoch's last steps broke the weights, which the epoch's end must not save."""
+    """Hits and loss over `batches` of centre crops as the loader cut them (no noise),
+    summed over every DDP rank: the validation `train` runs each epoch. A non-finite loss
+    is `TrainingDiverged` on every rank at once (checked after the sum): the epoch's last
+    steps broke the weights, which the epoch's end must not save."""
     model.eval()
     tally = Tally(num_classes)
     for batch in batches:
@@ -272,8 +273,9 @@ def validate(
         loss = float(F.cross_entropy(output, target, reduction="sum"))
         tally.add(output, target, loss)
         task.advance(1)
-    check_finite(tally.loss_sum, f"the validation loss became {tally.loss_sum}")
-    return tally
+    total = tally.all_reduce(device)
+    check_finite(total.loss_sum, f"the validation loss became {total.loss_sum}")
+    return total
 
 
 def average_softmax(logits: Tensor) -> Tensor:

@@ -325,12 +325,11 @@ class Trainer:
             self._val_task = self.progress.task("validation", total=total, unit="batches")
         parts.val_sampler.set_epoch(0)
         ctx = parts.ctx
-        counts = validate(
+        return validate(
             ctx.model, parts.val_loader, ctx.normalize, ctx.device,
             num_classes=len(self.data.classes), amp=ctx.amp,
             channels_last=ctx.channels_last, task=self._val_task,
         )  # fmt: skip
-        return counts.all_reduce(ctx.device)
 
     # ----------------------------------------------------------------------- checkpoints
 

@@ -249,3 +249,46 @@ def test_the_optimizer_a_gradscaler_drives_skips_steps_as_plain_sgd(monkeypatch,
         weights.append(model.fc.weight.detach().clone())
     assert weights[0].isfinite().all()
     torch.testing.assert_close(weights[0], weights[1])
+
+
+_RANK = """
+import datetime, math, sys, torch, torch.distributed as dist
+from tests.core.nn.test_loops import _Flat, _batches, _ctx
+from alexcli.core.nn.loops import validate
+rank = int(sys.argv[1])
+dist.init_process_group("gloo", init_method=sys.argv[2], rank=rank, world_size=2,
+                        timeout=datetime.timedelta(seconds=30))
+torch.manual_seed(0)
+model = _Flat()
+if rank == 1:  # only this rank's images overflow (fp16 logits, say)
+    with torch.no_grad():
+        next(model.parameters())[0].fill_(math.inf)
+try:
+    validate(model, _batches(), _ctx(model).normalize, torch.device("cpu"), num_classes=3)
+    print("validated")
+except Exception as e:
+    print(type(e).__name__, e)
+"""
+
+
+@pytest.mark.slow
+def test_a_non_finite_validation_loss_on_one_rank_stops_every_rank_alike(tmp_path):
+    """Checked before the ranks' sum, the rank that saw it raised while the others waited
+    in all_reduce (gloo: "Connection closed"; NCCL: a hang until the timeout)."""
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
+    root = Path(__file__).resolve().parents[3]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _RANK, str(r), address], cwd=root,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for r in (0, 1)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=120) for p in procs]
+    for out, err in outs:
+        assert out.startswith("TrainingDiverged the validation loss became"), (out, err[-800:])
