@@ -105,10 +105,15 @@ def open_data_dir(root: Path) -> DataDir:
     manifest = require_manifest(root / "manifest.json", "prepare", fix)
     try:
         classes, splits = manifest["classes"], manifest["splits"]
-        int(manifest["size"])
         str(manifest["fingerprint"])
-        ok = isinstance(classes, list) and all("name" in c for c in classes)
+        ok = isinstance(manifest["size"], int) and manifest["size"] >= 1
+        ok = ok and isinstance(classes, list) and all("name" in c for c in classes)
         ok = ok and isinstance(splits, dict) and all("shards" in v for v in splits.values())
+        shards = [s for v in splits.values() for s in v["shards"]] if ok else []
+        ok = ok and all(
+            isinstance(s["path"], str) and isinstance(s["images"], int) and s["images"] >= 0
+            for s in shards
+        )
     except (KeyError, TypeError, ValueError):
         ok = False
     if not ok:

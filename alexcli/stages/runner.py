@@ -147,7 +147,8 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError):
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError,
+            RecursionError):  # fmt: skip
         return None
     return data if isinstance(data, dict) else None
 

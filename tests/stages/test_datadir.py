@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -32,4 +34,31 @@ def test_missing_and_malformed_data_dirs(tmp_path):
         open_data_dir(tmp_path)
     (tmp_path / "manifest.json").write_text('{"stage": "prepare", "classes": 3}')
     with pytest.raises(FormatError, match="malformed"):
+        open_data_dir(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda m: m.update(size=-5),  # was: "negative dimensions are not allowed"
+        lambda m: m["splits"]["train"]["shards"][0].update(images="x"),  # int() failed late
+        lambda m: m["splits"]["train"]["shards"][0].update(path=None),
+    ],
+)
+def test_a_hand_edited_manifest_is_one_line_naming_it(tmp_path, edit):
+    imgs = np.zeros((4, 8, 8, 3), np.uint8)
+    write_data_dir(tmp_path, {"train": (imgs, np.arange(4) % 2), "val": (imgs, np.arange(4) % 2)})
+    path = tmp_path / "manifest.json"
+    manifest = json.loads(path.read_text())
+    edit(manifest)
+    path.write_text(json.dumps(manifest))
+    with pytest.raises(FormatError, match=r"manifest\.json: malformed manifest"):
+        open_data_dir(tmp_path)
+
+
+def test_a_manifest_nested_beyond_the_parser_is_not_a_manifest(tmp_path):
+    imgs = np.zeros((4, 8, 8, 3), np.uint8)
+    write_data_dir(tmp_path, {"train": (imgs, np.arange(4) % 2), "val": (imgs, np.arange(4) % 2)})
+    (tmp_path / "manifest.json").write_text("[" * 100_000 + "]" * 100_000)  # RecursionError
+    with pytest.raises(UserError, match="manifest"):
         open_data_dir(tmp_path)
