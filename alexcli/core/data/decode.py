@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from alexcli.errors import first_line
+from alexcli.errors import AlexcliError, first_line
 
 FORMATS = ("JPEG", "PNG", "BMP", "GIF", "TIFF", "WEBP", "PPM")
 MAX_PIXELS = 89_478_485  # PIL's default decompression-bomb limit (~9459² pixels)
@@ -381,7 +381,13 @@ def _unidentified(path: ImageSource) -> tuple[str, str]:
 
 
 def _unreadable(e: Exception) -> Unreadable:
-    """The reason for an exception PIL raised on a file."""
+    """The reason for an exception PIL raised on a file. Running out of memory is the
+    machine's fault, not the file's: never recorded as a skipped file, it ends the run."""
+    if isinstance(e, MemoryError):
+        raise AlexcliError(
+            "out of memory while decoding an image",
+            hint="lower --jobs (every process decodes its own image), then rerun",
+        ) from None
     if isinstance(e, OSError) and e.errno is not None:  # permissions, I/O, a vanished path
         return Unreadable(UNREADABLE, e.strerror or first_line(e))
     if isinstance(e, OSError | EOFError):  # PIL's own: the data stop or make no sense

@@ -333,3 +333,25 @@ def test_a_large_image_decodes_without_full_size_float_copies(
     r = subprocess.run([*args, str(colour)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert int(r.stdout) < limit_mb, (what, int(r.stdout))
+
+
+@pytest.mark.parametrize("where", ["open", "load"])
+def test_running_out_of_memory_is_not_a_corrupt_file(tmp_path, monkeypatch, where):
+    """A MemoryError is the machine's, not the file's: recorded as "corrupt image", a good
+    image would have been left out of the DATA_DIR for good (prepare caches its skips)."""
+    from alexcli.errors import AlexcliError
+
+    path = tmp_path / "fine.jpg"
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(path)
+    assert decode.load_image(path, 16).shape == (16, 16, 3)
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    if where == "open":
+        monkeypatch.setattr(decode.Image, "open", exhausted)
+    else:
+        monkeypatch.setattr(Image.Image, "load", exhausted)
+    with pytest.raises(AlexcliError, match="out of memory") as e:
+        decode.load_image(path, 16)
+    assert not isinstance(e.value, decode.Unreadable) and "--jobs" in (e.value.hint or "")
