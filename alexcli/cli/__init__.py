@@ -16,7 +16,6 @@ import os
 import re
 import signal
 import sys
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from alexcli.cli import bench
 # isort: on
 from alexcli.cli._app import app
 from alexcli.cli._console import error, reset_logging
+from alexcli.core.signals import handling
 from alexcli.errors import AlexcliError, Stopped, Terminated, first_line
 
 __all__ = ["app", "main"]
@@ -72,9 +72,7 @@ def _run(command: Any, args: list[str], debug: bool, ending: bool = False) -> in
     except AlexcliError as e:
         if debug:
             raise
-        if not (isinstance(e, Stopped) and os.environ.get("RANK", "0") != "0"):
-            error(e.message, e.hint)  # a job's stop is said once, by rank 0
-        return e.exit_code
+        return _said(e)
     except typer.TyperException as e:  # usage errors: bad flag, missing argument
         if debug:
             raise
@@ -88,10 +86,7 @@ def _run(command: Any, args: list[str], debug: bool, ending: bool = False) -> in
     except Terminated:
         if debug:
             raise
-        stopped = Stopped("stopped by SIGTERM", hint="rerun the command: finished work is kept")
-        if os.environ.get("RANK", "0") == "0":
-            error(stopped.message, stopped.hint)
-        return stopped.exit_code
+        return _said(Stopped("stopped by SIGTERM", hint="rerun the command: finished work is kept"))
     except typer.Exit as e:
         return int(e.exit_code)
     except OSError as e:  # the system refused: a full disk, permissions, a vanished path
@@ -121,20 +116,25 @@ def _sigterm_stops(ending: bool = False) -> Iterator[None]:
     `ending` (the process ends after the command): SIGTERM and SIGINT are ignored from
     the command's end on. The work is done and said; torch's teardown takes half a
     second, and Python puts back the default handlers (death, no word) before it."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def stop(signum: int, frame: object) -> None:
         raise Terminated
 
-    before = signal.signal(signal.SIGTERM, stop)
     try:
-        yield
+        with handling(signal.SIGTERM, stop, then=signal.SIG_IGN if ending else None):
+            yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN if ending else before)
-        if ending:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if ending:  # the `alexcli` program, whose main thread this is
+            with contextlib.suppress(ValueError):  # (ValueError: not the main thread)
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _said(e: AlexcliError) -> int:
+    """`e` in its one line (a job's stop by rank 0 alone: every rank of a cancelled job
+    has it); its exit code."""
+    if not (isinstance(e, Stopped) and os.environ.get("RANK", "0") != "0"):
+        error(e.message, e.hint)
+    return e.exit_code
 
 
 def _os_hint(code: int | None) -> str:

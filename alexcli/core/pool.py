@@ -18,12 +18,12 @@ caller, once, unchanged.
 
 from __future__ import annotations
 
-import contextlib
 import signal
-import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, TypeVar
+
+from alexcli.core.signals import handling
 
 R = TypeVar("R")
 
@@ -52,19 +52,6 @@ def threads(fn: Callable[..., R], tasks: Iterable[Sequence[Any]], jobs: int) -> 
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-@contextlib.contextmanager
-def _sigint_ignored() -> Iterator[None]:
-    """SIGINT ignored meanwhile, in the main thread (elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, before)
-
-
 def processes(fn: Callable[..., R], tasks: Iterable[Sequence[Any]], jobs: int) -> Iterator[R]:
     """`fn(*task)` for every task in `jobs` worker processes (joblib's loky; in this
     process when `jobs` is 1), one task a dispatch; results as they finish."""
@@ -77,7 +64,7 @@ def processes(fn: Callable[..., R], tasks: Iterable[Sequence[Any]], jobs: int) -
     # Ctrl-C in a terminal reaches every process of the group; the workers are spawned
     # inside this call, so they start with SIGINT ignored (a worker importing modules
     # would print a traceback) and leave it to this process, which stops them.
-    with _sigint_ignored():
+    with handling(signal.SIGINT, signal.SIG_IGN):
         results = parallel(delayed(fn)(*task) for task in tasks)
     try:
         yield from results

@@ -283,11 +283,13 @@ def to_small_rgb(
     image (16-bit, 1-bit too) is resized as one 8-bit channel and made RGB after (the
     filter gives three equal channels the same values), and only the small result is
     copied three times; transparency is composited strip by strip, never in float."""
-    mode = img.mode
-    if mode in _WIDE_MODES or mode in ("L", "1"):
-        gray = eight_bit(img) if mode in _WIDE_MODES else img.convert("L") if mode == "1" else img
-        return resize_center_crop(gray, size, resample, extent).convert("RGB")
-    return resize_center_crop(to_rgb(img), size, resample, extent)
+    if img.mode in _WIDE_MODES:
+        gray = eight_bit(img)
+    elif img.mode in ("L", "1"):
+        gray = img.convert("L") if img.mode == "1" else img
+    else:
+        return resize_center_crop(to_rgb(img), size, resample, extent)
+    return resize_center_crop(gray, size, resample, extent).convert("RGB")
 
 
 def eight_bit(img: Image.Image) -> Image.Image:

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
-import threading
 from collections.abc import Iterator
 from typing import Any, Protocol
 
 import torch
+
+from alexcli.core.signals import handling
 
 
 class StopFlag(Protocol):
@@ -39,15 +40,9 @@ def sigterm_requests_stop(trainer: StopFlag) -> Iterator[None]:
     """SIGTERM (a scheduler preempting the job, `kill`) sets `trainer.stop_requested`:
     the next step saves last.pt and stops (`Stopped`) instead of dying mid-step. Only the
     main thread can hold a handler; elsewhere SIGTERM keeps its default."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
     def request(signum: int, frame: object) -> None:
         trainer.stop_requested = True
 
-    before = signal.signal(signal.SIGTERM, request)
-    try:
+    with handling(signal.SIGTERM, request):
         yield
-    finally:
-        signal.signal(signal.SIGTERM, before)
