@@ -7,6 +7,9 @@ ours), 1 for everything else.
 
 from __future__ import annotations
 
+import errno
+import re
+
 
 class AlexcliError(Exception):
     """Base of every error alexcli reports. `hint` says what fixes it."""
@@ -42,6 +45,58 @@ class StaleInputError(UserError):
 
 class DeviceError(UserError):
     """A device that was asked for but is not there."""
+
+
+class ResourceError(AlexcliError):
+    """The system refused a resource: open files, memory, disk space. Nothing is wrong with
+    the data; the hint says what to change."""
+
+
+# errno → what ran out, and what to change.
+_RESOURCES = {
+    errno.EMFILE: (
+        "too many open files (`ulimit -n` is {nofile})",
+        "raise the limit (`ulimit -n 4096`) or use fewer --workers (--jobs), then rerun",
+    ),
+    errno.ENFILE: (
+        "the system's table of open files is full",
+        "close other programs' files (or raise fs.file-max), then rerun",
+    ),
+    errno.ENOMEM: (
+        "out of memory",
+        "use fewer --workers (--jobs) or a smaller --batch-size, then rerun",
+    ),
+    errno.ENOSPC: (
+        "no space left on the device",
+        "free some space (or write elsewhere), then rerun",
+    ),
+}
+
+
+def resource_error(e: BaseException, where: str) -> ResourceError | None:
+    """`e` as a ResourceError naming `where`, when what it reports is a resource that ran
+    out (its errno, or one quoted in a library's message as "errno = N"); else None. Such
+    an error never calls for rewriting data."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None:
+        found = re.search(r"errno = (\d+)|\[Errno (\d+)\]", str(e))
+        code = int(found.group(1) or found.group(2)) if found else None
+    if code not in _RESOURCES:
+        if isinstance(e, MemoryError):
+            code = errno.ENOMEM
+        else:
+            return None
+    what, hint = _RESOURCES[code]
+    return ResourceError(f"{where}: {what.format(nofile=_nofile())}", hint=hint)
+
+
+def _nofile() -> str:
+    try:
+        import resource
+
+        return str(resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    except (ImportError, OSError, ValueError):
+        return "unknown"
 
 
 class TrainingDiverged(AlexcliError):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from alexcli.config import PrepareConfig
 from alexcli.core.data import sources, subsets
 from alexcli.core.data.batches import CropDataset, EpochSampler
 from alexcli.core.data.loader import make_loader
-from alexcli.core.data.shards import ShardSet
+from alexcli.core.data.shards import OPEN_FILES, ShardSet
 from alexcli.core.data.stats import read_block_size
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory
@@ -176,9 +177,9 @@ def plain_read(paths: Sequence[Path], block: int) -> int:
 
 
 def _read_for(paths: Sequence[Path], counts: Sequence[int], seconds: float, seed: int) -> Rate:
-    """One process: whole images at random positions, handles kept open, for `seconds`."""
-    handles = [h5py.File(p, "r") for p in paths]
-    datasets = [f["images"] for f in handles]
+    """One process: whole images at random positions through h5py, for `seconds`; the last
+    `OPEN_FILES` shards kept open, as the loader keeps them."""
+    handles: OrderedDict[int, h5py.File] = OrderedDict()
     offsets = np.concatenate([[0], np.cumsum(counts)])
     rng = np.random.default_rng(seed)
     done, start = 0, time.perf_counter()
@@ -186,13 +187,18 @@ def _read_for(paths: Sequence[Path], counts: Sequence[int], seconds: float, seed
         while True:
             for index in rng.integers(0, offsets[-1], 64):
                 s = int(np.searchsorted(offsets, index, side="right") - 1)
-                datasets[s][int(index - offsets[s])]
+                if s not in handles:
+                    if len(handles) >= OPEN_FILES:
+                        handles.popitem(last=False)[1].close()
+                    handles[s] = h5py.File(paths[s], "r")
+                handles.move_to_end(s)
+                handles[s]["images"][int(index - offsets[s])]
             done += 64
             took = time.perf_counter() - start
             if took >= seconds:
                 return Rate(done, took)
     finally:
-        for f in handles:
+        for f in handles.values():
             f.close()
 
 

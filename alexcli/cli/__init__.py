@@ -31,8 +31,9 @@ from alexcli.cli import bench
 # isort: on
 from alexcli.cli._app import app
 from alexcli.cli._console import error, reset_logging
+from alexcli.core.machine import raise_open_file_limit
 from alexcli.core.signals import handling
-from alexcli.errors import AlexcliError, Stopped, Terminated, first_line
+from alexcli.errors import AlexcliError, Stopped, Terminated, first_line, resource_error
 
 __all__ = ["app", "main"]
 _COMMANDS = (
@@ -54,6 +55,7 @@ def main(argv: Sequence[str] | None = None, application: typer.Typer = app) -> i
     if own:
         args = [*own, *(a for a in args if not _ROOT_FLAG.fullmatch(a))]
     command = get_command(application)
+    raise_open_file_limit()
     try:
         return _run(command, args, debug, ending=argv is None)
     finally:
@@ -92,6 +94,9 @@ def _run(command: Any, args: list[str], debug: bool, ending: bool = False) -> in
     except OSError as e:  # the system refused: a full disk, permissions, a vanished path
         if debug:
             raise
+        if e.errno in (errno.EMFILE, errno.ENFILE, errno.ENOMEM):  # say what to change
+            ran_out = resource_error(e, str(e.filename2 or e.filename or "alexcli"))
+            return _said(ran_out) if ran_out is not None else 1
         where = f" ({e.filename})" if e.filename else ""
         if e.filename and e.filename2:  # a rename: the file it was to become says more
             where = f" ({e.filename2}, written as {e.filename})"

@@ -39,6 +39,26 @@ def cpu_cores() -> int:
         return os.cpu_count() or 1
 
 
+def raise_open_file_limit() -> int:
+    """Raise this process's soft limit on open files to its hard limit, as servers do (the
+    soft 1,024 of most Linux installs is a default, not a policy); return the soft limit
+    now in force. A limit that cannot be read or raised is left as it is."""
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return -1
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # Linux refuses "unlimited" for open files; its own ceiling is 2^20 by default.
+        want = min(hard, 1 << 20) if hard != resource.RLIM_INFINITY else 1 << 20
+        if soft != resource.RLIM_INFINITY and soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+    except (OSError, ValueError):
+        return -1
+    return int(soft)
+
+
 def cpu_model_and_flags() -> tuple[str, set[str]]:
     """The CPU's model name and feature flags, from /proc/cpuinfo ("" and none elsewhere)."""
     try:

@@ -163,9 +163,7 @@ def choose_queries(n: int, queries: int | None, indices: Sequence[int], split: s
 
 def _source(shards: ShardSet, index: int) -> str:
     """The source path prepare recorded for image `index`."""
-    s, i = shards.locate(index)
-    value = shards.file(s)["paths"][i]
-    return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+    return shards.source(index)
 
 
 def _words(cls: dict[str, str]) -> str:

@@ -9,7 +9,7 @@ every time an image is used).
   r-th of every `world` images of each global batch: disjoint parts whose union is the
   one-process batch.
 - `CropDataset.fill` carries out a plan: each image's crop, reflected where planned,
-  cut straight from the shard file's pages (`ShardImages`) into one uint8 array.
+  cut from the rows read from its shard (`ImageReader`) into one uint8 array.
 - `Batch` is what the training step receives (core/data/loader.py delivers them).
 """
 
@@ -24,9 +24,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from alexcli.core.data.shards import ShardImages, ShardSet
+from alexcli.core.data.shards import ImageReader, ShardSet
 from alexcli.core.data.transforms import center_offset, crop_into, draw_augmentation
-from alexcli.errors import AlexcliError, FormatError, first_line
 
 
 @dataclass(frozen=True)
@@ -110,54 +109,34 @@ class Batch(NamedTuple):
 
 
 class CropDataset(Dataset[Batch]):
-    """uint8 crops of the images of one split, a whole batch per call."""
+    """uint8 crops of the images of one split, a whole batch per call.
+
+    The split's index (each image's label and place) is read when the dataset is made, in
+    the process that will fork the loader's workers, so they share it; each process reads
+    the crops through its own `ImageReader`."""
 
     def __init__(self, shards: ShardSet, crop: int) -> None:
         self.shards = shards
         self.crop = crop
+        self.index = shards.index()
         self._pid: int | None = None
-        self._open: dict[int, ShardImages] = {}
+        self._reader: ImageReader | None = None
 
     def __len__(self) -> int:
         return len(self.shards)
 
-    def _shard(self, s: int) -> ShardImages:
-        """Shard s, opened (and mapped) once per process: handles do not survive fork."""
-        if self._pid != os.getpid():
-            self._pid, self._open = os.getpid(), {}
-        if s not in self._open:
-            self._open[s] = ShardImages(self.shards.file(s))
-        return self._open[s]
-
-    def _read(self, s: int, i: int) -> tuple[torch.Tensor, int]:
-        """Image i of shard s and its label; what the file's bytes refuse is a one-line
-        FormatError naming the shard (h5py's own errors say neither file nor fix)."""
-        try:
-            shard = self._shard(s)
-            return shard.image(i), int(shard.labels[i])
-        except AlexcliError:
-            raise
-        except (OSError, KeyError, ValueError, TypeError, IndexError, RuntimeError) as e:
-            raise FormatError(
-                f"{self.shards.paths[s]}: unreadable image {i} ({first_line(e)})",
-                hint="run `alexcli prepare SOURCE DATA_DIR --verify` to write it again",
-            ) from None
-
     def fill(self, plan: BatchPlan, out: torch.Tensor) -> np.ndarray:
         """Write the plan's crops (reflected where planned) into `out` (n, crop, crop, 3)
         uint8; return their labels."""
-        offsets = self.shards.offsets
-        shard_of = np.searchsorted(offsets, plan.index, side="right") - 1
         if len(plan) and (plan.index.min() < 0 or plan.index.max() >= len(self)):
             raise IndexError(f"image index outside 0..{len(self) - 1}")
-        labels = np.empty(len(plan), dtype=np.int64)
-        for k, (s, index, y, x, flip) in enumerate(
-            zip(shard_of.tolist(), plan.index.tolist(), plan.y.tolist(), plan.x.tolist(),
-                plan.flip.tolist(), strict=True)
-        ):  # fmt: skip
-            image, labels[k] = self._read(s, index - int(offsets[s]))
-            crop_into(out[k], image, y, x, flip)
-        return labels
+        if self._pid != os.getpid() or self._reader is None:
+            self._pid, self._reader = os.getpid(), ImageReader(self.shards)
+        images = self._reader.rows(plan.index, plan.y, self.crop)
+        cuts = zip(images, plan.x.tolist(), plan.flip.tolist(), strict=True)
+        for k, (rows, x, flip) in enumerate(cuts):
+            crop_into(out[k], rows, 0, x, flip)
+        return self.index.labels[plan.index].astype(np.int64)
 
     def __getitems__(self, plan: BatchPlan | Sequence[Sample]) -> Batch:
         """The plan's batch, in a fresh array (the in-process path; workers use a ring)."""
@@ -170,7 +149,7 @@ class CropDataset(Dataset[Batch]):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_pid"], state["_open"] = None, {}
+        state["_pid"], state["_reader"] = None, None
         return state
 
 

@@ -9,9 +9,13 @@ One file holds up to a few thousand images of one split:
 Root attributes `format`, `schema_version`, `split`, `size`, `count` are written last
 and checked on every open, so a foreign, truncated or older file is reported by name
 with the command that fixes it. Writer and reader are symmetric (`ShardWriter` /
-`open_shard`, `ShardSet`); the writer is atomic. `ShardImages` is the training
-loader's reader: it memory-maps a shard and finds each image's bytes through HDF5's
-chunk index.
+`open_shard`, `ShardSet`); the writer is atomic. `ImageReader` is the training
+loader's reader: the split's `ShardIndex` (read once) gives each image's byte offset,
+found through HDF5's chunk index, and a crop's rows are one `pread`.
+
+Nothing a process holds grows with the number of shards: at most `OPEN_FILES` files
+are open at once, and nothing is memory-mapped (mapped pages would count in the
+process's resident memory as the epoch reads them).
 
 One image per chunk: a random read touches exactly one chunk, and JPEG-sized
 compression would cost more CPU than the disk it saves (docs/formats.md).
@@ -21,10 +25,11 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import mmap
 import os
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
@@ -33,7 +38,7 @@ import h5py
 import numpy as np
 
 from alexcli.core.atomic import atomic_path
-from alexcli.errors import FormatError, first_line
+from alexcli.errors import AlexcliError, FormatError, first_line, resource_error
 
 if TYPE_CHECKING:
     import torch
@@ -242,11 +247,67 @@ def _datasets(n: int, size: int) -> list[tuple[str, tuple[int, ...], str]]:
     return [("images", (n, size, size, 3), "u"), ("labels", (n,), "iu"), ("paths", (n,), "OST")]
 
 
+OPEN_FILES = 16
+"""Shard files one process keeps open at once. A training epoch visits the shards in a
+random order, so a larger set would rarely be hit again; this one stays far below the
+usual `ulimit -n` of 1024 whatever the number of shards (full ILSVRC-2012 makes 1,252)."""
+
+
+class _OpenFiles:
+    """The last `capacity` files opened by this process, least recently used closed first.
+    A fork starts with none (handles do not survive it)."""
+
+    def __init__(self, opener: Callable[[int], Any], closer: Callable[[Any], None]) -> None:
+        self._opener, self._closer = opener, closer
+        self._pid: int | None = None
+        self._open: OrderedDict[int, Any] = OrderedDict()
+
+    def get(self, key: int) -> Any:
+        if self._pid != os.getpid():
+            self._pid, self._open = os.getpid(), OrderedDict()
+        handle = self._open.get(key)
+        if handle is not None:
+            self._open.move_to_end(key)
+            return handle
+        while len(self._open) >= OPEN_FILES:
+            self._closer(self._open.popitem(last=False)[1])
+        handle = self._opener(key)
+        self._open[key] = handle
+        return handle
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            while self._open:
+                self._closer(self._open.popitem(last=False)[1])
+        self._open = OrderedDict()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled (for a worker) without its handles."""
+        return {**self.__dict__, "_pid": None, "_open": OrderedDict()}
+
+
+def _close(f: h5py.File) -> None:
+    f.close()
+
+
+@dataclass(frozen=True, eq=False)
+class ShardIndex:
+    """Where every image of a split lies: its label, and the byte offset of its pixels in
+    its shard file (one raw chunk; -1 where the shard is laid out otherwise and is read
+    through h5py). Built once, by reading each shard's attributes, labels and chunk index,
+    then closing it: 12 bytes an image, whatever the number of shards."""
+
+    labels: np.ndarray  # int32 (n,)
+    starts: np.ndarray  # int64 (n,)
+    size: int  # the images' side, S
+
+
 class ShardSet:
     """The shards of one split as one indexable sequence of (image, label).
 
-    Files open lazily, once per process (h5py handles do not survive fork), so a
-    ShardSet can be built in the parent and handed to DataLoader workers.
+    Files open lazily and at most `OPEN_FILES` at a time per process (h5py handles do not
+    survive fork), so a ShardSet can be built in the parent and handed to DataLoader
+    workers, and holds a bounded number of descriptors whatever the number of shards.
     """
 
     def __init__(
@@ -263,8 +324,8 @@ class ShardSet:
         self.counts = [int(c) for c in counts]
         self.split = split
         self.offsets = np.concatenate([[0], np.cumsum(self.counts)]).astype(np.int64)
-        self._pid: int | None = None
-        self._files: list[h5py.File | None] = []
+        self._files = _OpenFiles(self._open, _close)
+        self._index: ShardIndex | None = None
 
     def __len__(self) -> int:
         return int(self.offsets[-1])
@@ -277,35 +338,56 @@ class ShardSet:
         return s, index - int(self.offsets[s])
 
     def file(self, s: int) -> h5py.File:
-        if self._pid != os.getpid():
-            self._files = [None] * len(self.paths)
-            self._pid = os.getpid()
-        f = self._files[s]
-        if f is None:
-            f = open_shard(self.paths[s], self.split)
-            n = int(f.attrs["count"])
-            if n != self.counts[s]:
-                f.close()
-                raise FormatError(
-                    f"{self.paths[s]}: holds {n} images, the manifest says {self.counts[s]}",
-                    hint=_FIX,
-                )
-            self._check_labels(f, self.paths[s])
-            self._files[s] = f
+        """Shard s, open and checked; valid until `OPEN_FILES` other shards are opened."""
+        return self._files.get(s)
+
+    def _open(self, s: int) -> h5py.File:
+        f = open_shard(self.paths[s], self.split)
+        try:
+            self._check(f, s)
+        except BaseException:
+            f.close()
+            raise
         return f
 
-    def _check_labels(self, f: h5py.File, path: Path) -> None:
-        """Labels outside the manifest's classes would index past fc8: refused by name."""
-        if self.classes is None or not len(f["labels"]):
-            return
-        labels = f["labels"][:]
-        low, high = int(labels.min()), int(labels.max())
-        if low < 0 or high >= self.classes:
-            f.close()
-            bad = low if low < 0 else high
+    def _check(self, f: h5py.File, s: int) -> np.ndarray:
+        """Its count against the manifest's and its labels against the classes (outside
+        them they would index past fc8); return the labels."""
+        path, n = self.paths[s], int(f.attrs["count"])
+        if n != self.counts[s]:
             raise FormatError(
-                f"{path}: label {bad} outside the manifest's {self.classes} classes", hint=_FIX
+                f"{path}: holds {n} images, the manifest says {self.counts[s]}", hint=_FIX
             )
+        labels = np.asarray(f["labels"][:])
+        if self.classes is not None and len(labels):
+            low, high = int(labels.min()), int(labels.max())
+            if low < 0 or high >= self.classes:
+                bad = low if low < 0 else high
+                raise FormatError(
+                    f"{path}: label {bad} outside the manifest's {self.classes} classes",
+                    hint=_FIX,
+                )
+        return labels
+
+    def index(self) -> ShardIndex:
+        """Every image's label and place, read once (each shard opened, read and closed in
+        turn) and kept: build it before forking workers and they share it."""
+        if self._index is None:
+            labels = np.zeros(len(self), np.int32)
+            starts = np.full(len(self), -1, np.int64)
+            sizes = set()
+            for s, path in enumerate(self.paths):
+                lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
+                with open_shard(path, self.split) as f:
+                    labels[lo:hi] = self._check(f, s)
+                    starts[lo:hi] = _raw_chunk_starts(f, path)
+                    sizes.add(int(f.attrs["size"]))
+                if len(sizes) > 1:
+                    raise FormatError(
+                        f"{path}: images of another size than the shards before", hint=_FIX
+                    )
+            self._index = ShardIndex(labels, starts, sizes.pop() if sizes else 0)
+        return self._index
 
     def image(self, index: int) -> np.ndarray:
         s, i = self.locate(index)
@@ -317,75 +399,109 @@ class ShardSet:
 
     def labels(self) -> np.ndarray:
         """All labels, in order (small: 4 bytes an image)."""
-        return (
-            np.concatenate(
-                [
-                    np.asarray(self.file(s)["labels"][:], dtype=np.int64)
-                    for s in range(len(self.paths))
-                ]
-            )
-            if self.paths
-            else np.zeros(0, np.int64)
+        return self.index().labels.astype(np.int64)
+
+    def source(self, index: int) -> str:
+        """The source path prepare recorded for image `index`."""
+        s, i = self.locate(index)
+        value = self.file(s)["paths"][i]
+        return value.decode("utf-8") if isinstance(value, bytes) else str(value)
+
+    def close(self) -> None:
+        self._files.close()
+
+
+def _raw_chunk_starts(f: h5py.File, path: Path) -> np.ndarray:
+    """Each image's byte offset in the file when the shard stores it as one raw chunk (as
+    `ShardWriter` does); all -1 (read through h5py) for any other layout, or when an offset
+    lies past the end of the file."""
+    ds, s = f["images"], int(f.attrs["size"])
+    n, frame = int(ds.shape[0]), s * s * 3
+    starts = np.full(n, -1, np.int64)
+    plain = (
+        ds.dtype == np.uint8
+        and ds.chunks == (1, s, s, 3)
+        and ds.id.get_create_plist().get_nfilters() == 0
+    )
+    if not plain or n == 0:
+        return starts
+    found = np.zeros(n, bool)
+
+    def visit(chunk: Any) -> None:
+        i = chunk.chunk_offset[0]
+        if chunk.size == frame and not chunk.filter_mask and chunk.byte_offset is not None:
+            starts[i], found[i] = chunk.byte_offset, True
+
+    if hasattr(ds.id, "chunk_iter"):  # HDF5 1.14 and later: one pass over the index
+        ds.id.chunk_iter(visit)
+    else:
+        for i in range(n):
+            visit(ds.id.get_chunk_info_by_coord((i, 0, 0, 0)))
+    if not found.all() or int(starts.max()) + frame > os.stat(path).st_size:
+        return np.full(n, -1, np.int64)
+    return starts
+
+
+class ImageReader:
+    """Images of a `ShardSet`, read with one `pread` each (only the rows a crop needs) from
+    at most `OPEN_FILES` open files: a copy from the page cache into a scratch array.
+    Nothing is mapped, so a process's memory does not grow with the data it has read.
+    Shards laid out otherwise are read through h5py."""
+
+    def __init__(self, shards: ShardSet) -> None:
+        self.shards = shards
+        self.index = shards.index()
+        self._fds = _OpenFiles(self._open, os.close)
+        self._scratch: torch.Tensor | None = None
+
+    def _open(self, s: int) -> int:
+        return os.open(self.shards.paths[s], os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def rows(self, indices: np.ndarray, ys: np.ndarray, count: int) -> Iterator[torch.Tensor]:
+        """For each image `indices[k]`, its rows ys[k] … ys[k]+count as (count, S, 3) uint8,
+        in a scratch array that the next one overwrites. What the file's bytes refuse is a
+        one-line FormatError naming the shard and image (h5py's own errors say neither file
+        nor fix); what the system refuses (open files, memory) a ResourceError saying what
+        to change."""
+        import torch  # here: prepare's workers read no shards and need no torch
+
+        size = self.index.size
+        if self._scratch is None:
+            self._scratch = torch.empty((size, size, 3), dtype=torch.uint8)
+        view, nbytes = self._scratch[:count], count * size * 3
+        into = [self._scratch.numpy().data.cast("B")[:nbytes]]
+        shard_of = np.searchsorted(self.shards.offsets, indices, side="right") - 1
+        starts = self.index.starts[indices]
+        places = zip(
+            indices.tolist(),
+            shard_of.tolist(),
+            (starts + ys * size * 3).tolist(),
+            (starts >= 0).tolist(),
+            ys.tolist(),
+            strict=True,
+        )
+        for index, s, at, direct, y in places:
+            try:
+                if not direct:
+                    yield torch.from_numpy(self.shards.image(index)[y : y + count])
+                    continue
+                if os.preadv(self._fds.get(s), into, at) != nbytes:
+                    raise OSError("the file ends before the image does")
+            except AlexcliError:
+                raise
+            except (OSError, MemoryError, KeyError, ValueError, TypeError, RuntimeError) as e:
+                raise self._failed(e, index) from None
+            yield view
+
+    def _failed(self, e: BaseException, index: int) -> AlexcliError:
+        s, i = self.shards.locate(index)
+        path = str(self.shards.paths[s])
+        return resource_error(e, path) or FormatError(
+            f"{path}: unreadable image {i} ({first_line(e)})", hint=_FIX
         )
 
     def close(self) -> None:
-        for f in self._files:
-            if f is not None:
-                f.close()
-        self._files = [None] * len(self.paths)
+        self._fds.close()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pid"], state["_files"] = None, []
-        return state
-
-
-class ShardImages:
-    """One shard's images and labels in this process.
-
-    The images are memory-mapped (`mmap`): the shard format stores each image as one
-    uncompressed chunk, so HDF5's own chunk index gives each image's byte offset and a
-    crop is a copy straight from the page cache, with no read call. A shard laid out
-    otherwise (filters, another chunking) is read through h5py instead.
-    """
-
-    def __init__(self, f: h5py.File) -> None:
-        self.dataset: h5py.Dataset = f["images"]
-        self.labels = np.asarray(f["labels"][:], dtype=np.int64)
-        self.size = int(self.dataset.shape[1])
-        self._flat = self._map(f.filename)
-        self._scratch: torch.Tensor | None = None
-
-    def _map(self, path: str) -> tuple[torch.Tensor, np.ndarray] | None:
-        """The file's bytes and each image's offset in it, or None if not one raw chunk each."""
-        ds, n, s = self.dataset, int(self.dataset.shape[0]), self.size
-        plain = (ds.dtype == np.uint8 and ds.chunks == (1, s, s, 3)
-                 and ds.id.get_create_plist().get_nfilters() == 0)  # fmt: skip
-        if not plain or n == 0:
-            return None
-        infos = [ds.id.get_chunk_info_by_coord((i, 0, 0, 0)) for i in range(n)]
-        if any(i.byte_offset is None or i.size != s * s * 3 or i.filter_mask for i in infos):
-            return None
-        offsets = np.array([i.byte_offset for i in infos], dtype=np.int64)
-        import torch  # here: prepare's workers read no shards and need no torch
-
-        with open(path, "rb") as fh:
-            if int(offsets.max()) + s * s * 3 > os.fstat(fh.fileno()).st_size:
-                return None
-            # Copy-on-write: torch wants writable memory; nothing ever writes to it.
-            pages = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_COPY)
-        return torch.frombuffer(pages, dtype=torch.uint8), offsets
-
-    def image(self, i: int) -> torch.Tensor:
-        """Image i (S, S, 3) uint8: a view of the mapped file, or read into a scratch array."""
-        s = self.size
-        if self._flat is not None:
-            flat, offsets = self._flat
-            start = int(offsets[i])
-            return flat[start : start + s * s * 3].view(s, s, 3)
-        if self._scratch is None:
-            import torch
-
-            self._scratch = torch.empty((s, s, 3), dtype=torch.uint8)
-        self.dataset.read_direct(self._scratch.numpy(), np.s_[i])
-        return self._scratch
+        return {**self.__dict__, "_scratch": None}

@@ -212,7 +212,7 @@ def test_validation_through_workers_ends_with_its_partial_batch(tmp_path):
 
 
 def test_shards_stored_another_way_are_read_through_h5py(tmp_path):
-    """The memory-mapped reads rely on one raw chunk per image; a shard written with
+    """The direct reads rely on one raw chunk per image; a shard written with
     compression (as another tool might) is read through h5py, with the same crops."""
     import h5py
 
@@ -224,7 +224,8 @@ def test_shards_stored_another_way_are_read_through_h5py(tmp_path):
         del f["images"]
         f.create_dataset("images", data=pixels, chunks=(2, S, S, 3), compression="gzip")
     ds = CropDataset(shards, C)
-    assert ds._shard(0)._flat is not None and ds._shard(1)._flat is None
+    starts = ds.index.starts  # shards of 4 images: the second holds images 4…7
+    assert (starts[4:8] == -1).all() and (np.delete(starts, range(4, 8)) >= 0).all()
     sampler = EpochSampler(20, 20, size=S, crop=C, seed=2)
     plan = next(iter(sampler))
     batch = ds.__getitems__(plan)
@@ -266,3 +267,26 @@ def test_more_workers_than_the_machine_can_use_are_lowered_with_a_warning(tmp_pa
     fine = make_loader(dataset, sampler, workers=most_workers(), pin_memory=False)
     assert fine._loader is not None and fine._loader.num_workers == most_workers()
     assert not caplog.text
+
+
+def test_running_out_of_open_files_says_so_and_never_blames_the_data(tmp_path):
+    """EMFILE while reading is the limit's fault, not the shard's: the error says to raise
+    `ulimit -n` or use fewer workers, and never to write the data again."""
+    import os
+    import resource
+
+    from alexcli.errors import ResourceError
+
+    data, _, _ = _data(tmp_path)
+    ds = CropDataset(data.shard_set("train"), C)
+    probe = os.open(os.devnull, os.O_RDONLY)
+    os.close(probe)  # the lowest free descriptor: with the limit there, no file opens
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (probe, hard))
+    try:
+        with pytest.raises(ResourceError) as caught:
+            ds.__getitems__([Sample(5, 0, 0, False)])
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    assert "too many open files" in caught.value.message
+    assert "ulimit -n" in caught.value.hint and "verify" not in caught.value.hint
