@@ -59,7 +59,7 @@ def train_counts(seed: int = 0) -> np.ndarray:
     counts[tail[0]] = LEAST
     short = MOST * CLASSES - TRAIN_IMAGES - (MOST - LEAST)
     for k in tail[1:]:  # each further class of the tail loses up to half the range
-        take = int(min(short, rng.integers(1, (MOST - LEAST) // 2)))
+        take = min(short, int(rng.integers(1, (MOST - LEAST) // 2)))
         counts[k] -= take
         short -= take
         if not short:
