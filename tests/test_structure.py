@@ -43,6 +43,54 @@ def test_no_module_imports_another_packages_private_module():
     assert not offenders
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _imports() -> dict[str, set[str]]:
+    """Each alexcli module → the alexcli modules it imports, anywhere in it (a deferred
+    import inside a function closes a circle as surely as one at the top)."""
+    modules = {_module_name(p): p for p in MODULES}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # `from package import module` imports the module; `from module import
+                # name`, the module
+                named = {f"{node.module}.{a.name}" for a in node.names} & modules.keys()
+                found |= named or ({node.module} & modules.keys())
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names} & modules.keys()
+        found.discard(name)
+        graph[name] = found
+    return graph
+
+
+def test_no_module_imports_itself_through_others():
+    graph = _imports()
+    circles = []
+
+    def reaches(start: str, goal: str) -> list[str] | None:
+        seen, todo = {start}, [[start]]
+        while todo:
+            trail = todo.pop()
+            for nxt in sorted(graph[trail[-1]]):
+                if nxt == goal:
+                    return [*trail, nxt]
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append([*trail, nxt])
+        return None
+
+    for name in sorted(graph):
+        trail = reaches(name, name)
+        if trail and min(trail[:-1]) == name:  # each circle once, from its least member
+            circles.append(" → ".join(trail))
+    assert not circles
+
+
 def _cited_files() -> list[Path]:
     docs = [*sorted((ROOT / "docs").glob("*.md")), ROOT / "README.md"]
     return MODULES + docs

@@ -77,7 +77,7 @@ def run_export(
         checked["with"], checked["difference"] = _check(net, tmp, Path(out), fmt, layout)
 
     export.write(ckpt, Path(out), fmt, layout, reopen if check else None)  # type: ignore[arg-type]
-    meta = export.metadata(ckpt, layout)  # type: ignore[arg-type]
+    meta = export.file_metadata(ckpt, layout)
     checked_with, difference = checked["with"], checked["difference"]
     return ExportReport(
         checkpoint=ckpt.source,

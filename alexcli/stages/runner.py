@@ -22,11 +22,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from alexcli import __version__
 from alexcli.core.atomic import write_json, write_text
 from alexcli.core.fingerprint import stage_fingerprint
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import FormatError, UserError
+from alexcli.version import __version__
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 The configuration is resolved before (`config.train_config`; with --resume the run's
 own saved configuration, `saved_config`, replaces the preset); the number of classes
-comes from the data. This stage checks what it is given — the inputs (`open_inputs`),
+comes from the data. This stage checks what it is given — the inputs
+(stages/train_inputs.py),
 that the configuration can run on them, what RUN_DIR holds and, with --resume, that
 last.pt can be continued (stages/train_checks.py) — then hands the work to
 `core.nn.trainer.Trainer`, and writes the manifest last.
@@ -34,18 +35,16 @@ from typing import TYPE_CHECKING, Any
 from alexcli.config import TrainConfig, from_dict, to_dict, train_config
 from alexcli.config import fingerprint_view as config_view
 from alexcli.core.atomic import remove_stale_temps, write_json, write_text
-from alexcli.core.data.stats import Stats
-from alexcli.core.fingerprint import file_digest, stage_fingerprint
+from alexcli.core.fingerprint import stage_fingerprint
 from alexcli.core.progress import QUIET, SILENT, Progress
 from alexcli.errors import ConfigError, UserError
-from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.results import Result
 from alexcli.stages.runner import (
     invalidate,
     write_manifest,
 )
-from alexcli.stages.stats import STATS_FILE, check_stats_current
 from alexcli.stages.train_checks import check_resume, check_trainable, decide
+from alexcli.stages.train_inputs import Inputs, open_inputs
 
 if TYPE_CHECKING:
     from alexcli.core.nn.distributed import Dist
@@ -85,30 +84,6 @@ class TrainResult(Result):
             "images_per_s": self.images_per_s,
             "checkpoints": {k: str(v) for k, v in self.checkpoints.items()},
         }
-
-
-@dataclass(frozen=True)
-class Inputs:
-    """DATA_DIR as training reads it: the manifest, current stats, and their identity."""
-
-    data: DataDir
-    stats: Stats
-    stats_fingerprint: str  # sha256 of stats.h5: what the run was normalised with
-
-    @property
-    def upstream(self) -> dict[str, str]:
-        return {"prepare": self.data.fingerprint, "stats": self.stats_fingerprint}
-
-    @property
-    def upstream_key(self) -> str:
-        return f"{self.data.fingerprint}/{self.stats_fingerprint}"
-
-
-def open_inputs(data_dir: Path) -> Inputs:
-    """DATA_DIR's manifest and its current stats (stale stats.h5 refused, naming the fix)."""
-    data = open_data_dir(data_dir)
-    stats = check_stats_current(data.root)
-    return Inputs(data, stats, file_digest(data.root / STATS_FILE)[:16])
 
 
 def saved_config(run_dir: Path) -> TrainConfig | None:

@@ -132,7 +132,7 @@ def check_same_data(run_dir: Path, data_dir: Path, fix: str) -> None:
     load when the class count differs. The finished run's manifest says what it was trained
     on; an unfinished one's last.pt does."""
     from alexcli.core.nn.checkpoint import load_checkpoint
-    from alexcli.stages.train import open_inputs
+    from alexcli.stages.train_inputs import open_inputs
 
     now = open_inputs(data_dir).upstream
     finished = read_manifest(run_dir / "manifest.json") or {}

@@ -17,6 +17,7 @@ one-line `FormatError` naming the command that rebuilds it. Keys: docs/formats.m
 from __future__ import annotations
 
 import io
+import json
 import os
 import pickle
 import random
@@ -31,6 +32,7 @@ import torch
 from alexcli.config import TrainConfig, from_dict, to_dict
 from alexcli.core.atomic import atomic_path
 from alexcli.errors import AlexcliError, ConfigError, FormatError, UserError, first_line
+from alexcli.version import __version__
 
 if TYPE_CHECKING:
     from alexcli.core.nn.lrn import Lrn
@@ -220,8 +222,6 @@ def load_checkpoint(path_or_run_dir: Path | str, *, content: bytes | None = None
     `content`: the checkpoint's bytes, received rather than read (another node's file)."""
     path = Path(path_or_run_dir) if content is not None else resolve_checkpoint(path_or_run_dir)
     if path.suffix == ".safetensors":
-        from alexcli.core.nn.export import read_safetensors
-
         return read_safetensors(path)
     try:
         source = io.BytesIO(content) if content is not None else path
@@ -289,3 +289,89 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
+
+
+# --------------------------------------------------------------------------- safetensors
+# The weights file `alexcli export` writes and `alexcli.load` reads: a checkpoint's weights,
+# mean image and eigen data as tensors, its configuration and classes as metadata (nothing
+# to resume). Written and read here, beside the checkpoint it serialises.
+
+WEIGHTS_FORMAT = "alexcli-weights"
+WEIGHTS_VERSION = 1
+_EXPORT_AGAIN = "export it again: `alexcli export RUN_DIR OUT.safetensors`"
+
+
+def file_metadata(ckpt: Checkpoint, layout: str = "nchw") -> dict[str, str]:
+    """What a user of an exported file needs beside its weights or graph: the class names,
+    the input it takes (`layout` nchw or nhwc), where it came from. Strings (safetensors'
+    and ONNX's metadata are)."""
+    crop, size = ckpt.config.crop, ckpt.size
+    shape = f"(n, {crop}, {crop}, 3)" if layout == "nhwc" else f"(n, 3, {crop}, {crop})"
+    return {
+        "format": WEIGHTS_FORMAT,
+        "version": str(WEIGHTS_VERSION),
+        "alexcli": __version__,
+        "classes": json.dumps(ckpt.classes),
+        "input": f"uint8 {shape} RGB crops",
+        "preprocess": f"shorter side to {size}, central {size}×{size}, centre {crop}×{crop}",
+        "output": f"float32 (n, {len(ckpt.classes)}) class probabilities",
+        "source": str(ckpt.path or ""),
+        "epoch": str(ckpt.epoch),
+    }
+
+
+def safetensors_bytes(ckpt: Checkpoint) -> bytes:
+    """The weights (`model.` + state dict key), `mean`, `eigval`, `eigvec`, and the
+    configuration and classes as metadata: all `alexcli.load` needs, nothing to resume.
+    (Bytes, then written by the caller: safetensors' save_file makes the file 0600.)"""
+    from safetensors.torch import save
+
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.weights.items()}
+    for name in ("mean", "eigval", "eigvec"):
+        tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(ckpt, name), np.float32))
+    meta = file_metadata(ckpt, "nchw")
+    meta |= {"config": json.dumps(to_dict(ckpt.config)), "size": str(ckpt.size)}
+    return save(tensors, metadata=meta)
+
+
+def read_safetensors(path: Path) -> Checkpoint:
+    """A `safetensors_bytes` file as a Checkpoint (weights only: nothing to resume)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    except (SafetensorError, OSError, ValueError) as e:
+        raise FormatError(f"{path}: not a safetensors file ({e})", hint=_EXPORT_AGAIN) from None
+    if meta.get("format") != WEIGHTS_FORMAT:
+        raise FormatError(
+            f"{path}: a safetensors file, but not alexcli's (no alexcli metadata)",
+            hint="alexcli reads the .safetensors files `alexcli export` writes",
+        )
+    if meta.get("version") != str(WEIGHTS_VERSION):
+        raise FormatError(
+            f"{path}: weights version {meta.get('version')}, this alexcli reads {WEIGHTS_VERSION}",
+            hint=_EXPORT_AGAIN,
+        )
+    missing = [k for k in ("mean", "eigval", "eigvec") if k not in tensors]
+    missing += [k for k in ("config", "classes", "size") if k not in meta]
+    if missing:
+        raise FormatError(f"{path}: lacks {', '.join(missing)}", hint=_EXPORT_AGAIN)
+    try:
+        config = from_dict(TrainConfig, json.loads(meta["config"]), where=str(path))
+        classes = [dict(c) for c in json.loads(meta["classes"])]
+        size, epoch = int(meta["size"]), int(meta.get("epoch", 0))
+    except (ConfigError, ValueError, TypeError) as e:
+        raise FormatError(f"{path}: metadata unreadable ({e})", hint=_EXPORT_AGAIN) from None
+    return Checkpoint(
+        config=config,
+        classes=classes,
+        size=size,
+        mean=tensors["mean"].numpy(),
+        eigval=tensors["eigval"].numpy(),
+        eigvec=tensors["eigvec"].numpy(),
+        weights={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
+        epoch=epoch,
+        path=path,
+    )

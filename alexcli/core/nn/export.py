@@ -28,13 +28,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alexcli.config import TrainConfig, from_dict, to_dict
 from alexcli.core.atomic import atomic_path
-from alexcli.core.nn.checkpoint import Checkpoint
+from alexcli.core.nn.checkpoint import (
+    Checkpoint,
+    file_metadata,
+    read_safetensors,
+    safetensors_bytes,
+)
 from alexcli.core.nn.lrn import torch_lrn
 from alexcli.core.nn.model import AlexNet
-from alexcli.errors import ConfigError, FormatError
-from alexcli.version import __version__
+from alexcli.errors import ConfigError
 
 Format = Literal["safetensors", "torchscript", "pt2", "onnx"]
 Layout = Literal["nchw", "nhwc"]
@@ -47,9 +50,6 @@ SUFFIXES: dict[str, Format] = {
     ".onnx": "onnx",
 }
 ONNX_OPSET = 18  # torch.export's ONNX translator targets 18 and up; onnxruntime ≥ 1.16 runs it
-WEIGHTS_FORMAT = "alexcli-weights"
-WEIGHTS_VERSION = 1
-_FIX = "export it again: `alexcli export RUN_DIR OUT.safetensors`"
 
 
 class Deployable(nn.Module):
@@ -91,24 +91,6 @@ def example_input(module: Deployable, n: int = 2, seed: int = 0) -> torch.Tensor
     return torch.randint(0, 256, shape, dtype=torch.uint8, generator=generator)
 
 
-def metadata(ckpt: Checkpoint, layout: Layout) -> dict[str, str]:
-    """What a user of an exported file needs beside the graph: the class names, the
-    input it takes, where it came from. Strings (safetensors' and ONNX's metadata are)."""
-    crop, size = ckpt.config.crop, ckpt.size
-    shape = f"(n, {crop}, {crop}, 3)" if layout == "nhwc" else f"(n, 3, {crop}, {crop})"
-    return {
-        "format": WEIGHTS_FORMAT,
-        "version": str(WEIGHTS_VERSION),
-        "alexcli": __version__,
-        "classes": json.dumps(ckpt.classes),
-        "input": f"uint8 {shape} RGB crops",
-        "preprocess": f"shorter side to {size}, central {size}×{size}, centre {crop}×{crop}",
-        "output": f"float32 (n, {len(ckpt.classes)}) class probabilities",
-        "source": str(ckpt.path or ""),
-        "epoch": str(ckpt.epoch),
-    }
-
-
 # --------------------------------------------------------------------------- writers
 
 
@@ -134,7 +116,7 @@ def write(
 def _write_graph(ckpt: Checkpoint, tmp: Path, fmt: Format, layout: Layout) -> None:
     module = deployable(ckpt, layout)
     example = example_input(module)
-    meta = metadata(ckpt, layout)
+    meta = file_metadata(ckpt, layout)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracers' deprecation and tracer notes
         if fmt == "torchscript":
@@ -185,63 +167,6 @@ def _write_onnx(
     for key, value in meta.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
-
-
-def safetensors_bytes(ckpt: Checkpoint) -> bytes:
-    """The weights (`model.` + state dict key), `mean`, `eigval`, `eigvec`, and the
-    configuration and classes as metadata: all `alexcli.load` needs, nothing to resume.
-    (Bytes, then written by the caller: safetensors' save_file makes the file 0600.)"""
-    from safetensors.torch import save
-
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in ckpt.weights.items()}
-    for name in ("mean", "eigval", "eigvec"):
-        tensors[name] = torch.from_numpy(np.ascontiguousarray(getattr(ckpt, name), np.float32))
-    meta = metadata(ckpt, "nchw")
-    meta |= {"config": json.dumps(to_dict(ckpt.config)), "size": str(ckpt.size)}
-    return save(tensors, metadata=meta)
-
-
-def read_safetensors(path: Path) -> Checkpoint:
-    """A `write_safetensors` file as a Checkpoint (weights only: nothing to resume)."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (not a dict)
-    except (SafetensorError, OSError, ValueError) as e:
-        raise FormatError(f"{path}: not a safetensors file ({e})", hint=_FIX) from None
-    if meta.get("format") != WEIGHTS_FORMAT:
-        raise FormatError(
-            f"{path}: a safetensors file, but not alexcli's (no alexcli metadata)",
-            hint="alexcli reads the .safetensors files `alexcli export` writes",
-        )
-    if meta.get("version") != str(WEIGHTS_VERSION):
-        raise FormatError(
-            f"{path}: weights version {meta.get('version')}, this alexcli reads {WEIGHTS_VERSION}",
-            hint=_FIX,
-        )
-    missing = [k for k in ("mean", "eigval", "eigvec") if k not in tensors]
-    missing += [k for k in ("config", "classes", "size") if k not in meta]
-    if missing:
-        raise FormatError(f"{path}: lacks {', '.join(missing)}", hint=_FIX)
-    try:
-        config = from_dict(TrainConfig, json.loads(meta["config"]), where=str(path))
-        classes = [dict(c) for c in json.loads(meta["classes"])]
-        size, epoch = int(meta["size"]), int(meta.get("epoch", 0))
-    except (ConfigError, ValueError, TypeError) as e:
-        raise FormatError(f"{path}: metadata unreadable ({e})", hint=_FIX) from None
-    return Checkpoint(
-        config=config,
-        classes=classes,
-        size=size,
-        mean=tensors["mean"].numpy(),
-        eigval=tensors["eigval"].numpy(),
-        eigvec=tensors["eigvec"].numpy(),
-        weights={k[6:]: v for k, v in tensors.items() if k.startswith("model.")},
-        epoch=epoch,
-        path=path,
-    )
 
 
 # --------------------------------------------------------------------------- reloading
