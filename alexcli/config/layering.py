@@ -21,6 +21,7 @@ from typing import Any, Literal, TypeVar
 
 from alexcli.config.schema import CHECKING, RUNTIME, BoundError, TrainConfig, preset
 from alexcli.errors import ConfigError
+from alexcli.jsonable import jsonable
 
 T = TypeVar("T")
 
@@ -229,7 +230,7 @@ def _describe(annotation: Any) -> str:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     """The configuration as JSON-able data (tuples become lists)."""
-    return _jsonable(dataclasses.asdict(cfg))
+    return jsonable(dataclasses.asdict(cfg))
 
 
 def fingerprint_view(cfg: Any) -> dict[str, Any]:
@@ -240,7 +241,7 @@ def fingerprint_view(cfg: Any) -> dict[str, Any]:
             continue
         value = getattr(cfg, f.name)
         out[f.name] = (
-            fingerprint_view(value) if dataclasses.is_dataclass(value) else _jsonable(value)
+            fingerprint_view(value) if dataclasses.is_dataclass(value) else jsonable(value)
         )
     return out
 
@@ -253,11 +254,3 @@ def from_dict(cls: type[T], data: Mapping[str, Any], where: str = "saved config"
         return merge(cls(), data, where)
     finally:
         CHECKING.reset(token)
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
-    return value
