@@ -15,10 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from alexcli.core.atomic import check_writable
-from alexcli.core.figures.curves import Epoch, LrDrop, lr_drops, plot, read_metrics, write_figure
+from alexcli.core.figures.curves import Epoch, LrDrop, epochs_of, lr_drops, plot, write_figure
 from alexcli.core.figures.kernel_grid import Normalize, colour_fraction, kernel_grid
 from alexcli.core.figures.png import write_png
 from alexcli.core.progress import SILENT, Progress
+from alexcli.core.rundir import METRICS, read_metrics
 from alexcli.errors import UserError
 from alexcli.stages.results import Result
 from alexcli.stages.trained import check_run
@@ -103,15 +104,16 @@ def run_viz_curves(run: Path, out: Path, *, progress: Progress = SILENT) -> Curv
     _check_out(out, PICTURE_SUFFIXES)
     path = find_metrics(run)
     metrics = read_metrics(path)
-    if not metrics.epochs:
+    epochs = epochs_of(metrics.records)
+    if not epochs:
         raise UserError(
             f"{path}: no finished epoch yet",
             hint="a line is written at the end of each epoch; try again after the first",
         )
     if metrics.partial_line:
         progress.log(f"{path}: skipped an unfinished last line (the run is still writing)")
-    write_figure(plot(metrics.epochs), out)
-    return CurvesResult(out, path, metrics.epochs, lr_drops(metrics.epochs), metrics.partial_line)
+    write_figure(plot(epochs), out)
+    return CurvesResult(out, path, epochs, lr_drops(epochs), metrics.partial_line)
 
 
 def find_metrics(run: Path) -> Path:
@@ -127,8 +129,8 @@ def find_metrics(run: Path) -> Path:
         return run
     candidates = [run] if run.is_dir() else [run.parent, run.parent.parent]
     for directory in candidates:
-        if (directory / "metrics.jsonl").is_file():
-            return directory / "metrics.jsonl"
+        if (directory / METRICS).is_file():
+            return directory / METRICS
     raise UserError(
         f"{run}: no metrics.jsonl here",
         hint="`alexcli train` writes RUN_DIR/metrics.jsonl at the end of each epoch",

@@ -2,10 +2,9 @@
 error per epoch, with the learning-rate drops (÷10 when validation error stops
 improving) marked where they happened.
 
-Input: RUN_DIR/metrics.jsonl, one JSON object per finished epoch (docs/cli.md "train").
-A run in progress may be caught mid-write, so an unparsable *last* line is skipped;
-an unparsable line before it means the file is not what `train` writes. A resumed
-run may repeat an epoch: the last record of each epoch wins.
+Input: the records of metrics.jsonl, one per finished epoch, as `core/rundir.py` reads
+them (a cut last line left out, the last record of an epoch kept); `epochs_of` takes the
+values the figure draws. Nothing here reads a file.
 
 Output without matplotlib (it requires plain `pillow`, which would replace
 pillow-simd): `plot()` lays the figure out once as a few primitives (polylines,
@@ -16,11 +15,11 @@ hand-written SVG for `.svg`. `sparkline()` gives the terminal a one-line view.
 from __future__ import annotations
 
 import itertools
-import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import escape
 
 import numpy as np
@@ -28,7 +27,6 @@ from PIL import Image, ImageDraw
 
 from alexcli.core.atomic import write_text
 from alexcli.core.figures import png
-from alexcli.errors import FormatError
 
 SERIES = ("train_loss", "val_top1_error", "val_top5_error")
 LABELS = {"train_loss": "train loss", "val_top1_error": "val top-1", "val_top5_error": "val top-5"}
@@ -63,36 +61,12 @@ class LrDrop:
     after: float
 
 
-@dataclass(frozen=True)
-class Metrics:
-    epochs: list[Epoch]
-    partial_line: bool  # the last line was cut off (a run still writing)
+def epochs_of(records: Sequence[Mapping[str, Any]]) -> list[Epoch]:
+    """The drawn values of metrics.jsonl's records, in the records' order."""
+    return [_epoch(r) for r in records]
 
 
-def read_metrics(path: Path) -> Metrics:
-    """Parse metrics.jsonl; tolerate a cut-off last line (module docstring)."""
-    lines = [(n, s) for n, s in enumerate(Path(path).read_text().splitlines(), 1) if s.strip()]
-    by_epoch: dict[int, Epoch] = {}
-    partial = False
-    for i, (number, line) in enumerate(lines):
-        try:
-            record = json.loads(line)
-            epoch = _epoch(record)
-        except (ValueError, TypeError, KeyError) as e:
-            if i == len(lines) - 1:
-                partial = True
-                continue
-            raise FormatError(
-                f"{path}:{number}: not a metrics record ({e})",
-                hint="metrics.jsonl is written by `alexcli train`; is this the right RUN_DIR?",
-            ) from None
-        by_epoch[epoch.epoch] = epoch
-    return Metrics([by_epoch[k] for k in sorted(by_epoch)], partial)
-
-
-def _epoch(record: object) -> Epoch:
-    if not isinstance(record, dict):
-        raise TypeError("not a JSON object")
+def _epoch(record: Mapping[str, Any]) -> Epoch:
     values: dict[str, float | None] = {}
     for key in (*SERIES, "lr", "images_per_s"):
         value = None if record.get(key) is None else float(record[key])

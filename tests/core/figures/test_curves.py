@@ -1,4 +1,4 @@
-"""core/curves.py: metrics.jsonl read tolerantly, lr drops found, PNG and SVG drawn."""
+"""core/figures/curves.py: metrics.jsonl's records drawn, lr drops found, PNG and SVG."""
 
 from __future__ import annotations
 
@@ -12,15 +12,15 @@ from PIL import Image
 from alexcli.core.figures.curves import (
     COLOURS,
     Epoch,
+    epochs_of,
     lr_drops,
     nice_ticks,
     plot,
-    read_metrics,
     sparkline,
     summary_rows,
     write_figure,
 )
-from alexcli.errors import FormatError
+from alexcli.core.rundir import read_metrics
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -52,28 +52,16 @@ def metrics_file(tmp_path):
     return path
 
 
-def test_reads_every_epoch_and_finds_the_drops(metrics_file):
-    m = read_metrics(metrics_file)
-    assert [e.epoch for e in m.epochs] == list(range(1, 10)) and not m.partial_line
-    assert m.epochs[0].train_loss == 7.0 and m.epochs[2].lr == 0.01
-    drops = lr_drops(m.epochs)
+def epochs(path):
+    return epochs_of(read_metrics(path).records)
+
+
+def test_takes_every_epoch_and_finds_the_drops(metrics_file):
+    m = epochs(metrics_file)
+    assert [e.epoch for e in m] == list(range(1, 10))
+    assert m[0].train_loss == 7.0 and m[2].lr == 0.01
+    drops = lr_drops(m)
     assert [(d.epoch, d.before, d.after) for d in drops] == [(5, 0.01, 0.001), (8, 0.001, 0.0001)]
-
-
-def test_a_partial_last_line_is_tolerated(metrics_file):
-    with metrics_file.open("a") as f:
-        f.write('{"epoch": 10, "train_lo')  # the trainer was killed mid-write
-    m = read_metrics(metrics_file)
-    assert len(m.epochs) == 9 and m.partial_line
-
-
-def test_a_bad_line_before_the_last_is_a_format_error(tmp_path):
-    lines = metrics_lines(LRS)
-    lines[3] = "not json"
-    path = tmp_path / "metrics.jsonl"
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(FormatError, match=r"metrics.jsonl:4"):
-        read_metrics(path)
 
 
 def test_a_repeated_epoch_keeps_the_last_record_and_nulls_are_missing(tmp_path):
@@ -81,8 +69,8 @@ def test_a_repeated_epoch_keeps_the_last_record_and_nulls_are_missing(tmp_path):
     again = json.loads(lines[2]) | {"train_loss": 0.5, "val_top5_error": None}
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join([*lines, json.dumps(again)]) + "\n")
-    epochs = read_metrics(path).epochs
-    assert len(epochs) == 3 and epochs[2].train_loss == 0.5 and epochs[2].val_top5_error is None
+    drawn = epochs(path)
+    assert len(drawn) == 3 and drawn[2].train_loss == 0.5 and drawn[2].val_top5_error is None
 
 
 def test_a_warm_up_is_not_a_drop():
@@ -92,7 +80,7 @@ def test_a_warm_up_is_not_a_drop():
 
 def test_png_has_the_size_and_draws_each_series(metrics_file, tmp_path):
     out = tmp_path / "curves.png"
-    write_figure(plot(read_metrics(metrics_file).epochs, width=640, height=480), out)
+    write_figure(plot(epochs(metrics_file), width=640, height=480), out)
     image = Image.open(out)
     assert image.format == "PNG" and image.size == (640, 480) and image.mode == "RGB"
     pixels = np.asarray(image).reshape(-1, 3).astype(int)
@@ -104,7 +92,7 @@ def test_png_has_the_size_and_draws_each_series(metrics_file, tmp_path):
 
 def test_svg_has_one_polyline_per_series_and_a_rule_per_drop(metrics_file, tmp_path):
     out = tmp_path / "curves.svg"
-    write_figure(plot(read_metrics(metrics_file).epochs), out)
+    write_figure(plot(epochs(metrics_file)), out)
     root = ET.parse(out).getroot()
     assert root.tag == f"{SVG}svg" and root.get("width") == "900"
     polylines = {p.get("data-series"): p.get("points") for p in root.iter(f"{SVG}polyline")}
@@ -122,7 +110,7 @@ def test_svg_has_one_polyline_per_series_and_a_rule_per_drop(metrics_file, tmp_p
 
 
 def test_the_drop_rule_sits_at_the_last_epoch_before_the_new_rate(metrics_file, tmp_path):
-    fig = plot(read_metrics(metrics_file).epochs)
+    fig = plot(epochs(metrics_file))
     loss = next(p for p in fig.polylines if p.series == "train_loss")
     x_epoch4 = loss.points[3][0]
     rules = [ln for ln in fig.lines if ln.dashed and ln.start[0] == ln.end[0]]
@@ -135,7 +123,7 @@ def test_a_missing_value_leaves_a_point_out(tmp_path):
     lines[1] = json.dumps(rec)
     path = tmp_path / "metrics.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    fig = plot(read_metrics(path).epochs)
+    fig = plot(epochs(path))
     counts = {p.series: len(p.points) for p in fig.polylines}
     assert counts == {"train_loss": 4, "val_top1_error": 3, "val_top5_error": 4}
 
