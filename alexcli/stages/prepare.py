@@ -31,6 +31,7 @@ from alexcli.core import pool
 from alexcli.core.atomic import remove_stale_temps
 from alexcli.core.data import decode, sources, subsets
 from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
+from alexcli.core.data.records import SUBSAMPLING
 from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
@@ -56,6 +57,8 @@ class PrepareResult(Result):
     fingerprint: str
     up_to_date: bool
     layout: str
+    encoding: str  # how the shards store their images: raw or jpeg
+    quality: int | None  # of the JPEG records; None for raw
     classes: int
     images: dict[str, int]
     skipped: dict[str, int]  # reason → files
@@ -122,10 +125,12 @@ def run_prepare(
         progress.log("prepare: shards differ in size from the manifest's; checking each one")
     decoding = decode.decode_params()
     params = {**fingerprint_view(config), "decode": decoding}
+    del params["encoding"], params["quality"]  # a raw DATA_DIR keeps its fingerprint
+    params |= stored_as(config)
     counts: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
-        checks.check_space(data_dir, plans, config.size)
+        checks.check_space(data_dir, plans, config.size, config.encoding)
         done = write_shards(src.root, data_dir, plans, config, reuse=not force, progress=progress)
         counts["written"] = sum(not d.reused for d in done)
         counts["reused"] = sum(d.reused for d in done)
@@ -185,13 +190,26 @@ def plan_shards(
             fp = fingerprint(
                 {"version": VERSION, "split": split, "size": config.size,
                  "resample": config.resample, "decode": decoding,
-                 "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part]}
+                 "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part],
+                 **stored_as(config)}
             )  # fmt: skip
             entries = tuple((f.path, lab) for f, lab in part)
             at = tuple(None if f.at is None else (*f.at, f.size) for f, _ in part)
             located = at if any(a is not None for a in at) else ()
-            plans.append(ShardPlan(split, f"{split}/{k:05d}.h5", entries, fp, located))
+            path = f"{split}/{k:05d}.h5"
+            plans.append(
+                ShardPlan(split, path, entries, fp, located, config.encoding, config.quality)
+            )
     return plans, unlabelled, sources.listing_digest(listed)
+
+
+def stored_as(config: PrepareConfig) -> dict[str, Any]:
+    """How the shards store their images, as the fingerprints and the manifest record it:
+    nothing for raw pixels (so a DATA_DIR made before encodings existed stays up to
+    date), else the encoding, its quality and chroma subsampling."""
+    if config.encoding == "raw":
+        return {}
+    return {"encoding": config.encoding, "quality": config.quality, "subsampling": SUBSAMPLING}
 
 
 def shard_count(n: int, shard_size: int) -> int:
@@ -300,6 +318,8 @@ def _manifest_body(
         "classes": [{"name": c, "words": src.words[c]} for c in chosen],
         "selection": {"how": how, "available": len(src.classes), "seed": config.seed},
         "size": config.size,
+        "encoding": config.encoding,
+        **({"quality": config.quality} if config.encoding == "jpeg" else {}),
         "preprocess": {**decoding, "resample": config.resample},
         "splits": splits,
         "skipped": skipped,
@@ -323,6 +343,8 @@ def _result(
         fingerprint=fp,
         up_to_date=up_to_date,
         layout=str(manifest.get("layout", "")),
+        encoding=str(manifest.get("encoding", "raw")),
+        quality=manifest.get("quality"),
         classes=len(manifest["classes"]),
         images={s: int(v["images"]) for s, v in manifest["splits"].items()},
         skipped=dict(Counter(str(s["reason"]) for s in manifest.get("skipped", []))),

@@ -25,6 +25,7 @@ from typing import Any
 
 from alexcli.core.data import decode
 from alexcli.core.data.archives import read_member
+from alexcli.core.data.records import Encoding
 from alexcli.core.data.shards import ShardWriter, open_shard
 from alexcli.core.fingerprint import file_digest
 from alexcli.errors import UserError
@@ -35,13 +36,16 @@ _SEP = ", "  # joins one file's kinds in the keys of the `converted` attribute
 @dataclass(frozen=True)
 class ShardPlan:
     """One shard to write: its path in DATA_DIR and its (source path, label) items; for
-    items inside an archive, where their bytes are (archive, offset, size), item by item."""
+    items inside an archive, where their bytes are (archive, offset, size), item by item;
+    how the shard stores its images (core/data/records.py)."""
 
     split: str
     path: str
     items: tuple[tuple[str, int], ...]
     fingerprint: str
     locations: tuple[tuple[str, int, int] | None, ...] = ()
+    encoding: Encoding = "raw"
+    quality: int = 90  # of JPEG records
 
     def source(self, root: str, k: int) -> decode.ImageSource:
         """Item k's file, or its bytes read out of its archive."""
@@ -89,7 +93,13 @@ def pack_shard(
     rows: dict[str, list[int]] = {}  # "kind, kind" → rows converted that way
     attrs = {"plan": plan.fingerprint}
     with ShardWriter(
-        path, split=plan.split, size=size, capacity=len(plan.items), attrs=attrs
+        path,
+        split=plan.split,
+        size=size,
+        capacity=len(plan.items),
+        attrs=attrs,
+        encoding=plan.encoding,
+        quality=plan.quality,
     ) as writer:
         for k, (rel, label) in enumerate(plan.items):
             if parent is not None and os.getppid() != parent:

@@ -8,7 +8,13 @@ import h5py
 import numpy as np
 import pytest
 
-from alexcli.core.data.shards import SCHEMA_VERSION, ShardSet, ShardWriter, open_shard, write_shard
+from alexcli.core.data.shards import (
+    RAW_SCHEMA_VERSION,
+    ShardSet,
+    ShardWriter,
+    open_shard,
+    write_shard,
+)
 from alexcli.errors import FormatError
 
 
@@ -22,7 +28,7 @@ def test_round_trip(tmp_path):
                 split="train")  # fmt: skip
     with open_shard(tmp_path / "s.h5", "train") as f:
         assert f.attrs["format"] == "alexcli-shard" and f.attrs["count"] == 5
-        assert f.attrs["schema_version"] == SCHEMA_VERSION and f.attrs["size"] == 8
+        assert f.attrs["schema_version"] == RAW_SCHEMA_VERSION and f.attrs["size"] == 8
         np.testing.assert_array_equal(f["images"][:], imgs)
         assert list(f["labels"][:]) == [0, 1, 2, 1, 0]
         assert f["paths"].asstr()[3] == "a/3.JPEG"
