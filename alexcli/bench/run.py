@@ -350,8 +350,9 @@ def _loader(
                               workers=plan.workers, seconds=plan.seconds)  # fmt: skip
     procs = max(plan.workers, 1)
     raw = plain.raw_read_rate(shards, procs, plan.seconds)
-    worker = plain.fill_rate(shards, size=data.size, crop=crop, batch_size=batch,
-                             seconds=plan.seconds)  # fmt: skip
+    worker = plain.fill_rate(
+        shards, size=data.size, crop=crop, batch_size=batch, seconds=plan.seconds
+    )
     details["loader_jpeg" if jpeg and "loader" in details else "loader"] = {
         "encoding": data.encoding,
         "workers": plan.workers,
@@ -366,21 +367,41 @@ def _loader(
     workers = _n(plan.workers, "worker")
     reads = f"decoding reads, {_n(procs, 'proc')}" if jpeg else f"random reads, {_n(procs, 'proc')}"
     figures = [
-        Figure("loader", f"{what}, {workers}", got.per_s, reads, raw.per_s, 0.5,
-               cause=JPEG_CAUSE if jpeg else LOADER_CAUSE),
-    ]  # fmt: skip
+        Figure(
+            "loader",
+            f"{what}, {workers}",
+            got.per_s,
+            reads,
+            raw.per_s,
+            0.5,
+            cause=JPEG_CAUSE if jpeg else LOADER_CAUSE,
+        ),
+    ]
     if step is not None:
         figures.append(
-            Figure("loader", f"{what}, {workers}", got.per_s,
-                   f"{plan.train.preset} step, {plan.precision}", step, 10.0, cause=LOADER_CAUSE)
-        )  # fmt: skip
+            Figure(
+                "loader",
+                f"{what}, {workers}",
+                got.per_s,
+                f"{plan.train.preset} step, {plan.precision}",
+                step,
+                10.0,
+                cause=LOADER_CAUSE,
+            )
+        )
     if jpeg:
         figures.append(
-            Figure("loader", f"{what}, one worker's fill", worker.per_s,
-                   "one H100's appetite per core (20,000/s ÷ 16)", H100_PER_CORE, 0.8,
-                   cause="a 256 px JPEG decode costs ~0.5–1 ms of one core: more cores per "
-                   "GPU, or GPU decoding (docs/prepare.md)")
-        )  # fmt: skip
+            Figure(
+                "loader",
+                f"{what}, one worker's fill",
+                worker.per_s,
+                "one H100's appetite per core (20,000/s ÷ 16)",
+                H100_PER_CORE,
+                0.8,
+                cause="a 256 px JPEG decode costs ~0.5–1 ms of one core: more cores per "
+                "GPU, or GPU decoding (docs/prepare.md)",
+            )
+        )
     return figures
 
 

@@ -104,8 +104,14 @@ def _photos(n, size=32, seed=0):
     out = []
     for _ in range(n):
         a, b, c = rng.uniform(0.2, 1, 3)
-        base = np.stack([a * np.outer(ramp, ramp), b * np.outer(1 - ramp, ramp), c * ramp[:, None]
-                         * np.ones(size)], -1)  # fmt: skip
+        base = np.stack(
+            [
+                a * np.outer(ramp, ramp),
+                b * np.outer(1 - ramp, ramp),
+                c * ramp[:, None] * np.ones(size),
+            ],
+            -1,
+        )
         out.append((base * 230 + rng.normal(0, 5, base.shape)).clip(0, 255))
     return np.asarray(out, np.uint8)
 
@@ -123,8 +129,15 @@ def _pil(image, quality):
 
 def test_jpeg_round_trip(tmp_path):
     imgs = _photos(5)
-    write_shard(tmp_path / "s.h5", imgs, [0, 1, 2, 1, 0], [f"a/{i}.JPEG" for i in range(5)],
-                split="train", encoding="jpeg", quality=85)  # fmt: skip
+    write_shard(
+        tmp_path / "s.h5",
+        imgs,
+        [0, 1, 2, 1, 0],
+        [f"a/{i}.JPEG" for i in range(5)],
+        split="train",
+        encoding="jpeg",
+        quality=85,
+    )
     with open_shard(tmp_path / "s.h5", "train") as f:
         assert f.attrs["schema_version"] == SCHEMA_VERSION and f.attrs["encoding"] == "jpeg"
         assert f.attrs["quality"] == 85 and f.attrs["subsampling"] == "4:2:0"
