@@ -284,10 +284,23 @@ def fill_rate(
     shards: ShardSet, *, size: int, crop: int, batch_size: int, seconds: float = 2.0
 ) -> Rate:
     """Images/s of one loader worker's work, in this process: `CropDataset.fill` of
-    training batch plans (read or decode, crop, reflect) into one array, batch after batch."""
+    training batch plans (read or decode, crop, reflect) into one array, batch after batch,
+    on one thread as a worker runs (DataLoader sets each worker's torch to one thread)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fill_for(shards, size, crop, batch_size, seconds)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fill_for(shards: ShardSet, size: int, crop: int, batch_size: int, seconds: float) -> Rate:
     import torch
 
     dataset = CropDataset(shards, crop)
+    batch_size = min(batch_size, len(shards))
     sampler = EpochSampler(len(shards), batch_size, size=size, crop=crop, seed=0)
     out = torch.empty((batch_size, crop, crop, 3), dtype=torch.uint8)
     done, start, epoch = 0, 0.0, 0
