@@ -94,6 +94,12 @@ def run_prepare(
     start = time.perf_counter()
     if wnids_file is not None:
         config = replace(config, wnids=subsets.read_wnids(wnids_file))
+    from alexcli.stages import reencode  # it builds on this module
+
+    if reencode.is_data_dir(Path(source)):  # a conversion: the shards, not SOURCE, are read
+        return reencode.run_reencode(
+            Path(source), Path(data_dir), config, force=force, verify=verify, progress=progress
+        )
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
@@ -130,7 +136,8 @@ def run_prepare(
     counts: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
-        checks.check_space(data_dir, plans, config.size, config.encoding)
+        images = sum(len(p.items) for p in plans)
+        checks.check_space(data_dir, images, config.size, config.encoding)
         done = write_shards(src.root, data_dir, plans, config, reuse=not force, progress=progress)
         counts["written"] = sum(not d.reused for d in done)
         counts["reused"] = sum(d.reused for d in done)
@@ -151,7 +158,9 @@ def run_prepare(
         intact=None if changed else checks.listed_shards(data_dir),
     )
     seconds = time.perf_counter() - start
-    return _result(data_dir, stage.manifest, stage.fingerprint, stage.up_to_date, counts, seconds)
+    return prepare_result(
+        data_dir, stage.manifest, stage.fingerprint, stage.up_to_date, counts, seconds
+    )
 
 
 # --------------------------------------------------------------------------- planning
@@ -241,7 +250,7 @@ def write_shards(
     and temporaries that are not in the plan."""
     for split in SPLITS:
         remove_stale_temps(data_dir / split)
-    _remove_unplanned(data_dir, plans)
+    remove_unplanned(data_dir, [p.path for p in plans])
     jobs = min(config.jobs or cpu_cores(), max(len(plans), 1))
     task = progress.task("prepare", total=sum(len(p.items) for p in plans), unit="images")
     sizes = {p.path: len(p.items) for p in plans}
@@ -275,8 +284,9 @@ def _run(
     yield from pool.processes(pack_shard, [(*a, os.getpid()) for a in args], jobs)
 
 
-def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:
-    planned = {p.path for p in plans}
+def remove_unplanned(data_dir: Path, paths: Sequence[str]) -> None:
+    """Shard files of DATA_DIR that are not in the plan (a larger plan's, before)."""
+    planned = set(paths)
     for split in SPLITS:
         folder = data_dir / split
         if folder.is_dir():
@@ -330,7 +340,7 @@ def _manifest_body(
     }
 
 
-def _result(
+def prepare_result(
     data_dir: Path,
     manifest: dict[str, Any],
     fp: str,

@@ -162,14 +162,12 @@ def shards_changed(data_dir: Path) -> bool:
         return True
 
 
-def check_space(
-    data_dir: Path, plans: Sequence[ShardPlan], size: int, encoding: str = "raw"
-) -> None:
+def check_space(data_dir: Path, images: int, size: int, encoding: str = "raw") -> None:
     """Refuse before any work when the shards cannot fit: raw pixels take size² × 3 bytes an
     image; JPEG records are counted at a generous `JPEG_SHARE` of that (photographs at
     quality 95 measured well under it: docs/prepare.md "Encoding")."""
     share = JPEG_SHARE if encoding == "jpeg" else 1.0
-    need = int(sum(len(p.items) for p in plans) * size * size * 3 * share)
+    need = int(images * size * size * 3 * share)
     existing = data_dir  # asked before anything is made: a refusal leaves no empty DATA_DIR
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
