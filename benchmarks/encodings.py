@@ -129,23 +129,30 @@ def make_source(photos: Path, root: Path, copies: int) -> int:
 
 
 def prepare(source: Path, out: Path, encoding: str, quality: int) -> float:
+    """prepare's images per second of CPU time, one process (`--jobs 1`: in this one)."""
     from alexcli.config import PrepareConfig
     from alexcli.stages.prepare import run_prepare
 
     config = PrepareConfig(size=256, encoding=encoding, quality=quality, jobs=1)  # type: ignore[arg-type]
-    return run_prepare(source, out, config, force=True).images_per_s
+    start = time.process_time()
+    result = run_prepare(source, out, config, force=True)
+    return sum(result.images.values()) / (time.process_time() - start)
 
 
 def fill_rate(data: Path, seconds: float) -> float:
+    """One worker's images per second of its own CPU time (so the machine's other load
+    does not enter): what a worker with a core to itself delivers."""
     from alexcli.bench.data import fill_rate as rate
     from alexcli.stages.datadir import open_data_dir
 
     shards = open_data_dir(data).shard_set("train")
-    return rate(shards, size=256, crop=224, batch_size=128, seconds=seconds).per_s
+    got = rate(shards, size=256, crop=224, batch_size=128, seconds=seconds, clock=time.process_time)
+    return got.per_s
 
 
 def decode_rate(data: Path, seconds: float) -> float:
-    """Records decoded one after another by a bare `Image.open(...).load()`, from memory."""
+    """Records decoded one after another by a bare `Image.open(...).load()`, from memory,
+    per second of this process's CPU time."""
     from alexcli.stages.datadir import open_data_dir
 
     shards = open_data_dir(data).shard_set("train")
@@ -154,13 +161,13 @@ def decode_rate(data: Path, seconds: float) -> float:
         with h5py.File(path) as f:
             offsets, data_ = f["offsets"][:], f["jpeg"][:].tobytes()
         records += [data_[a:b] for a, b in itertools.pairwise(offsets)]
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    done, start = 0, time.process_time()
+    while time.process_time() - start < seconds:
         for record in records[:64]:
             with Image.open(io.BytesIO(record)) as img:
                 img.load()
         done += 64
-    return done / (time.perf_counter() - start)
+    return done / (time.process_time() - start)
 
 
 def distinct_images(data: Path, photos: int) -> np.ndarray:
