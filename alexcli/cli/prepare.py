@@ -20,7 +20,11 @@ if TYPE_CHECKING:
 @app.command()
 def prepare(
     source: Annotated[
-        Path, typer.Argument(help="An ILSVRC-2012, Tiny ImageNet or image folder tree.")
+        Path,
+        typer.Argument(
+            help="An ILSVRC-2012, Tiny ImageNet or image folder tree; or a prepared "
+            "DATA_DIR, whose images are converted to --encoding without reading its source."
+        ),
     ],
     data_dir: Annotated[Path, typer.Argument(help="Where the shards and manifest.json go.")],
     classes: Annotated[
@@ -67,7 +71,8 @@ def prepare(
     ] = False,
     json: Json = False,
 ) -> None:
-    """Resize an image tree to SIZE×SIZE (shorter side, then the centre) into HDF5 shards.
+    """Resize an image tree to SIZE×SIZE (shorter side, then the centre) into HDF5 shards,
+    stored as raw pixels or as JPEG records (--encoding jpeg: ~1/10 of the bytes).
 
     Example: `alexcli prepare /data/imagenet data/in100 --classes 100 --jobs 16`
     """

@@ -552,9 +552,10 @@ def _jpeg_records(f: h5py.File, path: Path) -> tuple[np.ndarray, np.ndarray, np.
     crcs = np.asarray(f["crc32"][:], np.uint32)
     starts = np.full(n, -1, np.int64)
     base = ds.id.get_offset() if ds.chunks is None else None
-    plain = base is not None and ds.id.get_create_plist().get_nfilters() == 0
-    if plain and n and base + int(offsets[-1]) <= os.stat(path).st_size:
-        starts = base + offsets[:-1]
+    if base is None or ds.id.get_create_plist().get_nfilters() or not n:
+        return starts, lengths.astype(np.int32), crcs
+    if int(base) + int(offsets[-1]) <= os.stat(path).st_size:
+        starts = int(base) + offsets[:-1]
     return starts, lengths.astype(np.int32), crcs
 
 
