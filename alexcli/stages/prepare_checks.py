@@ -164,8 +164,8 @@ def shards_changed(data_dir: Path) -> bool:
 
 def check_space(data_dir: Path, images: int, size: int, encoding: str = "raw") -> None:
     """Refuse before any work when the shards cannot fit: raw pixels take size² × 3 bytes an
-    image; JPEG records are counted at a generous `JPEG_SHARE` of that (photographs at
-    quality 95 measured well under it: docs/prepare.md "Encoding")."""
+    image; JPEG records are counted at a generous `JPEG_SHARE` of that (photographs
+    measured 0.10 at quality 90, 0.29 at quality 100: docs/prepare.md "Encoding")."""
     share = JPEG_SHARE if encoding == "jpeg" else 1.0
     need = int(images * size * size * 3 * share)
     existing = data_dir  # asked before anything is made: a refusal leaves no empty DATA_DIR
