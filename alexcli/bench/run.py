@@ -7,11 +7,14 @@ docs/performance.md.
     stats    the whole sum                       plain h5py sequential read              0.7
     loader   batches, device-side part included  raw random reads, same processes        0.5
     loader   the same                            what the preset's step consumes        10
+    loader   the same on JPEG records            decoding reads; the step's appetite   0.5; 10
+    loader   one worker's fill, JPEG records     an H100's appetite per core (1,250/s)  0.8
     train    tuned step, fp32 and at --amp       that dtype's peak ÷ FLOPs per image      —
     train    tuned step at --amp                 plain eager fp32 PyTorch, same network   2
 
 Without DATA_DIR the data are made up: a generated ILSVRC-shaped tree (core/data/synthetic.py),
-prepared into a temporary directory that is removed afterwards; nothing else is written.
+prepared into a temporary directory (raw, and for the loader as JPEG records too) that is
+removed afterwards; nothing else is written.
 The measurements themselves are in bench/limits.py; docs/performance.md has the numbers.
 """
 
