@@ -291,12 +291,18 @@ def test_result_and_json(cli, synthetic_tree, tmp_path):
     assert data["converted"] == r.converted
 
 
-def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path):
+@pytest.mark.parametrize("encoding", ["raw", "jpeg"])
+def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path, encoding):
+    """Byte for byte (the sha256 in the manifests), JPEG records included."""
     one = run_prepare(
-        synthetic_tree.root, tmp_path / "one", PrepareConfig(size=32, shard_size=5, jobs=1)
+        synthetic_tree.root,
+        tmp_path / "one",
+        PrepareConfig(size=32, shard_size=5, jobs=1, encoding=encoding),
     )
     two = run_prepare(
-        synthetic_tree.root, tmp_path / "two", PrepareConfig(size=32, shard_size=5, jobs=2)
+        synthetic_tree.root,
+        tmp_path / "two",
+        PrepareConfig(size=32, shard_size=5, jobs=2, encoding=encoding),
     )
     assert one.shards_written == two.shards_written > 2
     splits = [open_data_dir(tmp_path / d).manifest["splits"] for d in ("one", "two")]
