@@ -74,7 +74,7 @@ class ShardWriter:
     """Write one shard: `add()` images one by one, `close()` makes it appear atomically.
 
     Until `close()` returns, the shard exists only under a temporary name. JPEG records
-    are kept in memory until then (~30 KB an image at quality 90) and written as one
+    are kept in memory until then (~20 KB an image at quality 90) and written as one
     contiguous dataset, so each record lies at a fixed byte offset of the file.
     """
 
