@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -255,3 +256,30 @@ def test_a_damaged_jpeg_record_is_one_line_naming_shard_and_image(tmp_path, how)
     with pytest.raises(FormatError, match=r"s\.h5: unreadable image 2"):
         ShardSet([path], [4], split="train").image(2)
     ds.image(3)  # the others still read
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads Linux's /proc")
+def test_reading_many_jpeg_shards_keeps_a_bounded_number_of_files_open(tmp_path):
+    """The loader's reader holds at most OPEN_FILES descriptors and maps nothing, however
+    many shards an epoch visits, JPEG records as raw images."""
+    import os
+
+    from alexcli.core.data.shards import OPEN_FILES, ImageReader
+
+    imgs = _photos(2 * (OPEN_FILES + 9), size=16)
+    paths = []
+    for s in range(OPEN_FILES + 9):
+        paths.append(tmp_path / f"{s:05d}.h5")
+        write_shard(
+            paths[-1], imgs[2 * s : 2 * s + 2], [0, 1], ["a", "b"], split="train", encoding="jpeg"
+        )
+    reader = ImageReader(ShardSet(paths, [2] * len(paths), split="train"))
+    before = len(os.listdir("/proc/self/fd"))
+    order = np.random.default_rng(0).permutation(len(imgs))
+    for rows, i in zip(reader.rows(order, np.zeros(len(order), np.int64), 16), order, strict=True):
+        np.testing.assert_array_equal(rows.numpy(), _pil(imgs[i], 90))
+    assert len(os.listdir("/proc/self/fd")) - before <= OPEN_FILES
+    maps = Path("/proc/self/maps").read_text()
+    assert not any(str(p) in maps for p in paths)
+    reader.close()
+    assert len(os.listdir("/proc/self/fd")) <= before
