@@ -15,6 +15,7 @@ from alexcli.config import BenchConfig, with_values
 
 if TYPE_CHECKING:
     from alexcli.bench.run import BenchResult
+    from alexcli.bench.scale import ScaleReport
 
 
 @app.command()
@@ -55,6 +56,19 @@ def bench(
     quick: Annotated[
         bool, typer.Option("--quick", help="Tiny data, short timings: checks the report, seconds.")
     ] = False,
+    scale: Annotated[
+        Path | None,
+        typer.Option(
+            "--scale",
+            help="The scale rehearsal in this folder instead: the chain at ILSVRC-2012's "
+            "counts (1,000 classes, 1,281,167 + 50,000 tiny images), each command under "
+            "`ulimit -n 1024` (hours at the full count; needs ~45 GB).",
+        ),
+    ] = None,
+    fractions: Annotated[
+        str,
+        typer.Option(help="With --scale: the fractions of ILSVRC-2012's counts to run."),
+    ] = "0.01,0.1,1",
     json: Json = False,
 ) -> None:
     """Each stage's throughput beside this machine's limit, measured in the same run.
@@ -65,8 +79,14 @@ def bench(
     PyTorch. Ratio = stage ÷ limit. docs/performance.md has the numbers and what holds
     each stage back.
 
+    `--scale WORK_DIR` runs the scale rehearsal instead (docs/performance.md "At
+    ImageNet's size").
+
     Example: `alexcli bench data/in100 --json > bench.json`
     """
+    if scale is not None:
+        _scale(scale, fractions, jobs, workers, json)
+        return
     from alexcli.bench.run import run_bench
 
     stages = tuple(s.strip() for item in only or () for s in item.split(",") if s.strip())
@@ -81,6 +101,68 @@ def bench(
         print_json(result.to_json())
     else:
         _show(result)
+
+
+def _scale(work: Path, fractions: str, jobs: int | None, workers: int | None, json: bool) -> None:
+    from alexcli.bench.scale import Settings, run_scale
+    from alexcli.errors import UserError
+
+    try:
+        chosen = [float(f) for f in fractions.split(",") if f.strip()]
+    except ValueError:
+        chosen = []
+    if not chosen or not all(0 < f <= 1 for f in chosen):
+        raise UserError(f"--fractions {fractions!r}: numbers in (0, 1], comma-separated")
+    with reporting(quiet=json) as progress:
+        report = run_scale(work, chosen, Settings(jobs=jobs, workers=workers), progress)
+    if json:
+        print_json(report.to_json())
+    else:
+        _show_scale(report)
+
+
+def _show_scale(report: ScaleReport) -> None:
+    fractions = report.fractions
+    smaller, largest = fractions[:-1], fractions[-1]
+    table = Table(
+        "stage",
+        *(f"images/s at {f:g}" for f in fractions),
+        *(f"÷ at {f:g}" for f in smaller),
+        f"anon MB at {fractions[0]:g} → {largest:g}",
+        f"file MB at {largest:g}",
+        f"open files at {largest:g}",
+        title="the chain at fractions of ILSVRC-2012's counts, each under ulimit -n 1024",
+    )
+    for stage in report.stages:
+        runs = [report.run(stage, f) for f in fractions]
+        rates = [f"{r.rate:,.0f}" if r and r.ok else "failed" for r in runs]
+        ratios = [_ratio(report.ratio(stage, f), 0.8, above=True) for f in smaller]
+        first, last = runs[0], runs[-1]
+        anon = f"{first.usage.anon >> 20} → {last.usage.anon >> 20}" if first and last else ""
+        growth = report.growth(stage)
+        if growth is not None:
+            anon += f" ({_ratio(growth, 2.0, above=False)})"
+        table.add_row(
+            stage,
+            *rates,
+            *ratios,
+            anon,
+            str(last.usage.file >> 20) if last else "",
+            str(last.usage.fds) if last else "",
+        )
+    out.print(table)
+    for r in report.runs:
+        if not r.ok:
+            out.print(f"[red]{r.fraction:g}: {r.stage} failed[/]: {r.error}", highlight=False)
+    verdict = "[green]passed[/]" if report.passed() else "[red]not passed[/]"
+    out.print(f"targets (each ratio ≥ 0.8, anonymous memory < 2×): {verdict}")
+
+
+def _ratio(value: float | None, target: float, *, above: bool) -> str:
+    if value is None:
+        return ""
+    met = value >= target if above else value < target
+    return f"[{'green' if met else 'red'}]{value:.2f}×[/]"
 
 
 def _show(result: BenchResult) -> None:

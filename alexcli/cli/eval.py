@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -25,7 +26,7 @@ from alexcli.cli._options import (
 from alexcli.config import EvalConfig, with_values
 
 if TYPE_CHECKING:
-    from alexcli.stages.eval import EvalReport
+    from alexcli.stages.eval import ClassError, EvalReport
 
 
 @app.command("eval")
@@ -134,11 +135,28 @@ def _show_eval(r: EvalReport) -> None:
     )
     scored = [c for c in r.per_class_top1 if c.top1_error is not None]
     if len(scored) > 1:
-        worst = sorted(scored, key=lambda c: (-(c.top1_error or 0.0), c.index))[:5]
-        hard = Table("class", "words", "images", "top-1 error", title="hardest classes")
-        for c in worst:
-            hard.add_row(c.name, c.words, str(c.images), _pct(c.top1_error or 0.0))
-        console.print(hard)
+        _show_classes(scored)
+
+
+def _show_classes(scored: list[ClassError]) -> None:
+    """The 5 hardest classes, and with more than 10 the 5 easiest and the median: a
+    thousand classes in a few lines (all of them are in --json)."""
+    ranked = sorted(scored, key=lambda c: (-(c.top1_error or 0.0), c.index))
+    few = len(ranked) <= 10
+    title = "hardest classes" if few else f"hardest and easiest of {len(ranked):,} classes"
+    table = Table("class", "words", "images", "top-1 error", title=title)
+    for k, c in enumerate(ranked[:5]):
+        table.add_row(c.name, c.words, str(c.images), _pct(c.top1_error or 0.0), end_section=k == 4)
+    if not few:
+        for c in ranked[-5:]:
+            table.add_row(c.name, c.words, str(c.images), _pct(c.top1_error or 0.0))
+    console.print(table)
+    if not few:
+        median = statistics.median(c.top1_error or 0.0 for c in ranked)
+        console.print(
+            f"per-class top-1 error: median {_pct(median)}; every class in --json",
+            highlight=False,
+        )
 
 
 def _pct(value: float) -> str:

@@ -1,0 +1,99 @@
+"""The scale rehearsal's pieces: ILSVRC-2012's counts, the source it writes (which
+prepare reads as ILSVRC-2012, from the tree and from the archives alike), the watch on a
+command's processes, and the report's verdicts."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from alexcli.bench.scale import (
+    CLASSES,
+    ScaleReport,
+    StageRun,
+    Usage,
+    scaled_counts,
+    train_counts,
+    watching,
+    write_source,
+)
+
+
+def test_the_training_counts_are_ilsvrc_2012s_range_and_total():
+    counts = train_counts()
+    assert len(counts) == 1000 and counts.sum() == 1_281_167
+    assert counts.min() == 732 and counts.max() == 1300
+    assert (counts == 1300).mean() > 0.8  # most classes are full, as in ILSVRC-2012
+    assert np.array_equal(train_counts(), counts)  # seeded
+
+
+def test_a_fraction_keeps_every_class():
+    train, val = scaled_counts(0.01)
+    assert len(train) == CLASSES and train.min() >= 7 and 12_700 < train.sum() < 12_900
+    assert val == 500
+    tiny, _ = scaled_counts(0.0001)
+    assert tiny.min() == 1
+
+
+def test_the_source_is_ilsvrc_2012_as_extracted_and_as_downloaded(tmp_path):
+    from alexcli.config import PrepareConfig
+    from alexcli.stages.prepare import run_prepare
+
+    write_source(tmp_path / "src", 0.0004, side=8, pool=1)
+    cfg = PrepareConfig(size=16, jobs=1)
+    a = run_prepare(tmp_path / "src" / "archives", tmp_path / "a", cfg)
+    b = run_prepare(tmp_path / "src" / "tree", tmp_path / "b", cfg)
+    assert a.layout.startswith("ilsvrc2012") and a.fingerprint == b.fingerprint
+    assert a.images == b.images == {"train": 1000, "val": 20}
+    assert a.classes == 1000 and not a.skipped
+
+
+def test_the_watch_sees_a_commands_memory_and_open_files(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os, time
+        block = bytearray(300 << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        files = [open("{tmp_path}/f%d" % i, "w") for i in range(60)]
+        time.sleep(1.5)
+        """
+    )
+    with (
+        subprocess.Popen([sys.executable, "-c", script]) as proc,
+        watching(proc.pid, every=0.1) as usage,
+    ):
+        proc.wait()
+    assert usage.anon >= 300 << 20 and usage.fds >= 60 and usage.processes == 1
+
+
+def _run(stage, fraction, images, seconds, anon, ok=True):
+    return StageRun(stage, fraction, images, seconds, Usage(anon=anon), ok)
+
+
+def test_the_report_passes_only_when_every_ratio_and_growth_holds():
+    runs = [
+        _run("stats", 0.01, 100, 1.0, 100 << 20),
+        _run("stats", 1.0, 10_000, 110.0, 150 << 20),
+        _run("train", 0.01, 100, 1.0, 300 << 20),
+        _run("train", 1.0, 10_000, 90.0, 400 << 20),
+    ]
+    report = ScaleReport(runs)
+    assert report.ratio("stats", 0.01) == pytest.approx(100 / 110 / 100 * 100)
+    assert report.growth("train") == pytest.approx(4 / 3)
+    assert report.passed()
+    slow = ScaleReport([*runs[:3], _run("train", 1.0, 10_000, 200.0, 400 << 20)])
+    assert slow.ratio("train", 0.01) == pytest.approx(0.5) and not slow.passed()
+    leaky = ScaleReport([*runs[:3], _run("train", 1.0, 10_000, 90.0, 700 << 20)])
+    assert not leaky.passed()
+    failed = ScaleReport([*runs[:3], _run("train", 1.0, 10_000, 90.0, 400 << 20, ok=False)])
+    assert not failed.passed() and failed.to_json()["passed"] is False
+
+
+def test_bench_scale_refuses_fractions_that_are_not_fractions(cli, tmp_path):
+    r = cli("bench", "--scale", tmp_path, "--fractions", "0.1,2")
+    assert r.code == 2 and "--fractions" in r.err
