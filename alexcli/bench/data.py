@@ -5,16 +5,18 @@ would write instead, on the same files and cores, in the same run:
 - stats: a plain sequential h5py read of the same shards (`plain_read`);
 - the loader: whole images read at random positions by as many processes, nothing done
   to them (`raw_read_rate`), the ceiling of a loader that reads the same way and then
-  crops, reflects and normalises.
+  crops, reflects and normalises; for JPEG records, read the same way and decoded by a
+  plain `Image.open(...).load()`, the ceiling of a loader that decodes them.
 """
 
 from __future__ import annotations
 
+import io
 import multiprocessing as mp
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -163,14 +165,40 @@ def stats_vs_read(data_dir: Path, jobs: int | None = None, repeats: int = 2) -> 
 
 
 def plain_read(paths: Sequence[Path], block: int) -> int:
-    """Read every image of `paths` in `block`-image h5py slices, one process; return the count."""
+    """Read every image of `paths` in `block`-image h5py slices, one process (JPEG records
+    decoded by plain PIL); return the count."""
     n = 0
     for path in paths:
         with h5py.File(path, "r") as f:
-            images = f["images"]
-            for start in range(0, images.shape[0], block):
-                n += len(images[start : start + block])
+            if "images" in f:
+                images = f["images"]
+                for start in range(0, images.shape[0], block):
+                    n += len(images[start : start + block])
+                continue
+            offsets, records = f["offsets"][:], f["jpeg"]
+            for start in range(0, len(offsets) - 1, block):
+                stop = min(start + block, len(offsets) - 1)
+                data = records[offsets[start] : offsets[stop]].tobytes()
+                for a, b in zip(offsets[start:stop], offsets[start + 1 : stop + 1], strict=True):
+                    _plain_decode(data[a - offsets[start] : b - offsets[start]])
+                n += stop - start
     return n
+
+
+def _plain_decode(record: bytes) -> None:
+    """What a user's own loader does with a JPEG record: PIL opens it and decodes it."""
+    with Image.open(io.BytesIO(record)) as img:
+        img.load()
+
+
+def _read_one(f: h5py.File, i: int) -> None:
+    """Image i of an open shard as a plain reader would take it: a raw image through h5py,
+    a JPEG record through h5py and PIL."""
+    if "images" in f:
+        f["images"][i]
+        return
+    a, b = f["offsets"][i : i + 2]
+    _plain_decode(f["jpeg"][a:b].tobytes())
 
 
 # --------------------------------------------------------------------------- loader
@@ -192,7 +220,7 @@ def _read_for(paths: Sequence[Path], counts: Sequence[int], seconds: float, seed
                         handles.popitem(last=False)[1].close()
                     handles[s] = h5py.File(paths[s], "r")
                 handles.move_to_end(s)
-                handles[s]["images"][int(index - offsets[s])]
+                _read_one(handles[s], int(index - offsets[s]))
             done += 64
             took = time.perf_counter() - start
             if took >= seconds:
@@ -203,8 +231,9 @@ def _read_for(paths: Sequence[Path], counts: Sequence[int], seconds: float, seed
 
 
 def raw_read_rate(shards: ShardSet, processes: int = 1, seconds: float = 2.0) -> Rate:
-    """Images/s of `processes` processes reading whole images at random, nothing else:
-    the loader's ceiling (it reads the same way, then crops, reflects and normalises)."""
+    """Images/s of `processes` processes reading whole images at random, nothing else (a
+    JPEG record read and decoded): the loader's ceiling (it reads the same way, then
+    crops, reflects and normalises)."""
     args = [(shards.paths, shards.counts, seconds, seed) for seed in range(processes)]
     if processes == 1:
         return _read_for(*args[0])
@@ -249,3 +278,56 @@ def loader_rate(
                 if took >= seconds and done >= 2 * batch_size:
                     return Rate(done, took)
             epoch += 1
+
+
+def fill_rate(
+    shards: ShardSet,
+    *,
+    size: int,
+    crop: int,
+    batch_size: int,
+    seconds: float = 2.0,
+    clock: Callable[[], float] = time.perf_counter,
+) -> Rate:
+    """Images/s of one loader worker's work, in this process: `CropDataset.fill` of
+    training batch plans (read or decode, crop, reflect) into one array, batch after batch,
+    on one thread as a worker runs (DataLoader sets each worker's torch to one thread).
+    `clock=time.process_time` counts this process's CPU time instead of the wall's: the
+    rate of a worker with a core to itself, whatever else the machine runs."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _fill_for(shards, size, crop, batch_size, seconds, clock)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _fill_for(
+    shards: ShardSet,
+    size: int,
+    crop: int,
+    batch_size: int,
+    seconds: float,
+    clock: Callable[[], float],
+) -> Rate:
+    import torch
+
+    dataset = CropDataset(shards, crop)
+    batch_size = min(batch_size, len(shards))
+    sampler = EpochSampler(len(shards), batch_size, size=size, crop=crop, seed=0)
+    out = torch.empty((batch_size, crop, crop, 3), dtype=torch.uint8)
+    done, start, epoch = 0, 0.0, 0
+    while True:
+        sampler.set_epoch(epoch)
+        for plan in sampler:
+            dataset.fill(plan, out[: len(plan)])
+            if not start:  # the first batch opens the files and makes the scratch array
+                start = clock()
+                continue
+            done += len(plan)
+            took = clock() - start
+            if took >= seconds and done >= 2 * batch_size:
+                return Rate(done, took)
+        epoch += 1

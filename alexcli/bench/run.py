@@ -7,11 +7,14 @@ docs/performance.md.
     stats    the whole sum                       plain h5py sequential read              0.7
     loader   batches, device-side part included  raw random reads, same processes        0.5
     loader   the same                            what the preset's step consumes        10
+    loader   the same on JPEG records            decoding reads; the step's appetite   0.5; 10
+    loader   one worker's fill, JPEG records     an H100's appetite per core (1,250/s)  0.8
     train    tuned step, fp32 and at --amp       that dtype's peak ÷ FLOPs per image      —
     train    tuned step at --amp                 plain eager fp32 PyTorch, same network   2
 
 Without DATA_DIR the data are made up: a generated ILSVRC-shaped tree (core/data/synthetic.py),
-prepared into a temporary directory that is removed afterwards; nothing else is written.
+prepared into a temporary directory (raw, and for the loader as JPEG records too) that is
+removed afterwards; nothing else is written.
 The measurements themselves are in bench/limits.py; docs/performance.md has the numbers.
 """
 
@@ -81,9 +84,12 @@ def run_bench(
     _remove_orphans()
     with tempfile.TemporaryDirectory(prefix=f"{_TMP_PREFIX}{os.getpid()}-") as tmp:
         needs_data = data_dir is None and {"stats", "loader"} & set(plan.stages)
+        jpeg_dir = None  # made-up data: the same images as JPEG records, for the loader
         if "prepare" in plan.stages or needs_data:
             made = _prepare(Path(tmp), config, plan, figures, details, progress)
             data_dir = data_dir or made
+            if given is None and "loader" in plan.stages:
+                jpeg_dir = _prepare_jpeg(Path(tmp), config, plan)
         if "stats" in plan.stages and data_dir is not None:
             progress.log("stats: the whole sum against a plain read")
             figures["stats"] = _stats(data_dir, config, plan, details)
@@ -93,8 +99,9 @@ def run_bench(
             if "train" in plan.stages:
                 figures["train"], appetite = _train(plan, details, progress)
             if "loader" in plan.stages and data_dir is not None:
-                progress.log("loader: training batches against raw reads")
-                figures["loader"] = _loader(data_dir, plan, appetite, details)
+                for loaded in (data_dir, jpeg_dir):
+                    if loaded is not None:
+                        figures["loader"] += _loader(loaded, plan, appetite, details, progress)
         finally:
             torch.set_num_threads(threads)
     return BenchResult(
@@ -156,14 +163,14 @@ def _prepare(
     progress: Progress,
 ) -> Path:
     """prepare against a plain decode loop (when asked for); the prepared DATA_DIR."""
-    source = Path(config.source) if config.source else tmp / "source"
+    source = _source(tmp, config)
     if not config.source:
         classes, per_class = (2, 6) if plan.quick else (8, max(config.source_images // 8, 1))
         progress.log(f"making a source tree of {classes * per_class} training images")
         sizes = (120, 200) if plan.quick else (300, 500)
         make_tree(source, classes=classes, train_per_class=per_class, val_per_class=2,
                   size_range=sizes)  # fmt: skip
-    size = max(plan.train.crop + plan.train.crop // 7, 64)  # 256 for 224 crops
+    size = _size(plan)
     cfg = PrepareConfig(size=size)
     data = tmp / "data"
     if "prepare" not in plan.stages:
@@ -190,6 +197,21 @@ def _prepare(
                    cause="reading a file out of the tar costs more than opening it")
         )  # fmt: skip
     return data
+
+
+def _source(tmp: Path, config: BenchConfig) -> Path:
+    return Path(config.source) if config.source else tmp / "source"
+
+
+def _size(plan: _Plan) -> int:
+    return max(plan.train.crop + plan.train.crop // 7, 64)  # 256 for 224 crops
+
+
+def _prepare_jpeg(tmp: Path, config: BenchConfig, plan: _Plan) -> Path:
+    """The made-up source again, as JPEG records at prepare's default quality."""
+    cfg = PrepareConfig(size=_size(plan), encoding="jpeg", jobs=config.jobs)
+    run_prepare(_source(tmp, config), tmp / "data-jpeg", cfg)
+    return tmp / "data-jpeg"
 
 
 def _stats(
@@ -304,10 +326,16 @@ def _setups(plan: _Plan) -> dict[str, step.StepSetup]:
 
 
 def _loader(
-    data_dir: Path, plan: _Plan, step: float | None, details: dict[str, Any]
+    data_dir: Path,
+    plan: _Plan,
+    step: float | None,
+    details: dict[str, Any],
+    progress: Progress = SILENT,
 ) -> list[Figure]:
     """Training batches (workers + the device-side normaliser) against raw random reads
-    by as many processes, and against what the step consumes."""
+    by as many processes (JPEG records: read and decoded by plain PIL), and against what
+    the step consumes. For JPEG records also one worker's share of the work (its fill of
+    a batch, in this process) against one H100's appetite per core."""
     data = open_data_dir(data_dir)
     crop = plan.train.crop
     if data.size < crop:
@@ -315,6 +343,9 @@ def _loader(
             f"{data_dir}: {data.size} px images are smaller than the {crop} px crop",
             hint="use --preset small, or bench without DATA_DIR (made-up data)",
         )
+    jpeg = data.encoding == "jpeg"
+    what = f"loader (jpeg q{data.quality})" if jpeg else "loader"
+    progress.log(f"{what}: training batches against " + ("decoding reads" if jpeg else "raw reads"))
     shards = data.shard_set("train")
     batch = min(plan.batch_size, len(shards))
     normalize = _normalizer(data_dir, data.size, plan)
@@ -322,24 +353,66 @@ def _loader(
                               workers=plan.workers, seconds=plan.seconds)  # fmt: skip
     procs = max(plan.workers, 1)
     raw = plain.raw_read_rate(shards, procs, plan.seconds)
-    details["loader"] = {
+    worker = plain.fill_rate(
+        shards, size=data.size, crop=crop, batch_size=batch, seconds=plan.seconds
+    )
+    details["loader_jpeg" if jpeg and "loader" in details else "loader"] = {
+        "encoding": data.encoding,
         "workers": plan.workers,
         "batch_size": batch,
         "crop": crop,
         "images": len(shards),
         "device": str(normalize.mean.device),
         "raw_read_processes": procs,
+        "one_worker_fill_images_per_s": round(worker.per_s, 1),
+        "bytes_per_image": round(data.manifest.get("bytes", 0) / max(data.images_all(), 1)),
     }
+    workers = _n(plan.workers, "worker")
+    reads = f"decoding reads, {_n(procs, 'proc')}" if jpeg else f"random reads, {_n(procs, 'proc')}"
     figures = [
-        Figure("loader", f"loader, {_n(plan.workers, 'worker')}", got.per_s,
-               f"random reads, {_n(procs, 'proc')}", raw.per_s, 0.5, cause=LOADER_CAUSE),
-    ]  # fmt: skip
+        Figure(
+            "loader",
+            f"{what}, {workers}",
+            got.per_s,
+            reads,
+            raw.per_s,
+            0.5,
+            cause=JPEG_CAUSE if jpeg else LOADER_CAUSE,
+        ),
+    ]
     if step is not None:
         figures.append(
-            Figure("loader", f"loader, {_n(plan.workers, 'worker')}", got.per_s,
-                   f"{plan.train.preset} step, {plan.precision}", step, 10.0, cause=LOADER_CAUSE)
-        )  # fmt: skip
+            Figure(
+                "loader",
+                f"{what}, {workers}",
+                got.per_s,
+                f"{plan.train.preset} step, {plan.precision}",
+                step,
+                10.0,
+                cause=LOADER_CAUSE,
+            )
+        )
+    if jpeg:
+        figures.append(
+            Figure(
+                "loader",
+                f"{what}, one worker's fill",
+                worker.per_s,
+                "one H100's appetite per core (20,000/s ÷ 16)",
+                H100_PER_CORE,
+                0.8,
+                cause="a 256 px JPEG decode costs ~0.5–1 ms of one core: more cores per "
+                "GPU, or GPU decoding (docs/prepare.md)",
+            )
+        )
     return figures
+
+
+H100_PER_CORE = 20_000 / 16  # images/s one core must feed for an H100 with 16 cores
+JPEG_CAUSE = (
+    "the loader also crops, reflects and normalises, and the normaliser's float output "
+    "shares the one thread train leaves it (docs/performance.md)"
+)
 
 
 def _n(count: int, what: str) -> str:

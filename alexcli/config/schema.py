@@ -101,6 +101,10 @@ class PrepareConfig(Checked):
     # The antialiased filter of the resize (PIL's, its support scaled on reduction).
     # "bilinear" is torchvision's; "lanczos" is sharper and costs more (docs/prepare.md).
     resample: Literal["bilinear", "bicubic", "lanczos"] = "bilinear"
+    # How a shard stores each image: its "raw" pixels, or a "jpeg" record (at `quality`)
+    # that every reader decodes: ~1/10 of the bytes, a decode per read (docs/prepare.md).
+    encoding: Literal["raw", "jpeg"] = "raw"
+    quality: int = bounded(90, at_least=1, at_most=100)  # of the JPEG records
     jobs: int | None = bounded(None, at_least=1, is_runtime=True)  # processes; None: all cores
 
 

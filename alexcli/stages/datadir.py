@@ -37,6 +37,18 @@ class DataDir:
         return int(self.manifest["size"])
 
     @property
+    def encoding(self) -> str:
+        """How the shards store their images: "raw" (also a manifest from before
+        encodings) or "jpeg"."""
+        return str(self.manifest.get("encoding", "raw"))
+
+    @property
+    def quality(self) -> int | None:
+        """The JPEG records' quality; None for raw."""
+        quality = self.manifest.get("quality")
+        return int(quality) if self.encoding == "jpeg" and quality is not None else None
+
+    @property
     def classes(self) -> list[dict[str, str]]:
         """Index order: label i is `classes[i]`, each with `name` (wnid) and `words`."""
         return list(self.manifest["classes"])
@@ -85,6 +97,10 @@ class DataDir:
 
     def images(self, split: str) -> int:
         return sum(s.images for s in self.shards(split))
+
+    def images_all(self) -> int:
+        """Images in every split."""
+        return sum(self.images(split) for split in self.splits())
 
     def shard_set(self, split: str) -> ShardSet:
         entries = self.shards(split)

@@ -31,6 +31,7 @@ from alexcli.core import pool
 from alexcli.core.atomic import remove_stale_temps
 from alexcli.core.data import decode, sources, subsets
 from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
+from alexcli.core.data.records import SUBSAMPLING
 from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
@@ -56,6 +57,8 @@ class PrepareResult(Result):
     fingerprint: str
     up_to_date: bool
     layout: str
+    encoding: str  # how the shards store their images: raw or jpeg
+    quality: int | None  # of the JPEG records; None for raw
     classes: int
     images: dict[str, int]
     skipped: dict[str, int]  # reason → files
@@ -91,6 +94,12 @@ def run_prepare(
     start = time.perf_counter()
     if wnids_file is not None:
         config = replace(config, wnids=subsets.read_wnids(wnids_file))
+    from alexcli.stages import reencode  # it builds on this module
+
+    if reencode.is_data_dir(Path(source)):  # a conversion: the shards, not SOURCE, are read
+        return reencode.run_reencode(
+            Path(source), Path(data_dir), config, force=force, verify=verify, progress=progress
+        )
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
@@ -122,10 +131,13 @@ def run_prepare(
         progress.log("prepare: shards differ in size from the manifest's; checking each one")
     decoding = decode.decode_params()
     params = {**fingerprint_view(config), "decode": decoding}
+    del params["encoding"], params["quality"]  # a raw DATA_DIR keeps its fingerprint
+    params |= stored_as(config)
     counts: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
-        checks.check_space(data_dir, plans, config.size)
+        images = sum(len(p.items) for p in plans)
+        checks.check_space(data_dir, images, config.size, config.encoding)
         done = write_shards(src.root, data_dir, plans, config, reuse=not force, progress=progress)
         counts["written"] = sum(not d.reused for d in done)
         counts["reused"] = sum(d.reused for d in done)
@@ -146,7 +158,9 @@ def run_prepare(
         intact=None if changed else checks.listed_shards(data_dir),
     )
     seconds = time.perf_counter() - start
-    return _result(data_dir, stage.manifest, stage.fingerprint, stage.up_to_date, counts, seconds)
+    return prepare_result(
+        data_dir, stage.manifest, stage.fingerprint, stage.up_to_date, counts, seconds
+    )
 
 
 # --------------------------------------------------------------------------- planning
@@ -185,13 +199,26 @@ def plan_shards(
             fp = fingerprint(
                 {"version": VERSION, "split": split, "size": config.size,
                  "resample": config.resample, "decode": decoding,
-                 "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part]}
+                 "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part],
+                 **stored_as(config)}
             )  # fmt: skip
             entries = tuple((f.path, lab) for f, lab in part)
             at = tuple(None if f.at is None else (*f.at, f.size) for f, _ in part)
             located = at if any(a is not None for a in at) else ()
-            plans.append(ShardPlan(split, f"{split}/{k:05d}.h5", entries, fp, located))
+            path = f"{split}/{k:05d}.h5"
+            plans.append(
+                ShardPlan(split, path, entries, fp, located, config.encoding, config.quality)
+            )
     return plans, unlabelled, sources.listing_digest(listed)
+
+
+def stored_as(config: PrepareConfig) -> dict[str, Any]:
+    """How the shards store their images, as the fingerprints and the manifest record it:
+    nothing for raw pixels (so a DATA_DIR made before encodings existed stays up to
+    date), else the encoding, its quality and chroma subsampling."""
+    if config.encoding == "raw":
+        return {}
+    return {"encoding": config.encoding, "quality": config.quality, "subsampling": SUBSAMPLING}
 
 
 def shard_count(n: int, shard_size: int) -> int:
@@ -223,7 +250,7 @@ def write_shards(
     and temporaries that are not in the plan."""
     for split in SPLITS:
         remove_stale_temps(data_dir / split)
-    _remove_unplanned(data_dir, plans)
+    remove_unplanned(data_dir, [p.path for p in plans])
     jobs = min(config.jobs or cpu_cores(), max(len(plans), 1))
     task = progress.task("prepare", total=sum(len(p.items) for p in plans), unit="images")
     sizes = {p.path: len(p.items) for p in plans}
@@ -257,8 +284,9 @@ def _run(
     yield from pool.processes(pack_shard, [(*a, os.getpid()) for a in args], jobs)
 
 
-def _remove_unplanned(data_dir: Path, plans: Sequence[ShardPlan]) -> None:
-    planned = {p.path for p in plans}
+def remove_unplanned(data_dir: Path, paths: Sequence[str]) -> None:
+    """Shard files of DATA_DIR that are not in the plan (a larger plan's, before)."""
+    planned = set(paths)
     for split in SPLITS:
         folder = data_dir / split
         if folder.is_dir():
@@ -300,6 +328,8 @@ def _manifest_body(
         "classes": [{"name": c, "words": src.words[c]} for c in chosen],
         "selection": {"how": how, "available": len(src.classes), "seed": config.seed},
         "size": config.size,
+        "encoding": config.encoding,
+        **({"quality": config.quality} if config.encoding == "jpeg" else {}),
         "preprocess": {**decoding, "resample": config.resample},
         "splits": splits,
         "skipped": skipped,
@@ -310,7 +340,7 @@ def _manifest_body(
     }
 
 
-def _result(
+def prepare_result(
     data_dir: Path,
     manifest: dict[str, Any],
     fp: str,
@@ -323,6 +353,8 @@ def _result(
         fingerprint=fp,
         up_to_date=up_to_date,
         layout=str(manifest.get("layout", "")),
+        encoding=str(manifest.get("encoding", "raw")),
+        quality=manifest.get("quality"),
         classes=len(manifest["classes"]),
         images={s: int(v["images"]) for s, v in manifest["splits"].items()},
         skipped=dict(Counter(str(s["reason"]) for s in manifest.get("skipped", []))),

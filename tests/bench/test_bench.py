@@ -18,7 +18,9 @@ from tests.helpers import write_data_dir
 TARGETS = {
     "prepare": [0.8, 0.9],  # vs a plain decode loop; from the archives vs from the tree
     "stats": [0.7],
-    "loader": [0.5, 10.0],
+    # raw images, then the same as JPEG records: vs raw or decoding reads, vs the step;
+    # one worker's share vs an H100's appetite per core
+    "loader": [0.5, 10.0, 0.5, 10.0, 0.8],
     # fp32 vs its peak, bf16 vs its peak, fp32 and bf16 vs plain eager fp32 on every core
     "train": [None, None, 1.5, 2.5],
 }
@@ -63,6 +65,10 @@ def test_quick_bench_reports_every_figure_beside_its_limit(cli, own_tmp):
     # the loader's appetite figure is the tuned step's rate
     appetite = next(f for f in figures if f["target"] == 10.0)
     assert appetite["limit_value"] == pytest.approx(train["step_images_per_s"]["tuned_bf16"])
+    raw, jpeg = report["details"]["loader"], report["details"]["loader_jpeg"]
+    assert (raw["encoding"], jpeg["encoding"]) == ("raw", "jpeg")
+    assert jpeg["bytes_per_image"] < raw["bytes_per_image"] / 3
+    assert all("jpeg q90" in f["name"] for f in [f for f in figures if f["stage"] == "loader"][2:])
     assert report["settings"]["quick"] is True and report["settings"]["preset"] == "small"
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
     assert not list(own_tmp.glob("alexcli-bench-*"))  # the made-up data are gone

@@ -31,6 +31,7 @@ def _literal(cls, name):
         (["eval"], "--amp", _literal(EvalConfig, "amp")),
         (["train"], "--preset", list(PRESETS)),
         (["prepare"], "--resample", _literal(PrepareConfig, "resample")),
+        (["prepare"], "--encoding", _literal(PrepareConfig, "encoding")),
         (["eval"], "--views", ["1", "10"]),
         (["run"], "--until", list(STAGE_NAMES)),
         (["export"], "--format", ["safetensors", "torchscript", "pt2", "onnx"]),

@@ -186,6 +186,29 @@ def test_up_to_date_force_and_changes(cli, synthetic_tree, tmp_path):
     assert "up to date" not in r.err and open_data_dir(out).size == 48
 
 
+def test_the_encoding_is_part_of_the_data_and_quality_only_of_jpeg(cli, synthetic_tree, tmp_path):
+    """Switching the encoding rewrites every shard (no --force needed); a JPEG quality
+    asked for raw shards changes nothing; the same images, labels and order either way."""
+    out, src = tmp_path / "data", synthetic_tree.root
+    assert cli(*run(src, out, "--size", 32)).code == 0
+    raw = open_data_dir(out)
+    r = cli(*run(src, out, "--size", 32, "--quality", 50))
+    assert r.code == 0 and "up to date" in r.err
+    r = cli(*run(src, out, "--size", 32, "--encoding", "jpeg", "--json"))
+    assert r.code == 0 and json.loads(r.out)["shards_written"] == len(raw.manifest["outputs"])
+    jpeg = open_data_dir(out)
+    assert (jpeg.encoding, jpeg.quality, raw.encoding, raw.quality) == ("jpeg", 90, "raw", None)
+    assert jpeg.fingerprint != raw.fingerprint
+    assert [s["images"] for s in jpeg.manifest["splits"]["train"]["shards"]] == [
+        s["images"] for s in raw.manifest["splits"]["train"]["shards"]
+    ]
+    r = cli(*run(src, out, "--size", 32, "--encoding", "jpeg", "--quality", 75, "--json"))
+    assert json.loads(r.out)["shards_written"] == len(raw.manifest["outputs"])
+    assert json.loads(r.out)["bytes"] < jpeg.manifest["bytes"]
+    assert cli(*run(src, out, "--size", 32)).code == 0
+    assert open_data_dir(out).fingerprint == raw.fingerprint  # back to the raw DATA_DIR
+
+
 def test_a_changed_source_file_is_noticed(cli, tmp_path):
     tree = make_tree(tmp_path / "src", classes=2, train_per_class=3, val_per_class=1,
                      size_range=(40, 60))  # fmt: skip
@@ -268,12 +291,18 @@ def test_result_and_json(cli, synthetic_tree, tmp_path):
     assert data["converted"] == r.converted
 
 
-def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path):
+@pytest.mark.parametrize("encoding", ["raw", "jpeg"])
+def test_two_workers_write_what_one_writes(synthetic_tree, tmp_path, encoding):
+    """Byte for byte (the sha256 in the manifests), JPEG records included."""
     one = run_prepare(
-        synthetic_tree.root, tmp_path / "one", PrepareConfig(size=32, shard_size=5, jobs=1)
+        synthetic_tree.root,
+        tmp_path / "one",
+        PrepareConfig(size=32, shard_size=5, jobs=1, encoding=encoding),
     )
     two = run_prepare(
-        synthetic_tree.root, tmp_path / "two", PrepareConfig(size=32, shard_size=5, jobs=2)
+        synthetic_tree.root,
+        tmp_path / "two",
+        PrepareConfig(size=32, shard_size=5, jobs=2, encoding=encoding),
     )
     assert one.shards_written == two.shards_written > 2
     splits = [open_data_dir(tmp_path / d).manifest["splits"] for d in ("one", "two")]
@@ -362,6 +391,8 @@ def test_kill_then_rerun_is_a_clean_run(tmp_path, jobs):
         (("{src}", "{out}", "--wnids", "{bad_wnids}"), "n12345678 not among"),
         (("{src}", "{out}", "--shard-size", "-1"), "--shard-size -1: must be at least 1"),
         (("{no_files}", "{out}"), "no training files in the 2 chosen classes"),
+        (("{src}", "{out}", "--encoding", "jpeg", "--quality", "101"), "--quality 101: must be"),
+        (("{src}", "{out}", "--encoding", "png"), "'png' is not one of"),
     ],
 )
 def test_bad_arguments_are_one_line(cli, synthetic_tree, tmp_path, args, message):

@@ -9,7 +9,8 @@ every time an image is used).
   r-th of every `world` images of each global batch: disjoint parts whose union is the
   one-process batch.
 - `CropDataset.fill` carries out a plan: each image's crop, reflected where planned,
-  cut from the rows read from its shard (`ImageReader`) into one uint8 array.
+  cut from the rows read from its shard (`ImageReader`: raw rows, or a JPEG record
+  decoded) into one uint8 array.
 - `Batch` is what the training step receives (core/data/loader.py delivers them).
 """
 

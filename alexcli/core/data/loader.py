@@ -7,8 +7,9 @@ whole batch, read into one preallocated array in shared memory and sent as one t
 (its small fields travel as numpy); the arrays are a ring reused batch after batch
 (`core/data/batchring.py`: allocating and sending a fresh shared array per batch cost more
 than reading the images); a crop's rows are one `pread` from the page cache, from at most
-16 open files whatever the number of shards; and a reflection is torch's flip, not numpy's
-3-byte reversed copy.
+16 open files whatever the number of shards (a JPEG record is one `pread` too, decoded by
+the worker on its one thread); and a reflection is torch's flip, not numpy's 3-byte
+reversed copy.
 
 A worker's AlexcliError (a damaged shard, say) comes back as a `_Failure` and is raised
 again here whole, so the command ends in one line; any other failure of a worker ends

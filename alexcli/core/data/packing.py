@@ -4,7 +4,8 @@ The unit of work of `alexcli prepare`, run in a worker process: decode and resiz
 each file of a `ShardPlan` (core/data/decode.py), write them through
 `core/shards.ShardWriter` (atomic: a shard under its final name is whole), and
 return only metadata: the count, the sha256, the files skipped and why, the files
-converted and how.
+converted and how. `reencode_shard` is the unit of work of converting a prepared
+DATA_DIR to another encoding: one shard's images read back and written again.
 
 A plan carries a fingerprint of everything that decides the shard's content (its
 files with their sizes and mtimes, labels, size, decoding choices), stored in the
@@ -23,9 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from alexcli.core.data import decode
 from alexcli.core.data.archives import read_member
-from alexcli.core.data.shards import ShardWriter, open_shard
+from alexcli.core.data.records import Encoding
+from alexcli.core.data.shards import ShardWriter, open_shard, read_images
 from alexcli.core.fingerprint import file_digest
 from alexcli.errors import UserError
 
@@ -35,13 +39,16 @@ _SEP = ", "  # joins one file's kinds in the keys of the `converted` attribute
 @dataclass(frozen=True)
 class ShardPlan:
     """One shard to write: its path in DATA_DIR and its (source path, label) items; for
-    items inside an archive, where their bytes are (archive, offset, size), item by item."""
+    items inside an archive, where their bytes are (archive, offset, size), item by item;
+    how the shard stores its images (core/data/records.py)."""
 
     split: str
     path: str
     items: tuple[tuple[str, int], ...]
     fingerprint: str
     locations: tuple[tuple[str, int, int] | None, ...] = ()
+    encoding: Encoding = "raw"
+    quality: int = 90  # of JPEG records
 
     def source(self, root: str, k: int) -> decode.ImageSource:
         """Item k's file, or its bytes read out of its archive."""
@@ -89,7 +96,13 @@ def pack_shard(
     rows: dict[str, list[int]] = {}  # "kind, kind" → rows converted that way
     attrs = {"plan": plan.fingerprint}
     with ShardWriter(
-        path, split=plan.split, size=size, capacity=len(plan.items), attrs=attrs
+        path,
+        split=plan.split,
+        size=size,
+        capacity=len(plan.items),
+        attrs=attrs,
+        encoding=plan.encoding,
+        quality=plan.quality,
     ) as writer:
         for k, (rel, label) in enumerate(plan.items):
             if parent is not None and os.getppid() != parent:
@@ -160,3 +173,66 @@ def _reusable(
     return ShardDone(
         plan.path, count, file_digest(path), path.stat().st_size, skipped, converted, True
     )
+
+
+@dataclass(frozen=True)
+class ReencodePlan:
+    """One shard of a prepared DATA_DIR (`source`, absolute) to write again at `path` in
+    another DATA_DIR, stored as `encoding`; `fingerprint` names the source shard's bytes
+    and the encoding, so a finished one is kept by a rerun."""
+
+    split: str
+    path: str
+    source: str
+    images: int
+    fingerprint: str
+    encoding: Encoding
+    quality: int
+
+
+REENCODE_BLOCK = 64  # images read back at a time
+
+
+def reencode_shard(
+    data_dir: str, plan: ReencodePlan, reuse: bool, parent: int | None = None
+) -> ShardDone:
+    """The images of one shard, in order with their labels and paths, written again in
+    `plan.encoding` (in a worker); or, if a whole shard of this plan is there, kept."""
+    path = Path(data_dir) / plan.path
+    if reuse and _finished(path, plan):
+        return ShardDone(
+            plan.path, plan.images, file_digest(path), path.stat().st_size, [], [], True
+        )
+    source = Path(plan.source)
+    with open_shard(source, plan.split) as f:
+        n, size = int(f.attrs["count"]), int(f.attrs["size"])
+        labels = np.asarray(f["labels"][:])
+        paths = [p.decode() if isinstance(p, bytes) else str(p) for p in f["paths"][:]]
+        attrs = {"plan": plan.fingerprint, "converted": f.attrs.get("converted", "{}")}
+        buffer = np.empty((min(REENCODE_BLOCK, max(n, 1)), size, size, 3), np.uint8)
+        with ShardWriter(
+            path,
+            split=plan.split,
+            size=size,
+            capacity=n,
+            attrs=attrs,
+            encoding=plan.encoding,
+            quality=plan.quality,
+        ) as writer:
+            for start in range(0, n, REENCODE_BLOCK):
+                if parent is not None and os.getppid() != parent:
+                    raise SystemExit("prepare: the parent process is gone")
+                block = read_images(f, start, buffer[: min(REENCODE_BLOCK, n - start)], source)
+                for k, image in enumerate(block):
+                    writer.add(image, int(labels[start + k]), paths[start + k])
+    return ShardDone(plan.path, n, file_digest(path), path.stat().st_size, [], [], False)
+
+
+def _finished(path: Path, plan: ReencodePlan) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        with open_shard(path, plan.split) as f:
+            return bool(f.attrs.get("plan") == plan.fingerprint)
+    except (UserError, OSError):
+        return False

@@ -1,24 +1,34 @@
 """The HDF5 shard format: the paper's 256×256 RGB images, stored once, read fast.
 
-One file holds up to a few thousand images of one split:
+One file holds up to a few thousand images of one split, stored raw (schema 1):
 
     images  uint8 (n, size, size, 3)  RGB, chunked one image per chunk, uncompressed
     labels  int32 (n,)                index into the manifest's `classes`
     paths   utf-8 (n,)                source path relative to SOURCE
 
-Root attributes `format`, `schema_version`, `split`, `size`, `count` are written last
-and checked on every open, so a foreign, truncated or older file is reported by name
-with the command that fixes it. Writer and reader are symmetric (`ShardWriter` /
-`open_shard`, `ShardSet`); the writer is atomic. `ImageReader` is the training
-loader's reader: the split's `ShardIndex` (read once) gives each image's byte offset,
-found through HDF5's chunk index, and a crop's rows are one `pread`.
+or as JPEG records (schema 2, `encoding = "jpeg"`, core/data/records.py), FFCV's way:
+
+    jpeg     uint8 (total,)  every image's JPEG bytes, one after the other, contiguous
+    offsets  int64 (n + 1,)  image i is jpeg[offsets[i]:offsets[i + 1]]
+    crc32    uint32 (n,)     each record's CRC-32
+    labels, paths            as above
+
+Root attributes `format`, `schema_version`, `split`, `size`, `count` (and for JPEG
+`encoding`, `quality`, `subsampling`) are written last and checked on every open, so
+a foreign, truncated or newer file is reported by name with the command that fixes it.
+Raw shards are still written as schema 1, which an alexcli from before JPEG reads.
+Writer and reader are symmetric (`ShardWriter` / `open_shard`, `ShardSet`); the writer
+is atomic. `ImageReader` is the training loader's reader: the split's `ShardIndex`
+(read once) gives each image's byte offset (through HDF5's chunk index for raw images,
+the dataset's offset plus `offsets` for JPEG ones), and an image is one `pread`: a
+crop's rows of a raw image, or the whole record of a JPEG one, then decoded.
 
 Nothing a process holds grows with the number of shards: at most `OPEN_FILES` files
 are open at once, and nothing is memory-mapped (mapped pages would count in the
 process's resident memory as the epoch reads them).
 
-One image per chunk: a random read touches exactly one chunk, and JPEG-sized
-compression would cost more CPU than the disk it saves (docs/formats.md).
+One raw image per chunk: a random read touches exactly one chunk. HDF5's own
+compression filters would cost more CPU than JPEG for far less space (docs/formats.md).
 """
 
 from __future__ import annotations
@@ -38,13 +48,23 @@ import h5py
 import numpy as np
 
 from alexcli.core.atomic import atomic_path
+from alexcli.core.data.records import (
+    ENCODINGS,
+    SUBSAMPLING,
+    BadRecord,
+    Encoding,
+    crc32,
+    decode_jpeg,
+    encode_jpeg,
+)
 from alexcli.errors import AlexcliError, FormatError, first_line, resource_error
 
 if TYPE_CHECKING:
     import torch
 
 FORMAT = "alexcli-shard"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest this alexcli reads and writes (JPEG records)
+RAW_SCHEMA_VERSION = 1  # what raw shards are still written as, so older alexcli reads them
 CHUNK_CACHE_BYTES = 4 << 20  # a few chunks: reads are one-image-per-chunk, cache rarely hits
 
 _FIX = "run `alexcli prepare SOURCE DATA_DIR --verify` (it writes again the shards that differ)"
@@ -53,7 +73,9 @@ _FIX = "run `alexcli prepare SOURCE DATA_DIR --verify` (it writes again the shar
 class ShardWriter:
     """Write one shard: `add()` images one by one, `close()` makes it appear atomically.
 
-    Until `close()` returns, the shard exists only under a temporary name.
+    Until `close()` returns, the shard exists only under a temporary name. JPEG records
+    are kept in memory until then (~20 KB an image at quality 90) and written as one
+    contiguous dataset, so each record lies at a fixed byte offset of the file.
     """
 
     def __init__(
@@ -64,11 +86,18 @@ class ShardWriter:
         size: int,
         capacity: int,
         attrs: Mapping[str, Any] | None = None,
+        encoding: Encoding = "raw",
+        quality: int = 90,
     ) -> None:
+        if encoding not in ENCODINGS:
+            raise ValueError(f"encoding {encoding!r}: not one of {', '.join(ENCODINGS)}")
         self.path = Path(path)
         self.split = split
         self.size = size
+        self.encoding, self.quality = encoding, quality
+        self.capacity = max(capacity, 1)
         self.count = 0
+        self._records: list[bytes] = []
         # Root attributes written by close(), beside the format's own; add to them until then.
         self.attrs: dict[str, Any] = dict(attrs or {})
         self._ctx = atomic_path(self.path)
@@ -78,15 +107,15 @@ class ShardWriter:
         try:
             with _disk_errors(self.path):
                 self._file = h5py.File(tmp, "w")
-                cap = max(capacity, 1)
-                # Resizable along the image axis so `close()` can trim to the images added.
-                self._images = self._file.create_dataset(
-                    "images",
-                    (cap, size, size, 3),
-                    maxshape=(None, size, size, 3),
-                    dtype=np.uint8,
-                    chunks=(1, size, size, 3),
-                )
+                if encoding == "raw":
+                    # Resizable along the image axis so `close()` can trim to the images added.
+                    self._images = self._file.create_dataset(
+                        "images",
+                        (self.capacity, size, size, 3),
+                        maxshape=(None, size, size, 3),
+                        dtype=np.uint8,
+                        chunks=(1, size, size, 3),
+                    )
             made = True
         finally:
             if not made:
@@ -98,14 +127,17 @@ class ShardWriter:
     def add(self, image: np.ndarray, label: int, source_path: str) -> None:
         if image.shape != (self.size, self.size, 3) or image.dtype != np.uint8:
             raise ValueError(f"image must be uint8 {(self.size, self.size, 3)}, got {image.shape}")
-        if self.count >= self._images.shape[0]:
+        if self.count >= self.capacity:
             raise ValueError(f"shard {self.path.name} is full ({self.count} images)")
-        # One image is exactly one uncompressed chunk: hand its bytes to HDF5 as they
-        # are, skipping h5py's selection and type machinery (docs/performance.md).
-        with _disk_errors(self.path):
-            self._images.id.write_direct_chunk(
-                (self.count, 0, 0, 0), np.ascontiguousarray(image).tobytes()
-            )
+        if self.encoding == "jpeg":
+            self._records.append(encode_jpeg(np.ascontiguousarray(image), self.quality))
+        else:
+            # One image is exactly one uncompressed chunk: hand its bytes to HDF5 as they
+            # are, skipping h5py's selection and type machinery (docs/performance.md).
+            with _disk_errors(self.path):
+                self._images.id.write_direct_chunk(
+                    (self.count, 0, 0, 0), np.ascontiguousarray(image).tobytes()
+                )
         self._labels.append(int(label))
         self._paths.append(source_path)
         self.count += 1
@@ -118,16 +150,18 @@ class ShardWriter:
         done = False
         try:
             with _disk_errors(self.path):
-                self._images.resize(n, axis=0)
+                if self.encoding == "jpeg":
+                    self._write_records(f)
+                else:
+                    self._images.resize(n, axis=0)
                 f.create_dataset("labels", data=np.asarray(self._labels, np.int32).reshape(n))
                 f.create_dataset(
                     "paths", data=self._paths, shape=(n,), dtype=h5py.string_dtype("utf-8")
                 )
                 f.attrs.update(self.attrs)
                 f.attrs.update(
-                    format=FORMAT, schema_version=SCHEMA_VERSION, split=self.split,
-                    size=self.size, count=n,
-                )  # fmt: skip
+                    format=FORMAT, split=self.split, size=self.size, count=n, **self._encoding()
+                )
                 f.close()
             self._file = None
             done = True
@@ -135,6 +169,27 @@ class ShardWriter:
             if not done:
                 self.abort()
         self._ctx.__exit__(None, None, None)
+
+    def _write_records(self, f: h5py.File) -> None:
+        """The JPEG records as one contiguous dataset (its bytes at one offset of the
+        file), their offsets and CRCs."""
+        sizes = [len(r) for r in self._records]
+        offsets = np.zeros(len(sizes) + 1, np.int64)
+        np.cumsum(sizes, out=offsets[1:])
+        f.create_dataset("jpeg", data=np.frombuffer(b"".join(self._records), np.uint8))
+        f.create_dataset("offsets", data=offsets)
+        f.create_dataset("crc32", data=np.array([crc32(r) for r in self._records], np.uint32))
+        self._records = []
+
+    def _encoding(self) -> dict[str, Any]:
+        if self.encoding == "raw":
+            return {"schema_version": RAW_SCHEMA_VERSION}
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "encoding": self.encoding,
+            "quality": self.quality,
+            "subsampling": SUBSAMPLING,
+        }
 
     def abort(self) -> None:
         """Drop the temporary file; the final name is never touched. Errors on the way
@@ -189,10 +244,14 @@ def write_shard(
     *,
     split: str,
     attrs: Mapping[str, Any] | None = None,
+    encoding: Encoding = "raw",
+    quality: int = 90,
 ) -> None:
     """Write a whole shard at once (tests, small data)."""
     n, size = images.shape[0], images.shape[1]
-    with ShardWriter(path, split=split, size=size, capacity=n, attrs=attrs) as w:
+    with ShardWriter(
+        path, split=split, size=size, capacity=n, attrs=attrs, encoding=encoding, quality=quality
+    ) as w:
         for i in range(n):
             w.add(images[i], int(labels[i]), paths[i])
 
@@ -221,9 +280,10 @@ def check_shard(f: h5py.File, path: Path, expect_split: str | None = None) -> in
     if attrs.get("format") != FORMAT:
         raise FormatError(f"{path}: not an alexcli shard", hint=_FIX)
     version = int(attrs.get("schema_version", -1))
-    if version != SCHEMA_VERSION:
+    if version not in (RAW_SCHEMA_VERSION, SCHEMA_VERSION):
         raise FormatError(
-            f"{path}: shard schema version {version}, this alexcli reads {SCHEMA_VERSION}",
+            f"{path}: shard schema version {version}, this alexcli reads "
+            f"{RAW_SCHEMA_VERSION} and {SCHEMA_VERSION}",
             hint=_FIX,
         )
     if expect_split is not None and attrs.get("split") != expect_split:
@@ -232,19 +292,76 @@ def check_shard(f: h5py.File, path: Path, expect_split: str | None = None) -> in
         n, size = int(attrs["count"]), int(attrs["size"])
     except (KeyError, TypeError, ValueError):
         raise FormatError(f"{path}: attributes `count` and `size` missing", hint=_FIX) from None
-    for name, shape, kinds in _datasets(n, size):
+    encoding = shard_encoding(f, path)
+    for name, shape, kinds in _datasets(n, size, encoding):
         ds = f.get(name)
-        if not isinstance(ds, h5py.Dataset) or ds.shape != shape:
+        if not isinstance(ds, h5py.Dataset) or (ds.shape != shape and shape != ()):
             raise FormatError(f"{path}: dataset {name!r} missing or not {shape}", hint=_FIX)
-        if ds.dtype.kind not in kinds or (name == "images" and ds.dtype != np.uint8):
+        if shape == () and ds.ndim != 1:
+            raise FormatError(f"{path}: dataset {name!r} is not one-dimensional", hint=_FIX)
+        if ds.dtype.kind not in kinds or (name in ("images", "jpeg") and ds.dtype != np.uint8):
             raise FormatError(f"{path}: dataset {name!r} has dtype {ds.dtype}", hint=_FIX)
     return n
 
 
-def _datasets(n: int, size: int) -> list[tuple[str, tuple[int, ...], str]]:
-    """Each dataset a shard must hold: name, shape, and its dtype's kinds (numpy's codes:
-    u unsigned, i signed integer, O/S/T strings)."""
-    return [("images", (n, size, size, 3), "u"), ("labels", (n,), "iu"), ("paths", (n,), "OST")]
+def shard_encoding(f: h5py.File, path: Path) -> Encoding:
+    """How an open shard stores its images: `raw` (schema 1, or said) or `jpeg`."""
+    if int(f.attrs.get("schema_version", -1)) == RAW_SCHEMA_VERSION:
+        return "raw"
+    found = f.attrs.get("encoding")
+    found = found.decode() if isinstance(found, bytes) else found
+    for encoding in ENCODINGS:
+        if found == encoding:
+            return encoding
+    raise FormatError(f"{path}: unknown image encoding {found!r}", hint=_FIX)
+
+
+def _datasets(n: int, size: int, encoding: Encoding) -> list[tuple[str, tuple[int, ...], str]]:
+    """Each dataset a shard must hold: name, shape (() for any length along one axis),
+    and its dtype's kinds (numpy's codes: u unsigned, i signed integer, O/S/T strings)."""
+    rest = [("labels", (n,), "iu"), ("paths", (n,), "OST")]
+    if encoding == "jpeg":
+        return [("jpeg", (), "u"), ("offsets", (n + 1,), "iu"), ("crc32", (n,), "u"), *rest]
+    return [("images", (n, size, size, 3), "u"), *rest]
+
+
+def read_image(f: h5py.File, i: int, path: Path) -> np.ndarray:
+    """Image i of an open, checked shard, through h5py, whatever its encoding; a record
+    that does not decode is a one-line FormatError naming the shard and the image."""
+    return read_images(f, i, np.empty((1, *_image_shape(f)), np.uint8), path)[0]
+
+
+def read_images(f: h5py.File, start: int, out: np.ndarray, path: Path) -> np.ndarray:
+    """Images start … start + len(out) of an open, checked shard into `out`, in one
+    h5py read (all their bytes) whatever the encoding; returns `out`."""
+    stop = start + len(out)
+    if shard_encoding(f, path) == "raw":
+        f["images"].read_direct(out, np.s_[start:stop])
+        return out
+    size = int(f.attrs["size"])
+    offsets = np.asarray(f["offsets"][start : stop + 1], np.int64)
+    crcs = np.asarray(f["crc32"][start:stop])
+    lo, hi = int(offsets[0]), int(offsets[-1])
+    if not (0 <= lo <= hi <= f["jpeg"].shape[0]) or (np.diff(offsets) < 0).any():
+        raise FormatError(f"{path}: image offsets {start}…{stop} out of order", hint=_FIX)
+    data = f["jpeg"][lo:hi].tobytes()
+    for k in range(len(out)):
+        a, b = int(offsets[k]) - lo, int(offsets[k + 1]) - lo
+        try:
+            out[k] = decode_jpeg(data[a:b], size, int(crcs[k]))
+        except BadRecord as e:
+            raise bad_image(path, start + k, e) from None
+    return out
+
+
+def _image_shape(f: h5py.File) -> tuple[int, int, int]:
+    size = int(f.attrs["size"])
+    return size, size, 3
+
+
+def bad_image(path: Path | str, i: int, e: BaseException) -> FormatError:
+    """The one line for image i of shard `path` that cannot be read back."""
+    return FormatError(f"{path}: unreadable image {i} ({first_line(e)})", hint=_FIX)
 
 
 OPEN_FILES = 16
@@ -292,13 +409,16 @@ def _close(f: h5py.File) -> None:
 
 @dataclass(frozen=True, eq=False)
 class ShardIndex:
-    """Where every image of a split lies: its label, and the byte offset of its pixels in
-    its shard file (one raw chunk; -1 where the shard is laid out otherwise and is read
-    through h5py). Built once, by reading each shard's attributes, labels and chunk index,
-    then closing it: 12 bytes an image, whatever the number of shards."""
+    """Where every image of a split lies: its label, the byte offset of its record in its
+    shard file (a raw chunk or a JPEG record; -1 where the shard is laid out otherwise and
+    is read through h5py), and for a JPEG record its length and CRC-32. Built once, by
+    reading each shard's attributes, labels and chunk index or offsets, then closing it:
+    20 bytes an image, whatever the number of shards."""
 
     labels: np.ndarray  # int32 (n,)
     starts: np.ndarray  # int64 (n,)
+    lengths: np.ndarray  # int32 (n,): a JPEG record's bytes; 0 for a raw image
+    crcs: np.ndarray  # uint32 (n,): a JPEG record's CRC-32
     size: int  # the images' side, S
 
 
@@ -373,25 +493,31 @@ class ShardSet:
         """Every image's label and place, read once (each shard opened, read and closed in
         turn) and kept: build it before forking workers and they share it."""
         if self._index is None:
-            labels = np.zeros(len(self), np.int32)
-            starts = np.full(len(self), -1, np.int64)
+            n = len(self)
+            labels = np.zeros(n, np.int32)
+            starts = np.full(n, -1, np.int64)
+            lengths, crcs = np.zeros(n, np.int32), np.zeros(n, np.uint32)
             sizes = set()
             for s, path in enumerate(self.paths):
                 lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
                 with open_shard(path, self.split) as f:
                     labels[lo:hi] = self._check(f, s)
-                    starts[lo:hi] = _raw_chunk_starts(f, path)
+                    if shard_encoding(f, path) == "jpeg":
+                        starts[lo:hi], lengths[lo:hi], crcs[lo:hi] = _jpeg_records(f, path)
+                    else:
+                        starts[lo:hi] = _raw_chunk_starts(f, path)
                     sizes.add(int(f.attrs["size"]))
                 if len(sizes) > 1:
                     raise FormatError(
                         f"{path}: images of another size than the shards before", hint=_FIX
                     )
-            self._index = ShardIndex(labels, starts, sizes.pop() if sizes else 0)
+            self._index = ShardIndex(labels, starts, lengths, crcs, sizes.pop() if sizes else 0)
         return self._index
 
     def image(self, index: int) -> np.ndarray:
+        """Image `index` as uint8 (S, S, 3), decoded if it is stored as JPEG."""
         s, i = self.locate(index)
-        return np.asarray(self.file(s)["images"][i])
+        return read_image(self.file(s), i, self.paths[s])
 
     def label(self, index: int) -> int:
         s, i = self.locate(index)
@@ -409,6 +535,28 @@ class ShardSet:
 
     def close(self) -> None:
         self._files.close()
+
+
+def _jpeg_records(f: h5py.File, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each JPEG record's byte offset in the file, length and CRC-32. The offsets are the
+    `jpeg` dataset's own (contiguous, unfiltered, as `ShardWriter` writes it) plus each
+    record's place in it; all -1 (read through h5py) for any other layout or when the
+    dataset lies past the end of the file. Offsets out of order are a FormatError."""
+    ds, n = f["jpeg"], int(f.attrs["count"])
+    offsets = np.asarray(f["offsets"][:], np.int64)
+    lengths = np.diff(offsets)
+    if n and (offsets[0] != 0 or offsets[-1] != ds.shape[0] or (lengths < 0).any()):
+        raise FormatError(f"{path}: image offsets out of order or past the records", hint=_FIX)
+    if n and lengths.max() >= 2**31:
+        raise FormatError(f"{path}: a record of {int(lengths.max()):,} bytes", hint=_FIX)
+    crcs = np.asarray(f["crc32"][:], np.uint32)
+    starts = np.full(n, -1, np.int64)
+    base = ds.id.get_offset() if ds.chunks is None else None
+    if base is None or ds.id.get_create_plist().get_nfilters() or not n:
+        return starts, lengths.astype(np.int32), crcs
+    if int(base) + int(offsets[-1]) <= os.stat(path).st_size:
+        starts = int(base) + offsets[:-1]
+    return starts, lengths.astype(np.int32), crcs
 
 
 def _raw_chunk_starts(f: h5py.File, path: Path) -> np.ndarray:
@@ -443,10 +591,11 @@ def _raw_chunk_starts(f: h5py.File, path: Path) -> np.ndarray:
 
 
 class ImageReader:
-    """Images of a `ShardSet`, read with one `pread` each (only the rows a crop needs) from
-    at most `OPEN_FILES` open files: a copy from the page cache into a scratch array.
-    Nothing is mapped, so a process's memory does not grow with the data it has read.
-    Shards laid out otherwise are read through h5py."""
+    """Images of a `ShardSet`, read with one `pread` each from at most `OPEN_FILES` open
+    files: of a raw image only the rows a crop needs, a copy from the page cache into a
+    scratch array; of a JPEG one its record, decoded into that array. Nothing is mapped,
+    so a process's memory does not grow with the data it has read. Shards laid out
+    otherwise are read through h5py."""
 
     def __init__(self, shards: ShardSet) -> None:
         self.shards = shards
@@ -468,24 +617,31 @@ class ImageReader:
         size = self.index.size
         if self._scratch is None:
             self._scratch = torch.empty((size, size, 3), dtype=torch.uint8)
+        scratch = self._scratch.numpy()
         view, nbytes = self._scratch[:count], count * size * 3
-        into = [self._scratch.numpy().data.cast("B")[:nbytes]]
+        into = [scratch.data.cast("B")[:nbytes]]
         shard_of = np.searchsorted(self.shards.offsets, indices, side="right") - 1
-        starts = self.index.starts[indices]
+        starts, lengths = self.index.starts[indices], self.index.lengths[indices]
         places = zip(
             indices.tolist(),
             shard_of.tolist(),
-            (starts + ys * size * 3).tolist(),
-            (starts >= 0).tolist(),
+            starts.tolist(),
+            lengths.tolist(),
             ys.tolist(),
             strict=True,
         )
-        for index, s, at, direct, y in places:
+        for index, s, start, length, y in places:
             try:
-                if not direct:
+                if start < 0:
                     yield torch.from_numpy(self.shards.image(index)[y : y + count])
                     continue
-                if os.preadv(self._fds.get(s), into, at) != nbytes:
+                if length:  # a JPEG record: read it whole, decode, keep the rows asked
+                    data = os.pread(self._fds.get(s), length, start)
+                    if len(data) != length:
+                        raise OSError("the file ends before the record does")
+                    crc = int(self.index.crcs[index])
+                    scratch[:count] = decode_jpeg(data, size, crc)[y : y + count]
+                elif os.preadv(self._fds.get(s), into, start + y * size * 3) != nbytes:
                     raise OSError("the file ends before the image does")
             except AlexcliError:
                 raise
@@ -496,9 +652,7 @@ class ImageReader:
     def _failed(self, e: BaseException, index: int) -> AlexcliError:
         s, i = self.shards.locate(index)
         path = str(self.shards.paths[s])
-        return resource_error(e, path) or FormatError(
-            f"{path}: unreadable image {i} ({first_line(e)})", hint=_FIX
-        )
+        return resource_error(e, path) or bad_image(path, i, e)
 
     def close(self) -> None:
         self._fds.close()

@@ -27,7 +27,7 @@ three components positive), which makes the file deterministic.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 
 from alexcli.core.atomic import atomic_path
-from alexcli.core.data.shards import open_shard
+from alexcli.core.data.shards import open_shard, read_images
 from alexcli.errors import FormatError, UserError, first_line
 
 FORMAT = "alexcli-stats"
@@ -167,14 +167,21 @@ def shard_sums(
                     f"{path}: {n} images of {side} px, the manifest says {count} of {size} px",
                     hint=_PREPARE_FIX,
                 )
-            return _sum_images(f["images"], n, side, block or read_block_size(side))
+            return _sum_images(
+                lambda start, view: read_images(f, start, view, path),
+                n,
+                side,
+                block or read_block_size(side),
+            )
     except (OSError, KeyError) as e:  # h5py's errors for a chunk it cannot read
         raise FormatError(
             f"{path}: truncated or corrupt shard ({first_line(e)})", hint=_PREPARE_FIX
         ) from None
 
 
-def _sum_images(images: h5py.Dataset, n: int, size: int, block: int) -> Sums:
+def _sum_images(read: Callable[[int, np.ndarray], object], n: int, size: int, block: int) -> Sums:
+    """Sums over n images that `read(start, view)` puts into `view`, a block at a time
+    (raw pixels copied, JPEG records decoded: core/data/shards.read_images)."""
     block = min(block, 256)
     buffer = np.empty((min(block, max(n, 1)), size, size, 3), np.uint8)
     block_sum = np.empty((size, size, 3), np.uint16)
@@ -185,7 +192,7 @@ def _sum_images(images: h5py.Dataset, n: int, size: int, block: int) -> Sums:
     moment = np.zeros((3, 3), np.int64)
     for start in range(0, n, block):
         view = buffer[: min(block, n - start)]
-        images.read_direct(view, np.s_[start : start + len(view)])
+        read(start, view)
         view.sum(axis=0, dtype=np.uint16, out=block_sum)
         if run_images + len(view) > 256:
             pixel_sum += run_sum
