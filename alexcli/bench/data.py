@@ -34,7 +34,8 @@ from alexcli.core.data.stats import read_block_size
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, keep_freed_memory
 from alexcli.stages.datadir import open_data_dir
-from alexcli.stages.prepare import plan_shards, run_prepare
+from alexcli.stages.prepare import run_prepare
+from alexcli.stages.prepare.source import plan_shards
 from alexcli.stages.stats import sum_shards, train_shards
 
 # --------------------------------------------------------------------------- prepare

@@ -22,7 +22,8 @@ from alexcli.core.data import decode
 from alexcli.core.data.synthetic import make_image_folder, make_tree
 from alexcli.core.fingerprint import file_digest
 from alexcli.stages.datadir import open_data_dir
-from alexcli.stages.prepare import run_prepare, shard_count
+from alexcli.stages.prepare import run_prepare
+from alexcli.stages.prepare.source import shard_count
 from tests.core.data.test_decode import close_to
 from tests.core.data.test_decode import reference as resize_reference
 
@@ -514,7 +515,7 @@ def test_too_little_space_is_refused_before_anything_is_made(synthetic_tree, tmp
     from collections import namedtuple
 
     from alexcli.errors import UserError
-    from alexcli.stages import prepare_checks as stage
+    from alexcli.stages.prepare import checks as stage
 
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(stage.shutil, "disk_usage", lambda path: usage(10**6, 10**6 - 1000, 1000))

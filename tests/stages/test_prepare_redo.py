@@ -16,7 +16,7 @@ import pytest
 from alexcli.config import PrepareConfig
 from alexcli.core.data.synthetic import make_tree
 from alexcli.errors import UserError
-from alexcli.stages import prepare
+from alexcli.stages.prepare import source as prepare
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.prepare import run_prepare
 

@@ -1,4 +1,4 @@
-"""`alexcli prepare DATA_DIR NEW_DATA_DIR --encoding …` (stages/reencode.py): a prepared
+"""`alexcli prepare DATA_DIR NEW_DATA_DIR --encoding …` (stages/prepare/reencode.py): a prepared
 DATA_DIR converted without its SOURCE, giving what preparing SOURCE in that encoding gives."""
 
 from __future__ import annotations

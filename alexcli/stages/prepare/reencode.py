@@ -32,9 +32,9 @@ from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
-from alexcli.stages import prepare as prep
-from alexcli.stages import prepare_checks as checks
 from alexcli.stages.datadir import DataDir, open_data_dir
+from alexcli.stages.prepare import checks
+from alexcli.stages.prepare import output as prep
 from alexcli.stages.runner import owner, run_stage
 
 # Kept from the old manifest: what the images are and where they came from.

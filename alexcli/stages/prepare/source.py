@@ -1,4 +1,5 @@
-"""`alexcli prepare`: an image tree → 256×256 RGB HDF5 shards + manifest.json.
+"""`alexcli prepare SOURCE DATA_DIR`: an image tree or ILSVRC-2012's archives → 256×256
+RGB HDF5 shards + manifest.json.
 
 List SOURCE (core/data/sources.py), choose the classes and the files, plan the shards
 (the training split in a seeded shuffled order, so sequential reads are already
@@ -16,11 +17,8 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,75 +29,42 @@ from alexcli.core import pool
 from alexcli.core.atomic import remove_stale_temps
 from alexcli.core.data import decode, sources, subsets
 from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
-from alexcli.core.data.records import SUBSAMPLING
 from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
-from alexcli.stages import prepare_checks as checks
-from alexcli.stages.prepare_checks import SPLITS
-from alexcli.stages.results import Result
+from alexcli.stages.prepare import checks
+from alexcli.stages.prepare.checks import SPLITS
+from alexcli.stages.prepare.output import (
+    STAGE,
+    VERSION,
+    PrepareResult,
+    prepare_result,
+    remove_unplanned,
+    stored_as,
+)
 from alexcli.stages.runner import owner, run_stage
 
-STAGE = "prepare"
-VERSION = 1
 MIN_SHARDS = 16  # a small split is still cut into this many shards, so every worker has work…
 MIN_SHARD_IMAGES = 32  # …unless they would hold fewer images than this
-_SHARD_NAME = re.compile(r"\d{5}\.h5")
-
-
-@dataclass(frozen=True)
-class PrepareResult(Result):
-    """The outcome a user sees: counts, what was skipped and why, what was converted,
-    speed, size."""
-
-    data_dir: Path
-    fingerprint: str
-    up_to_date: bool
-    layout: str
-    encoding: str  # how the shards store their images: raw or jpeg
-    quality: int | None  # of the JPEG records; None for raw
-    classes: int
-    images: dict[str, int]
-    skipped: dict[str, int]  # reason → files
-    converted: dict[str, int]  # kind ("cmyk", "png named .JPEG"…) → files, most first
-    shards_written: int
-    shards_reused: int
-    seconds: float
-    images_per_s: float  # images decoded this run ÷ seconds
-    bytes: int
-
-    def to_json(self) -> dict[str, Any]:
-        data = super().to_json()
-        data["seconds"], data["images_per_s"] = round(self.seconds, 3), round(self.images_per_s, 1)
-        return data
 
 
 # --------------------------------------------------------------------------- the stage
 
 
-def run_prepare(
+def prepare_source(
     source: Path,
     data_dir: Path,
-    config: PrepareConfig = PrepareConfig(),
+    config: PrepareConfig,
     *,
-    wnids_file: Path | None = None,
     force: bool = False,
     verify: bool = False,
     progress: Progress = SILENT,
 ) -> PrepareResult:
-    """Build DATA_DIR from SOURCE, or say it is up to date. `wnids_file` (one class per
-    line) sets `config.wnids`; `verify` checks every shard's bytes against the manifest's
-    sha256 first and writes again the ones that differ."""
+    """Build DATA_DIR from the image tree or archives SOURCE, or say it is up to date;
+    `verify` checks every shard's bytes against the manifest's sha256 first and writes
+    again the ones that differ."""
     start = time.perf_counter()
-    if wnids_file is not None:
-        config = replace(config, wnids=subsets.read_wnids(wnids_file))
-    from alexcli.stages import reencode  # it builds on this module
-
-    if reencode.is_data_dir(Path(source)):  # a conversion: the shards, not SOURCE, are read
-        return reencode.run_reencode(
-            Path(source), Path(data_dir), config, force=force, verify=verify, progress=progress
-        )
     data_dir = Path(data_dir)
     if data_dir.exists() and not data_dir.is_dir():
         raise UserError(f"{data_dir}: exists and is not a directory")
@@ -212,15 +177,6 @@ def plan_shards(
     return plans, unlabelled, sources.listing_digest(listed)
 
 
-def stored_as(config: PrepareConfig) -> dict[str, Any]:
-    """How the shards store their images, as the fingerprints and the manifest record it:
-    nothing for raw pixels (so a DATA_DIR made before encodings existed stays up to
-    date), else the encoding, its quality and chroma subsampling."""
-    if config.encoding == "raw":
-        return {}
-    return {"encoding": config.encoding, "quality": config.quality, "subsampling": SUBSAMPLING}
-
-
 def shard_count(n: int, shard_size: int) -> int:
     """Shards for n images: at most `shard_size` each, but at least `MIN_SHARDS` of at
     least `MIN_SHARD_IMAGES` when there are enough images, so small splits still
@@ -284,18 +240,6 @@ def _run(
     yield from pool.processes(pack_shard, [(*a, os.getpid()) for a in args], jobs)
 
 
-def remove_unplanned(data_dir: Path, paths: Sequence[str]) -> None:
-    """Shard files of DATA_DIR that are not in the plan (a larger plan's, before)."""
-    planned = set(paths)
-    for split in SPLITS:
-        folder = data_dir / split
-        if folder.is_dir():
-            for f in folder.iterdir():
-                rel = f"{split}/{f.name}"
-                if _SHARD_NAME.fullmatch(f.name) and rel not in planned:
-                    f.unlink()
-
-
 # --------------------------------------------------------------------------- manifest
 
 
@@ -338,32 +282,3 @@ def _manifest_body(
         "outputs": [p.path for p in plans],
         **({"archives": checks.archive_stats(src)} if src.archives is not None else {}),
     }
-
-
-def prepare_result(
-    data_dir: Path,
-    manifest: dict[str, Any],
-    fp: str,
-    up_to_date: bool,
-    counts: dict[str, Any],
-    seconds: float,
-) -> PrepareResult:
-    return PrepareResult(
-        data_dir=data_dir,
-        fingerprint=fp,
-        up_to_date=up_to_date,
-        layout=str(manifest.get("layout", "")),
-        encoding=str(manifest.get("encoding", "raw")),
-        quality=manifest.get("quality"),
-        classes=len(manifest["classes"]),
-        images={s: int(v["images"]) for s, v in manifest["splits"].items()},
-        skipped=dict(Counter(str(s["reason"]) for s in manifest.get("skipped", []))),
-        converted=dict(
-            Counter(str(k) for c in manifest.get("converted", []) for k in c["what"]).most_common()
-        ),
-        shards_written=int(counts.get("written", 0)),
-        shards_reused=int(counts.get("reused", 0)),
-        seconds=seconds,
-        images_per_s=counts.get("decoded", 0) / seconds if seconds > 0 else 0.0,
-        bytes=int(manifest.get("bytes", 0)),
-    )
