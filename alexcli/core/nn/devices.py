@@ -30,7 +30,7 @@ def resolve_devices(spec: str) -> list[torch.device]:
     """
     text = spec.strip().lower()
     if text == "auto":
-        return [torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")]
+        text = "cuda:0" if torch.cuda.is_available() else "cpu"
     parts = [p.strip() for p in text.split(",")]
     if not text or any(not p for p in parts):
         raise DeviceError(f"--devices {spec!r}: empty device name", hint=f"use {_FORMS}")

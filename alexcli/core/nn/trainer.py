@@ -336,7 +336,7 @@ class Trainer:
     def _save(self, parts: _Parts, epoch: int, state: EpochProgress, *, best: bool = False) -> None:
         """last.pt (and best.pt first when `best`: a kill between the two leaves last.pt
         older, never best.pt); then metrics.jsonl. Rank 0 writes; all ranks' RNG kept."""
-        rngs = self._gather_rng()
+        rngs = self._gather_rng(parts)
         if self.dist.rank != 0:
             return
         data = self.data
@@ -356,11 +356,12 @@ class Trainer:
             save_checkpoint(self.last, checkpoint)
         write_metrics(self.run_dir, self.metrics)
 
-    def _gather_rng(self) -> list[dict[str, Any]]:
+    def _gather_rng(self, parts: _Parts) -> list[dict[str, Any]]:
+        cuda = any(d.type == "cuda" for d in parts.model.devices)
         if self.dist.world == 1:
-            return [rng_state()]
+            return [rng_state(cuda)]
         states: list[Any] = [None] * self.dist.world
-        torch_dist.all_gather_object(states, rng_state())
+        torch_dist.all_gather_object(states, rng_state(cuda))
         return states
 
     def _restore(self, parts: _Parts, ck: Checkpoint) -> tuple[int, EpochProgress]:
