@@ -66,6 +66,7 @@ class _Plan:
     seconds: float
     quick: bool
     stages: tuple[str, ...]
+    compile: bool  # also the tuned step through torch.compile
 
 
 def run_bench(
@@ -141,7 +142,8 @@ def _plan(config: BenchConfig) -> _Plan:
     seconds = min(config.seconds, 0.2) if config.quick else config.seconds
     stages = config.only or STAGES
     precision = "fp32" if config.amp == "off" else config.amp
-    return _Plan(train, batch, devices, threads, workers, precision, seconds, config.quick, stages)
+    return _Plan(train, batch, devices, threads, workers, precision, seconds, config.quick, stages,
+                 config.compile)  # fmt: skip
 
 
 # --------------------------------------------------------------------------- prepare, stats
@@ -243,6 +245,10 @@ def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[li
     if "compiled_fp32" in rates:
         figures.append(Figure("train", f"{cfg.preset} step, fp32", rates["tuned_fp32"],
                               "torch.compile'd plain fp32", rates["compiled_fp32"]))  # fmt: skip
+    if f"tuned_compiled_{amp}" in rates:  # what `train --compile` gains over eager
+        figures.append(Figure("train", f"{cfg.preset} step, {amp}, compiled",
+                              rates[f"tuned_compiled_{amp}"], f"{cfg.preset} step, {amp}, eager",
+                              tuned))  # fmt: skip
     return figures, tuned
 
 
@@ -285,18 +291,26 @@ def _step_rates(
     return rates, top
 
 
+_AMPS: dict[str, Amp] = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+
+
 def _setups(plan: _Plan) -> dict[str, step.StepSetup]:
     """plain eager fp32 on every core (what a user would run instead), the same through
     torch.compile (not with --quick: compiling takes a minute), and the tuned step, fp32
-    and at `--amp`, on the threads `train` would use."""
+    and at `--amp`, on the threads `train` would use; with `--compile`, that step at
+    `--amp` through torch.compile too (as `train --compile` runs it)."""
     everything = _all_cores()
     setups = {"plain_fp32": step.StepSetup.plain(everything)}
     if not plan.quick and plan.devices[0].type == "cpu":
         setups["compiled_fp32"] = step.StepSetup.plain(everything, compiled=True)
     setups["tuned_fp32"] = step.StepSetup.tuned(threads=plan.threads)
+    amp = _AMPS[plan.precision]
     if plan.precision != "fp32":
-        amp: Amp = "bf16" if plan.precision == "bf16" else "fp16"
         setups[f"tuned_{plan.precision}"] = step.StepSetup.tuned(amp, threads=plan.threads)
+    if plan.compile:
+        setups[f"tuned_compiled_{plan.precision}"] = step.StepSetup.tuned(
+            amp, threads=plan.threads, compiled=True
+        )
     return setups
 
 
@@ -381,6 +395,7 @@ def _settings(config: BenchConfig, plan: _Plan, data_dir: Path | None) -> dict[s
         "seconds": plan.seconds,
         "quick": plan.quick,
         "stages": list(plan.stages),
+        "compile": plan.compile,
         "data_dir": str(data_dir) if data_dir else "made up",
         "source": config.source or "made up",
     }

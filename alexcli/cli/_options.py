@@ -32,6 +32,14 @@ Devices = Annotated[
     ),
 ]
 Amp = Annotated[AmpName | None, typer.Option("--amp", help="Mixed precision (default: off).")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Run the network through torch.compile (inductor): faster on a GPU, after a "
+        "compile of a minute or so at the start; slower on a CPU (docs/performance.md).",
+    ),
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any configuration key: `--set model.towers=1`."),

@@ -13,6 +13,7 @@ from alexcli.cli._console import out as console
 from alexcli.cli._console import print_json, reporting
 from alexcli.cli._options import (
     Amp,
+    Compile,
     DataDir,
     Devices,
     Force,
@@ -76,6 +77,7 @@ def train(
             "(pip install 'alexcli[tensorboard]').",
         ),
     ] = False,
+    compile_: Compile = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file of configuration keys.")
     ] = None,
@@ -105,7 +107,7 @@ def train(
             epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp,
             seed=seed, workers=workers, checkpoint_every=checkpoint_every,
             stop_if_flat=stop_if_flat or None,
-            tensorboard=tensorboard or None,
+            tensorboard=tensorboard or None, compile=compile_ or None,
         )  # fmt: skip
         result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)
     if result.rank != 0:

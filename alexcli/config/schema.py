@@ -183,6 +183,9 @@ class TrainConfig(Checked):
     # NHWC activations: faster steps with the channels-last LRN (docs/performance.md);
     # the same values to rounding.
     channels_last: bool = runtime(True)
+    # The network through torch.compile (inductor): fused kernels for the forward and
+    # backward pass, after a compile of a minute or so at the start (docs/performance.md).
+    compile: bool = runtime(False)
     workers: int | None = bounded(None, at_least=0, is_runtime=True)
     # Compute threads on a CPU. None: the faster of (cores − workers) and all cores,
     # timed at the start (core/nn/threads.py), or the count a resumed run recorded.
@@ -217,6 +220,7 @@ class EvalConfig(Checked):
     devices: str = runtime("auto")
     amp: Literal["off", "bf16", "fp16"] = runtime("off")
     workers: int | None = bounded(None, at_least=0, is_runtime=True)  # None: cores − 1
+    compile: bool = runtime(False)  # the network's forward through torch.compile
 
 
 @dataclass(frozen=True)
@@ -245,6 +249,7 @@ class BenchConfig(Checked):
     source: str = ""  # prepare's image tree; "": a generated one
     source_images: int = bounded(480, at_least=1)  # the generated tree's training images
     quick: bool = False  # tiny data and short timings: checks the report, not the machine
+    compile: bool = False  # also the tuned step through torch.compile (`train --compile`)
 
 
 @dataclass(frozen=True)

@@ -282,7 +282,14 @@ def _train_data(inputs: Inputs) -> TrainData:
 
 def _collective_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The run-time settings that change which collectives a rank runs, or when."""
-    keys = ("checkpoint_every", "checkpoint_minutes", "stop_if_flat", "amp", "channels_last")
+    keys = (
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "stop_if_flat",
+        "amp",
+        "channels_last",
+        "compile",  # the compiled graph's pieces decide when DDP's all-reduces run
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 

@@ -378,3 +378,34 @@ def test_a_short_small_run_drops_its_lr_and_says_so(cli, data, tmp_path):
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["lr"] for m in lines] == pytest.approx([5e-3] * 4 + [5e-4, 5e-5])
     assert "lr ÷10 → 0.0005 from epoch 5" in r.err and "lr ÷10 → 5e-05 from epoch 6" in r.err
+
+
+@pytest.mark.slow
+def test_compile_trains_as_eager_does_and_saves_the_plain_networks_weights(
+    cli, data, tmp_path, monkeypatch
+):
+    """`train --compile` and `eval --compile` run the network through torch.compile; the
+    checkpoints hold the plain network's weights (no `_orig_mod.` keys), so resume, eval
+    and export read them as any run's. Traced here with torch.compile's "eager" backend
+    (the same graph, run by PyTorch's kernels: inductor's C++ build takes minutes on this
+    CPU; `bench --compile` measures it)."""
+    from alexcli.core.nn import loops
+
+    monkeypatch.setattr(loops, "COMPILE_BACKEND", "eager")
+    runs = {}
+    for name, flags in (("eager", []), ("compiled", ["--compile"])):
+        run = tmp_path / name
+        r = cli("train", data, run, "--preset", "small", "--epochs", "1", *_args(), *flags)
+        assert r.code == 0, r.err
+        r = cli("train", data, run, "--resume", "--epochs", "2", *flags)
+        assert r.code == 0, r.err
+        runs[name] = _weights(run)
+    assert runs["compiled"].keys() == runs["eager"].keys()
+    for k, w in runs["eager"].items():
+        torch.testing.assert_close(runs["compiled"][k], w, rtol=1e-5, atol=1e-6, msg=k)
+    reports = []
+    for flags in ([], ["--compile"]):
+        r = cli("eval", tmp_path / "compiled", data, "--workers", "0", "--json", *flags)
+        assert r.code == 0, r.err
+        reports.append(json.loads(r.out))
+    assert reports[0]["top1_error"] == reports[1]["top1_error"]

@@ -77,6 +77,14 @@ def _one_device(name: str, spec: str) -> torch.device:
     return torch.device("cuda", i)
 
 
+def send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`: the copies of the two-device step (the crops to the second tower's
+    GPU, the towers' exchanges). Between CUDA devices, or from the host to one, the host
+    does not wait for the copy (the receiving device's work is ordered after it); a copy
+    to the host waits, since the host may read it next."""
+    return t.to(device, non_blocking=device.type == "cuda")
+
+
 def check_amp(amp: str, device: torch.device) -> None:
     """`--amp fp16` needs CUDA (its GradScaler and kernels); bf16 and off run anywhere."""
     if amp == "fp16" and device.type != "cuda":

@@ -43,7 +43,10 @@ def local_response_norm(
 
 def _band(channels: int, size: int, like: Tensor) -> Tensor:
     """(C, C) ones where map j is in map i's window (row i), zeros elsewhere; made once
-    per shape, device and dtype rather than on every call."""
+    per shape, device and dtype rather than on every call (under torch.compile, made
+    inside the graph: a constant it folds)."""
+    if torch.compiler.is_compiling():
+        return _band_cached.__wrapped__(channels, size, like.device, like.dtype)
     return _band_cached(channels, size, like.device, like.dtype)
 
 

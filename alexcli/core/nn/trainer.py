@@ -44,7 +44,14 @@ from alexcli.core.nn.checkpoint import (
 from alexcli.core.nn.distributed import Dist, process_devices
 from alexcli.core.nn.events import TrainEvents, sigterm_requests_stop
 from alexcli.core.nn.flat import HINT, Flatness
-from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
+from alexcli.core.nn.loops import (
+    EpochProgress,
+    StepContext,
+    Tally,
+    compiled,
+    train_epoch,
+    validate,
+)
 from alexcli.core.nn.model import AlexNet, build_model
 from alexcli.core.nn.optim import LrSchedule, make_optimizer, match_layouts
 from alexcli.core.nn.threads import ThreadChoice, candidates, fastest, probe
@@ -193,13 +200,20 @@ class Trainer:
         if d.world > 1:
             single_cuda = len(devices) == 1 and devices[0].type == "cuda"
             net = DistributedDataParallel(model, device_ids=devices if single_cuda else None)
-        normalize = Normalizer.create(
-            data.mean, data.eigval, data.eigvec, devices[0],
-            lighting_scale=cfg.lighting_scale, input_scale=cfg.input_scale,
-        )  # fmt: skip
+        if cfg.compile:  # the DDP wrapper too: its buckets split the compiled graph
+            net = compiled(net)
+
+        def normalizer(device: torch.device) -> Normalizer:
+            return Normalizer.create(
+                data.mean, data.eigval, data.eigvec, device,
+                lighting_scale=cfg.lighting_scale, input_scale=cfg.input_scale,
+            )  # fmt: skip
+
+        towers = tuple(model.devices)
         ctx = StepContext(
-            net, optimizer, schedule, normalize, devices[0], cfg.amp, scaler,
-            cfg.channels_last, d.world,
+            net, optimizer, schedule, normalizer(devices[0]), devices[0], cfg.amp, scaler,
+            cfg.channels_last, d.world, tower_devices=towers,
+            elsewhere={t: normalizer(t) for t in dict.fromkeys(towers) if t != devices[0]},
         )  # fmt: skip
         crop, pin = cfg.crop, devices[0].type == "cuda"
         train_sampler = EpochSampler(

@@ -194,6 +194,48 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
     assert f"step {state.step + 1}" in str(e.value)  # the step that failed, none after it
 
 
+def _recorded_epoch(read_late, lr=0.05, n_batches=6):
+    """Weights, final state and what `after_step` saw, with the loss read at once or late."""
+    torch.manual_seed(0)
+    model = _Flat()
+    ctx = _ctx(model, lr=lr)
+    ctx.read_late = read_late
+    seen = []
+
+    def after_step(s):  # what a checkpoint taken here would hold
+        seen.append((s.step, s.loss_sum, s.hits, s.images, model.fc.weight.detach().clone()))
+
+    state = EpochProgress()
+    try:
+        train_epoch(ctx, _batches(n_batches), epoch=0, steps_per_epoch=n_batches, state=state,
+                    after_step=after_step)  # fmt: skip
+    except TrainingDiverged as e:
+        return state, seen, e
+    return state, seen, None
+
+
+def test_a_loss_read_a_step_late_counts_and_saves_as_one_read_at_once():
+    """CUDA reads each step's loss one step late (no host sync per step): the epoch's
+    totals, and what every `after_step` (a checkpoint) sees — its step count, sums and
+    the weights — are those of reading at once."""
+    now, seen_now, _ = _recorded_epoch(read_late=False)
+    late, seen_late, _ = _recorded_epoch(read_late=True)
+    assert late.state_dict() | {"seconds": 0} == now.state_dict() | {"seconds": 0}
+    assert len(seen_late) == len(seen_now) == 6
+    for a, b in zip(seen_now, seen_late, strict=True):
+        assert a[:4] == b[:4]
+        torch.testing.assert_close(a[4], b[4], rtol=0, atol=0)
+
+
+def test_a_non_finite_loss_read_late_stops_one_update_later_and_saves_nothing_of_it():
+    now, seen_now, e_now = _recorded_epoch(read_late=False, lr=1e30)
+    late, seen_late, e_late = _recorded_epoch(read_late=True, lr=1e30)
+    assert e_now is not None and e_late is not None
+    assert str(e_late) == str(e_now)  # the same step is named
+    assert [s[:4] for s in seen_late] == [s[:4] for s in seen_now]  # no step after it seen
+    assert late.step == now.step
+
+
 def test_weights_an_epochs_last_step_broke_stop_the_run_at_validation():
     """The step's own check sees the loss before its update: an epoch whose last update
     made the weights NaN was validated, saved as last.pt (and best.pt) and went on."""
