@@ -66,7 +66,6 @@ class _Plan:
     seconds: float
     quick: bool
     stages: tuple[str, ...]
-    compile: bool  # also the tuned step through torch.compile
 
 
 def run_bench(
@@ -92,7 +91,7 @@ def run_bench(
             torch.set_num_threads(plan.threads)
             appetite = None  # images/s the tuned step eats
             if "train" in plan.stages:
-                figures["train"], appetite = _train(plan, details, progress)
+                figures["train"], appetite = _train(plan, details, progress, config.compile)
             if "loader" in plan.stages and data_dir is not None:
                 progress.log("loader: training batches against raw reads")
                 figures["loader"] = _loader(data_dir, plan, appetite, details)
@@ -142,8 +141,7 @@ def _plan(config: BenchConfig) -> _Plan:
     seconds = min(config.seconds, 0.2) if config.quick else config.seconds
     stages = config.only or STAGES
     precision = "fp32" if config.amp == "off" else config.amp
-    return _Plan(train, batch, devices, threads, workers, precision, seconds, config.quick, stages,
-                 config.compile)  # fmt: skip
+    return _Plan(train, batch, devices, threads, workers, precision, seconds, config.quick, stages)
 
 
 # --------------------------------------------------------------------------- prepare, stats
@@ -210,15 +208,18 @@ def _stats(
 # --------------------------------------------------------------------------- train step
 
 
-def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[list[Figure], float]:
-    """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step."""
+def _train(
+    plan: _Plan, details: dict[str, Any], progress: Progress, compile_: bool
+) -> tuple[list[Figure], float]:
+    """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step;
+    with `compile_`, the tuned step at `--amp` compiled against it eager."""
     cfg, amp = plan.train, plan.precision
     flops = limits.flops_per_image(cfg.model)
     progress.log("train: the arithmetic peaks (a big matmul, a big 3×3 convolution)")
     dtypes = ("fp32", "bf16", "fp16") if amp == "fp16" else ("fp32", "bf16")
     matmul, convs = limits.peaks(dtypes, plan.devices[0], quick=plan.quick)
     peaks = {k: max(matmul[k], convs[k]) for k in dtypes}
-    rates, top = _step_rates(plan, progress)
+    rates, top = _step_rates(plan, progress, compile_)
     details["train"] = {
         "preset": cfg.preset,
         "batch_size": plan.batch_size,
@@ -246,9 +247,8 @@ def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[li
         figures.append(Figure("train", f"{cfg.preset} step, fp32", rates["tuned_fp32"],
                               "torch.compile'd plain fp32", rates["compiled_fp32"]))  # fmt: skip
     if f"tuned_compiled_{amp}" in rates:  # what `train --compile` gains over eager
-        figures.append(Figure("train", f"{cfg.preset} step, {amp}, compiled",
-                              rates[f"tuned_compiled_{amp}"], f"{cfg.preset} step, {amp}, eager",
-                              tuned))  # fmt: skip
+        name, rate = f"{cfg.preset} step, {amp}", rates[f"tuned_compiled_{amp}"]
+        figures.append(Figure("train", f"{name}, compiled", rate, f"{name}, eager", tuned))
     return figures, tuned
 
 
@@ -272,13 +272,13 @@ def _train_threads(cfg: TrainConfig, workers: int, device: torch.device, *, quic
 
 
 def _step_rates(
-    plan: _Plan, progress: Progress
+    plan: _Plan, progress: Progress, compile_: bool
 ) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """Images/s of each step setup (one network in memory at a time), and where the
     tuned step's time goes."""
     cfg, top = plan.train, []
     rates: dict[str, float] = {}
-    for name, setup in _setups(plan).items():
+    for name, setup in _setups(plan, compile_).items():
         progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
                      f"at {cfg.crop}")  # fmt: skip
         runner = step.StepBench(cfg.model, batch_size=plan.batch_size,
@@ -294,7 +294,7 @@ def _step_rates(
 _AMPS: dict[str, Amp] = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
 
 
-def _setups(plan: _Plan) -> dict[str, step.StepSetup]:
+def _setups(plan: _Plan, compile_: bool) -> dict[str, step.StepSetup]:
     """plain eager fp32 on every core (what a user would run instead), the same through
     torch.compile (not with --quick: compiling takes a minute), and the tuned step, fp32
     and at `--amp`, on the threads `train` would use; with `--compile`, that step at
@@ -307,10 +307,8 @@ def _setups(plan: _Plan) -> dict[str, step.StepSetup]:
     amp = _AMPS[plan.precision]
     if plan.precision != "fp32":
         setups[f"tuned_{plan.precision}"] = step.StepSetup.tuned(amp, threads=plan.threads)
-    if plan.compile:
-        setups[f"tuned_compiled_{plan.precision}"] = step.StepSetup.tuned(
-            amp, threads=plan.threads, compiled=True
-        )
+    if compile_:
+        setups[f"tuned_compiled_{plan.precision}"] = step.StepSetup.tuned(amp, plan.threads, True)
     return setups
 
 
@@ -395,7 +393,7 @@ def _settings(config: BenchConfig, plan: _Plan, data_dir: Path | None) -> dict[s
         "seconds": plan.seconds,
         "quick": plan.quick,
         "stages": list(plan.stages),
-        "compile": plan.compile,
+        "compile": config.compile,
         "data_dir": str(data_dir) if data_dir else "made up",
         "source": config.source or "made up",
     }

@@ -44,8 +44,14 @@ class StepSetup:
     def tuned(
         cls, amp: Amp = "off", threads: int | None = None, compiled: bool = False
     ) -> StepSetup:
-        return cls(amp=amp, channels_last=True, fused=True, keep_heap=True, threads=threads,
-                   compiled=compiled)  # fmt: skip
+        return cls(
+            amp=amp,
+            channels_last=True,
+            fused=True,
+            keep_heap=True,
+            threads=threads,
+            compiled=compiled,
+        )
 
 
 def made_up_batch(n: int, crop: int, size: int, classes: int, seed: int = 0) -> Batch:

@@ -36,8 +36,9 @@ Compile = Annotated[
     bool,
     typer.Option(
         "--compile",
-        help="Run the network through torch.compile (inductor): faster on a GPU, after a "
-        "compile of a minute or so at the start; slower on a CPU (docs/performance.md).",
+        help="Run the network through torch.compile (inductor), after a compile of a "
+        "minute or more at the start: meant for GPUs; on a CPU it measured slower "
+        "(docs/performance.md).",
     ),
 ]
 Sets = Annotated[

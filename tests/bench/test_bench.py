@@ -174,7 +174,8 @@ def test_the_benched_batch_is_pinned_as_the_loaders_are():
     from alexcli.bench.step import StepBench, StepSetup
 
     cfg = PRESETS["small"].model
-    runner = StepBench(cfg, batch_size=4, devices=[torch.device("cuda", 0)],
-                       setup=StepSetup.tuned("bf16"))  # fmt: skip
+    runner = StepBench(
+        cfg, batch_size=4, devices=[torch.device("cuda", 0)], setup=StepSetup.tuned("bf16")
+    )
     assert all(t.is_pinned() for t in runner.batch)
     assert runner.steps(2).per_s > 0

@@ -304,12 +304,8 @@ class AlexNet(nn.Module):
 
     def _fc7(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """Each tower's fc7 activations: the figure from the image up to fc7."""
-        if isinstance(x, Tensor):
-            images = [send(x, d) for d in self.devices]  # the image, to every tower
-        else:
-            images = list(x)
-            if len(images) != len(self.towers):
-                raise ValueError(f"{len(images)} inputs for {len(self.towers)} towers")
+        # the image to every tower, or one already on each tower's device
+        images = [send(x, d) for d in self.devices] if isinstance(x, Tensor) else list(x)
         if self.cfg.lrn_span == "all" and len(self.towers) > 1:
             h = self._lower_across(images)
         else:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -61,6 +62,30 @@ def test_step_milestones_below_one_are_fractions_of_the_run(epochs, first_low):
     assert lrs[first_low[1]] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "placed"),
+    [(1, []), (2, [1]), (3, [1, 2]), (4, [2, 3]), (5, [3, 4]), (6, [4, 5]), (30, [20, 26])],
+)
+def test_fractional_milestones_never_coincide_and_leave_a_tenth_after_the_last(epochs, placed):
+    """At 4 epochs 0.67 and 0.87 both rounded to epoch 3: ÷100 at once, the last epoch at
+    a hundredth of the lr while the epoch line said ÷10. Now one drop an epoch, each ÷10,
+    and ≥ 10 % of the run (an epoch at least) after the last; a drop with no epoch before
+    it is left out."""
+    s = LrSchedule(0.005, "step", milestones=(0.67, 0.87), epochs=epochs)
+    assert s.milestone_epochs == placed
+    lrs = [s.lr(e, 0, 10) for e in range(epochs)]
+    ratios = [a / b for a, b in itertools.pairwise(lrs)]
+    assert ratios == pytest.approx([10.0 if e + 1 in placed else 1.0 for e in range(epochs - 1)])
+    if placed:
+        assert epochs - placed[-1] >= max(1, math.ceil(0.1 * epochs))
+        assert lrs[0] == 0.005 and lrs[-1] == pytest.approx(0.005 / 10 ** len(placed))
+
+
+def test_epoch_milestones_are_kept_as_given():
+    s = LrSchedule(0.1, "step", milestones=(3, 4, 0.5), epochs=5)
+    assert s.milestone_epochs == [2, 3, 4]
+
+
 def test_plateau_gives_a_short_run_the_drops_it_is_due():
     """Patience 5 never runs out in 6 improving epochs; the last three drop all the same,
     one an epoch, so the run ends at base ÷ 1000. A long run is left to its patience."""
@@ -76,6 +101,7 @@ def test_plateau_gives_a_short_run_the_drops_it_is_due():
 def test_warmup_ramps_linearly_over_its_steps():
     s = LrSchedule(0.04, "step", warmup_epochs=0.5)  # 2 of 4 steps
     assert [s.lr(0, k, 4) for k in range(4)] == pytest.approx([0.02, 0.04, 0.04, 0.04])
+    assert [s.warming_up(0, k, 4) for k in range(4)] == [True, False, False, False]
 
 
 def test_schedule_state_round_trips():
@@ -207,8 +233,14 @@ def _recorded_epoch(read_late, lr=0.05, n_batches=6):
 
     state = EpochProgress()
     try:
-        train_epoch(ctx, _batches(n_batches), epoch=0, steps_per_epoch=n_batches, state=state,
-                    after_step=after_step)  # fmt: skip
+        train_epoch(
+            ctx,
+            _batches(n_batches),
+            epoch=0,
+            steps_per_epoch=n_batches,
+            state=state,
+            after_step=after_step,
+        )
     except TrainingDiverged as e:
         return state, seen, e
     return state, seen, None

@@ -562,10 +562,14 @@ def _two_device_step(monkeypatch, elsewhere):
     size = TINY_CROP + 8
     norms = {d: flat_normalizer(size, d, 1 / 64) for d in net.devices}
     ctx = StepContext(
-        net, make_optimizer(net, 0.01, 0.9, 5e-4), LrSchedule(0.01), norms[CPU], CPU,
+        net,
+        make_optimizer(net, 0.01, 0.9, 5e-4),
+        LrSchedule(0.01),
+        norms[CPU],
+        CPU,
         tower_devices=tuple(net.devices),
         elsewhere={d: n for d, n in norms.items() if d != CPU} if elsewhere else {},
-    )  # fmt: skip
+    )
     batch = made_up_batch(4, TINY_CROP, size, TINY.num_classes)
     log = _watched(monkeypatch)
     state = train_epoch(ctx, [batch], epoch=0, steps_per_epoch=1, state=EpochProgress())
