@@ -73,8 +73,9 @@ def test_lrn_under_bf16_autocast_is_rounded_once_not_at_each_step(layout):
     """conv1's maps at the paper init's scale (ReLU of N(0, 11²): the 0.01-std kernels on
     mean-subtracted pixels) put α·Σa² at ~0.03, so k + α·Σa² sits just above 2, where
     bf16's step is 1/64: computed in bf16 it kept ~7 % too much of LRN's effect on
-    average (up to 1 % off per value). In fp32 inside, each output is the float64
-    formula rounded once to bf16 (≤ 2⁻⁸ relative), forward and backward."""
+    average (up to 1 % off per value). With the denominator in fp32, each output is the
+    float64 formula rounded once to bf16 (≤ 2⁻⁸ relative) but for the window sums, left
+    in bf16: they move it by under 10⁻⁴."""
     torch.manual_seed(0)
     x = torch.relu(torch.randn(4, 48, 13, 13) * 11).to(torch.bfloat16)
     x = x.contiguous(memory_format=layout).requires_grad_()
@@ -88,13 +89,13 @@ def test_lrn_under_bf16_autocast_is_rounded_once_not_at_each_step(layout):
     assert y.dtype == grad.dtype == torch.bfloat16
     on = x64.detach() > 1  # where the effect is measurable
     err = (y.detach().double() - ref.detach()).abs() / ref.detach().abs()
-    assert err[on].max() <= 2**-8
+    assert err[on].max() <= 2**-8 + 1e-4
     effect = 1 - y.detach().double()[on] / (x64.detach()[on] * 2.0**-0.75)
     ref_effect = 1 - ref.detach()[on] / (x64.detach()[on] * 2.0**-0.75)
     assert float(ref_effect.mean()) == pytest.approx(0.013, rel=0.2)  # the case's scale
     assert float(effect.mean()) == pytest.approx(float(ref_effect.mean()), rel=0.01)
     big = ref_grad.abs() > 1e-3 * ref_grad.abs().max()  # away from cancellations to zero
-    assert ((grad.double() - ref_grad).abs() / ref_grad.abs())[big].max() <= 2**-8 * 1.01
+    assert ((grad.double() - ref_grad).abs() / ref_grad.abs())[big].max() <= 2**-8 + 1e-4
 
 
 def test_plain_lrn_layer_is_the_same_network():
