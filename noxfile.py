@@ -1,4 +1,5 @@
-"""Developer sessions. `nox` alone runs tests, lint and typecheck (what CI runs).
+"""Developer sessions. `nox` alone runs tests, collect_bare, lint, typecheck and wheel
+(what CI runs).
 
 torch is installed first, from ALEXCLI_TORCH (default `torch==2.13.0`, the CPU
 build on our machines), so that the project's `torch>=2.10` is already met and no
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["tests", "lint", "typecheck", "wheel"]
+nox.options.sessions = ["tests", "collect_bare", "lint", "typecheck", "wheel"]
 nox.options.default_venv_backend = "venv"
 
 TORCH = os.environ.get("ALEXCLI_TORCH", "torch==2.13.0")
@@ -51,6 +52,32 @@ def tests(session: nox.Session) -> None:
     """The test suite (pytest); pass pytest arguments after `--`."""
     _install(session)
     session.run("pytest", *session.posargs)
+
+
+# Fails when an optional extra (or protobuf, which they bring) is importable after all.
+_NONE_OF_THE_EXTRAS = """
+import importlib.util
+extras = ("onnx", "onnxruntime", "onnxscript", "tensorboardX", "google.protobuf")
+def present(name):
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ImportError:
+        return False
+found = [name for name in extras if present(name)]
+assert not found, f"not a bare environment: {found} installed"
+"""
+
+
+@nox.session
+def collect_bare(session: nox.Session) -> None:
+    """The suite collects without the optional extras (onnx, tensorboardX, protobuf), as on
+    a GPU machine's image: torch, pillow-simd, alexcli and pytest alone; every test of an
+    absent extra skips instead of ending collection (`pytest -m gpu` would run none)."""
+    _install_runtime(session)
+    session.install("-e", ".", "pytest")
+    session.run("python", "-c", _NONE_OF_THE_EXTRAS)
+    session.run("pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "tests")
+    session.run("pytest", "--collect-only", "-q", "-p", "no:cacheprovider", "-m", "gpu", "tests")
 
 
 @nox.session

@@ -107,6 +107,10 @@ class TrainingFlat(AlexcliError):
     """`--stop-if-flat`: an epoch learned nothing (loss at ln C, validation at chance)."""
 
 
+class PeerLost(AlexcliError):
+    """Under torchrun, a collective failed or timed out waiting for another rank."""
+
+
 class Stopped(AlexcliError):
     """SIGTERM (a scheduler's preemption, `kill`): stopped after saving where it was."""
 

@@ -1,26 +1,32 @@
 #!/usr/bin/env bash
-# `alexcli bench` on a CUDA machine: ~2-4 minutes expected, 7 at most (the limits):
-#   1. one GPU: the paper preset's step (bf16 autocast, channels-last, fused SGD) against
-#      the GPU's matmul/conv peak and against plain eager fp32, and the loader with its
-#      device-side augmentation (the mean crops, colour noise and float conversion on
-#      the GPU) fed by every core but one;
-#   2. two towers (model parallel): cuda:0,cuda:1 when there are two GPUs, else both
-#      towers on cuda:0 (the two-device code path on one device);
-#   3. the step at batch 512, where a GPU this fast stops being launch-bound.
-# Each writes JSON to $OUT (default ./bench-gpu); the console gets the tables.
+# `alexcli bench` on a CUDA machine, run by run, each with its own time limit (~6 minutes
+# at most for all four):
+#   one_gpu     the paper preset's step (bf16 autocast, channels-last, fused SGD) against
+#               the GPU's matmul/conv peak and against plain eager fp32, and the loader
+#               with its device-side augmentation (the mean crops, colour noise and float
+#               conversion on the GPU) fed by every core but one;
+#   two_towers  model parallel: cuda:0,cuda:1 when there are two GPUs, else both towers on
+#               cuda:0 (the two-device code path on one device);
+#   batch512    the step at batch 512, where a GPU this fast stops being launch-bound;
+#   compiled    the tuned step through torch.compile (`train --compile`) against it eager.
+# Each writes JSON to $OUT/NAME.json (default ./bench-gpu); the console gets the tables. A
+# run that fails or overruns is named, and the next one still runs.
 #
-#   bash benchmarks/gpu.sh                 # from the repository root, torch with CUDA
+#   bash benchmarks/gpu.sh                       # every run, from the repository root
+#   bash benchmarks/gpu.sh one_gpu compiled      # these runs only
 #   PYTHON=.venv/bin/python OUT=/tmp/b bash benchmarks/gpu.sh
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 py="${PYTHON:-python3}"
 out="${OUT:-bench-gpu}"
+seconds="${SECONDS_EACH:-3}"  # each rate timed at least this long
 mkdir -p "$out"
 
-"$py" - <<'EOF' | tee "$out/machine.txt"
-import os, torch
-assert torch.cuda.is_available(), "no CUDA device: this script is for GPU machines"
+"$py" - <<'EOF'
+import os, sys, torch
+if not torch.cuda.is_available():
+    sys.exit("no CUDA device: this script is for GPU machines")
 print("torch", torch.__version__, "cuda", torch.version.cuda, "cores", os.cpu_count())
 for i in range(torch.cuda.device_count()):
     print(f"cuda:{i}", torch.cuda.get_device_name(i))
@@ -29,17 +35,16 @@ EOF
 gpus=$("$py" -c "import torch; print(torch.cuda.device_count())")
 towers="cuda:0,cuda:0"
 if [ "$gpus" -ge 2 ]; then towers="cuda:0,cuda:1"; fi
+jobs=$(( $(nproc) > 16 ? 16 : $(nproc) ))
 
 failed=()
 run() {  # name, time limit, bench arguments: JSON to $out/name.json, a table here
     local name=$1 limit=$2 rc=0
     shift 2
-    echo "== $name: alexcli bench $*" >&2
-    # A failed or timed-out run is reported and the next one still runs: a GPU lease is
-    # short, and each run's figures stand on their own.
-    timeout "$limit" "$py" -m alexcli bench "$@" --json >"$out/$name.json" || rc=$?
+    echo "== $name: alexcli bench $* (at most ${limit} s)"
+    timeout -k 5 "$limit" "$py" -m alexcli bench "$@" --json >"$out/$name.json" || rc=$?
     if [ "$rc" -ne 0 ]; then
-        echo "== $name FAILED (exit $rc$([ "$rc" -eq 124 ] && echo ", over ${limit} s"))" >&2
+        echo "== $name FAILED (exit $rc$([ "$rc" -eq 124 ] && echo ", over ${limit} s"))"
         failed+=("$name")
         return 0
     fi
@@ -54,15 +59,27 @@ t = r["details"].get("train")
 if t:
     print("  peak GFLOP/s", t["peak_gflops"], " step images/s", t["step_images_per_s"])
     print("  top ops", [(o["op"], o["share"]) for o in t["step_top_ops"][:5]])
+print(f"  {r['seconds']:.0f} s")
 EOF
 }
 
-jobs=$(( $(nproc) > 16 ? 16 : $(nproc) ))
-run one_gpu 180 --devices cuda:0 --amp bf16 --jobs "$jobs" --seconds 5
-run two_towers 120 --only train --devices "$towers" --amp bf16 --seconds 5
-run batch512 120 --only train --devices cuda:0 --amp bf16 --batch-size 512 --seconds 5
-echo "JSON in $out/" >&2
+one() {
+    case "$1" in
+        one_gpu) run one_gpu 120 --devices cuda:0 --amp bf16 --jobs "$jobs" --seconds "$seconds" ;;
+        two_towers) run two_towers 50 --only train --devices "$towers" --amp bf16 --seconds "$seconds" ;;
+        batch512) run batch512 50 --only train --devices cuda:0 --amp bf16 --batch-size 512 \
+            --seconds "$seconds" ;;
+        compiled) run compiled 130 --only train --devices cuda:0 --amp bf16 --compile \
+            --seconds "$seconds" ;;
+        *) echo "unknown run $1 (one_gpu, two_towers, batch512, compiled)"; failed+=("$1") ;;
+    esac
+}
+
+for name in "${@:-one_gpu two_towers batch512 compiled}"; do
+    for each in $name; do one "$each"; done
+done
+echo "JSON in $out/"
 if [ "${#failed[@]}" -gt 0 ]; then
-    echo "failed: ${failed[*]}" >&2
+    echo "failed: ${failed[*]}"
     exit 1
 fi

@@ -156,6 +156,22 @@ def test_a_checkpoint_written_on_a_gpu_resumes_and_evaluates_without_one(
     assert [m["epoch"] for m in ck.metrics] == [1, 2]
 
 
+def test_a_cpu_run_saves_no_cuda_rng_state_after_something_initialised_cuda(
+    cli, data, tmp_path, monkeypatch
+):
+    """CUDA initialised earlier in the process (a GPU test before this one, the API on a
+    GPU) made a CPU run's checkpoint carry CUDA's generator states, and the CPU case of
+    the resume test failed after the GPU cases: a run saves its own devices' states."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(
+        torch.cuda, "get_rng_state_all", lambda: [torch.zeros(16, dtype=torch.uint8)]
+    )
+    assert "cuda" in rng_state()  # what the process as a whole would save
+    ck = _train(cli, data, tmp_path / "run", "cpu", "epochs=1")
+    assert "cuda" not in ck.rank_rng[0]
+
+
 def test_cuda_rng_states_come_back_on_a_machine_with_fewer_gpus(monkeypatch):
     """Saved by a process that saw two GPUs, restored where one shows: cuda:0's state
     is restored (it was dropped whole before, and dropout's masks changed on resume)."""

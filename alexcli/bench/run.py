@@ -97,7 +97,7 @@ def run_bench(
             torch.set_num_threads(plan.threads)
             appetite = None  # images/s the tuned step eats
             if "train" in plan.stages:
-                figures["train"], appetite = _train(plan, details, progress)
+                figures["train"], appetite = _train(plan, details, progress, config.compile)
             if "loader" in plan.stages and data_dir is not None:
                 for loaded in (data_dir, jpeg_dir):
                     if loaded is not None:
@@ -230,15 +230,18 @@ def _stats(
 # --------------------------------------------------------------------------- train step
 
 
-def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[list[Figure], float]:
-    """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step."""
+def _train(
+    plan: _Plan, details: dict[str, Any], progress: Progress, compile_: bool
+) -> tuple[list[Figure], float]:
+    """The tuned step (fp32 and `--amp`) against the matmul peaks and the plain step;
+    with `compile_`, the tuned step at `--amp` compiled against it eager."""
     cfg, amp = plan.train, plan.precision
     flops = limits.flops_per_image(cfg.model)
     progress.log("train: the arithmetic peaks (a big matmul, a big 3×3 convolution)")
     dtypes = ("fp32", "bf16", "fp16") if amp == "fp16" else ("fp32", "bf16")
     matmul, convs = limits.peaks(dtypes, plan.devices[0], quick=plan.quick)
     peaks = {k: max(matmul[k], convs[k]) for k in dtypes}
-    rates, top = _step_rates(plan, progress)
+    rates, top = _step_rates(plan, progress, compile_)
     details["train"] = {
         "preset": cfg.preset,
         "batch_size": plan.batch_size,
@@ -265,6 +268,9 @@ def _train(plan: _Plan, details: dict[str, Any], progress: Progress) -> tuple[li
     if "compiled_fp32" in rates:
         figures.append(Figure("train", f"{cfg.preset} step, fp32", rates["tuned_fp32"],
                               "torch.compile'd plain fp32", rates["compiled_fp32"]))  # fmt: skip
+    if f"tuned_compiled_{amp}" in rates:  # what `train --compile` gains over eager
+        name, rate = f"{cfg.preset} step, {amp}", rates[f"tuned_compiled_{amp}"]
+        figures.append(Figure("train", f"{name}, compiled", rate, f"{name}, eager", tuned))
     return figures, tuned
 
 
@@ -288,13 +294,13 @@ def _train_threads(cfg: TrainConfig, workers: int, device: torch.device, *, quic
 
 
 def _step_rates(
-    plan: _Plan, progress: Progress
+    plan: _Plan, progress: Progress, compile_: bool
 ) -> tuple[dict[str, float], list[tuple[str, float]]]:
     """Images/s of each step setup (one network in memory at a time), and where the
     tuned step's time goes."""
     cfg, top = plan.train, []
     rates: dict[str, float] = {}
-    for name, setup in _setups(plan).items():
+    for name, setup in _setups(plan, compile_).items():
         progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
                      f"at {cfg.crop}")  # fmt: skip
         runner = step.StepBench(cfg.model, batch_size=plan.batch_size,
@@ -307,18 +313,24 @@ def _step_rates(
     return rates, top
 
 
-def _setups(plan: _Plan) -> dict[str, step.StepSetup]:
+_AMPS: dict[str, Amp] = {"fp32": "off", "bf16": "bf16", "fp16": "fp16"}
+
+
+def _setups(plan: _Plan, compile_: bool) -> dict[str, step.StepSetup]:
     """plain eager fp32 on every core (what a user would run instead), the same through
     torch.compile (not with --quick: compiling takes a minute), and the tuned step, fp32
-    and at `--amp`, on the threads `train` would use."""
+    and at `--amp`, on the threads `train` would use; with `--compile`, that step at
+    `--amp` through torch.compile too (as `train --compile` runs it)."""
     everything = _all_cores()
     setups = {"plain_fp32": step.StepSetup.plain(everything)}
     if not plan.quick and plan.devices[0].type == "cpu":
         setups["compiled_fp32"] = step.StepSetup.plain(everything, compiled=True)
     setups["tuned_fp32"] = step.StepSetup.tuned(threads=plan.threads)
+    amp = _AMPS[plan.precision]
     if plan.precision != "fp32":
-        amp: Amp = "bf16" if plan.precision == "bf16" else "fp16"
         setups[f"tuned_{plan.precision}"] = step.StepSetup.tuned(amp, threads=plan.threads)
+    if compile_:
+        setups[f"tuned_compiled_{plan.precision}"] = step.StepSetup.tuned(amp, plan.threads, True)
     return setups
 
 
@@ -454,6 +466,7 @@ def _settings(config: BenchConfig, plan: _Plan, data_dir: Path | None) -> dict[s
         "seconds": plan.seconds,
         "quick": plan.quick,
         "stages": list(plan.stages),
+        "compile": config.compile,
         "data_dir": str(data_dir) if data_dir else "made up",
         "source": config.source or "made up",
     }

@@ -9,18 +9,16 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import cast
 
 import numpy as np
 import torch
-from torch import nn
 
 from alexcli.bench.limits import Rate, synchronize
 from alexcli.config import ModelConfig
 from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import keep_freed_memory
-from alexcli.core.nn.loops import Amp, EpochProgress, StepContext, train_epoch
+from alexcli.core.nn.loops import Amp, EpochProgress, StepContext, compiled, train_epoch
 from alexcli.core.nn.lrn import local_response_norm, torch_lrn
 from alexcli.core.nn.model import build_model
 from alexcli.core.nn.optim import LrSchedule, make_optimizer
@@ -43,8 +41,17 @@ class StepSetup:
         return cls(plain_lrn=True, threads=threads, compiled=compiled)
 
     @classmethod
-    def tuned(cls, amp: Amp = "off", threads: int | None = None) -> StepSetup:
-        return cls(amp=amp, channels_last=True, fused=True, keep_heap=True, threads=threads)
+    def tuned(
+        cls, amp: Amp = "off", threads: int | None = None, compiled: bool = False
+    ) -> StepSetup:
+        return cls(
+            amp=amp,
+            channels_last=True,
+            fused=True,
+            keep_heap=True,
+            threads=threads,
+            compiled=compiled,
+        )
 
 
 def made_up_batch(n: int, crop: int, size: int, classes: int, seed: int = 0) -> Batch:
@@ -88,13 +95,16 @@ class StepBench:
         device = devices[0]
         scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
         sgd = make_optimizer(model, lr, 0.9, 5e-4, fused=setup.fused, scaled=scaler is not None)
-        net = cast(nn.Module, torch.compile(model)) if setup.compiled else model
+        net = compiled(model) if setup.compiled else model
         self.ctx = StepContext(
             net, sgd, LrSchedule(lr),
             flat_normalizer(crop + crop // 7, device, input_scale), device, setup.amp, scaler,
             setup.channels_last,
         )  # fmt: skip
-        self.batch = made_up_batch(batch_size, crop, crop + crop // 7, cfg.num_classes)
+        batch = made_up_batch(batch_size, crop, crop + crop // 7, cfg.num_classes)
+        # Pinned on CUDA as the loader delivers it: a non_blocking copy from pageable
+        # memory is synchronous, and the step would look slower than it is.
+        self.batch = batch.pin_memory() if device.type == "cuda" else batch
         self.setup = setup
 
     def steps(self, n: int) -> Rate:

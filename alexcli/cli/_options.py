@@ -32,6 +32,15 @@ Devices = Annotated[
     ),
 ]
 Amp = Annotated[AmpName | None, typer.Option("--amp", help="Mixed precision (default: off).")]
+Compile = Annotated[
+    bool,
+    typer.Option(
+        "--compile",
+        help="Run the network through torch.compile (inductor), after a compile of a "
+        "minute or more at the start: meant for GPUs; on a CPU it measured slower "
+        "(docs/performance.md).",
+    ),
+]
 Sets = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override any configuration key: `--set model.towers=1`."),

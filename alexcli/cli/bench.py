@@ -69,6 +69,14 @@ def bench(
         str,
         typer.Option(help="With --scale: the fractions of ILSVRC-2012's counts to run."),
     ] = "0.01,0.1,1",
+    compile_: Annotated[
+        bool,
+        typer.Option(
+            "--compile",
+            help="Also time the tuned step through torch.compile, as `train --compile` runs "
+            "it, against the same step eager (its compile, a minute or more, not counted).",
+        ),
+    ] = False,
     json: Json = False,
 ) -> None:
     """Each stage's throughput beside this machine's limit, measured in the same run.
@@ -93,7 +101,7 @@ def bench(
     config = with_values(
         BenchConfig(), preset=preset, batch_size=batch_size, devices=devices, amp=amp,
         threads=threads, workers=workers, jobs=jobs, seconds=seconds, only=stages or None,
-        source=str(source) if source else None, quick=quick or None,
+        source=str(source) if source else None, quick=quick or None, compile=compile_ or None,
     )  # fmt: skip
     with reporting(quiet=json) as progress:
         result = run_bench(data_dir, config, progress)

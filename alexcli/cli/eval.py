@@ -15,6 +15,7 @@ from alexcli.cli._console import out as console
 from alexcli.cli._options import (
     Amp,
     BatchSize,
+    Compile,
     DataDir,
     Devices,
     Json,
@@ -43,6 +44,7 @@ def eval_(
     amp: Amp = None,
     batch_size: BatchSize = None,
     workers: Workers = None,
+    compile_: Compile = False,
     legacy_json: Annotated[bool, typer.Option(LEGACY_FLAG, hidden=True)] = False,
 ) -> None:
     """Top-1 and top-5 error on the validation shards, with the paper's 10-view test.
@@ -60,7 +62,7 @@ def eval_(
         err.print(error_line, highlight=False, soft_wrap=True)
     cfg = with_values(
         EvalConfig(), views=views, split=split, devices=devices, amp=amp,
-        batch_size=batch_size, workers=workers,
+        batch_size=batch_size, workers=workers, compile=compile_ or None,
     )  # fmt: skip
     if json_out is not None:
         check_writable(json_out, "--json-out")  # now, not after hours of evaluating

@@ -13,6 +13,7 @@ from alexcli.cli._console import out as console
 from alexcli.cli._console import print_json, reporting
 from alexcli.cli._options import (
     Amp,
+    Compile,
     DataDir,
     Devices,
     Force,
@@ -34,9 +35,28 @@ def train(
     preset: Preset = None,
     epochs: Annotated[int | None, typer.Option(help="Epochs (paper: 90).")] = None,
     batch_size: Annotated[
-        int | None, typer.Option(help="Global batch, all processes (paper: 128).")
+        int | None,
+        typer.Option(
+            help="Global batch, all processes (paper: 128). Without --lr, the lr follows it "
+            "linearly from the preset's, with a warm-up when it rises (Goyal et al. 2017; "
+            "`--set lr_scaling=none` keeps the preset's lr).",
+        ),
     ] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate (paper: 0.01).")] = None,
+    batch_per_device: Annotated[
+        int | None,
+        typer.Option(
+            "--batch-per-device",
+            min=1,
+            help="Each process's batch under torchrun instead: the global batch is it × "
+            "the processes (the lr follows as with --batch-size).",
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(
+            help="Learning rate (paper: 0.01; default: the preset's, scaled to the batch)."
+        ),
+    ] = None,
     crop: Annotated[int | None, typer.Option(help="Training crop (paper: 224).")] = None,
     devices: Devices = None,
     amp: Amp = None,
@@ -76,6 +96,7 @@ def train(
             "(pip install 'alexcli[tensorboard]').",
         ),
     ] = False,
+    compile_: Compile = False,
     config: Annotated[
         Path | None, typer.Option("--config", help="A TOML file of configuration keys.")
     ] = None,
@@ -93,7 +114,8 @@ def train(
 
     `--preset paper` is the paper's network and recipe; docs/paper.md lists where
     alexcli departs from it (conv1 padding 2 at 224, PyTorch's momentum form, decay on
-    biases, the automatic plateau, the units of the colour noise). `--preset small`
+    biases, the automatic plateau, the units of the colour noise, the lr scaled with a
+    batch other than 128). `--preset small`
     departs from its recipe too: He init and inputs scaled to unit variance
     (docs/presets.md says why).
     """
@@ -102,10 +124,10 @@ def train(
     with reporting(quiet=json) as progress:
         cfg = resolve_config(
             run_dir, resume=resume, preset_name=preset, config_file=config, sets=set_ or (),
-            epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, devices=devices, amp=amp,
-            seed=seed, workers=workers, checkpoint_every=checkpoint_every,
-            stop_if_flat=stop_if_flat or None,
-            tensorboard=tensorboard or None,
+            epochs=epochs, batch_size=batch_size, batch_per_device=batch_per_device, lr=lr,
+            crop=crop, devices=devices, amp=amp, seed=seed, workers=workers,
+            checkpoint_every=checkpoint_every, stop_if_flat=stop_if_flat or None,
+            tensorboard=tensorboard or None, compile=compile_ or None,
         )  # fmt: skip
         result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)
     if result.rank != 0:

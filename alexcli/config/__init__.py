@@ -10,7 +10,9 @@ This package is a leaf: it imports nothing from alexcli but `errors`, and never 
 
 from alexcli.config.layering import (
     FLAGS,
+    describe_batch_rule,
     fingerprint_view,
+    follow_batch,
     from_dict,
     load_toml,
     merge,
@@ -55,8 +57,10 @@ __all__ = [
     "SyntheticConfig",
     "TrainConfig",
     "bounded",
+    "describe_batch_rule",
     "find_recipe",
     "fingerprint_view",
+    "follow_batch",
     "from_dict",
     "load_recipe",
     "load_toml",

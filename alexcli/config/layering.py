@@ -122,9 +122,11 @@ def train_config(
     config_file: Path | None = None,
     sets: Sequence[str] = (),
     base: TrainConfig | None = None,
+    world: int = 1,
     **flags: Any,
 ) -> TrainConfig:
-    """preset (or `base`, a resumed run's configuration) < TOML file < --set < flags.
+    """preset (or `base`, a resumed run's configuration) < TOML file < --set < flags,
+    then the batch rule (`follow_batch`) for a job of `world` processes.
 
     The TOML file holds TrainConfig keys at its top level, or a recipe's `[train]`
     table; `--set` takes `lr=0.02`, `model.towers=1` (a leading `train.` is allowed).
@@ -143,7 +145,77 @@ def train_config(
     if config_file is not None:
         cfg = merge(cfg, data, str(config_file))
     cfg = merge(cfg, overrides, "--set")
-    return with_values(cfg, **flags)
+    cfg = with_values(cfg, **flags)
+    given = layers_given(data, overrides, {k: v for k, v in flags.items() if v is not None})
+    return follow_batch(cfg, base, given=given, world=world)
+
+
+def layers_given(*layers: Mapping[str, Any]) -> dict[str, int]:
+    """Each top-level key some layer sets (spelt as a field: `batch-size` → `batch_size`),
+    and the highest layer that sets it (0 the lowest given)."""
+    return {k.replace("-", "_"): i for i, layer in enumerate(layers) for k in layer}
+
+
+# The linear rule's warm-up, when it raises the lr: Goyal et al.'s 5 epochs of a 90-epoch
+# run, the same share (1/18) of a shorter one.
+WARMUP_EPOCHS, WARMUP_SHARE = 5.0, 1 / 18
+
+
+def follow_batch(
+    cfg: TrainConfig, base: TrainConfig, *, given: Mapping[str, int], world: int = 1
+) -> TrainConfig:
+    """`cfg` with its global batch and lr resolved: `batch_per_device` × `world` processes
+    is the global batch; under `lr_scaling = "linear"`, a global batch other than
+    `base`'s (the preset's, or a resumed run's) with no lr given scales the lr linearly
+    from `base`'s (Goyal et al. 2017, "Accurate, Large Minibatch SGD"), and when that
+    raises it, warms up over min(5, epochs/18) epochs unless a warm-up is given or `base`
+    has one. `given`: the keys the layers set, each with its highest layer
+    (`layers_given`): of `batch_size` and `batch_per_device`, the higher layer's wins."""
+    if cfg.batch_per_device is not None:
+        batch = cfg.batch_per_device * world
+        per_device, whole = given.get("batch_per_device", -1), given.get("batch_size", -1)
+        if whole > per_device:  # a global batch given over a per-device one
+            cfg = dataclasses.replace(cfg, batch_per_device=None)
+        elif whole == per_device and cfg.batch_size != batch:
+            raise ConfigError(
+                f"batch_size {cfg.batch_size} and batch_per_device {cfg.batch_per_device} × "
+                f"{world} process(es) = {batch} disagree",
+                hint="give one: --batch-size is the global batch, --batch-per-device each "
+                "process's",
+            )
+        else:
+            cfg = dataclasses.replace(cfg, batch_size=batch)
+    lr0, batch0 = base.lr_scaled_from or (base.lr, base.batch_size)
+    if "lr" in given or cfg.lr_scaling != "linear":  # the lr as the layers left it
+        kept = base.lr_scaled_from if cfg.lr == base.lr else None
+        return dataclasses.replace(cfg, lr_scaled_from=kept)
+    if cfg.batch_size == batch0:
+        return dataclasses.replace(cfg, lr=lr0, lr_scaled_from=None)
+    factor = cfg.batch_size / batch0
+    warmup = cfg.warmup_epochs
+    if factor > 1 and "warmup_epochs" not in given and base.warmup_epochs == 0:
+        warmup = min(WARMUP_EPOCHS, cfg.epochs * WARMUP_SHARE)
+    return dataclasses.replace(
+        cfg, lr=lr0 * factor, lr_scaled_from=(lr0, batch0), warmup_epochs=warmup
+    )
+
+
+def describe_batch_rule(cfg: TrainConfig, world: int = 1) -> str:
+    """One line on how the run's batch and lr were chosen (printed at the start)."""
+    split = ""
+    if cfg.batch_per_device is not None:
+        split = f" ({cfg.batch_per_device} per device × {world})"
+    elif world > 1:
+        split = f" ({cfg.batch_size // world} per device × {world})"
+    batch = f"batch {cfg.batch_size}{split}"
+    if cfg.lr_scaled_from is None:
+        return f"{batch}, lr {cfg.lr:g}"
+    lr0, batch0 = cfg.lr_scaled_from
+    warm = f", warmed up over {cfg.warmup_epochs:.3g} epochs" if cfg.warmup_epochs else ""
+    return (
+        f"{batch}, lr {cfg.lr:g}: the linear rule (Goyal et al. 2017) from lr {lr0:g} at "
+        f"batch {batch0}{warm}; --lr sets it yourself, --set lr_scaling=none keeps {lr0:g}"
+    )
 
 
 def _bad(where: str, path: str, value: object, expected: str) -> ConfigError:

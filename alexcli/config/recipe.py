@@ -7,12 +7,13 @@ without a path. The repository's top-level `pipelines/` is a link to the same fo
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.resources
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from alexcli.config.layering import load_toml, merge, parse_sets
+from alexcli.config.layering import follow_batch, layers_given, load_toml, merge, parse_sets
 from alexcli.config.schema import (
     AblateConfig,
     EvalConfig,
@@ -81,6 +82,10 @@ def load_recipe(path: Path, sets: Sequence[str] = ()) -> Recipe:
     preset_name = overrides.get("train", {}).get("preset", train.get("preset", "paper"))
     base = Recipe(train=preset(str(preset_name)))
     recipe = merge(merge(base, data, where), overrides, "--set")
+    train_cfg = follow_batch(
+        recipe.train, base.train, given=layers_given(train, overrides.get("train", {}))
+    )
+    recipe = dataclasses.replace(recipe, train=train_cfg)
     unknown = [s for s in recipe.stages if s not in STAGE_NAMES]
     if unknown:
         raise ConfigError(

@@ -160,7 +160,18 @@ class TrainConfig(Checked):
     preset: str = "paper"
     epochs: int = bounded(90, at_least=1)
     batch_size: int = bounded(128, at_least=1)  # global: all processes together
+    # Each process's batch under torchrun: the global batch is it times the processes
+    # (None: `batch_size` is given whole). It decides only how the work is split.
+    batch_per_device: int | None = bounded(None, at_least=1, is_runtime=True)
     lr: float = bounded(0.01, at_least=0)
+    # How the lr follows a batch other than the preset's when no lr is given: a named
+    # departure from the paper, which trained at 128 (docs/training.md
+    # "Batch size and learning rate"). "linear" (Goyal et al. 2017): lr × batch ÷ the
+    # preset's batch, and when that raises it a linear warm-up over min(5, epochs/18)
+    # epochs unless one is set. "none": the preset's lr at any batch. `lr` is the result.
+    lr_scaling: Literal["linear", "none"] = runtime("linear")
+    # Recorded by the linear rule: the (lr, batch) it scaled from; None when it did not.
+    lr_scaled_from: tuple[float, int] | None = runtime(None)
     momentum: float = bounded(0.9, at_least=0)
     weight_decay: float = bounded(5e-4, at_least=0)
     # "plateau": ÷10 when validation error stops improving (the paper), at most
@@ -187,6 +198,9 @@ class TrainConfig(Checked):
     # NHWC activations: faster steps with the channels-last LRN (docs/performance.md);
     # the same values to rounding.
     channels_last: bool = runtime(True)
+    # The network through torch.compile (inductor): fused kernels for the forward and
+    # backward pass, after a compile of a minute or so at the start (docs/performance.md).
+    compile: bool = runtime(False)
     workers: int | None = bounded(None, at_least=0, is_runtime=True)
     # Compute threads on a CPU. None: the faster of (cores − workers) and all cores,
     # timed at the start (core/nn/threads.py), or the count a resumed run recorded.
@@ -196,6 +210,11 @@ class TrainConfig(Checked):
     # --max-restarts, a requeued batch job) loses at most N steps: 5,000 steps of the
     # paper's batch are ~2–4 minutes on a fast GPU, ~640,000 images (docs/cluster.md).
     checkpoint_every: int = bounded(5000, at_least=0, is_runtime=True)
+    # Under torchrun: how long a collective waits for the other ranks before the job ends
+    # in one line naming the rank (PyTorch's default: 30 minutes on gloo, 10 on NCCL).
+    # Above the longest legitimate wait: rank 0 saving a checkpoint, sending last.pt,
+    # the ranks' torch.compile (docs/cluster.md).
+    collective_minutes: float = bounded(5.0, at_least=0.01, is_runtime=True)
     # Stop, after the epoch's checkpoint, at an epoch that learned nothing (`flat`).
     stop_if_flat: bool = runtime(False)
     # TensorBoard event files under RUN_DIR/tensorboard (tensorboardX, an optional extra)
@@ -221,6 +240,7 @@ class EvalConfig(Checked):
     devices: str = runtime("auto")
     amp: Literal["off", "bf16", "fp16"] = runtime("off")
     workers: int | None = bounded(None, at_least=0, is_runtime=True)  # None: cores − 1
+    compile: bool = runtime(False)  # the network's forward through torch.compile
 
 
 @dataclass(frozen=True)
@@ -249,6 +269,7 @@ class BenchConfig(Checked):
     source: str = ""  # prepare's image tree; "": a generated one
     source_images: int = bounded(480, at_least=1)  # the generated tree's training images
     quick: bool = False  # tiny data and short timings: checks the report, not the machine
+    compile: bool = False  # also the tuned step through torch.compile (`train --compile`)
 
 
 @dataclass(frozen=True)

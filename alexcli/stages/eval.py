@@ -88,7 +88,7 @@ def run_eval(
     task = progress.task(f"eval, {cfg.views} view(s)", total=len(shards), unit="images")
     start = time.perf_counter()
     tally = evaluate_views(
-        net.model, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
+        net.network, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
         num_classes=len(data.classes), amp=cfg.amp, task=task,
     )  # fmt: skip
     seconds = time.perf_counter() - start

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alexcli.config import TrainConfig, from_dict, to_dict, train_config
+from alexcli.config import TrainConfig, describe_batch_rule, from_dict, to_dict, train_config
 from alexcli.config import fingerprint_view as config_view
 from alexcli.core.atomic import remove_stale_temps, write_json, write_text
 from alexcli.core.fingerprint import stage_fingerprint
@@ -117,8 +117,22 @@ def resolve_config(
     `alexcli train DATA RUN --resume` needs none of the original flags again."""
     base = saved_config(Path(run_dir)) if resume and not preset_name else None
     return train_config(
-        preset_name=preset_name, config_file=config_file, sets=sets, base=base, **flags
+        preset_name=preset_name,
+        config_file=config_file,
+        sets=sets,
+        base=base,
+        world=torchrun_world(),
+        **flags,
     )
+
+
+def torchrun_world() -> int:
+    """The processes of the torchrun job this one belongs to (its `WORLD_SIZE`), 1
+    outside one: what a per-device batch is multiplied by."""
+    try:
+        return max(int(os.environ.get("WORLD_SIZE", "1")), 1)
+    except ValueError:
+        return 1
 
 
 # --------------------------------------------------------------------------- the stage
@@ -139,15 +153,16 @@ def run_train(
             "--resume and --force together: one continues last.pt, the other starts over",
             hint="choose one",
         )
-    from alexcli.core.nn.distributed import setup_distributed
+    from alexcli.core.nn.distributed import collective_errors, setup_distributed
 
     if cfg.tensorboard:  # refused before any work, on every rank
         from alexcli.stages.tensorboard import check_tensorboard
 
         check_tensorboard()
-    dist = setup_distributed(cfg.devices)
+    dist = setup_distributed(cfg.devices, cfg.collective_minutes)
     try:
-        return _in_job(dist, Path(data_dir), Path(run_dir), cfg, resume, force, progress)
+        with collective_errors(dist, cfg.collective_minutes):
+            return _in_job(dist, Path(data_dir), Path(run_dir), cfg, resume, force, progress)
     finally:
         dist.close()
 
@@ -163,10 +178,18 @@ def _in_job(
 ) -> TrainResult:
     """`run_train` as one process of the job: what every rank checks and agrees on, then
     the training; an error met on any rank ends every rank with the same line."""
-    from alexcli.core.nn.distributed import process_devices, restart_count
+    from alexcli.core.nn.distributed import (
+        RESTART_HAZARD_ELSEWHERE,
+        process_devices,
+        restart_count,
+        restart_hazard,
+    )
     from alexcli.core.nn.trainer import Trainer
 
     progress = progress if dist.rank == 0 else QUIET
+    hazard = restart_hazard(os.environ)
+    if dist.anywhere(hazard is not None):
+        progress.log(hazard or RESTART_HAZARD_ELSEWHERE)
     if dist.anywhere(restart_count() > 0) and dist.decide(lambda: same_job(run_dir)):
         resume, force = True, False  # torchrun restarted this job's workers: continue it
         progress.log("torchrun restarted the workers: continuing from the last checkpoint")
@@ -207,6 +230,8 @@ def _in_job(
                 _prepare_run_dir(run_dir, cfg, fresh=not resume)
 
         dist.everywhere(prepare)
+        if cfg.lr_scaled_from is not None or cfg.batch_per_device is not None:
+            progress.log(describe_batch_rule(cfg, dist.world))
         trainer.run()
         if dist.rank == 0:
             body = {
@@ -257,7 +282,14 @@ def _train_data(inputs: Inputs) -> TrainData:
 
 def _collective_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The run-time settings that change which collectives a rank runs, or when."""
-    keys = ("checkpoint_every", "checkpoint_minutes", "stop_if_flat", "amp", "channels_last")
+    keys = (
+        "checkpoint_every",
+        "checkpoint_minutes",
+        "stop_if_flat",
+        "amp",
+        "channels_last",
+        "compile",  # the compiled graph's pieces decide when DDP's all-reduces run
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 

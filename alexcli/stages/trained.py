@@ -26,6 +26,7 @@ from alexcli.stages.runner import owner
 if TYPE_CHECKING:
     import torch
     from PIL import Image
+    from torch import nn
 
     from alexcli.core.data.loader import BatchLoader
     from alexcli.core.data.shards import ShardSet
@@ -64,6 +65,7 @@ class Classifier:
     devices: list[torch.device]
     amp: Amp = "off"
     batch_size: int = 128
+    forward: nn.Module | None = None  # `model` as its forward runs: compiled (--compile)
 
     @classmethod
     def load(cls, run: Path, cfg: EvalConfig) -> Classifier:
@@ -79,6 +81,7 @@ class Classifier:
         """`ckpt`'s network on `cfg.devices`, with its test-time input pipeline."""
         from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.devices import check_amp, resolve_devices
+        from alexcli.core.nn.loops import compiled
 
         devices = resolve_devices(cfg.devices)
         check_amp(cfg.amp, devices[0])
@@ -89,7 +92,13 @@ class Classifier:
         )  # fmt: skip
         model = ckpt.build_model(devices)
         log.debug("%s: epoch %d on %s", ckpt.path, ckpt.epoch, ", ".join(map(str, devices)))
-        return cls(ckpt, train_cfg, model, normalize, devices, cfg.amp, cfg.batch_size)
+        forward = compiled(model) if cfg.compile else model
+        return cls(ckpt, train_cfg, model, normalize, devices, cfg.amp, cfg.batch_size, forward)
+
+    @property
+    def network(self) -> nn.Module:
+        """What runs the forward pass: `model`, or it compiled."""
+        return self.forward if self.forward is not None else self.model
 
     @property
     def crop(self) -> int:
@@ -161,7 +170,7 @@ class Classifier:
         if views not in (1, 10):
             raise ValueError(f"views is 1 (the centre) or 10 (the paper's test), not {views}")
         probs = view_probabilities(
-            self.model, torch.from_numpy(images), self.normalize, self.crop, views, self.amp
+            self.network, torch.from_numpy(images), self.normalize, self.crop, views, self.amp
         )
         return probs.float().cpu()
 

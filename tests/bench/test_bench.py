@@ -9,6 +9,7 @@ import tempfile
 
 import numpy as np
 import pytest
+import torch
 
 from alexcli.bench.limits import flops_per_image
 from alexcli.config import PRESETS, ModelConfig
@@ -72,6 +73,24 @@ def test_quick_bench_reports_every_figure_beside_its_limit(cli, own_tmp):
     assert report["settings"]["quick"] is True and report["settings"]["preset"] == "small"
     assert report["machine"]["cores"] >= 1 and report["machine"]["torch"]
     assert not list(own_tmp.glob("alexcli-bench-*"))  # the made-up data are gone
+
+
+def test_compile_adds_the_compiled_step_beside_the_same_step_eager(cli, monkeypatch):
+    """`bench --compile`: what `train --compile` gains, as a ratio to the eager step.
+    Traced with torch.compile's "eager" backend here (inductor's build takes minutes)."""
+    from alexcli.core.nn import loops
+
+    monkeypatch.setattr(loops, "COMPILE_BACKEND", "eager")
+    r = cli("bench", "--quick", "--only", "train", "--compile", "--json")
+    assert r.code == 0, r.err
+    report = json.loads(r.out)
+    rates = report["details"]["train"]["step_images_per_s"]
+    (f,) = [f for f in report["figures"] if f["name"].endswith("compiled")]
+    check_figure(f)
+    assert f["name"] == "small step, bf16, compiled" and f["limit"] == "small step, bf16, eager"
+    assert f["value"] == pytest.approx(rates["tuned_compiled_bf16"], rel=1e-2)
+    assert f["limit_value"] == pytest.approx(rates["tuned_bf16"], rel=1e-2)
+    assert report["settings"]["compile"] is True
 
 
 def test_made_up_data_of_a_killed_bench_are_removed_by_the_next(cli, own_tmp):
@@ -152,3 +171,17 @@ def test_flops_per_image_is_six_times_the_hand_counted_multiply_adds():
     )
     assert flops_per_image(ModelConfig()) == 6 * macs
     assert flops_per_image(PRESETS["small"].model) < flops_per_image(ModelConfig()) / 10
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_benched_batch_is_pinned_as_the_loaders_are():
+    """A non_blocking copy from pageable memory is synchronous: the step looked slower."""
+    from alexcli.bench.step import StepBench, StepSetup
+
+    cfg = PRESETS["small"].model
+    runner = StepBench(
+        cfg, batch_size=4, devices=[torch.device("cuda", 0)], setup=StepSetup.tuned("bf16")
+    )
+    assert all(t.is_pinned() for t in runner.batch)
+    assert runner.steps(2).per_s > 0

@@ -12,6 +12,7 @@ from alexcli.config import (
     EvalConfig,
     ModelConfig,
     TrainConfig,
+    describe_batch_rule,
     fingerprint_view,
     from_dict,
     load_recipe,
@@ -19,6 +20,7 @@ from alexcli.config import (
     parse_sets,
     preset,
     to_dict,
+    train_config,
     with_values,
 )
 from alexcli.errors import ConfigError
@@ -176,3 +178,75 @@ def test_crop_is_the_networks_and_crop_still_names_it():
     assert from_dict(TrainConfig, saved).model.crop == 100
     # given both ways, the network's own key wins
     assert merge(TrainConfig(), {"crop": 64, "model": {"crop": 80}}, "x").crop == 80
+
+
+# --------------------------------------------------------------------------- the batch rule
+
+
+def test_a_batch_other_than_the_presets_scales_the_lr_linearly_and_warms_a_rise():
+    """Goyal et al. 2017: lr × k for a batch k times the preset's, warmed up when raised
+    (5 epochs of 90; the same share of a shorter run); lowered, no warm-up."""
+    small, paper = PRESETS["small"], PRESETS["paper"]
+    up = train_config(preset_name="small", batch_size=64)
+    assert up.lr == pytest.approx(2 * small.lr) and up.lr_scaled_from == (small.lr, 32)
+    assert up.warmup_epochs == pytest.approx(30 / 18)
+    down = train_config(preset_name="small", sets=["batch_size=16"])
+    assert down.lr == pytest.approx(small.lr / 2) and down.warmup_epochs == 0
+    big = train_config(batch_size=1024)  # the paper preset
+    assert big.lr == pytest.approx(0.08) and big.warmup_epochs == 5
+    assert big.lr_scaled_from == (paper.lr, 128)
+    same = train_config(preset_name="small", epochs=4)
+    assert same.lr == small.lr and same.lr_scaled_from is None and same.warmup_epochs == 0
+
+
+@pytest.mark.parametrize(
+    "how",
+    [{"lr": 0.02}, {"sets": ["lr=0.02"]}, {"sets": ["lr_scaling=none"]}],
+    ids=["--lr", "--set lr", "lr_scaling=none"],
+)
+def test_an_lr_given_or_the_rule_off_keeps_the_lr(how):
+    cfg = train_config(preset_name="small", batch_size=128, **how)
+    assert cfg.lr == how.get("lr", 0.02 if "lr=0.02" in how.get("sets", []) else 0.005)
+    assert cfg.lr_scaled_from is None and cfg.warmup_epochs == 0
+
+
+def test_a_warmup_given_is_kept_and_the_rule_is_recorded():
+    cfg = train_config(preset_name="small", batch_size=128, sets=["warmup_epochs=0.5"])
+    assert cfg.lr == pytest.approx(0.02) and cfg.warmup_epochs == 0.5
+    saved = to_dict(cfg)
+    assert saved["lr_scaled_from"] == [0.005, 32] and saved["lr_scaling"] == "linear"
+    assert from_dict(TrainConfig, saved) == cfg
+    assert "lr_scaled_from" not in fingerprint_view(cfg)  # the resolved lr is
+
+
+def test_a_per_device_batch_times_the_processes_is_the_global_batch():
+    cfg = train_config(batch_per_device=64, world=4)
+    assert cfg.batch_size == 256 and cfg.lr == pytest.approx(0.02)
+    line = describe_batch_rule(cfg, 4)
+    assert "batch 256 (64 per device × 4)" in line and "Goyal" in line
+    assert train_config(batch_per_device=64, batch_size=256, world=4).batch_size == 256
+    with pytest.raises(ConfigError, match="disagree") as e:
+        train_config(batch_per_device=64, batch_size=128, world=4)
+    assert "--batch-per-device" in (e.value.hint or "")
+    # the higher layer wins: a flag over --set, a new global batch over a resumed run's
+    assert train_config(sets=["batch_size=16"], batch_per_device=48).batch_size == 48
+    wider = train_config(base=cfg, batch_size=512, world=4)
+    assert wider.batch_size == 512 and wider.batch_per_device is None
+
+
+def test_a_resumed_run_scales_from_where_its_own_lr_came_from():
+    """A run scaled to batch 256 (lr 0.02 from 0.01 at 128) resumed: the same batch keeps
+    its lr and record; batch 512 scales from 0.01 at 128 again; 128 goes back to 0.01."""
+    run = train_config(batch_size=256)
+    assert train_config(base=run) == run
+    wider = train_config(base=run, batch_size=512)
+    assert wider.lr == pytest.approx(0.04) and wider.lr_scaled_from == (0.01, 128)
+    back = train_config(base=run, batch_size=128)
+    assert back.lr == pytest.approx(0.01) and back.lr_scaled_from is None
+
+
+def test_a_recipe_follows_the_rule_too(tmp_path):
+    f = tmp_path / "r.toml"
+    f.write_text('source = "/x"\n[train]\npreset = "small"\nbatch_size = 64\n')
+    assert load_recipe(f).train.lr == pytest.approx(0.01)
+    assert load_recipe(f, ["train.lr=0.003"]).train.lr == 0.003

@@ -16,9 +16,9 @@ import pytest
 from alexcli.config import PrepareConfig
 from alexcli.core.data.synthetic import make_tree
 from alexcli.errors import UserError
-from alexcli.stages.prepare import source as prepare
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.prepare import run_prepare
+from alexcli.stages.prepare import source as prepare
 
 CONFIG = PrepareConfig(size=32, shard_size=8, jobs=1)
 

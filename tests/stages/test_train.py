@@ -369,12 +369,74 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(data):
         check_trainable(cfg, data_dir, 3, torch.device("cpu"))
 
 
-def test_a_short_small_run_drops_its_lr_and_says_so(cli, data, tmp_path):
-    """`small`'s milestones are fractions of the run: 6 epochs drop at epochs 5 and 6."""
+@pytest.mark.parametrize(("epochs", "low"), [(4, [2, 3]), (6, [4, 5])])
+def test_a_short_small_run_drops_its_lr_once_an_epoch_and_says_so(cli, data, tmp_path, epochs, low):
+    """`small`'s milestones are fractions of the run (0.67, 0.87): 6 epochs drop at
+    epochs 5 and 6, 4 epochs at 3 and 4 (both rounded to epoch 4 before: ÷100 at once).
+    TINY's batch of 16 is half the preset's 32: the lr is the preset's ÷ 2 (the linear
+    rule), said at the start and recorded in config.json."""
     run = tmp_path / "run"
-    sets = [a for s in TINY for a in ("--set", s)]
-    r = cli("train", data, run, "--preset", "small", "--epochs", "6", *sets)
+    r = cli("train", data, run, "--preset", "small", "--epochs", epochs, *_args())
     assert r.code == 0, r.err
+    lr = 0.0025
+    assert (
+        "batch 16, lr 0.0025: the linear rule (Goyal et al. 2017) from lr 0.005 at batch 32"
+        in r.err
+    )
+    config = json.loads((run / "config.json").read_text())
+    assert config["lr"] == lr and config["lr_scaled_from"] == [0.005, 32]
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [m["lr"] for m in lines] == pytest.approx([5e-3] * 4 + [5e-4, 5e-5])
-    assert "lr ÷10 → 0.0005 from epoch 5" in r.err and "lr ÷10 → 5e-05 from epoch 6" in r.err
+    want = [lr / 10 ** sum(e >= m for m in low) for e in range(epochs)]
+    assert [m["lr"] for m in lines] == pytest.approx(want)
+    assert [m["lr_drops"] for m in lines] == [sum(e >= m for m in low) for e in range(epochs)]
+    for m in low:
+        assert f"lr ÷10 → {want[m]:.3g} from epoch {m + 1}" in r.err
+    assert "÷100" not in r.err
+
+
+def test_a_batch_per_device_and_a_warm_up_are_said_and_recorded(cli, data, tmp_path):
+    """One process: the global batch is the per-device batch; a rise of the lr warms up
+    (here given by hand: the rule's would end within this run's first step)."""
+    run = tmp_path / "run"
+    sets = _args("warmup_epochs=1.5")
+    r = cli(
+        "train", data, run, "--preset", "small", "--epochs", "2", *sets, "--batch-per-device", "48"
+    )
+    assert r.code == 0, r.err
+    assert "batch 48 (48 per device × 1), lr 0.0075: the linear rule" in r.err
+    assert "warmed up over 1.5 epochs" in r.err
+    config = json.loads((run / "config.json").read_text())
+    assert (config["batch_size"], config["batch_per_device"]) == (48, 48)
+    epoch_lines = [ln for ln in r.err.splitlines() if ln.startswith("epoch ")]
+    assert "(warming up)" in epoch_lines[0] and "(warming up)" not in epoch_lines[1]
+
+
+@pytest.mark.slow
+def test_compile_trains_as_eager_does_and_saves_the_plain_networks_weights(
+    cli, data, tmp_path, monkeypatch
+):
+    """`train --compile` and `eval --compile` run the network through torch.compile; the
+    checkpoints hold the plain network's weights (no `_orig_mod.` keys), so resume, eval
+    and export read them as any run's. Traced here with torch.compile's "eager" backend
+    (the same graph, run by PyTorch's kernels: inductor's C++ build takes minutes on this
+    CPU; `bench --compile` measures it)."""
+    from alexcli.core.nn import loops
+
+    monkeypatch.setattr(loops, "COMPILE_BACKEND", "eager")
+    runs = {}
+    for name, flags in (("eager", []), ("compiled", ["--compile"])):
+        run = tmp_path / name
+        r = cli("train", data, run, "--preset", "small", "--epochs", "1", *_args(), *flags)
+        assert r.code == 0, r.err
+        r = cli("train", data, run, "--resume", "--epochs", "2", *flags)
+        assert r.code == 0, r.err
+        runs[name] = _weights(run)
+    assert runs["compiled"].keys() == runs["eager"].keys()
+    for k, w in runs["eager"].items():
+        torch.testing.assert_close(runs["compiled"][k], w, rtol=1e-5, atol=1e-6, msg=k)
+    reports = []
+    for flags in ([], ["--compile"]):
+        r = cli("eval", tmp_path / "compiled", data, "--workers", "0", "--json", *flags)
+        assert r.code == 0, r.err
+        reports.append(json.loads(r.out))
+    assert reports[0]["top1_error"] == reports[1]["top1_error"]

@@ -243,8 +243,12 @@ def _array(value: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- RNG states
 
 
-def rng_state() -> dict[str, Any]:
-    """torch (CPU, CUDA), numpy and Python RNG states as tensors and plain values."""
+def rng_state(cuda: bool | None = None) -> dict[str, Any]:
+    """torch (CPU, CUDA), numpy and Python RNG states as tensors and plain values.
+
+    `cuda`: whether the run uses CUDA, so its generators' states belong in it; None:
+    whenever CUDA is initialised in this process. A CPU run says False: what it saves then
+    does not depend on whether something else in the process touched CUDA before."""
     np_name, keys, pos, has_gauss, gauss = np.random.get_state()
     py_version, py_state, py_gauss = random.getstate()
     state: dict[str, Any] = {
@@ -262,7 +266,9 @@ def rng_state() -> dict[str, Any]:
             "gauss": py_gauss,
         },
     }
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
+    if cuda is None:
+        cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    if cuda:
         state["cuda"] = list(torch.cuda.get_rng_state_all())
     return state
 

@@ -30,7 +30,7 @@ def resolve_devices(spec: str) -> list[torch.device]:
     """
     text = spec.strip().lower()
     if text == "auto":
-        return [torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")]
+        text = "cuda:0" if torch.cuda.is_available() else "cpu"
     parts = [p.strip() for p in text.split(",")]
     if not text or any(not p for p in parts):
         raise DeviceError(f"--devices {spec!r}: empty device name", hint=f"use {_FORMS}")
@@ -75,6 +75,14 @@ def _one_device(name: str, spec: str) -> torch.device:
             hint=f"name one of cuda:0…cuda:{count - 1}, or use auto",
         )
     return torch.device("cuda", i)
+
+
+def send(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """`t` on `device`: the copies of the two-device step (the crops to the second tower's
+    GPU, the towers' exchanges). Between CUDA devices, or from the host to one, the host
+    does not wait for the copy (the receiving device's work is ordered after it); a copy
+    to the host waits, since the host may read it next."""
+    return t.to(device, non_blocking=device.type == "cuda")
 
 
 def check_amp(amp: str, device: torch.device) -> None:

@@ -6,10 +6,12 @@ finds its place in that job (rank, world, its own devices) and how the ranks agr
 
 from __future__ import annotations
 
+import contextlib
+import datetime
 import hashlib
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,7 +21,7 @@ import torch.distributed as torch_dist
 
 from alexcli import errors
 from alexcli.core.nn.devices import resolve_devices
-from alexcli.errors import AlexcliError
+from alexcli.errors import AlexcliError, PeerLost
 
 T = TypeVar("T")
 _CUDA = re.compile(r"^cuda(?::(\d+))?$")  # one CUDA device name in a --devices spec
@@ -180,9 +182,10 @@ def restart_count() -> int:
         return 0
 
 
-def setup_distributed(devices: str) -> Dist:
+def setup_distributed(devices: str, timeout_minutes: float | None = None) -> Dist:
     """Join the torchrun job when there is one (gloo on CPU, nccl on CUDA); `devices`
-    is the `--devices` spec."""
+    is the `--devices` spec, `timeout_minutes` how long a collective waits for the other
+    ranks (None: PyTorch's default)."""
     if torch_dist.is_available() and torch_dist.is_initialized():  # set up by the caller
         world = torch_dist.get_world_size()
         rank = torch_dist.get_rank()
@@ -196,13 +199,69 @@ def setup_distributed(devices: str) -> Dist:
     first = process_devices(devices, local_rank)[0]
     if first.type == "cuda":
         torch.cuda.set_device(first)
-    torch_dist.init_process_group("nccl" if first.type == "cuda" else "gloo")
+    timeout = None if timeout_minutes is None else datetime.timedelta(minutes=timeout_minutes)
+    torch_dist.init_process_group("nccl" if first.type == "cuda" else "gloo", timeout=timeout)
     return Dist(
         torch_dist.get_rank(),
         world,
         local_rank,
         int(os.environ.get("LOCAL_WORLD_SIZE", world)),
         owns_group=True,
+    )
+
+
+# What gloo and NCCL say when a peer is gone or a collective outwaited its timeout.
+_LOST = re.compile(
+    r"Connection closed by peer|Connection reset by peer|Timed out waiting|"
+    r"timeout caused pair closure|Broken pipe|NCCL communicator was aborted|Watchdog caught"
+)
+_SOURCE = re.compile(r"^\[[^\]]*\.(?:cc|cpp|h):\d+\]\s*")  # gloo's "[…/pair.cc:553] "
+
+
+@contextlib.contextmanager
+def collective_errors(dist: Dist, minutes: float) -> Iterator[None]:
+    """A collective that failed for want of another rank (it died, hangs, or was stopped)
+    becomes one line naming this rank, rather than a backend's traceback, or a wait of
+    PyTorch's default 30 minutes (gloo) before it."""
+    try:
+        yield
+    except RuntimeError as e:  # gloo raises RuntimeError; NCCL DistBackendError, one
+        if dist.world == 1 or not (isinstance(e, torch_dist.DistError) or _LOST.search(str(e))):
+            raise
+        reason = _SOURCE.sub("", str(e).splitlines()[0]).split(". ")[0].rstrip(".")
+        waited = "outwaited" if re.search("timed? ?out", reason, re.IGNORECASE) else "lost"
+        raise PeerLost(
+            f"rank {dist.rank} of {dist.world}: a collective {waited} the other ranks (one "
+            f"died, hangs or was stopped; the wait is {minutes:g} min): {reason}",
+            hint="the other ranks' logs name the first failure; under torchrun "
+            "--max-restarts the job restarts and continues from last.pt; --set "
+            "collective_minutes=N sets the wait (docs/cluster.md)",
+        ) from None
+
+
+RESTART_HAZARD_ELSEWHERE = (
+    "warning: on some node torchrun restarts workers across nodes without "
+    "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: a restart can hang in the rendezvous; export it "
+    "on every node before torchrun (docs/cluster.md)"
+)
+
+
+def restart_hazard(env: Mapping[str, str]) -> str | None:
+    """What to say when torchrun restarts workers across nodes whose workers share the
+    agent's rendezvous store: after a restart the workers can read each other's stale
+    keys and hang in `init_process_group` (pytorch/pytorch#135712; here 2 of 4 tries,
+    5–10 minutes each until killed). None when it does not apply."""
+    try:
+        restarts = int(env.get("TORCHELASTIC_MAX_RESTARTS", "0"))
+        nodes = int(env.get("GROUP_WORLD_SIZE", "1"))
+    except ValueError:
+        return None
+    if restarts <= 0 or nodes <= 1 or env.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    return (
+        f"warning: torchrun restarts workers (--max-restarts {restarts}) across {nodes} "
+        "nodes without TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1: a restart can hang in the "
+        "rendezvous; export it on every node before torchrun (docs/cluster.md)"
     )
 
 

@@ -2,8 +2,9 @@
 overfitting" (the test-time views).
 
 - `train_epoch`: SGD steps over training batches (the update rule and schedule:
-  core/nn/optim.py). A NaN or infinite loss stops training with `TrainingDiverged`
-  before the step that would spread it into the weights.
+  core/nn/optim.py), the next batch copied while one computes (core/data/transfer.py).
+  A NaN or infinite loss stops training with `TrainingDiverged` before anything that
+  holds it is saved (core/nn/readout.py: on a CPU before its update).
 - `validate`: the centre crops the loader cut, loss and top-1/top-5, each epoch.
 - `evaluate_views`: the paper's test on whole stored images: "extracting five 224×224
   patches (the four corner patches and the center patch) as well as their horizontal
@@ -26,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -35,14 +36,27 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexcli.core.data.batches import Batch
+from alexcli.core.data.transfer import prefetched
 from alexcli.core.data.transforms import Normalizer, iter_views
+from alexcli.core.nn.devices import send
 from alexcli.core.nn.model import AlexNet
 from alexcli.core.nn.optim import LrSchedule, set_lr
+from alexcli.core.nn.readout import StepRead, StepValues, check_finite
 from alexcli.core.progress import SILENT, Task
-from alexcli.errors import TrainingDiverged
 
 Amp = Literal["off", "bf16", "fp16"]
 TOP = 5  # the paper's top-5
+
+
+# torch.compile's backend for `--compile`: its default, inductor (tests trace with "eager").
+COMPILE_BACKEND = "inductor"
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """`model` through torch.compile (`--compile`): called as `model` is, its forward (and
+    so its backward) run as the kernels inductor generates for the shapes it meets; each
+    new batch shape compiles once more. The weights stay `model`'s own."""
+    return cast(nn.Module, torch.compile(model, backend=COMPILE_BACKEND))
 
 
 def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManager[Any]:
@@ -66,6 +80,11 @@ class StepContext:
     scaler: torch.amp.GradScaler | None = None
     channels_last: bool = False
     world: int = 1  # DDP processes; the loss is averaged over them each step
+    read_late: bool | None = None  # read each step's loss a step late; None: on CUDA
+    # With the towers on two devices: each tower's device, and a normaliser on the
+    # second one (the batch is normalised there from its uint8 crops).
+    tower_devices: tuple[torch.device, ...] = ()
+    elsewhere: dict[torch.device, Normalizer] = field(default_factory=dict)
 
 
 @dataclass
@@ -107,23 +126,22 @@ def train_epoch(
 ) -> EpochProgress:
     """Train on `batches` (the rest of epoch `epoch` after `state.step` steps).
 
-    `after_step` runs after every step (the stage checkpoints from it); raises
-    `TrainingDiverged` naming the epoch and step on a non-finite loss, before the
-    optimizer touches the weights.
+    `after_step` runs after every step whose loss has been read (the stage checkpoints
+    from it: `state` then counts exactly the updates the weights hold); raises
+    `TrainingDiverged` naming the epoch and step on a non-finite loss: on a CPU before the
+    optimizer touches the weights, on CUDA one step later (`StepValues`), before anything
+    more is saved.
     """
     ctx.model.train()
-    for batch in _timed(batches, state):
-        lr = ctx.schedule.lr(epoch, state.step, steps_per_epoch)
-        set_lr(ctx.optimizer, lr)
-        loss, hits = _step(ctx, batch, epoch, state.step)
-        state.step += 1
-        state.loss_sum += loss
-        state.hits = None if state.hits is None else state.hits + hits
-        state.images += batch.n * ctx.world
-        rate = state.images / state.seconds if state.seconds else 0.0
-        task.advance(1, epoch=epoch + 1, loss=loss, lr=lr, img_s=round(rate))
-        if after_step is not None:
-            after_step(state)
+    values = StepValues(ctx.device, late=ctx.read_late)
+    for batch in _timed(prefetched(batches, ctx.device), state):
+        if values.pending:  # the step before, read before this one is queued
+            _count(ctx, values.read(), state, task, after_step)
+        read = _step(ctx, batch, epoch, state.step, steps_per_epoch, values)
+        if read is not None:
+            _count(ctx, read, state, task, after_step)
+    if values.pending:
+        _count(ctx, values.read(), state, task, after_step)
     return state
 
 
@@ -137,22 +155,15 @@ def _timed(batches: Iterable[Batch], state: EpochProgress) -> Iterator[Batch]:
         start = now
 
 
-def check_finite(loss: float, message: str) -> None:
-    """`TrainingDiverged` with `message` when `loss` is NaN or infinite."""
-    if not math.isfinite(loss):
-        raise TrainingDiverged(
-            message,
-            hint="lower --lr, or warm up (--set warmup_epochs=1); checkpoints/last.pt "
-            "holds the last good state",
-        )
-
-
-def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> tuple[float, int]:
-    """One SGD step on one batch: the loss averaged over all ranks, the top-1 hits summed."""
-    x = ctx.normalize(
-        batch.images, batch.ys, batch.xs, batch.flips, batch.alphas,
-        channels_last=ctx.channels_last,
-    )  # fmt: skip
+def _step(
+    ctx: StepContext, batch: Batch, epoch: int, step: int, steps: int, values: StepValues
+) -> StepRead | None:
+    """One SGD step on one batch. Its loss (averaged over all ranks) and top-1 hits
+    (summed) go to `values`; unless they are read late, they are read and checked before
+    the update, and returned."""
+    lr = ctx.schedule.lr(epoch, step, steps)
+    set_lr(ctx.optimizer, lr)
+    x = network_input(ctx, batch)
     target = batch.labels.to(ctx.device, non_blocking=True)
     with autocast(ctx.device, ctx.amp):
         output = ctx.model(x)
@@ -162,8 +173,8 @@ def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> tuple[float,
     if ctx.world > 1:  # every rank sees the same value, so all stop together on NaN
         dist.all_reduce(value)
         value[0] /= ctx.world
-    loss_value, hits_all = (float(v) for v in value.cpu())
-    check_finite(loss_value, f"the loss became {loss_value} at epoch {epoch + 1}, step {step + 1}")
+    values.put(StepRead(epoch, step, lr, batch.n, math.nan, 0), value)
+    read = None if values.late else values.read()
     ctx.optimizer.zero_grad(set_to_none=True)
     if ctx.scaler is not None:
         ctx.scaler.scale(loss).backward()
@@ -172,7 +183,40 @@ def _step(ctx: StepContext, batch: Batch, epoch: int, step: int) -> tuple[float,
     else:
         loss.backward()
         ctx.optimizer.step()
-    return loss_value, round(hits_all)
+    return read
+
+
+def network_input(ctx: StepContext, batch: Batch) -> Tensor | list[Tensor]:
+    """The normalised batch on the first device; with the towers on two devices, one per
+    tower, each normalised on its own device from the uint8 crops sent there: a quarter
+    of the float input's bytes (19 MB rather than 77 MB a step at batch 128, crop 224).
+    The copies are issued first, so they overlap the first device's normalisation."""
+    parts = (batch.images, batch.ys, batch.xs, batch.flips, batch.alphas)
+    sent = {d: [send(t, d) for t in parts] for d in ctx.elsewhere}
+    made = {ctx.device: ctx.normalize(*parts, channels_last=ctx.channels_last)}
+    for d, normalize in ctx.elsewhere.items():
+        made[d] = normalize(*sent[d], channels_last=ctx.channels_last)
+    if not ctx.elsewhere:
+        return made[ctx.device]
+    return [made[d] for d in ctx.tower_devices]
+
+
+def _count(
+    ctx: StepContext,
+    read: StepRead,
+    state: EpochProgress,
+    task: Task,
+    after_step: Callable[[EpochProgress], None] | None,
+) -> None:
+    """A step read: into the epoch's totals, the bar, and `after_step`."""
+    state.step += 1
+    state.loss_sum += read.loss
+    state.hits = None if state.hits is None else state.hits + read.hits
+    state.images += read.images * ctx.world
+    rate = state.images / state.seconds if state.seconds else 0.0
+    task.advance(1, epoch=read.epoch + 1, loss=read.loss, lr=read.lr, img_s=round(rate))
+    if after_step is not None:
+        after_step(state)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -264,7 +308,7 @@ def validate(
     steps broke the weights, which the epoch's end must not save."""
     model.eval()
     tally = Tally(num_classes)
-    for batch in batches:
+    for batch in prefetched(batches, device):
         x = normalize(batch.images, batch.ys, batch.xs, batch.flips, channels_last=channels_last)
         target = batch.labels.to(device, non_blocking=True)
         with autocast(device, amp):

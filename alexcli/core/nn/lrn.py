@@ -43,7 +43,10 @@ def local_response_norm(
 
 def _band(channels: int, size: int, like: Tensor) -> Tensor:
     """(C, C) ones where map j is in map i's window (row i), zeros elsewhere; made once
-    per shape, device and dtype rather than on every call."""
+    per shape, device and dtype rather than on every call (under torch.compile, made
+    inside the graph: a constant it folds)."""
+    if torch.compiler.is_compiling():
+        return _band_cached.__wrapped__(channels, size, like.device, like.dtype)
     return _band_cached(channels, size, like.device, like.dtype)
 
 
@@ -73,29 +76,37 @@ def _window_sums(v: Tensor, band: Tensor, channels_last: bool) -> Tensor:
 class _LRN(torch.autograd.Function):
     """b = a · d^-β with d = k + α·band(a²); its gradient, for the incoming g:
     ∂L/∂a_m = g_m d_m^-β − 2αβ a_m Σ_i band[i, m] g_i a_i d_i^(-β-1).
-    Saves a, d and d^-β (autograd through the formula keeps ~5 tensors per call)."""
+    Saves a, d and d^-β (autograd through the formula keeps ~5 tensors per call).
+
+    The half types keep d and d^-β in fp32. fp16 squares in fp32 too (a² overflows fp16
+    above 256). bf16 rounds k + α·Σa² at its step of 1/64 near k = 2, where the paper
+    init's activations put α·Σa² at a few hundredths: ~7 % too much of the effect kept on
+    average, up to 1 % off per value. Its window sums may stay in bf16 (the band product
+    runs at bf16's speed): they move d by under 10⁻⁴, so each output is the formula
+    rounded once, to that. The backward pass sums in fp32: there the sums' terms have
+    either sign, and a term rounded to bf16 can be a large part of a small gradient."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, size: int, scale: float, beta: float, k: float) -> Tensor:
-        wide = x.dtype == torch.float16  # a² overflows fp16 above 256: sum in fp32…
-        a = x.float() if wide else x
+        a = x.float() if x.dtype == torch.float16 else x
         cl = _is_channels_last(a)
         band = _band(a.shape[1], size, a)
-        with torch.autocast(a.device.type, enabled=False):  # …and keep autocast out of it
-            d = _window_sums(a * a, band, cl).mul_(scale).add_(k)
+        with torch.autocast(a.device.type, enabled=False):  # autocast kept out of the sums
+            sums = _window_sums(a * a, band, cl)
+            d = (sums.float() if x.dtype == torch.bfloat16 else sums).mul_(scale).add_(k)
         r = d.pow(-beta)
         ctx.save_for_backward(a, d, r, band)
         ctx.cl, ctx.coef, ctx.dtype = cl, 2.0 * scale * beta, x.dtype
-        return (a * r).to(x.dtype)
+        return (a.to(r.dtype) * r).to(x.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, g: Tensor) -> tuple[Tensor | None, ...]:
         a, d, r, band = ctx.saved_tensors
         layout = torch.channels_last if ctx.cl else torch.contiguous_format
-        g = g.to(a.dtype).contiguous(memory_format=layout)
-        gr = g * r
-        s = _window_sums((gr * a).div_(d), band.T, ctx.cl)
+        a = a.to(r.dtype)
+        gr = g.to(r.dtype).contiguous(memory_format=layout) * r
+        s = _window_sums((gr * a).div_(d), band.T.to(r.dtype), ctx.cl)
         grad = torch.addcmul(gr, a, s, value=-ctx.coef)
         return grad.to(ctx.dtype), None, None, None, None
 

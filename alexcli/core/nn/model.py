@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexcli.config import ModelConfig
+from alexcli.core.nn.devices import send
 from alexcli.core.nn.lrn import Lrn, local_response_norm
 from alexcli.errors import ConfigError, DeviceError
 
@@ -258,8 +259,10 @@ class Tower(nn.Module):
 class AlexNet(nn.Module):
     """The two-tower network (or one tower, the ablation), on one device or two.
 
-    Input: float (N, 3, cfg.crop, cfg.crop) on the first tower's device; logits come back
-    there. `lrn` is the normalisation after conv1 and conv2 (core/nn/lrn.py).
+    Input: float (N, 3, cfg.crop, cfg.crop) on the first tower's device, or one such
+    tensor per tower already on its device (the training step normalises the uint8 crops
+    on each GPU rather than send a float batch four times their size); logits come back
+    on the first device. `lrn` is the normalisation after conv1 and conv2 (core/nn/lrn.py).
     """
 
     def __init__(self, cfg: ModelConfig, lrn: Lrn = local_response_norm) -> None:
@@ -286,12 +289,12 @@ class AlexNet(nn.Module):
             tower.to(device)
         return self
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         """Logits (N, num_classes), tower 1's classes first, on the first device."""
         h = self._share(self._each(Tower.dropout, self._fc7(x)))
         return self._gather(self._each(Tower.logits, h))
 
-    def features(self, x: Tensor) -> Tensor:
+    def features(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         """fc7's activations (N, fc_features[1]), the last hidden layer (Figure 4)."""
         return self._gather(self._fc7(x))
 
@@ -299,9 +302,10 @@ class AlexNet(nn.Module):
         """conv1's kernels (conv_channels[0], 3, k, k) on the CPU, tower 1's first (Figure 3)."""
         return torch.cat([t.conv1.weight.detach().cpu() for t in self.tower_list])
 
-    def _fc7(self, x: Tensor) -> list[Tensor]:
+    def _fc7(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
         """Each tower's fc7 activations: the figure from the image up to fc7."""
-        images = [x.to(d) for d in self.devices]  # the image, to every tower
+        # the image to every tower, or one already on each tower's device
+        images = [send(x, d) for d in self.devices] if isinstance(x, Tensor) else list(x)
         if self.cfg.lrn_span == "all" and len(self.towers) > 1:
             h = self._lower_across(images)
         else:
@@ -332,18 +336,20 @@ class AlexNet(nn.Module):
         return [step(t, x) for t, x in zip(self.tower_list, inputs, strict=True)]
 
     def _share(self, parts: list[Tensor]) -> list[Tensor]:
-        """Every tower gets all towers' maps along the channel axis: the GPUs' exchange."""
+        """Every tower gets all towers' maps along the channel axis: the GPUs' exchange.
+        Every copy is issued before any concatenation, so that on two GPUs both
+        directions are in flight at once (a concatenation between them would queue the
+        second copy behind it)."""
         if len(parts) == 1:
             return parts
-        joined: dict[torch.device, Tensor] = {}
-        for d in self.devices:
-            if d not in joined:
-                joined[d] = torch.cat([p.to(d) for p in parts], 1)
+        devices = list(dict.fromkeys(self.devices))
+        moved = {d: [send(p, d) for p in parts] for d in devices}
+        joined = {d: torch.cat(moved[d], 1) for d in devices}
         return [joined[d] for d in self.devices]
 
     def _gather(self, parts: list[Tensor]) -> Tensor:
         first = self.devices[0]
-        return torch.cat([p.to(first) for p in parts], 1) if len(parts) > 1 else parts[0]
+        return torch.cat([send(p, first) for p in parts], 1) if len(parts) > 1 else parts[0]
 
 
 def tower_devices(towers: int, devices: Sequence[torch.device]) -> list[torch.device]:

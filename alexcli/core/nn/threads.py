@@ -15,6 +15,7 @@ resume stays exact.
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +43,29 @@ class ThreadChoice:
             return f"{self.threads} compute thread(s) ({self.how})"
         timed = ", ".join(f"{t}: {r:.1f}" for t, r in sorted(self.rates.items()))
         return f"{self.threads} compute thread(s) (images/s of a probe step at {timed})"
+
+
+def choose_threads(
+    cfg: ModelConfig,
+    channels_last: bool,
+    given: int | None,
+    recorded: int | None,
+    cores: int,
+    workers: int,
+) -> ThreadChoice:
+    """A CPU run's compute threads: as `given` (`--set threads=N`), as OMP_NUM_THREADS set
+    them, as a resumed run `recorded`, or the faster of the candidates for its `cores`."""
+    if given:
+        return ThreadChoice(given, "set", {})
+    if "OMP_NUM_THREADS" in os.environ:
+        return ThreadChoice(torch.get_num_threads(), "OMP_NUM_THREADS", {})
+    if recorded:
+        return ThreadChoice(recorded, "as the run recorded", {})
+    counts = candidates(cores, workers)
+    if len(counts) == 1:
+        return ThreadChoice(counts[0], "the only choice", {})
+    rates = probe(cfg, counts, channels_last=channels_last)
+    return ThreadChoice(fastest(rates), "probed", rates)
 
 
 def candidates(cores: int, workers: int) -> list[int]:

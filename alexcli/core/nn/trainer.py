@@ -11,9 +11,9 @@ generators of their own: `iter(loader)` would otherwise draw a worker seed from 
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -43,13 +43,20 @@ from alexcli.core.nn.checkpoint import (
 )
 from alexcli.core.nn.distributed import Dist, process_devices
 from alexcli.core.nn.events import TrainEvents, sigterm_requests_stop
-from alexcli.core.nn.flat import HINT, Flatness
-from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
+from alexcli.core.nn.flat import Flatness, Watch
+from alexcli.core.nn.loops import (
+    EpochProgress,
+    StepContext,
+    Tally,
+    compiled,
+    train_epoch,
+    validate,
+)
 from alexcli.core.nn.model import AlexNet, build_model
 from alexcli.core.nn.optim import LrSchedule, make_optimizer, match_layouts
-from alexcli.core.nn.threads import ThreadChoice, candidates, fastest, probe
+from alexcli.core.nn.threads import choose_threads
 from alexcli.core.progress import SILENT, Progress, Task
-from alexcli.errors import Stopped, TrainingFlat
+from alexcli.errors import Stopped
 
 # Steps between DDP ranks' agreeing on whether a checkpoint is due (a broadcast of a
 # pickled flag: a stall of every GPU if done each step).
@@ -113,7 +120,7 @@ class Trainer:
         self._task: Task | None = None  # one bar for the run's steps…
         self._val_task: Task | None = None  # …and one for its validation passes
         self._first_epoch = 0
-        self._warned_flat = False
+        self.watch = Watch(cfg.stop_if_flat)  # flat and diverging epochs, said once
         self.threads: int | None = None  # CPU compute threads, recorded in checkpoints
 
     @property
@@ -130,7 +137,13 @@ class Trainer:
             "train: devices %s, rank %d of %d, %d loader worker(s), %d compute thread(s)",
             ", ".join(map(str, devices)), self.dist.rank, self.dist.world, workers, threads,
         )  # fmt: skip
-        choice = self._choose_threads(devices[0], workers)
+        choice = None
+        if devices[0].type == "cpu":
+            recorded = self.resume_from.threads if self.resume_from is not None else None
+            cores = cpu_cores() // self.dist.local_world
+            choice = choose_threads(
+                cfg.model, cfg.channels_last, cfg.threads, recorded, cores, workers
+            )
         if choice is not None:
             torch.set_num_threads(choice.threads)
             self.threads = choice.threads
@@ -157,23 +170,6 @@ class Trainer:
                 self.events.close()
         self.images_per_s = self._images / self._seconds if self._seconds else 0.0
 
-    def _choose_threads(self, device: torch.device, workers: int) -> ThreadChoice | None:
-        """A CPU run's compute threads (core/nn/threads.py): as set, as OMP_NUM_THREADS
-        set them, as the resumed run recorded, or the faster of the candidates."""
-        if device.type != "cpu":
-            return None
-        if self.cfg.threads:
-            return ThreadChoice(self.cfg.threads, "set", {})
-        if "OMP_NUM_THREADS" in os.environ:
-            return ThreadChoice(torch.get_num_threads(), "OMP_NUM_THREADS", {})
-        if self.resume_from is not None and self.resume_from.threads:
-            return ThreadChoice(self.resume_from.threads, "as the run recorded", {})
-        counts = candidates(cpu_cores() // self.dist.local_world, workers)
-        if len(counts) == 1:
-            return ThreadChoice(counts[0], "the only choice", {})
-        rates = probe(self.cfg.model, counts, channels_last=self.cfg.channels_last)
-        return ThreadChoice(fastest(rates), "probed", rates)
-
     def _setup(self, devices: list[torch.device], workers: int) -> _Parts:
         """Model, optimizer, schedule, DDP wrapper, normaliser and loaders."""
         cfg, data, d = self.cfg, self.data, self.dist
@@ -193,13 +189,22 @@ class Trainer:
         if d.world > 1:
             single_cuda = len(devices) == 1 and devices[0].type == "cuda"
             net = DistributedDataParallel(model, device_ids=devices if single_cuda else None)
-        normalize = Normalizer.create(
-            data.mean, data.eigval, data.eigvec, devices[0],
-            lighting_scale=cfg.lighting_scale, input_scale=cfg.input_scale,
-        )  # fmt: skip
+        if cfg.compile:  # the DDP wrapper too: its buckets split the compiled graph
+            net = compiled(net)
+
+        normalizer = functools.partial(
+            Normalizer.create,
+            data.mean,
+            data.eigval,
+            data.eigvec,
+            lighting_scale=cfg.lighting_scale,
+            input_scale=cfg.input_scale,
+        )
+        towers = tuple(model.devices)
         ctx = StepContext(
-            net, optimizer, schedule, normalize, devices[0], cfg.amp, scaler,
-            cfg.channels_last, d.world,
+            net, optimizer, schedule, normalizer(devices[0]), devices[0], cfg.amp, scaler,
+            cfg.channels_last, d.world, tower_devices=towers,
+            elsewhere={t: normalizer(t) for t in dict.fromkeys(towers) if t != devices[0]},
         )  # fmt: skip
         crop, pin = cfg.crop, devices[0].type == "cuda"
         train_sampler = EpochSampler(
@@ -259,9 +264,12 @@ class Trainer:
         val = self._validate(parts)
         # The lr this epoch trained at, read before "plateau" may drop it for the next.
         lr, drops = schedule.lr(epoch, steps - 1, steps), schedule.drops_at(epoch)
+        warming = " (warming up)" if schedule.warming_up(epoch, steps - 1, steps) else ""
         schedule.end_epoch(val.top1_error, epoch)
         after = schedule.lr(epoch + 1, 0, steps) if epoch + 1 < cfg.epochs else lr
-        drop = f"; lr ÷10 → {after:.3g} from epoch {epoch + 2}" if after < lr * 0.99 else ""
+        drop = ""
+        if after < lr * 0.99:  # the factor applied, as it is: two drops at once say ÷100
+            drop = f"; lr ÷{lr / after:.3g} → {after:.3g} from epoch {epoch + 2}"
         line = {
             "epoch": epoch + 1,
             "train_loss": state.loss,
@@ -277,6 +285,7 @@ class Trainer:
         }
         flat = Flatness(len(self.data.classes), state.loss, val.top1_error, val.images, val.loss)
         line["flat"] = flat.flat
+        line["diverging"] = flat.diverging
         self.metrics.append(line)
         improved = self.best is None or val.top1_error < self.best
         self.best = val.top1_error if improved else self.best
@@ -288,7 +297,7 @@ class Trainer:
         self._seconds += state.seconds
         self.progress.log(
             f"epoch {epoch + 1}/{cfg.epochs}: loss {state.loss:.4f}, val top-1 error "
-            f"{val.top1_error:.4f}, top-5 {val.top5_error:.4f}, lr {lr:.3g}, "
+            f"{val.top1_error:.4f}, top-5 {val.top5_error:.4f}, lr {lr:.3g}{warming}, "
             f"{line['images_per_s']:.0f} images/s{drop}"
         )
         if epoch + 1 < cfg.epochs and self.dist.agree(self.stop_requested):
@@ -296,19 +305,8 @@ class Trainer:
                 f"stopped by SIGTERM after epoch {epoch + 1}: {self.last} holds it",
                 hint="the same command with --resume continues exactly from there",
             )
-        if flat.flat:
-            self._flat(flat, epoch + 1)
-
-    def _flat(self, flat: Flatness, epoch: int) -> None:
-        """Say so, once a run (every epoch's line records it); stop if asked to: last.pt
-        and metrics.jsonl already hold the epoch."""
-        if self.cfg.stop_if_flat:
-            raise TrainingFlat(flat.message(epoch) + ": stopped (--stop-if-flat)", hint=HINT)
-        if not self._warned_flat:
-            self._warned_flat = True
-            self.progress.log(
-                f"warning: {flat.message(epoch)}; {HINT}; --stop-if-flat stops such a run"
-            )
+        for warning in self.watch.warnings(flat, epoch + 1, lr, cfg.batch_size):
+            self.progress.log(warning)
 
     def _train_task(self, epoch: int, step: int, steps: int) -> Task:
         """One bar for the whole run (its ETA is the run's), created at the first epoch."""
@@ -336,7 +334,7 @@ class Trainer:
     def _save(self, parts: _Parts, epoch: int, state: EpochProgress, *, best: bool = False) -> None:
         """last.pt (and best.pt first when `best`: a kill between the two leaves last.pt
         older, never best.pt); then metrics.jsonl. Rank 0 writes; all ranks' RNG kept."""
-        rngs = self._gather_rng()
+        rngs = self._gather_rng(parts)
         if self.dist.rank != 0:
             return
         data = self.data
@@ -356,11 +354,12 @@ class Trainer:
             save_checkpoint(self.last, checkpoint)
         write_metrics(self.run_dir, self.metrics)
 
-    def _gather_rng(self) -> list[dict[str, Any]]:
+    def _gather_rng(self, parts: _Parts) -> list[dict[str, Any]]:
+        cuda = any(d.type == "cuda" for d in parts.model.devices)
         if self.dist.world == 1:
-            return [rng_state()]
+            return [rng_state(cuda)]
         states: list[Any] = [None] * self.dist.world
-        torch_dist.all_gather_object(states, rng_state())
+        torch_dist.all_gather_object(states, rng_state(cuda))
         return states
 
     def _restore(self, parts: _Parts, ck: Checkpoint) -> tuple[int, EpochProgress]:

@@ -63,6 +63,13 @@ def test_naming_a_gpu_turns_on_cudnns_autotuner(two_gpus):
     assert torch.backends.cudnn.benchmark
 
 
+def test_auto_on_a_gpu_turns_on_the_autotuner_too(two_gpus):
+    """eval, predict, neighbors and `alexcli.load` default to `auto`: it took a path that
+    returned before the autotuner was switched on."""
+    resolve_devices("auto")
+    assert torch.backends.cudnn.benchmark
+
+
 @pytest.mark.parametrize(
     ("spec", "words"),
     [

@@ -52,3 +52,113 @@ def test_decide_passes_errors_through_in_one_process():
 
     with pytest.raises(UserError, match="no"):
         Dist().decide(refuse)
+
+
+# --------------------------------------------------------------------------- a lost peer
+
+_RANK = """
+import os, sys, time
+from alexcli.core.nn.distributed import collective_errors, setup_distributed
+from alexcli.errors import AlexcliError
+rank, how = int(os.environ["RANK"]), sys.argv[1]
+dist = setup_distributed("cpu", timeout_minutes=0.05)  # 3 s
+dist.barrier()
+if rank == 1:
+    if how == "dies":
+        os._exit(9)
+    time.sleep(20)  # hangs (a stopped or deadlocked peer)
+    os._exit(0)
+start = time.monotonic()
+try:
+    with collective_errors(dist, 0.05):
+        dist.agree(True)
+except AlexcliError as e:
+    print(f"{type(e).__name__}|{e.message}|{e.hint}|{time.monotonic() - start:.1f}")
+    os._exit(1)
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(("how", "said"), [("dies", "lost"), ("hangs", "outwaited")])
+def test_a_lost_peer_ends_the_rank_in_one_line_naming_it_within_the_timeout(tmp_path, how, said):
+    """gloo, two processes as torchrun starts them: rank 1 dies (its socket closes) or
+    hangs. Rank 0 ends in one line naming itself, within the collective timeout (3 s
+    here) rather than PyTorch's default 30 minutes."""
+    import os
+    import subprocess
+    import sys
+
+    port = _free_port()
+    procs = []
+    for rank in (0, 1):
+        env = os.environ | {
+            "RANK": str(rank),
+            "LOCAL_RANK": str(rank),
+            "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2",
+            "MASTER_ADDR": "127.0.0.1",
+            "MASTER_PORT": str(port),
+            "PYTHONPATH": os.getcwd(),
+        }
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-c", _RANK, how],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    out, err = procs[0].communicate(timeout=60)
+    procs[1].kill()
+    procs[1].communicate()
+    assert procs[0].returncode == 1, err
+    name, message, hint, seconds = out.strip().split("|")
+    assert name == "PeerLost" and message.startswith(f"rank 0 of 2: a collective {said}")
+    assert "\n" not in message and "pair.cc" not in message and "collective_minutes" in hint
+    assert float(seconds) < 15
+
+
+def test_restarts_across_nodes_sharing_the_agents_store_are_named():
+    """torchrun's workers use the agent's rendezvous store unless
+    TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1 (it then sets TORCHELASTIC_USE_AGENT_STORE=False):
+    with restarts across nodes that can hang."""
+    env = {
+        "TORCHELASTIC_MAX_RESTARTS": "3",
+        "GROUP_WORLD_SIZE": "2",
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }
+    line = distributed.restart_hazard(env)
+    assert line is not None and "TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1" in line
+    assert "--max-restarts 3" in line and "2 nodes" in line
+    for change in (
+        {"TORCHELASTIC_USE_AGENT_STORE": "False"},
+        {"GROUP_WORLD_SIZE": "1"},
+        {"TORCHELASTIC_MAX_RESTARTS": "0"},
+    ):
+        assert distributed.restart_hazard(env | change) is None
+    assert distributed.restart_hazard({}) is None
+
+
+def test_train_says_so_at_the_start(cli, tmp_path, monkeypatch):
+    from tests.train_helpers import TINY, make_data_dir
+
+    data = make_data_dir(tmp_path / "data", train=24, val=8)
+    for key, value in {
+        "TORCHELASTIC_MAX_RESTARTS": "3",
+        "GROUP_WORLD_SIZE": "2",
+        "TORCHELASTIC_USE_AGENT_STORE": "True",
+    }.items():
+        monkeypatch.setenv(key, value)
+    sets = [a for s in TINY for a in ("--set", s)]
+    r = cli("train", data, tmp_path / "run", "--preset", "small", "--epochs", "1", *sets)
+    assert r.code == 0, r.err
+    (line,) = [ln for ln in r.err.splitlines() if "TORCH_DISABLE_SHARE_RDZV_TCP_STORE" in ln]
+    assert line.startswith("warning: torchrun restarts workers")

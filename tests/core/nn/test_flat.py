@@ -10,7 +10,8 @@ import pytest
 
 from alexcli.config import PrepareConfig
 from alexcli.core.data.synthetic import make_tree
-from alexcli.core.nn.flat import Flatness
+from alexcli.core.nn.flat import Flatness, diverging_message
+from tests.train_helpers import TINY, make_data_dir
 
 
 def test_flat_means_loss_at_ln_c_and_validation_at_chance():
@@ -32,6 +33,34 @@ def test_a_validation_loss_below_ln_c_is_not_flat():
     assert Flatness(10, 2.403, 0.900, 300, val_loss=2.312).flat  # its second epoch
     message = Flatness(10, 2.676, 0.900, 300, val_loss=2.459).message(1)
     assert "validation loss 2.459" in message
+
+
+def test_a_loss_far_above_ln_c_is_divergence_never_a_flat_run():
+    """The issue's `small` run at batch 16: loss 27.6 on 6 classes (15 × ln 6) was called
+    flat, blaming the init and the input scale."""
+    diverged = Flatness(6, 27.6, 0.83, 120, val_loss=19.0)
+    assert diverged.diverging and not diverged.flat
+    assert Flatness(6, 3.0, 0.83, 120, val_loss=6.0).diverging  # the validation loss alone
+    assert not Flatness(10, 2.46, 0.75, 300, val_loss=2.2).diverging  # a healthy epoch 1
+    assert not Flatness(10, 2.676, 0.900, 300, val_loss=2.459).diverging  # a flat one
+    assert not Flatness(6, 3 * math.log(6), 0.83, 120).diverging  # 3 × ln C: the limit
+    message = diverging_message(diverged, 13, 0.005, 16)
+    assert message.startswith("epoch 13 is diverging: training loss 27.6 = 15.4 × ln 6")
+    assert "lr 0.005 at batch 16" in message
+
+
+def test_a_diverging_epoch_says_so_with_the_lr_and_batch(cli, tmp_path):
+    """Raw pixels into He-initialised layers: the first epoch's loss is ~7 × ln 4."""
+    data = make_data_dir(tmp_path / "data", train=24, val=8)
+    sets = [a for s in (*TINY, "input_scale=1") for a in ("--set", s)]
+    run = tmp_path / "run"
+    r = cli("train", data, run, "--preset", "small", "--epochs", "1", *sets)
+    assert r.code == 0, r.err
+    (warning,) = [ln for ln in r.err.splitlines() if ln.startswith("warning: epoch")]
+    assert warning.startswith("warning: epoch 1 is diverging") and "at batch 16" in warning
+    assert "--lr" in warning and "learned nothing" not in r.err
+    (line,) = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    assert line["diverging"] is True and line["flat"] is False
 
 
 @pytest.fixture(scope="module")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -61,6 +62,30 @@ def test_step_milestones_below_one_are_fractions_of_the_run(epochs, first_low):
     assert lrs[first_low[1]] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-4)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "placed"),
+    [(1, []), (2, [1]), (3, [1, 2]), (4, [2, 3]), (5, [3, 4]), (6, [4, 5]), (30, [20, 26])],
+)
+def test_fractional_milestones_never_coincide_and_leave_a_tenth_after_the_last(epochs, placed):
+    """At 4 epochs 0.67 and 0.87 both rounded to epoch 3: ÷100 at once, the last epoch at
+    a hundredth of the lr while the epoch line said ÷10. Now one drop an epoch, each ÷10,
+    and ≥ 10 % of the run (an epoch at least) after the last; a drop with no epoch before
+    it is left out."""
+    s = LrSchedule(0.005, "step", milestones=(0.67, 0.87), epochs=epochs)
+    assert s.milestone_epochs == placed
+    lrs = [s.lr(e, 0, 10) for e in range(epochs)]
+    ratios = [a / b for a, b in itertools.pairwise(lrs)]
+    assert ratios == pytest.approx([10.0 if e + 1 in placed else 1.0 for e in range(epochs - 1)])
+    if placed:
+        assert epochs - placed[-1] >= max(1, math.ceil(0.1 * epochs))
+        assert lrs[0] == 0.005 and lrs[-1] == pytest.approx(0.005 / 10 ** len(placed))
+
+
+def test_epoch_milestones_are_kept_as_given():
+    s = LrSchedule(0.1, "step", milestones=(3, 4, 0.5), epochs=5)
+    assert s.milestone_epochs == [2, 3, 4]
+
+
 def test_plateau_gives_a_short_run_the_drops_it_is_due():
     """Patience 5 never runs out in 6 improving epochs; the last three drop all the same,
     one an epoch, so the run ends at base ÷ 1000. A long run is left to its patience."""
@@ -76,6 +101,7 @@ def test_plateau_gives_a_short_run_the_drops_it_is_due():
 def test_warmup_ramps_linearly_over_its_steps():
     s = LrSchedule(0.04, "step", warmup_epochs=0.5)  # 2 of 4 steps
     assert [s.lr(0, k, 4) for k in range(4)] == pytest.approx([0.02, 0.04, 0.04, 0.04])
+    assert [s.warming_up(0, k, 4) for k in range(4)] == [True, False, False, False]
 
 
 def test_schedule_state_round_trips():
@@ -192,6 +218,54 @@ def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
         train_epoch(ctx, _batches(n_batches=4), epoch=2, steps_per_epoch=4, state=state)
     assert "\n" not in str(e.value) and "--lr" in (e.value.hint or "")
     assert f"step {state.step + 1}" in str(e.value)  # the step that failed, none after it
+
+
+def _recorded_epoch(read_late, lr=0.05, n_batches=6):
+    """Weights, final state and what `after_step` saw, with the loss read at once or late."""
+    torch.manual_seed(0)
+    model = _Flat()
+    ctx = _ctx(model, lr=lr)
+    ctx.read_late = read_late
+    seen = []
+
+    def after_step(s):  # what a checkpoint taken here would hold
+        seen.append((s.step, s.loss_sum, s.hits, s.images, model.fc.weight.detach().clone()))
+
+    state = EpochProgress()
+    try:
+        train_epoch(
+            ctx,
+            _batches(n_batches),
+            epoch=0,
+            steps_per_epoch=n_batches,
+            state=state,
+            after_step=after_step,
+        )
+    except TrainingDiverged as e:
+        return state, seen, e
+    return state, seen, None
+
+
+def test_a_loss_read_a_step_late_counts_and_saves_as_one_read_at_once():
+    """CUDA reads each step's loss one step late (no host sync per step): the epoch's
+    totals, and what every `after_step` (a checkpoint) sees — its step count, sums and
+    the weights — are those of reading at once."""
+    now, seen_now, _ = _recorded_epoch(read_late=False)
+    late, seen_late, _ = _recorded_epoch(read_late=True)
+    assert late.state_dict() | {"seconds": 0} == now.state_dict() | {"seconds": 0}
+    assert len(seen_late) == len(seen_now) == 6
+    for a, b in zip(seen_now, seen_late, strict=True):
+        assert a[:4] == b[:4]
+        torch.testing.assert_close(a[4], b[4], rtol=0, atol=0)
+
+
+def test_a_non_finite_loss_read_late_stops_one_update_later_and_saves_nothing_of_it():
+    now, seen_now, e_now = _recorded_epoch(read_late=False, lr=1e30)
+    late, seen_late, e_late = _recorded_epoch(read_late=True, lr=1e30)
+    assert e_now is not None and e_late is not None
+    assert str(e_late) == str(e_now)  # the same step is named
+    assert [s[:4] for s in seen_late] == [s[:4] for s in seen_now]  # no step after it seen
+    assert late.step == now.step
 
 
 def test_weights_an_epochs_last_step_broke_stop_the_run_at_validation():

@@ -515,3 +515,93 @@ def test_paper_network_on_cuda_parameters_and_shapes():
 def test_every_conv_is_named_like_the_paper():
     names = {k.split(".")[2] for k in build_model(TINY).state_dict()}
     assert names == set(LAYERS) and set(CONVS) < names
+
+
+# --------------------------------------------------------------------------- two devices
+
+
+class _TwoDevices(AlexNet):
+    """The towers on "two devices" that are both the CPU: torch.device("cpu") and
+    torch.device("cpu", 0) are different keys, and `.to()` either is a copy on the CPU. So
+    every transfer and exchange of the two-GPU path runs, and can be watched, here."""
+
+    @property
+    def devices(self) -> list[torch.device]:
+        return [CPU, torch.device("cpu", 0)]
+
+
+def _watched(monkeypatch):
+    """Every copy between devices and every concatenation, in the order issued."""
+    from alexcli.core.nn import loops, model
+
+    log = []
+
+    def send(t, device):
+        log.append(("send", device, t.dtype, t.nbytes, tuple(t.shape)))
+        return t.to(device)
+
+    cat = torch.cat
+
+    def watched_cat(tensors, dim=0):
+        log.append(("cat",))
+        return cat(tensors, dim)
+
+    monkeypatch.setattr(model, "send", send)
+    monkeypatch.setattr(loops, "send", send)
+    monkeypatch.setattr(torch, "cat", watched_cat)
+    return log
+
+
+def _two_device_step(monkeypatch, elsewhere):
+    from alexcli.bench.step import flat_normalizer, made_up_batch
+    from alexcli.core.nn.loops import EpochProgress, StepContext, train_epoch
+    from alexcli.core.nn.optim import LrSchedule, make_optimizer
+
+    torch.manual_seed(0)
+    net = _TwoDevices(dataclasses.replace(TINY, dropout=0.0))
+    size = TINY_CROP + 8
+    norms = {d: flat_normalizer(size, d, 1 / 64) for d in net.devices}
+    ctx = StepContext(
+        net,
+        make_optimizer(net, 0.01, 0.9, 5e-4),
+        LrSchedule(0.01),
+        norms[CPU],
+        CPU,
+        tower_devices=tuple(net.devices),
+        elsewhere={d: n for d, n in norms.items() if d != CPU} if elsewhere else {},
+    )
+    batch = made_up_batch(4, TINY_CROP, size, TINY.num_classes)
+    log = _watched(monkeypatch)
+    state = train_epoch(ctx, [batch], epoch=0, steps_per_epoch=1, state=EpochProgress())
+    monkeypatch.undo()
+    return log, state, net.state_dict()
+
+
+def test_the_second_tower_is_sent_uint8_crops_and_normalises_them_itself(monkeypatch):
+    """Two towers on two GPUs: the float32 normalised batch sent to the second (77 MB a
+    step at batch 128, crop 224) became its uint8 crops (19 MB), normalised there. The
+    same step, the same weights after it, as sending the floats."""
+    log, state, weights = _two_device_step(monkeypatch, elsewhere=True)
+    floats_log, floats_state, floats_weights = _two_device_step(monkeypatch, elsewhere=False)
+    image = (4, TINY_CROP, TINY_CROP, 3)
+    to_second = [e for e in log if e[0] == "send" and e[1] == torch.device("cpu", 0)]
+    first = to_second[0]  # before the network runs: the input
+    assert first[2:] == (torch.uint8, 4 * TINY_CROP**2 * 3, image)
+    as_float = [e for e in floats_log if e[0] == "send" and e[4] == (4, 3, TINY_CROP, TINY_CROP)]
+    assert as_float and as_float[0][2] == torch.float32  # what went before
+    assert not [e for e in to_second if e[4] == (4, 3, TINY_CROP, TINY_CROP)]
+    assert state.loss_sum == floats_state.loss_sum
+    for k in weights:
+        torch.testing.assert_close(weights[k], floats_weights[k], rtol=0, atol=0, msg=k)
+
+
+def test_each_exchange_issues_both_copies_before_either_concatenation(monkeypatch):
+    """conv3, fc6, fc7 and fc8 see both towers' maps: with a concatenation between the
+    two directions' copies, the second copy queued behind it on the GPU."""
+    net = _TwoDevices(dataclasses.replace(TINY, dropout=0.0))
+    log = _watched(monkeypatch)
+    with torch.no_grad():
+        net([torch.randn(2, 3, TINY_CROP, TINY_CROP)] * 2)
+    kinds = "".join("s" if e[0] == "send" else "c" for e in log)
+    # four exchanges (conv3, fc6, fc7, fc8's inputs), then the logits gathered on the first
+    assert kinds == "sssscc" * 4 + "ssc"

@@ -68,6 +68,36 @@ def test_lrn_under_fp16_autocast_sums_in_fp32():
     torch.testing.assert_close(y.double(), ref, rtol=2e-2, atol=0)
 
 
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_lrn_under_bf16_autocast_is_rounded_once_not_at_each_step(layout):
+    """conv1's maps at the paper init's scale (ReLU of N(0, 11²): the 0.01-std kernels on
+    mean-subtracted pixels) put α·Σa² at ~0.03, so k + α·Σa² sits just above 2, where
+    bf16's step is 1/64: computed in bf16 it kept ~7 % too much of LRN's effect on
+    average (up to 1 % off per value). With the denominator in fp32, each output is the
+    float64 formula rounded once to bf16 (≤ 2⁻⁸ relative) but for the window sums, left
+    in bf16: they move it by under 10⁻⁴."""
+    torch.manual_seed(0)
+    x = torch.relu(torch.randn(4, 48, 13, 13) * 11).to(torch.bfloat16)
+    x = x.contiguous(memory_format=layout).requires_grad_()
+    g = torch.randn(4, 48, 13, 13, dtype=torch.float64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = local_response_norm(x, 5, 1e-4, 0.75, 2.0)
+    (grad,) = torch.autograd.grad(y, x, g.to(torch.bfloat16))
+    x64 = x.detach().double().requires_grad_()
+    ref = lrn_by_autograd(x64, 5, 1e-4, 0.75, 2.0)
+    (ref_grad,) = torch.autograd.grad(ref, x64, g.to(torch.bfloat16).double())
+    assert y.dtype == grad.dtype == torch.bfloat16
+    on = x64.detach() > 1  # where the effect is measurable
+    err = (y.detach().double() - ref.detach()).abs() / ref.detach().abs()
+    assert err[on].max() <= 2**-8 + 1e-4
+    effect = 1 - y.detach().double()[on] / (x64.detach()[on] * 2.0**-0.75)
+    ref_effect = 1 - ref.detach()[on] / (x64.detach()[on] * 2.0**-0.75)
+    assert float(ref_effect.mean()) == pytest.approx(0.013, rel=0.2)  # the case's scale
+    assert float(effect.mean()) == pytest.approx(float(ref_effect.mean()), rel=0.01)
+    big = ref_grad.abs() > 1e-3 * ref_grad.abs().max()  # away from cancellations to zero
+    assert ((grad.double() - ref_grad).abs() / ref_grad.abs())[big].max() <= 2**-8 + 1e-4
+
+
 def test_plain_lrn_layer_is_the_same_network():
     torch.manual_seed(0)
     x = torch.randn(3, 3, CROP, CROP) * 80
