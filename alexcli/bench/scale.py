@@ -40,6 +40,8 @@ from PIL import Image
 from alexcli.core.data.archives import write_archives
 from alexcli.core.data.labels import write_kaggle
 from alexcli.core.progress import SILENT, Progress
+from alexcli.core.rundir import RunDir
+from alexcli.errors import AlexcliError
 
 CLASSES = 1000
 TRAIN_IMAGES = 1_281_167
@@ -346,9 +348,8 @@ def rehearse(
 
 
 def _epoch_rate(run: Path) -> float | None:
-    with contextlib.suppress(OSError, ValueError, KeyError, IndexError):
-        last = (run / "metrics.jsonl").read_text().splitlines()[-1]
-        return float(json.loads(last)["images_per_s"])
+    with contextlib.suppress(OSError, AlexcliError, ValueError, KeyError, IndexError):
+        return float(RunDir(run).metrics().records[-1]["images_per_s"])
     return None
 
 

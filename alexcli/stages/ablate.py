@@ -184,7 +184,7 @@ def _run_one(
 ) -> tuple[bool, dict[str, Any]]:
     """Train (or continue, or find up to date) one run, then its measurements."""
     from alexcli.stages.train import run_train
-    from alexcli.stages.train_checks import check_same_data
+    from alexcli.stages.train.checks import check_same_data
 
     _check_same_settings(run_dir, cfg, force)
     if not force and (run_dir / "checkpoints" / "last.pt").exists():

@@ -19,6 +19,7 @@ from pathlib import Path
 from alexcli.config import to_dict
 from alexcli.core.atomic import write_json
 from alexcli.core.fingerprint import file_digest
+from alexcli.core.rundir import RunDir
 from alexcli.errors import UserError
 from alexcli.stages.results import Result
 from alexcli.stages.runner import owner
@@ -69,9 +70,9 @@ def run_import_weights(
         raise UserError(f"{run} is a file; RUN_DIR is the directory to write")
     if run.is_dir() and owner(run) == "prepare":
         raise UserError(f"{run} is a DATA_DIR (`alexcli prepare` wrote it), not a RUN_DIR")
-    target = run / "checkpoints" / "last.pt"
+    target = RunDir(run).last
     earlier = [run / f for f in _RUN_FILES if (run / f).exists()]
-    earlier += sorted((run / "checkpoints").glob("*.pt")) if run.is_dir() else []
+    earlier += sorted(RunDir(run).checkpoints.glob("*.pt")) if run.is_dir() else []
     if earlier and not force:
         raise UserError(
             f"{run} already holds a run ({earlier[0].relative_to(run)})",
@@ -88,7 +89,7 @@ def run_import_weights(
     for path in earlier:  # --force: nothing of the earlier run may pass for this one's
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     save_checkpoint(target, ckpt)
-    write_json(run / "config.json", to_dict(ckpt.config))
+    write_json(RunDir(run).config, to_dict(ckpt.config))
     sha = file_digest(file)
     write_json(
         run / "imported.json",

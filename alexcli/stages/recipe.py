@@ -31,6 +31,7 @@ from alexcli.config import (
 from alexcli.core.atomic import write_json
 from alexcli.core.fingerprint import file_digest
 from alexcli.core.progress import SILENT, Progress
+from alexcli.core.rundir import RunDir
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import read_manifest, run_stage
@@ -238,13 +239,13 @@ def _stats(recipe: Recipe, data_dir: Path, force: bool, progress: Progress) -> D
 
 def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress: Progress) -> Done:
     from alexcli.stages.train import run_train
-    from alexcli.stages.train_checks import check_same_data
+    from alexcli.stages.train.checks import check_same_data
 
     # A recipe rerun continues an interrupted run rather than refusing it, but never one
     # trained on other data. Stopped before its first checkpoint, a run has config.json
     # and nothing trained: resuming it starts it.
-    last = run_dir / "checkpoints" / "last.pt"
-    begun = (run_dir / "config.json").exists() and not (run_dir / "manifest.json").exists()
+    last = RunDir(run_dir).last
+    begun = RunDir(run_dir).config.exists() and not RunDir(run_dir).manifest.exists()
     resume = not force and (last.exists() or begun)
     if resume and last.exists():
         check_same_data(
@@ -259,7 +260,7 @@ def _train(recipe: Recipe, data_dir: Path, run_dir: Path, force: bool, progress:
         notes += f", best val top-1 error {100 * r.best_top1_error:.1f} %"
     if r.epochs_run:
         notes += f", {r.images_per_s:.0f} images/s"
-    artefacts = {"checkpoint": r.checkpoints["best"], "metrics": run_dir / "metrics.jsonl"}
+    artefacts = {"checkpoint": r.checkpoints["best"], "metrics": RunDir(run_dir).metrics_file}
     return r.up_to_date, artefacts, notes
 
 

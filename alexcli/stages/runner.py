@@ -25,6 +25,7 @@ from typing import Any
 from alexcli.core.atomic import write_json, write_text
 from alexcli.core.fingerprint import stage_fingerprint
 from alexcli.core.progress import SILENT, Progress
+from alexcli.core.rundir import RunDir
 from alexcli.errors import FormatError, UserError
 from alexcli.version import __version__
 
@@ -189,7 +190,7 @@ def owner(directory: Path) -> str | None:
         return str(stage)
     if stage is not None:
         return None
-    if any((directory / f).exists() for f in ("checkpoints", "config.json", "metrics.jsonl")):
+    if RunDir(directory).holds_a_run():
         return "train"
     if any((directory / f).exists() for f in ("stats.h5", "stats.json")) or any(
         (directory / split).is_dir() and any((directory / split).glob("*.h5"))

@@ -360,7 +360,7 @@ def test_a_saved_configuration_outside_todays_bounds_still_reads(tmp_path):
 def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(data):
     """Under torchrun the batch is global: each of `world` ranks takes an equal part."""
     from alexcli.stages.datadir import open_data_dir
-    from alexcli.stages.train_checks import check_trainable
+    from alexcli.stages.train.checks import check_trainable
 
     cfg = train_config(preset_name="small", sets=["crop=64", "batch_size=10"])
     data_dir = open_data_dir(data)

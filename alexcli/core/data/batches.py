@@ -179,7 +179,7 @@ class EpochSampler(Sampler[BatchPlan]):
         rank: int = 0,
         world: int = 1,
     ) -> None:
-        # The stage refuses a batch that does not split (stages/train_checks.check_trainable).
+        # The stage refuses a batch that does not split (stages/train/checks.check_trainable).
         assert batch_size % world == 0, f"batch {batch_size} over {world} processes"
         self.n, self.batch_size, self.size, self.crop = n, batch_size, size, crop
         self.train, self.seed, self.flip, self.lighting_std = train, seed, flip, lighting_std

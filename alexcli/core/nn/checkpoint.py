@@ -31,6 +31,7 @@ import torch
 
 from alexcli.config import TrainConfig, from_dict, to_dict
 from alexcli.core.atomic import atomic_path
+from alexcli.core.rundir import RunDir
 from alexcli.errors import AlexcliError, ConfigError, FormatError, UserError, first_line
 from alexcli.version import __version__
 
@@ -205,8 +206,7 @@ def resolve_checkpoint(path_or_run_dir: Path | str) -> Path:
     if path.is_file():
         return path
     if path.is_dir():
-        for name in ("best.pt", "last.pt"):
-            candidate = path / "checkpoints" / name
+        for candidate in (RunDir(path).best, RunDir(path).last):
             if candidate.is_file():
                 return candidate
         raise UserError(

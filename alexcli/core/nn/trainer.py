@@ -1,5 +1,5 @@
 """The epochs of one training run: train, validate, schedule, checkpoint (docs/paper.md
-"Learning"). The stage (stages/train.py) checks the inputs and decides whether to
+"Learning"). The stage (stages/train/) checks the inputs and decides whether to
 train; a `Trainer` does the training and writes last.pt, best.pt and metrics.jsonl.
 
 Exact resume rests on three things: every random decision of the data pipeline is a
@@ -56,6 +56,7 @@ from alexcli.core.nn.model import AlexNet, build_model
 from alexcli.core.nn.optim import LrSchedule, make_optimizer, match_layouts
 from alexcli.core.nn.threads import choose_threads
 from alexcli.core.progress import SILENT, Progress, Task
+from alexcli.core.rundir import RunDir
 from alexcli.errors import Stopped
 
 # Steps between DDP ranks' agreeing on whether a checkpoint is due (a broadcast of a
@@ -125,7 +126,7 @@ class Trainer:
 
     @property
     def last(self) -> Path:
-        return self.run_dir / "checkpoints" / "last.pt"
+        return RunDir(self.run_dir).last
 
     def run(self) -> None:
         """Every remaining epoch; `metrics`, `best` and `images_per_s` say how it went."""
@@ -348,8 +349,8 @@ class Trainer:
             metrics=self.metrics, upstream=data.upstream, threads=self.threads,
         )  # fmt: skip
         if best:
-            save_checkpoint(self.run_dir / "checkpoints" / "best.pt", checkpoint)
-            copy_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.last)
+            save_checkpoint(RunDir(self.run_dir).best, checkpoint)
+            copy_checkpoint(RunDir(self.run_dir).best, self.last)
         else:
             save_checkpoint(self.last, checkpoint)
         write_metrics(self.run_dir, self.metrics)
@@ -387,7 +388,7 @@ class Trainer:
 def write_metrics(run_dir: Path, metrics: list[dict[str, Any]]) -> None:
     """metrics.jsonl, rewritten whole (atomically) from the checkpointed list each epoch:
     a kill between a checkpoint and this write loses nothing on resume."""
-    write_text(run_dir / "metrics.jsonl", "".join(json.dumps(m) + "\n" for m in metrics))
+    write_text(RunDir(run_dir).metrics_file, "".join(json.dumps(m) + "\n" for m in metrics))
 
 
 def copy_checkpoint(src: Path, dst: Path) -> None:

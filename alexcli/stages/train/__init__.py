@@ -3,9 +3,9 @@
 The configuration is resolved before (`config.train_config`; with --resume the run's
 own saved configuration, `saved_config`, replaces the preset); the number of classes
 comes from the data. This stage checks what it is given — the inputs
-(stages/train_inputs.py),
+(stages/train/inputs.py),
 that the configuration can run on them, what RUN_DIR holds and, with --resume, that
-last.pt can be continued (stages/train_checks.py) — then hands the work to
+last.pt can be continued (stages/train/checks.py) — then hands the work to
 `core.nn.trainer.Trainer`, and writes the manifest last.
 
 RUN_DIR after it: `config.json` (the resolved configuration), `metrics.jsonl` (one
@@ -37,14 +37,15 @@ from alexcli.config import fingerprint_view as config_view
 from alexcli.core.atomic import remove_stale_temps, write_json, write_text
 from alexcli.core.fingerprint import stage_fingerprint
 from alexcli.core.progress import QUIET, SILENT, Progress
+from alexcli.core.rundir import RunDir
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.results import Result
 from alexcli.stages.runner import (
     invalidate,
     write_manifest,
 )
-from alexcli.stages.train_checks import check_resume, check_trainable, decide
-from alexcli.stages.train_inputs import Inputs, open_inputs
+from alexcli.stages.train.checks import check_resume, check_trainable, decide
+from alexcli.stages.train.inputs import Inputs, open_inputs
 
 if TYPE_CHECKING:
     from alexcli.core.nn.distributed import Dist
@@ -89,17 +90,17 @@ class TrainResult(Result):
 def saved_config(run_dir: Path) -> TrainConfig | None:
     """The configuration of the run in RUN_DIR: config.json (rewritten with the resolved
     configuration at every start), else last.pt's; None for a new RUN_DIR."""
-    path = run_dir / "config.json"
+    run = RunDir(run_dir)
+    path = run.config
     if path.is_file():
         try:
             return from_dict(TrainConfig, json.loads(path.read_text()), where=str(path))
         except (json.JSONDecodeError, ConfigError) as e:
             raise UserError(f"{path}: unreadable ({e})", hint="start over with --force") from None
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.is_file():
+    if run.last.is_file():
         from alexcli.core.nn.checkpoint import load_checkpoint  # torch: only when needed
 
-        return load_checkpoint(last).config
+        return load_checkpoint(run.last).config
     return None
 
 
@@ -156,7 +157,7 @@ def run_train(
     from alexcli.core.nn.distributed import collective_errors, setup_distributed
 
     if cfg.tensorboard:  # refused before any work, on every rank
-        from alexcli.stages.tensorboard import check_tensorboard
+        from alexcli.stages.train.tensorboard import check_tensorboard
 
         check_tensorboard()
     dist = setup_distributed(cfg.devices, cfg.collective_minutes)
@@ -205,18 +206,18 @@ def _in_job(
     )
     fp = stage_fingerprint(STAGE, VERSION, fingerprint_params(cfg), inputs.upstream)
     dist.same_everywhere(fp, "configuration")  # e.g. --resume read another config.json
-    manifest = run_dir / "manifest.json"
+    manifest = RunDir(run_dir).manifest
     # An existing run refused first: a run of another preset is a missing --resume,
     # not a crop that does not fit.
     done = dist.decide(lambda: decide(run_dir, fp, resume=resume, force=force))
     device = process_devices(cfg.devices, dist.local_rank)[0]
     dist.everywhere(lambda: check_trainable(cfg, data, dist.world, device))
     # Every rank resumes from rank 0's last.pt, sent over when its node lacks it.
-    last = dist.shared_file(run_dir / "checkpoints" / "last.pt") if resume and not done else None
+    last = dist.shared_file(RunDir(run_dir).last) if resume and not done else None
     resume_from = check_resume(cfg, data, run_dir, last) if last is not None else None
     events = None
     if cfg.tensorboard and dist.rank == 0 and not done:
-        from alexcli.stages.tensorboard import TensorBoard
+        from alexcli.stages.train.tensorboard import TensorBoard
 
         events = TensorBoard(run_dir, cfg.model.towers)
     trainer = Trainer(cfg, _train_data(inputs), run_dir, dist, progress, resume_from, events)
@@ -295,28 +296,25 @@ def _collective_settings(cfg: TrainConfig) -> dict[str, Any]:
 
 def _prepare_run_dir(run_dir: Path, cfg: TrainConfig, *, fresh: bool) -> None:
     """config.json written; on a fresh start, an earlier run's files removed."""
-    checkpoints = run_dir / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
+    run.checkpoints.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(run_dir)
-    remove_stale_temps(checkpoints)
+    remove_stale_temps(run.checkpoints)
     if fresh:
-        for name in ("metrics.jsonl", "checkpoints/last.pt", "checkpoints/best.pt", JOB_FILE):
-            (run_dir / name).unlink(missing_ok=True)
-        shutil.rmtree(run_dir / "tensorboard", ignore_errors=True)  # an earlier run's events
-    write_json(run_dir / "config.json", to_dict(cfg))
+        for path in (run.metrics_file, run.last, run.best, run.job):
+            path.unlink(missing_ok=True)
+        shutil.rmtree(run.tensorboard, ignore_errors=True)  # an earlier run's events
+    write_json(run.config, to_dict(cfg))
     job = _job()
     if job:  # which torchrun job trains here: its restarts continue, others do not
-        write_text(run_dir / JOB_FILE, job)
-
-
-JOB_FILE = "checkpoints/torchrun-job"
+        write_text(run.job, job)
 
 
 def same_job(run_dir: Path) -> bool:
     """RUN_DIR was set up by this torchrun job (`TORCHELASTIC_RUN_ID`): a restart of it
     continues. A restart after a refusal (a run another command started, or a --force
     that failed before it began) keeps the flags the job was given."""
-    path = run_dir / JOB_FILE
+    path = RunDir(run_dir).job
     job = _job()
     return bool(job) and path.is_file() and path.read_text(encoding="utf-8") == job
 
@@ -347,16 +345,11 @@ def _result(
         metrics=metrics,
         best_top1_error=min(best) if best else None,
         images_per_s=images_per_s,
-        checkpoints={
-            "last": run_dir / "checkpoints" / "last.pt",
-            "best": run_dir / "checkpoints" / "best.pt",
-        },
+        checkpoints={"last": RunDir(run_dir).last, "best": RunDir(run_dir).best},
         rank=dist.rank,
     )
 
 
 def read_run_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The run's epochs so far, through the one reader (core/rundir.py)."""
+    return RunDir(run_dir).metrics().records

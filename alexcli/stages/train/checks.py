@@ -1,4 +1,4 @@
-"""What `train` checks before it trains (stages/train.py): that the configuration can
+"""What `train` checks before it trains (stages/train/): that the configuration can
 run on the data and device (`check_trainable`), what RUN_DIR holds (`decide`), and
 that last.pt can be continued (`check_resume`); each refusal one line."""
 
@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from alexcli.config import TrainConfig
 from alexcli.core.atomic import check_writable
+from alexcli.core.rundir import RunDir
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.datadir import DataDir
 from alexcli.stages.runner import owner, read_manifest, up_to_date
@@ -58,7 +59,7 @@ def check_resume(
     from alexcli.core.nn.checkpoint import load_checkpoint
     from alexcli.core.nn.model import build_model
 
-    last = run_dir / "checkpoints" / "last.pt"
+    last = RunDir(run_dir).last
     if source is None and not last.is_file():
         return None
     ck = load_checkpoint(last, content=source if isinstance(source, bytes) else None)
@@ -96,9 +97,9 @@ def decide(run_dir: Path, fp: str, *, resume: bool, force: bool) -> bool:
             f"{run_dir} is a DATA_DIR (`alexcli prepare` wrote it): not training into it",
             hint="RUN_DIR is a directory of its own: `alexcli train DATA_DIR RUN_DIR`",
         )
-    if not force and up_to_date(run_dir / "manifest.json", fp) is not None:
+    if not force and up_to_date(RunDir(run_dir).manifest, fp) is not None:
         return True
-    check_writable(run_dir / "config.json", "RUN_DIR")  # a finished run may be read-only
+    check_writable(RunDir(run_dir).config, "RUN_DIR")  # a finished run may be read-only
     if not resume and not force:
         _refuse_existing(run_dir, fp)
     return False
@@ -106,8 +107,8 @@ def decide(run_dir: Path, fp: str, *, resume: bool, force: bool) -> bool:
 
 def _refuse_existing(run_dir: Path, fp: str) -> None:
     """A run is there and is not this finished one: never overwrite it silently."""
-    if (run_dir / "manifest.json").exists():
-        old = read_manifest(run_dir / "manifest.json") or {}
+    if (RunDir(run_dir).manifest).exists():
+        old = read_manifest(RunDir(run_dir).manifest) or {}
         missing = [o for o in old.get("outputs", []) if not (run_dir / o).exists()]
         if old.get("fingerprint") == fp and missing:
             raise UserError(
@@ -119,7 +120,7 @@ def _refuse_existing(run_dir: Path, fp: str) -> None:
             hint="--resume continues it with the new settings (e.g. more --epochs); "
             "--force starts over",
         )
-    if (run_dir / "config.json").exists() or (run_dir / "checkpoints" / "last.pt").exists():
+    if (RunDir(run_dir).config).exists() or (RunDir(run_dir).last).exists():
         raise UserError(
             f"{run_dir} holds an unfinished run",
             hint="continue it with --resume, or start over with --force",
@@ -132,11 +133,11 @@ def check_same_data(run_dir: Path, data_dir: Path, fix: str) -> None:
     load when the class count differs. The finished run's manifest says what it was trained
     on; an unfinished one's last.pt does."""
     from alexcli.core.nn.checkpoint import load_checkpoint
-    from alexcli.stages.train_inputs import open_inputs
+    from alexcli.stages.train.inputs import open_inputs
 
     now = open_inputs(data_dir).upstream
-    finished = read_manifest(run_dir / "manifest.json") or {}
-    then = finished.get("upstream") or load_checkpoint(run_dir / "checkpoints" / "last.pt").upstream
+    finished = read_manifest(RunDir(run_dir).manifest) or {}
+    then = finished.get("upstream") or load_checkpoint(RunDir(run_dir).last).upstream
     if then and dict(then) != now:
         raise UserError(
             f"{run_dir} was trained on other data than {data_dir} holds now: not resuming it",
