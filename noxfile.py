@@ -132,12 +132,20 @@ def wheel(session: nox.Session) -> None:
     shutil.rmtree(elsewhere, ignore_errors=True)
     elsewhere.mkdir()
     session.chdir(elsewhere)
-    session.run("python", "-c", "import alexcli, sys; assert 'site-packages' in alexcli.__file__, "
-                "alexcli.__file__; print(alexcli.__file__)")  # fmt: skip
+    session.run(
+        "python",
+        "-c",
+        "import alexcli, sys; assert 'site-packages' in alexcli.__file__, "
+        "alexcli.__file__; print(alexcli.__file__)",
+    )
     session.run("alexcli", "--version")
     session.run("alexcli", "demo", "demo-out")
     # the Python API and export from the wheel: a run → safetensors → alexcli.load
     session.run("alexcli", "export", "demo-out/run", "model.safetensors")
-    session.run("python", "-c", "import alexcli, numpy as np; net = alexcli.load("
-                "'model.safetensors', devices='cpu'); grey = np.full((60, 80, 3), 128, np.uint8); "
-                "print(net.predict([grey], views=1)[0][0])")  # fmt: skip
+    session.run(
+        "python",
+        "-c",
+        "import alexcli, numpy as np; net = alexcli.load("
+        "'model.safetensors', devices='cpu'); grey = np.full((60, 80, 3), 128, np.uint8); "
+        "print(net.predict([grey], views=1)[0][0])",
+    )

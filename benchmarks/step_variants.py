@@ -42,9 +42,12 @@ def step_ladder(name: str, batch: int, seconds: float) -> list[dict[str, object]
                 setup = StepSetup()  # autocast alone, with our LRN
                 row["setup"] = label + " (bf16 row: autocast alone)"
             bench = StepBench(
-                cfg.model, batch_size=batch, devices=[torch.device("cpu")],
-                setup=StepSetup(**{**setup.__dict__, "amp": amp}), input_scale=cfg.input_scale,
-            )  # fmt: skip
+                cfg.model,
+                batch_size=batch,
+                devices=[torch.device("cpu")],
+                setup=StepSetup(**{**setup.__dict__, "amp": amp}),
+                input_scale=cfg.input_scale,
+            )
             row["fp32" if amp == "off" else "bf16"] = round(bench.rate(seconds).per_s, 2)
             del bench
         print(json.dumps(row), flush=True)
@@ -77,9 +80,10 @@ def lrn_table(batch: int) -> list[dict[str, object]]:
                 x0 = x0.contiguous(memory_format=layout)
                 g = torch.randn_like(x0)
                 row: dict[str, object] = {
-                    "maps": f"{maps[0]}×{maps[1]}²", "dtype": str(dtype)[6:],
+                    "maps": f"{maps[0]}×{maps[1]}²",
+                    "dtype": str(dtype)[6:],
                     "layout": "channels-last" if layout is torch.channels_last else "NCHW",
-                }  # fmt: skip
+                }
                 for name, fn in impls.items():
                     if name == "pytorch_layer" and dtype is torch.bfloat16:
                         continue  # no bf16 kernel for its avg_pool3d on the CPU

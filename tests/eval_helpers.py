@@ -21,10 +21,15 @@ SIZE, CROP = 40, 32  # stored images and network input: views 4 px from the cent
 def tiny_config(num_classes: int = 8, towers: int = 2, input_scale: float = 1.0) -> TrainConfig:
     """The `small` preset's structure (two towers, LRN, overlapping pooling) at toy width."""
     model = {
-        "num_classes": num_classes, "conv_channels": [8, 16, 16, 16, 16], "fc_features": [32, 32],
-        "conv1_kernel": 5, "conv1_stride": 2, "conv1_padding": 2, "init": "torch",
+        "num_classes": num_classes,
+        "conv_channels": [8, 16, 16, 16, 16],
+        "fc_features": [32, 32],
+        "conv1_kernel": 5,
+        "conv1_stride": 2,
+        "conv1_padding": 2,
+        "init": "torch",
         "towers": towers,
-    }  # fmt: skip
+    }
     return merge(PRESETS["small"], {"crop": CROP, "input_scale": input_scale, "model": model}, "t")
 
 
@@ -91,9 +96,11 @@ def reference_probs(
     """(n, classes) float64: each view through the network, softmax in numpy, averaged."""
     with torch.no_grad():
         logits = np.stack(
-            [model(torch.from_numpy(v * scale)).double().numpy()
-             for v in reference_views(images, mean, crop, views)]
-        )  # fmt: skip
+            [
+                model(torch.from_numpy(v * scale)).double().numpy()
+                for v in reference_views(images, mean, crop, views)
+            ]
+        )
     e = np.exp(logits - logits.max(-1, keepdims=True))
     return (e / e.sum(-1, keepdims=True)).mean(0)
 

@@ -73,8 +73,9 @@ def test_mixed_precision_trains_and_resumes(cli, data, tmp_path, device, amp):
     """bf16 autocast; fp16 adds the GradScaler, whose state last.pt must carry."""
     straight = _train(cli, data, tmp_path / "straight", device, "epochs=2", f'amp="{amp}"')
     _train(cli, data, tmp_path / "resumed", device, "epochs=1", f'amp="{amp}"')
-    resumed = _train(cli, data, tmp_path / "resumed", device, "epochs=2", f'amp="{amp}"',
-                     resume=True)  # fmt: skip
+    resumed = _train(
+        cli, data, tmp_path / "resumed", device, "epochs=2", f'amp="{amp}"', resume=True
+    )
     assert all(np.isfinite(m["train_loss"]) for m in resumed.metrics)
     scaler = resumed.scaler
     assert (scaler is not None and scaler["scale"] > 0) == (amp == "fp16")
@@ -110,8 +111,9 @@ def test_eval_predict_and_neighbors_run_on_the_device(cli, data, tmp_path, devic
     reports = []
     for where in (device, "cpu"):
         out = tmp_path / f"eval-{where}.json"
-        r = cli("eval", run, data, "--devices", where, "--views", "10", "--workers", "1",
-                "--json", out)  # fmt: skip
+        r = cli(
+            "eval", run, data, "--devices", where, "--views", "10", "--workers", "1", "--json", out
+        )
         assert r.code == 0, r.err
         reports.append(json.loads(out.read_text()))
     assert reports[0]["images"] == reports[1]["images"] == 32
@@ -125,8 +127,21 @@ def test_eval_predict_and_neighbors_run_on_the_device(cli, data, tmp_path, devic
     assert len(top5) == 4 and abs(sum(g["probability"] for g in top5) - 1) < 1e-4
 
     png = tmp_path / "fig4.png"
-    r = cli("neighbors", run, data, "--out", png, "--devices", device, "--queries", "2",
-            "--k", "3", "--workers", "0")  # fmt: skip
+    r = cli(
+        "neighbors",
+        run,
+        data,
+        "--out",
+        png,
+        "--devices",
+        device,
+        "--queries",
+        "2",
+        "--k",
+        "3",
+        "--workers",
+        "0",
+    )
     assert r.code == 0, r.err
     assert png.stat().st_size > 0
 
@@ -181,8 +196,9 @@ def test_cuda_rng_states_come_back_on_a_machine_with_fewer_gpus(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "set_rng_state", lambda s, i: restored.__setitem__(i, s))
-    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda states: restored.update(
-        enumerate(states)))  # fmt: skip
+    monkeypatch.setattr(
+        torch.cuda, "set_rng_state_all", lambda states: restored.update(enumerate(states))
+    )
     set_rng_state(state)
     assert list(restored) == [0] and torch.equal(restored[0], state["cuda"][0])
     assert checkpoint.rng_state()["torch"].equal(state["torch"])

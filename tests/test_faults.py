@@ -36,8 +36,11 @@ def alexcli(*args: object, cwd: Path | None = None) -> subprocess.CompletedProce
     try:
         return subprocess.run(
             [sys.executable, "-m", "alexcli", *map(str, args)],
-            capture_output=True, text=True, timeout=LIMIT, cwd=cwd,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=LIMIT,
+            cwd=cwd,
+        )
     except subprocess.TimeoutExpired:
         pytest.fail(f"alexcli {' '.join(map(str, args))} did not end within {LIMIT} s")
 
@@ -141,8 +144,9 @@ def test_bench_meets_a_truncated_shard(data, tmp_path):
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
     root = tmp_path_factory.mktemp("faults") / "src"
-    make_tree(root, classes=4, train_per_class=24, val_per_class=4, size_range=(80, 120),
-              traps=False)  # fmt: skip
+    make_tree(
+        root, classes=4, train_per_class=24, val_per_class=4, size_range=(80, 120), traps=False
+    )
     return root
 
 
@@ -192,8 +196,20 @@ def test_a_signal_during_prepare_ends_it_in_one_line_and_a_rerun_finishes(
     source, tmp_path, sig, code, line
 ):
     out = tmp_path / "data"
-    args = [sys.executable, "-m", "alexcli", "prepare", str(source), str(out), "--size", "64",
-            "--shard-size", "4", "--jobs", "2"]  # fmt: skip
+    args = [
+        sys.executable,
+        "-m",
+        "alexcli",
+        "prepare",
+        str(source),
+        str(out),
+        "--size",
+        "64",
+        "--shard-size",
+        "4",
+        "--jobs",
+        "2",
+    ]
     for _ in range(2):
         proc = subprocess.Popen([*args, "--force"], stderr=subprocess.PIPE, text=True)
         assert proc.stderr is not None
@@ -246,8 +262,9 @@ def test_prepare_force_on_a_full_disk_is_one_line_and_keeps_the_data_dir(source,
     manifest = (out / "manifest.json").read_bytes()
     command = 'ulimit -f 8; exec "$@"'
     full = [sys.executable, "-m", "alexcli", *map(str, args), "--force"]
-    r = subprocess.run(["bash", "-c", command, "bash", *full],
-                       capture_output=True, text=True, timeout=LIMIT)  # fmt: skip
+    r = subprocess.run(
+        ["bash", "-c", command, "bash", *full], capture_output=True, text=True, timeout=LIMIT
+    )
     assert_one_line(r, 1, "File too large", "train/00000.h5")
     assert "unexpected" not in r.stderr
     assert (out / "manifest.json").read_bytes() == manifest

@@ -74,10 +74,16 @@ def test_a_hostile_shard_is_one_line_naming_it(cli, data, run, tmp_path, damage,
     SHARD_DAMAGE[damage](bad, n, size)
     args = {
         "stats": ("stats", copy, "--force"),
-        "train": ("train", copy, tmp_path / "run", "--preset", "small",
-                  *[a for s in (*TINY, "epochs=1") for a in ("--set", s)]),
+        "train": (
+            "train",
+            copy,
+            tmp_path / "run",
+            "--preset",
+            "small",
+            *[a for s in (*TINY, "epochs=1") for a in ("--set", s)],
+        ),
         "eval": ("eval", run, copy, "--devices", "cpu", "--workers", "0", "--views", "1"),
-    }[command]  # fmt: skip
+    }[command]
     line = one_line(cli(*args))
     assert bad.name in line, line
 
@@ -125,10 +131,15 @@ def test_no_hint_points_a_destructive_command_at_another_stages_directory(cli, d
     """A RUN_DIR where a DATA_DIR belongs (and the reverse), for every command that reads
     or writes one: the error names what the directory is; no hint says --force."""
     for args in (
-        ("stats", run), ("train", run, data), ("train", data, data), ("prepare", data, run),
-        ("eval", data, run), ("neighbors", data, run, "--out", run / "x.png"),
-        ("viz-kernels", data, "--out", run / "k.png"), ("eval", run, run),
-    ):  # fmt: skip
+        ("stats", run),
+        ("train", run, data),
+        ("train", data, data),
+        ("prepare", data, run),
+        ("eval", data, run),
+        ("neighbors", data, run, "--out", run / "x.png"),
+        ("viz-kernels", data, "--out", run / "k.png"),
+        ("eval", run, run),
+    ):
         r = cli(*args)
         line = one_line(r)
         assert "DATA_DIR" in line or "RUN_DIR" in line or "swapped" in line, (args, line)

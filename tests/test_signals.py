@@ -45,8 +45,14 @@ def test_sigterm_while_a_file_is_read_stops_the_command_and_blames_no_file(tmp_p
     fifo = tmp_path / "p.jpg"
     os.mkfifo(fifo)
     cmd = [sys.executable, "-m", "alexcli", "predict", str(tmp_path / "run"), str(fifo)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "RANK": rank})  # fmt: skip
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "RANK": rank},
+    )
     writer = _wait_for_reader(fifo, proc)
     try:
         time.sleep(0.2)  # into read()
@@ -76,8 +82,9 @@ def test_a_signal_after_the_command_has_finished_changes_nothing():
         "print('still here')\n"
         "sys.exit(code)\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
-                          text=True, timeout=LIMIT)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=LIMIT
+    )
     assert done.returncode == 0, done.stderr
     assert "alexcli" in done.stdout and "still here" in done.stdout
     assert "Traceback" not in done.stderr

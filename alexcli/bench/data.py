@@ -260,16 +260,25 @@ def loader_rate(
     sampler = EpochSampler(len(shards), batch_size, size=size, crop=crop, seed=0)
     device = normalize.mean.device
     loader = make_loader(
-        CropDataset(shards, crop), sampler, workers=workers, pin_memory=device.type == "cuda",
+        CropDataset(shards, crop),
+        sampler,
+        workers=workers,
+        pin_memory=device.type == "cuda",
         capped=False,
-    )  # fmt: skip
+    )
     with keep_freed_memory(device.type == "cpu"):  # as `train` runs it
         done, start, epoch = 0, 0.0, 0
         while True:
             sampler.set_epoch(epoch)
             for batch in loader:
-                x = normalize(batch.images, batch.ys, batch.xs, batch.flips, batch.alphas,
-                              channels_last=channels_last)  # fmt: skip
+                x = normalize(
+                    batch.images,
+                    batch.ys,
+                    batch.xs,
+                    batch.flips,
+                    batch.alphas,
+                    channels_last=channels_last,
+                )
                 synchronize(device)
                 if not start:  # the clock starts once the first batch is through
                     start = time.perf_counter()

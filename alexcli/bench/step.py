@@ -97,10 +97,15 @@ class StepBench:
         sgd = make_optimizer(model, lr, 0.9, 5e-4, fused=setup.fused, scaled=scaler is not None)
         net = compiled(model) if setup.compiled else model
         self.ctx = StepContext(
-            net, sgd, LrSchedule(lr),
-            flat_normalizer(crop + crop // 7, device, input_scale), device, setup.amp, scaler,
+            net,
+            sgd,
+            LrSchedule(lr),
+            flat_normalizer(crop + crop // 7, device, input_scale),
+            device,
+            setup.amp,
+            scaler,
             setup.channels_last,
-        )  # fmt: skip
+        )
         batch = made_up_batch(batch_size, crop, crop + crop // 7, cfg.num_classes)
         # Pinned on CUDA as the loader delivers it: a non_blocking copy from pageable
         # memory is synchronous, and the step would look slower than it is.

@@ -37,9 +37,21 @@ from alexcli.errors import AlexcliError, Stopped, Terminated, first_line, resour
 
 __all__ = ["app", "main"]
 _COMMANDS = (
-    prepare, stats, train, eval, predict, neighbors, export, import_weights, viz, summary, demo,
-    run, ablate, bench,
-)  # fmt: skip
+    prepare,
+    stats,
+    train,
+    eval,
+    predict,
+    neighbors,
+    export,
+    import_weights,
+    viz,
+    summary,
+    demo,
+    run,
+    ablate,
+    bench,
+)
 
 
 _ROOT_FLAG = re.compile(r"--debug|--verbose|--quiet|-[vq]+")  # -v, -vv, -q, -qv…

@@ -23,7 +23,7 @@ from alexcli.cli._options import (
     Split,
     Views,
     Workers,
-)  # fmt: skip
+)
 from alexcli.config import EvalConfig, with_values
 
 if TYPE_CHECKING:
@@ -61,9 +61,15 @@ def eval_(
         )
         err.print(error_line, highlight=False, soft_wrap=True)
     cfg = with_values(
-        EvalConfig(), views=views, split=split, devices=devices, amp=amp,
-        batch_size=batch_size, workers=workers, compile=compile_ or None,
-    )  # fmt: skip
+        EvalConfig(),
+        views=views,
+        split=split,
+        devices=devices,
+        amp=amp,
+        batch_size=batch_size,
+        workers=workers,
+        compile=compile_ or None,
+    )
     if json_out is not None:
         check_writable(json_out, "--json-out")  # now, not after hours of evaluating
     with reporting(quiet=json) as progress:

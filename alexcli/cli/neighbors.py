@@ -21,7 +21,7 @@ from alexcli.cli._options import (
     Split,
     Views,
     Workers,
-)  # fmt: skip
+)
 from alexcli.config import EvalConfig, with_values
 
 if TYPE_CHECKING:
@@ -59,14 +59,25 @@ def neighbors(
     from alexcli.stages.neighbors import run_neighbors
 
     cfg = with_values(
-        EvalConfig(), views=views, split=split, devices=devices, amp=amp,
-        batch_size=batch_size, workers=workers,
-    )  # fmt: skip
+        EvalConfig(),
+        views=views,
+        split=split,
+        devices=devices,
+        amp=amp,
+        batch_size=batch_size,
+        workers=workers,
+    )
     with reporting(quiet=json) as progress:
         report = run_neighbors(
-            run_dir, data_dir, out, queries=queries, indices=index or (), k=k, cfg=cfg,
+            run_dir,
+            data_dir,
+            out,
+            queries=queries,
+            indices=index or (),
+            k=k,
+            cfg=cfg,
             progress=progress,
-        )  # fmt: skip
+        )
     if json:
         print_json(report.to_json())
     else:

@@ -63,8 +63,9 @@ def render(r: PipelineResult, json: bool) -> None:
             table.add_row(
                 str(views), _pct(e["top1_error"]), _pct(e["top5_error"]), str(e["images"])
             )
-        table.add_row("chance", _pct(r.chance_top1_error), _pct(r.chance_top5_error), "",
-                      style="dim")  # fmt: skip
+        table.add_row(
+            "chance", _pct(r.chance_top1_error), _pct(r.chance_top5_error), "", style="dim"
+        )
         out.print(table)
     stages = Table("stage", "", "seconds", "notes", title="Stages")
     artefacts = Table("artefact", "path", title="Artefacts")

@@ -22,7 +22,7 @@ from alexcli.cli._options import (
     Seed,
     Sets,
     Workers,
-)  # fmt: skip
+)
 
 if TYPE_CHECKING:
     from alexcli.stages.train import TrainResult
@@ -123,12 +123,25 @@ def train(
 
     with reporting(quiet=json) as progress:
         cfg = resolve_config(
-            run_dir, resume=resume, preset_name=preset, config_file=config, sets=set_ or (),
-            epochs=epochs, batch_size=batch_size, batch_per_device=batch_per_device, lr=lr,
-            crop=crop, devices=devices, amp=amp, seed=seed, workers=workers,
-            checkpoint_every=checkpoint_every, stop_if_flat=stop_if_flat or None,
-            tensorboard=tensorboard or None, compile=compile_ or None,
-        )  # fmt: skip
+            run_dir,
+            resume=resume,
+            preset_name=preset,
+            config_file=config,
+            sets=set_ or (),
+            epochs=epochs,
+            batch_size=batch_size,
+            batch_per_device=batch_per_device,
+            lr=lr,
+            crop=crop,
+            devices=devices,
+            amp=amp,
+            seed=seed,
+            workers=workers,
+            checkpoint_every=checkpoint_every,
+            stop_if_flat=stop_if_flat or None,
+            tensorboard=tensorboard or None,
+            compile=compile_ or None,
+        )
         result = run_train(data_dir, run_dir, cfg, resume=resume, force=force, progress=progress)
     if result.rank != 0:
         return
@@ -144,9 +157,13 @@ def _show(r: TrainResult) -> None:
     table = Table("epoch", "train loss", "val top-1", "val top-5", "lr", "images/s")
     for m in r.metrics[-10:]:
         table.add_row(
-            str(m["epoch"]), f"{m['train_loss']:.4f}", f"{m['val_top1_error']:.2%}",
-            f"{m['val_top5_error']:.2%}", f"{m['lr']:.3g}", f"{m['images_per_s']:.0f}",
-        )  # fmt: skip
+            str(m["epoch"]),
+            f"{m['train_loss']:.4f}",
+            f"{m['val_top1_error']:.2%}",
+            f"{m['val_top5_error']:.2%}",
+            f"{m['lr']:.3g}",
+            f"{m['images_per_s']:.0f}",
+        )
     console.print(table)
     best = f"{r.best_top1_error:.2%}" if r.best_top1_error is not None else "—"
     console.print(

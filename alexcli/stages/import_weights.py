@@ -26,8 +26,16 @@ from alexcli.stages.runner import owner
 
 KINDS = ("torchvision", "caffe")
 # What `train` (and `run`) leave in a RUN_DIR beside checkpoints/*.pt.
-_RUN_FILES = ("manifest.json", "metrics.jsonl", "config.json", "imported.json", "tensorboard",
-              "eval", "kernels.png", "curves.png")  # fmt: skip
+_RUN_FILES = (
+    "manifest.json",
+    "metrics.jsonl",
+    "config.json",
+    "imported.json",
+    "tensorboard",
+    "eval",
+    "kernels.png",
+    "curves.png",
+)
 
 
 @dataclass(frozen=True)
@@ -93,10 +101,14 @@ def run_import_weights(
     sha = file_digest(file)
     write_json(
         run / "imported.json",
-        {"kind": kind, "file": str(file.resolve()), "sha256": sha,
-         "classes": None if classes is None else str(classes),
-         "mean": None if mean is None else str(mean)},
-    )  # fmt: skip
+        {
+            "kind": kind,
+            "file": str(file.resolve()),
+            "sha256": sha,
+            "classes": None if classes is None else str(classes),
+            "mean": None if mean is None else str(mean),
+        },
+    )
     return ImportReport(
         run=run,
         checkpoint=target,

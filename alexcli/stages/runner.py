@@ -75,9 +75,14 @@ def run_stage(
             end_redo(manifest_path)
         raise
     manifest = write_manifest(
-        manifest_path, stage=stage, version=version, fingerprint=fp, upstream=upstream,
-        config=config if config is not None else params, body=body,
-    )  # fmt: skip
+        manifest_path,
+        stage=stage,
+        version=version,
+        fingerprint=fp,
+        upstream=upstream,
+        config=config if config is not None else params,
+        body=body,
+    )
     end_redo(manifest_path)
     return StageResult(stage, fp, False, manifest, manifest_path)
 
@@ -148,8 +153,13 @@ def read_manifest(path: Path) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError, UnicodeDecodeError,
-            RecursionError):  # fmt: skip
+    except (
+        FileNotFoundError,
+        NotADirectoryError,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        RecursionError,
+    ):
         return None
     return data if isinstance(data, dict) else None
 
@@ -177,8 +187,10 @@ def require_manifest(path: Path, stage: str, fix: str) -> dict[str, Any]:
 
 
 # What each stage's own directory is called, for the errors that name one.
-OWNED = {"prepare": "a DATA_DIR (`alexcli prepare` wrote it)",
-         "train": "a RUN_DIR (`alexcli train` wrote it)"}  # fmt: skip
+OWNED = {
+    "prepare": "a DATA_DIR (`alexcli prepare` wrote it)",
+    "train": "a RUN_DIR (`alexcli train` wrote it)",
+}
 
 
 def owner(directory: Path) -> str | None:

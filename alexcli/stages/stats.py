@@ -65,14 +65,25 @@ class StatsResult(Result):
 
     def to_json(self) -> dict[str, Any]:
         s = self.stats
-        return jsonable({
-            "images": s.images, "size": s.size, "units": "0-255", "rgb_mean": s.rgb_mean,
-            "rgb_cov": s.rgb_cov, "eigval": s.eigval, "eigstd": s.eigstd, "eigvec": s.eigvec,
-            "data_fingerprint": s.data_fingerprint, "stats": self.stats_path,
-            "mean_png": self.mean_png, "manifest": self.manifest_path,
-            "up_to_date": self.up_to_date, "seconds": round(self.seconds, 3),
-            "images_per_s": round(self.images_per_s, 1),
-        })  # fmt: skip
+        return jsonable(
+            {
+                "images": s.images,
+                "size": s.size,
+                "units": "0-255",
+                "rgb_mean": s.rgb_mean,
+                "rgb_cov": s.rgb_cov,
+                "eigval": s.eigval,
+                "eigstd": s.eigstd,
+                "eigvec": s.eigvec,
+                "data_fingerprint": s.data_fingerprint,
+                "stats": self.stats_path,
+                "mean_png": self.mean_png,
+                "manifest": self.manifest_path,
+                "up_to_date": self.up_to_date,
+                "seconds": round(self.seconds, 3),
+                "images_per_s": round(self.images_per_s, 1),
+            }
+        )
 
 
 def run_stats(

@@ -15,10 +15,22 @@ from alexcli.errors import ConfigError, UserError
 
 ROOT = Path(__file__).resolve().parents[2]
 SPEC_COMMANDS = [
-    "prepare", "stats", "train", "eval", "viz-kernels", "viz-curves",
-    "predict", "neighbors", "export", "import-weights", "summary", "demo", "run", "ablate",
+    "prepare",
+    "stats",
+    "train",
+    "eval",
+    "viz-kernels",
+    "viz-curves",
+    "predict",
+    "neighbors",
+    "export",
+    "import-weights",
+    "summary",
+    "demo",
+    "run",
+    "ablate",
     "bench",
-]  # fmt: skip
+]
 
 
 def test_help_lists_every_spec_command(cli):

@@ -43,8 +43,13 @@ def test_fixed_choices_are_listed_and_checked(cli, monkeypatch, command, flag, c
     monkeypatch.setenv("COLUMNS", "300")  # rich's help: one line per option
     r = cli(*command, "--help")
     assert "<" + "|".join(choices) + ">" in r.out, r.out
-    args = {"train": ["d", "r"], "eval": ["r", "d"], "prepare": ["s", "d"], "run": ["demo"],
-            "export": ["r", "o"]}[command[0]]  # fmt: skip
+    args = {
+        "train": ["d", "r"],
+        "eval": ["r", "d"],
+        "prepare": ["s", "d"],
+        "run": ["demo"],
+        "export": ["r", "o"],
+    }[command[0]]
     r = cli(*command, *args, flag, "nonsense")
     assert r.code == 2 and "nonsense" in r.err and choices[0] in r.err, r.err
     assert len(r.err.strip().splitlines()) <= 2
@@ -52,16 +57,26 @@ def test_fixed_choices_are_listed_and_checked(cli, monkeypatch, command, flag, c
 
 def test_shell_completion_offers_commands_and_choices():
     env = os.environ | {"_ALEXCLI_COMPLETE": "complete_bash", "COMP_CWORD": "1"}
-    out = subprocess.run([sys.executable, "-m", "alexcli"], env=env | {"COMP_WORDS": "alexcli im"},
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "alexcli"],
+        env=env | {"COMP_WORDS": "alexcli im"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     # python -m runs as prog "alexcli" (main's prog_name), so the variable is the same
     assert out.stdout.split() == ["import-weights"], out.stderr
     env |= {"COMP_WORDS": "alexcli eval --amp ", "COMP_CWORD": "3"}
-    out = subprocess.run([sys.executable, "-m", "alexcli"], env=env,
-                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "alexcli"], env=env, capture_output=True, text=True, timeout=60
+    )
     assert out.stdout.split() == ["off", "bf16", "fp16"]
-    r = subprocess.run([sys.executable, "-m", "alexcli", "--show-completion", "bash"],
-                       capture_output=True, text=True, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "alexcli", "--show-completion", "bash"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0 and "_ALEXCLI_COMPLETE" in r.stdout
 
 

@@ -38,8 +38,10 @@ def _limited(script: str, target: Path, kib: int) -> subprocess.CompletedProcess
     command = f'ulimit -f {kib}; exec "$0" -c "$1" "$2"'
     return subprocess.run(
         ["bash", "-c", command, sys.executable, script, str(target)],
-        capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def _last_line(r: subprocess.CompletedProcess[str]) -> str:

@@ -116,8 +116,18 @@ def test_eval_reports_the_errors_of_a_known_answer(cli, tmp_path, views):
     labels = np.array([ranked[i, i % 7] for i in range(14)])
     write_data_dir(tmp_path / "data", {"val": (images, labels)}, classes=class_list(8))
     out = tmp_path / "eval.json"
-    r = cli("eval", tmp_path / "run", tmp_path / "data", "--views", views, "--json-out", out,
-            "--batch-size", 4, *FAST)  # fmt: skip
+    r = cli(
+        "eval",
+        tmp_path / "run",
+        tmp_path / "data",
+        "--views",
+        views,
+        "--json-out",
+        out,
+        "--batch-size",
+        4,
+        *FAST,
+    )
     assert r.code == 0, r.err
     report = json.loads(out.read_text())
     assert report["images"] == 14 and report["views"] == views
@@ -200,8 +210,11 @@ def small_run(tmp_path):
     save_run(run)
     images = colourful(8)
     labels = np.arange(8) % 8
-    write_data_dir(tmp_path / "data", {"train": (images, labels), "val": (images, labels)},
-                   classes=class_list(8))  # fmt: skip
+    write_data_dir(
+        tmp_path / "data",
+        {"train": (images, labels), "val": (images, labels)},
+        classes=class_list(8),
+    )
     return run, tmp_path / "data"
 
 

@@ -76,9 +76,14 @@ def _reopen(path, fmt):
 
 @pytest.mark.parametrize(
     ("fmt", "suffix", "layout"),
-    [("torchscript", ".ts", "nchw"), ("pt2", ".pt2", "nchw"), ("onnx", ".onnx", "nchw"),
-     ("onnx", ".onnx", "nhwc"), ("torchscript", ".pt", "nhwc")],
-)  # fmt: skip
+    [
+        ("torchscript", ".ts", "nchw"),
+        ("pt2", ".pt2", "nchw"),
+        ("onnx", ".onnx", "nchw"),
+        ("onnx", ".onnx", "nhwc"),
+        ("torchscript", ".pt", "nhwc"),
+    ],
+)
 def test_each_graph_format_reopens_outside_alexcli_and_gives_predicts_answer(
     cli, run, fmt, suffix, layout
 ):
@@ -130,8 +135,9 @@ def test_safetensors_holds_plain_weights_and_reloads_as_the_run(cli, run):
     with safe_open(str(out), framework="pt") as f:  # plain safetensors, no alexcli
         keys = set(f.keys())
         assert keys == {f"model.{k}" for k in model.state_dict()} | {"mean", "eigval", "eigvec"}
-        torch.testing.assert_close(f.get_tensor("model.towers.1.conv2.weight"),
-                                   model.state_dict()["towers.1.conv2.weight"])  # fmt: skip
+        torch.testing.assert_close(
+            f.get_tensor("model.towers.1.conv2.weight"), model.state_dict()["towers.1.conv2.weight"]
+        )
         np.testing.assert_array_equal(f.get_tensor("mean").numpy(), mean)
         assert json.loads(f.metadata()["config"])["model"]["towers"] == 2
     # and alexcli (the API and predict) reads it back as the run itself

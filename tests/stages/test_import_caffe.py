@@ -27,8 +27,13 @@ message_factory = pytest.importorskip("google.protobuf.message_factory")
 FD = descriptor_pb2.FieldDescriptorProto
 CLASSES = 7  # odd: tower 1 holds fc8's extra class, as the paper splits them
 # name, out, in per group, kernel, groups (bvlc_alexnet's deploy.prototxt)
-CONVS = [("conv1", 96, 3, 11, 1), ("conv2", 256, 48, 5, 2), ("conv3", 384, 256, 3, 1),
-         ("conv4", 384, 192, 3, 2), ("conv5", 256, 192, 3, 2)]  # fmt: skip
+CONVS = [
+    ("conv1", 96, 3, 11, 1),
+    ("conv2", 256, 48, 5, 2),
+    ("conv3", 384, 256, 3, 1),
+    ("conv4", 384, 192, 3, 2),
+    ("conv5", 256, 192, 3, 2),
+]
 FCS = [("fc6", 4096, 9216), ("fc7", 4096, 4096), ("fc8", CLASSES, 4096)]
 
 
@@ -49,29 +54,48 @@ def caffe_messages(packed=True):
                 f.options.packed = packed
 
     message("BlobShape", [("dim", 1, FD.TYPE_INT64, True, None)])
-    message("BlobProto", [
-        ("num", 1, FD.TYPE_INT32, False, None), ("channels", 2, FD.TYPE_INT32, False, None),
-        ("height", 3, FD.TYPE_INT32, False, None), ("width", 4, FD.TYPE_INT32, False, None),
-        ("data", 5, FD.TYPE_FLOAT, True, None), ("shape", 7, FD.TYPE_MESSAGE, False, "BlobShape"),
-        ("double_data", 8, FD.TYPE_DOUBLE, True, None),
-    ])  # fmt: skip
-    message("LayerParameter", [
-        ("name", 1, FD.TYPE_STRING, False, None), ("type", 2, FD.TYPE_STRING, False, None),
-        ("blobs", 7, FD.TYPE_MESSAGE, True, "BlobProto"),
-    ])  # fmt: skip
-    message("V1LayerParameter", [
-        ("name", 4, FD.TYPE_STRING, False, None), ("type", 5, FD.TYPE_INT32, False, None),
-        ("blobs", 6, FD.TYPE_MESSAGE, True, "BlobProto"),
-    ])  # fmt: skip
-    message("NetParameter", [
-        ("name", 1, FD.TYPE_STRING, False, None),
-        ("layers", 2, FD.TYPE_MESSAGE, True, "V1LayerParameter"),
-        ("layer", 100, FD.TYPE_MESSAGE, True, "LayerParameter"),
-    ])  # fmt: skip
+    message(
+        "BlobProto",
+        [
+            ("num", 1, FD.TYPE_INT32, False, None),
+            ("channels", 2, FD.TYPE_INT32, False, None),
+            ("height", 3, FD.TYPE_INT32, False, None),
+            ("width", 4, FD.TYPE_INT32, False, None),
+            ("data", 5, FD.TYPE_FLOAT, True, None),
+            ("shape", 7, FD.TYPE_MESSAGE, False, "BlobShape"),
+            ("double_data", 8, FD.TYPE_DOUBLE, True, None),
+        ],
+    )
+    message(
+        "LayerParameter",
+        [
+            ("name", 1, FD.TYPE_STRING, False, None),
+            ("type", 2, FD.TYPE_STRING, False, None),
+            ("blobs", 7, FD.TYPE_MESSAGE, True, "BlobProto"),
+        ],
+    )
+    message(
+        "V1LayerParameter",
+        [
+            ("name", 4, FD.TYPE_STRING, False, None),
+            ("type", 5, FD.TYPE_INT32, False, None),
+            ("blobs", 6, FD.TYPE_MESSAGE, True, "BlobProto"),
+        ],
+    )
+    message(
+        "NetParameter",
+        [
+            ("name", 1, FD.TYPE_STRING, False, None),
+            ("layers", 2, FD.TYPE_MESSAGE, True, "V1LayerParameter"),
+            ("layer", 100, FD.TYPE_MESSAGE, True, "LayerParameter"),
+        ],
+    )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    return {n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{n}"))
-            for n in ("NetParameter", "BlobProto")}  # fmt: skip
+    return {
+        n: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"caffe.{n}"))
+        for n in ("NetParameter", "BlobProto")
+    }
 
 
 def caffe_weights(seed=0):
@@ -79,8 +103,10 @@ def caffe_weights(seed=0):
     rng = np.random.default_rng(seed)
     out = {}
     for name, cout, cin, k, _ in CONVS:
-        out[name] = (rng.normal(0, np.sqrt(2 / (cin * k * k)), (cout, cin, k, k)),
-                     rng.uniform(-0.1, 0.1, cout))  # fmt: skip
+        out[name] = (
+            rng.normal(0, np.sqrt(2 / (cin * k * k)), (cout, cin, k, k)),
+            rng.uniform(-0.1, 0.1, cout),
+        )
     for name, fout, fin in FCS:
         out[name] = (rng.normal(0, np.sqrt(2 / fin), (fout, fin)), rng.uniform(-0.1, 0.1, fout))
     return {k: (w.astype(np.float32), b.astype(np.float32)) for k, (w, b) in out.items()}
@@ -94,8 +120,11 @@ def write_caffemodel(path, weights, form="layer"):
     data = net.layer.add(name="data", type="Input") if form == "layer" else None
     assert data is None or not data.blobs
     for name, (w, b) in weights.items():
-        layer = net.layer.add(name=name, type="Convolution") if form == "layer" else \
-            net.layers.add(name=name, type=4)  # fmt: skip
+        layer = (
+            net.layer.add(name=name, type="Convolution")
+            if form == "layer"
+            else net.layers.add(name=name, type=4)
+        )
         for blob in (w, b):
             proto = layer.blobs.add()
             if form == "layer":
@@ -119,8 +148,10 @@ def reference_logits(weights, images, mean_bgr):
     Caffe's rounding), conv2 in 2 groups, …, fc8."""
     x = torch.from_numpy(images[:, 14:241, 14:241, ::-1].copy()).permute(0, 3, 1, 2).double()
     x = x - torch.from_numpy(mean_bgr[:, 14:241, 14:241]).double()
-    w = {k: (torch.from_numpy(a).double(), torch.from_numpy(b).double())
-         for k, (a, b) in weights.items()}  # fmt: skip
+    w = {
+        k: (torch.from_numpy(a).double(), torch.from_numpy(b).double())
+        for k, (a, b) in weights.items()
+    }
 
     def conv(x, name, stride, pad, groups):
         return F.relu(F.conv2d(x, *w[name], stride=stride, padding=pad, groups=groups))
@@ -156,8 +187,15 @@ def caffe_files(tmp_path_factory):
 def test_alexcli_gives_caffes_logits(cli, caffe_files, tmp_path, form):
     root, weights, mean_bgr = caffe_files
     run = tmp_path / "run"
-    r = cli("import-weights", "caffe", root / f"{form}.caffemodel", run,
-            "--mean", root / "mean.binaryproto", "--json")  # fmt: skip
+    r = cli(
+        "import-weights",
+        "caffe",
+        root / f"{form}.caffemodel",
+        run,
+        "--mean",
+        root / "mean.binaryproto",
+        "--json",
+    )
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert report["published"] == pytest.approx({"top1_error": 0.429, "top5_error": 0.198})
@@ -204,8 +242,10 @@ def test_bad_caffe_files_are_one_line(cli, caffe_files, tmp_path):
     partial = tmp_path / "partial.caffemodel"
     write_caffemodel(partial, {k: v for k, v in weights.items() if k != "conv3"})
     wide = tmp_path / "wide.caffemodel"
-    write_caffemodel(wide, weights | {"conv4": (np.zeros((384, 384, 3, 3), np.float32),
-                                                np.zeros(384, np.float32))})  # fmt: skip
+    write_caffemodel(
+        wide,
+        weights | {"conv4": (np.zeros((384, 384, 3, 3), np.float32), np.zeros(384, np.float32))},
+    )
     text = tmp_path / "deploy.prototxt"
     text.write_text('name: "AlexNet"\nlayer { name: "data" type: "Input" }\n')
     cases = [
@@ -214,9 +254,11 @@ def test_bad_caffe_files_are_one_line(cli, caffe_files, tmp_path):
         (("caffe", wide), "conv4's weight gives tower 1 (192, 384, 3, 3)"),
         (("caffe", text), "not a Caffe model"),
         (("caffe", root / "layer.caffemodel", "--mean", cut), "not a Caffe mean file"),
-        (("torchvision", root / "layer.caffemodel", "--mean", root / "mean.binaryproto"),
-         "--mean is for Caffe"),
-    ]  # fmt: skip
+        (
+            ("torchvision", root / "layer.caffemodel", "--mean", root / "mean.binaryproto"),
+            "--mean is for Caffe",
+        ),
+    ]
     for (kind, file, *rest), words in cases:
         out = tmp_path / "out"
         r = cli("import-weights", kind, file, out, *rest)

@@ -29,13 +29,15 @@ def torchvision_state(classes=CLASSES, seed=0):
     (so activations keep their scale through eight layers)."""
     torch.manual_seed(seed)
     layers = {
-        "features.0": nn.Conv2d(3, 64, 11, 4, 2), "features.3": nn.Conv2d(64, 192, 5, padding=2),
+        "features.0": nn.Conv2d(3, 64, 11, 4, 2),
+        "features.3": nn.Conv2d(64, 192, 5, padding=2),
         "features.6": nn.Conv2d(192, 384, 3, padding=1),
         "features.8": nn.Conv2d(384, 256, 3, padding=1),
         "features.10": nn.Conv2d(256, 256, 3, padding=1),
-        "classifier.1": nn.Linear(256 * 6 * 6, 4096), "classifier.4": nn.Linear(4096, 4096),
+        "classifier.1": nn.Linear(256 * 6 * 6, 4096),
+        "classifier.4": nn.Linear(4096, 4096),
         "classifier.6": nn.Linear(4096, classes),
-    }  # fmt: skip
+    }
     state = {}
     for name, layer in layers.items():
         nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")

@@ -42,11 +42,32 @@ def _sets(*extra: str) -> list[str]:
 
 def _node_cmd(port: int, data: Path, run: Path, *args: str, restarts: int = 0) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node",
-        "1", "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id",
-        "alexcli-test", "--max-restarts", str(restarts), "--monitor-interval", "0.2",
-        "-m", "alexcli", "train", str(data), str(run), "--preset", "small", *args,
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nnodes",
+        "2",
+        "--nproc-per-node",
+        "1",
+        "--rdzv-backend",
+        "c10d",
+        "--rdzv-endpoint",
+        f"127.0.0.1:{port}",
+        "--rdzv-id",
+        "alexcli-test",
+        "--max-restarts",
+        str(restarts),
+        "--monitor-interval",
+        "0.2",
+        "-m",
+        "alexcli",
+        "train",
+        str(data),
+        str(run),
+        "--preset",
+        "small",
+        *args,
+    ]
 
 
 def _two_nodes(cmds: list[list[str]]) -> list[subprocess.Popen[str]]:
@@ -81,8 +102,17 @@ def _weights(run: Path) -> dict[str, torch.Tensor]:
 @pytest.fixture(scope="module")
 def one_process(data, tmp_path_factory):
     run = tmp_path_factory.mktemp("one") / "run"
-    cmd = [sys.executable, "-m", "alexcli", "train", str(data), str(run), "--preset", "small",
-           *_sets("epochs=2")]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "alexcli",
+        "train",
+        str(data),
+        str(run),
+        "--preset",
+        "small",
+        *_sets("epochs=2"),
+    ]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     return run
@@ -196,8 +226,10 @@ def test_a_node_without_the_checkpoint_gets_rank_0s(data, tmp_path):
     node_b.mkdir(parents=True)
     subprocess.run(["cp", "-r", str(shared), str(node_a)], check=True)
     port = _free_port()
-    cmds = [_node_cmd(port, data, node_a, *_sets("epochs=2"), "--resume"),
-            _node_cmd(port, data, node_b, *_sets("epochs=2"), "--resume")]  # fmt: skip
+    cmds = [
+        _node_cmd(port, data, node_a, *_sets("epochs=2"), "--resume"),
+        _node_cmd(port, data, node_b, *_sets("epochs=2"), "--resume"),
+    ]
     # The two RUN_DIRs stand for one path on two machines. Rank 0 must be node A's: c10d
     # ranks the agents by (host name, pid), so start A's agent first (the lower pid).
     procs = _two_nodes(cmds[:1])
@@ -216,8 +248,10 @@ def test_a_node_without_the_checkpoint_gets_rank_0s(data, tmp_path):
 def test_nodes_with_different_data_are_refused_in_one_line(data, tmp_path):
     other = make_data_dir(tmp_path / "other", train=24, val=8, seed=5)
     port = _free_port()
-    cmds = [_node_cmd(port, data, tmp_path / "run", *_sets("epochs=1")),
-            _node_cmd(port, other, tmp_path / "run", *_sets("epochs=1"))]  # fmt: skip
+    cmds = [
+        _node_cmd(port, data, tmp_path / "run", *_sets("epochs=1")),
+        _node_cmd(port, other, tmp_path / "run", *_sets("epochs=1")),
+    ]
     results = _finish(_two_nodes(cmds), timeout=240)
     assert all(code != 0 for code, _, _ in results)
     for _, _, err in results:  # each worker ends with alexcli's one line (torchrun's own

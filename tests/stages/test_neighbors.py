@@ -66,21 +66,48 @@ def data_and_run(tmp_path):
     val = colourful(6, seed=3)
     rng = np.random.default_rng(4)
     train_labels, val_labels = rng.integers(0, 8, 20), rng.integers(0, 8, 6)
-    val_labels[0] = train_labels[np.argmin(((reference_features(model, train, mean, CROP)
-                                             - reference_features(model, val[:1], mean, CROP)) ** 2
-                                            ).sum(1))]  # fmt: skip
+    val_labels[0] = train_labels[
+        np.argmin(
+            (
+                (
+                    reference_features(model, train, mean, CROP)
+                    - reference_features(model, val[:1], mean, CROP)
+                )
+                ** 2
+            ).sum(1)
+        )
+    ]
     write_data_dir(
-        tmp_path / "data", {"train": (train, train_labels), "val": (val, val_labels)},
-        classes=class_list(8), shard_size=4,
-    )  # fmt: skip
+        tmp_path / "data",
+        {"train": (train, train_labels), "val": (val, val_labels)},
+        classes=class_list(8),
+        shard_size=4,
+    )
     return model, mean, train, val, train_labels, val_labels
 
 
 def test_neighbors_are_the_brute_force_nearest_in_fc7_and_drawn(cli, tmp_path, data_and_run):
     model, mean, train, val, train_labels, val_labels = data_and_run
     out = tmp_path / "fig4.png"
-    r = cli("neighbors", tmp_path / "run", tmp_path / "data", "--out", out, "--index", 0,
-            "--index", 5, "--index", 2, "--k", 4, "--batch-size", 3, "--json", *FAST)  # fmt: skip
+    r = cli(
+        "neighbors",
+        tmp_path / "run",
+        tmp_path / "data",
+        "--out",
+        out,
+        "--index",
+        0,
+        "--index",
+        5,
+        "--index",
+        2,
+        "--k",
+        4,
+        "--batch-size",
+        3,
+        "--json",
+        *FAST,
+    )
     assert r.code == 0, r.err
     report = json.loads(r.out)
     chosen = [0, 5, 2]
@@ -96,8 +123,9 @@ def test_neighbors_are_the_brute_force_nearest_in_fc7_and_drawn(cli, tmp_path, d
         assert result["name"] == f"n{val_labels[chosen[q]]:08d}"
         got = [n["index"] for n in result["neighbours"]]
         assert got == list(want_index[q])
-        np.testing.assert_allclose([n["distance"] for n in result["neighbours"]], want_dist[q],
-                                   rtol=1e-4, atol=1e-6)  # fmt: skip
+        np.testing.assert_allclose(
+            [n["distance"] for n in result["neighbours"]], want_dist[q], rtol=1e-4, atol=1e-6
+        )
         assert [n["path"] for n in result["neighbours"]] == [f"train/{j}.JPEG" for j in got]
         assert [n["name"] for n in result["neighbours"]] == [f"n{train_labels[j]:08d}" for j in got]
         assert [g["index"] for g in result["top5"]] == list(np.argsort(-probs[q])[:5])
@@ -119,8 +147,18 @@ def test_neighbors_are_the_brute_force_nearest_in_fc7_and_drawn(cli, tmp_path, d
 
 def test_neighbors_table_without_json(cli, tmp_path, data_and_run):
     out = tmp_path / "sub" / "fig4.png"
-    r = cli("neighbors", tmp_path / "run", tmp_path / "data", "--out", out, "--queries", 2,
-            "--k", 3, *FAST)  # fmt: skip
+    r = cli(
+        "neighbors",
+        tmp_path / "run",
+        tmp_path / "data",
+        "--out",
+        out,
+        "--queries",
+        2,
+        "--k",
+        3,
+        *FAST,
+    )
     assert r.code == 0, r.err
     assert out.is_file() and "fig4.png" in r.out and "3 nearest of 20 training images" in r.out
     assert not list(out.parent.glob(".*.tmp"))  # written atomically, nothing left behind
@@ -128,8 +166,21 @@ def test_neighbors_table_without_json(cli, tmp_path, data_and_run):
 
 def test_queries_from_the_training_split_find_themselves(cli, tmp_path, data_and_run):
     run, data, out = tmp_path / "run", tmp_path / "data", tmp_path / "f.png"
-    r = cli("neighbors", run, data, "--out", out, "--split", "train", "--index", "7", "--k", "1",
-            "--json", *FAST)  # fmt: skip
+    r = cli(
+        "neighbors",
+        run,
+        data,
+        "--out",
+        out,
+        "--split",
+        "train",
+        "--index",
+        "7",
+        "--k",
+        "1",
+        "--json",
+        *FAST,
+    )
     assert r.code == 0, r.err
     report = json.loads(r.out)
     (query,) = report["results"]

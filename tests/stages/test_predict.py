@@ -38,9 +38,21 @@ def test_predict_gives_the_known_answer_of_a_network_that_only_has_biases(cli, t
     image. Tower 1 holds classes 0–3, tower 2 classes 4–7 (the logits' order)."""
     cfg = tiny_config(num_classes=8)
     bias = torch.tensor([0.0, 1.0, 3.0, -1.0, 2.5, 0.5, 4.0, 2.0])
-    classes = [{"name": f"n{i:08d}", "words": w} for i, w in enumerate(
-        ["tench", "goldfish", "great white shark", "tiger shark", "hammerhead", "electric ray",
-         "stingray", "cock"])]  # fmt: skip
+    classes = [
+        {"name": f"n{i:08d}", "words": w}
+        for i, w in enumerate(
+            [
+                "tench",
+                "goldfish",
+                "great white shark",
+                "tiger shark",
+                "hammerhead",
+                "electric ray",
+                "stingray",
+                "cock",
+            ]
+        )
+    ]
     from alexcli.core.nn.checkpoint import load_checkpoint, save_checkpoint
 
     save_run(tmp_path / "run.pt", cfg, classes=classes)
@@ -55,13 +67,22 @@ def test_predict_gives_the_known_answer_of_a_network_that_only_has_biases(cli, t
     assert r.code == 0, r.err
     p = torch.softmax(bias.double(), 0).numpy()
     # top-5 by hand: stingray 4.0, great white 3.0, hammerhead 2.5, cock 2.0, goldfish 1.0
-    for words, i in [("stingray", 6), ("great white shark", 2), ("hammerhead", 4), ("cock", 7),
-                     ("goldfish", 1)]:  # fmt: skip
+    for words, i in [
+        ("stingray", 6),
+        ("great white shark", 2),
+        ("hammerhead", 4),
+        ("cock", 7),
+        ("goldfish", 1),
+    ]:
         assert words in r.out and f"{100 * p[i]:.2f} %" in r.out
     rows = [line for line in r.out.splitlines() if line.startswith("│")]
     assert [row.split("│")[3].strip() for row in rows] == [
-        "stingray", "great white shark", "hammerhead", "cock", "goldfish"
-    ]  # fmt: skip
+        "stingray",
+        "great white shark",
+        "hammerhead",
+        "cock",
+        "goldfish",
+    ]
     assert "tench" not in r.out
 
 
@@ -76,8 +97,20 @@ def test_unreadable_images_are_one_line_each_and_the_rest_are_answered(cli, tmp_
     truncated.write_bytes(photo(tmp_path / "whole.png", 64, 64).read_bytes()[:300])
     missing = tmp_path / "missing.jpg"
     # --batch-size 2: the last batch has no readable image at all
-    r = cli("predict", tmp_path / "run.pt", text, good, empty, truncated, missing, "--json",
-            "--devices", "cpu", "--batch-size", 2)  # fmt: skip
+    r = cli(
+        "predict",
+        tmp_path / "run.pt",
+        text,
+        good,
+        empty,
+        truncated,
+        missing,
+        "--json",
+        "--devices",
+        "cpu",
+        "--batch-size",
+        2,
+    )
     assert r.code == 2
     report = json.loads(r.out)
     by_name = {p["path"].rsplit("/", 1)[-1]: p for p in report["predictions"]}
@@ -85,8 +118,12 @@ def test_unreadable_images_are_one_line_each_and_the_rest_are_answered(cli, tmp_
     assert by_name["good.png"]["error"] is None and len(by_name["good.png"]["top5"]) == 5
     errors = [line for line in r.err.splitlines() if line.startswith("error:")]
     assert len(errors) == 4 and "Traceback" not in r.err
-    for name, reason in [("notes.jpg", "not an image"), ("empty.png", "empty file"),
-                         ("cut.png", "truncated"), ("missing.jpg", "unreadable")]:  # fmt: skip
+    for name, reason in [
+        ("notes.jpg", "not an image"),
+        ("empty.png", "empty file"),
+        ("cut.png", "truncated"),
+        ("missing.jpg", "unreadable"),
+    ]:
         assert any(name in e and reason in e for e in errors), (name, errors)
         assert by_name[name]["top5"] == [] and reason in by_name[name]["error"]
     # without --json: the good image's table, then the four lines, exit 2

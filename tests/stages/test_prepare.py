@@ -120,11 +120,18 @@ def test_an_ilsvrc_tree_with_traps(cli, synthetic_tree, tmp_path):
 @pytest.mark.parametrize("form", ["kaggle", "devkit", "folders", "image-folder"])
 def test_every_validation_form_gives_the_right_labels(cli, tmp_path, form):
     if form == "image-folder":
-        tree = make_image_folder(tmp_path / "src", classes=3, train_per_class=2, val_per_class=2,
-                                 size_range=(40, 70))  # fmt: skip
+        tree = make_image_folder(
+            tmp_path / "src", classes=3, train_per_class=2, val_per_class=2, size_range=(40, 70)
+        )
     else:
-        tree = make_tree(tmp_path / "src", classes=3, train_per_class=2, val_per_class=2,
-                         size_range=(40, 70), val_form=form)  # fmt: skip
+        tree = make_tree(
+            tmp_path / "src",
+            classes=3,
+            train_per_class=2,
+            val_per_class=2,
+            size_range=(40, 70),
+            val_form=form,
+        )
     assert cli(*run(tree.root, tmp_path / "out", "--size", 32)).code == 0
     names = open_data_dir(tmp_path / "out").class_names
     assert names == sorted(tree.classes)
@@ -135,8 +142,9 @@ def test_every_validation_form_gives_the_right_labels(cli, tmp_path, form):
 
 
 def test_train_is_shuffled_val_sorted_and_runs_repeat(tmp_path):
-    tree = make_tree(tmp_path / "src", classes=4, train_per_class=8, val_per_class=3,
-                     size_range=(40, 60))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=4, train_per_class=8, val_per_class=3, size_range=(40, 60)
+    )
     cfg = PrepareConfig(size=32, shard_size=8, jobs=1)
     run_prepare(tree.root, tmp_path / "a", cfg)
     _, labels, paths = read_split(tmp_path / "a", "train")
@@ -211,8 +219,9 @@ def test_the_encoding_is_part_of_the_data_and_quality_only_of_jpeg(cli, syntheti
 
 
 def test_a_changed_source_file_is_noticed(cli, tmp_path):
-    tree = make_tree(tmp_path / "src", classes=2, train_per_class=3, val_per_class=1,
-                     size_range=(40, 60))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=2, train_per_class=3, val_per_class=1, size_range=(40, 60)
+    )
     out = tmp_path / "out"
     assert cli(*run(tree.root, out, "--size", 32)).code == 0
     rel = tree.train[0][0]
@@ -226,8 +235,9 @@ def test_a_changed_source_file_is_noticed(cli, tmp_path):
 def test_a_truncated_shard_is_rewritten_by_a_plain_rerun(cli, tmp_path):
     """A shard cut short (a full disk, a copy interrupted) is not "up to date": the rerun
     writes that shard again and keeps the others."""
-    tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=2,
-                     size_range=(40, 60))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=2, train_per_class=10, val_per_class=2, size_range=(40, 60)
+    )
     out = tmp_path / "out"
     assert cli(*run(tree.root, out, "--size", 32, "--shard-size", 5)).code == 0
     shard = out / "train" / "00001.h5"
@@ -243,8 +253,9 @@ def test_a_truncated_shard_is_rewritten_by_a_plain_rerun(cli, tmp_path):
 def test_verify_finds_flipped_bytes_and_writes_that_shard_again(cli, tmp_path):
     """Bytes changed in place (bit rot, a bad copy) keep the size: a plain rerun cannot see
     them, --verify hashes every shard against the manifest and rewrites the one that differs."""
-    tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=2,
-                     size_range=(40, 60))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=2, train_per_class=10, val_per_class=2, size_range=(40, 60)
+    )
     out = tmp_path / "out"
     args = run(tree.root, out, "--size", 32, "--shard-size", 5)
     assert cli(*args).code == 0
@@ -259,14 +270,17 @@ def test_verify_finds_flipped_bytes_and_writes_that_shard_again(cli, tmp_path):
     r = cli(*args, "--verify", "--json")
     assert r.code == 0 and "1 shard(s) differ from their sha256 (train/00002.h5)" in r.err
     assert json.loads(r.out)["shards_written"] == 1
-    assert file_digest(shard) == json.loads((out / "manifest.json").read_text())["splits"][
-        "train"]["shards"][2]["sha256"]  # fmt: skip
+    assert (
+        file_digest(shard)
+        == json.loads((out / "manifest.json").read_text())["splits"]["train"]["shards"][2]["sha256"]
+    )
     assert shard.read_bytes() == original
 
 
 def test_fewer_shards_than_before_leave_no_strays(tmp_path):
-    tree = make_tree(tmp_path / "src", classes=2, train_per_class=10, val_per_class=1,
-                     size_range=(40, 60))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=2, train_per_class=10, val_per_class=1, size_range=(40, 60)
+    )
     out = tmp_path / "out"
     run_prepare(tree.root, out, PrepareConfig(size=32, shard_size=3, jobs=1))
     assert len(list((out / "train").glob("*.h5"))) == 7
@@ -280,9 +294,13 @@ def test_result_and_json(cli, synthetic_tree, tmp_path):
     assert r.images == {"train": 30, "val": 12}
     assert r.skipped == {reason: 1 for reason in EXPECTED_REASONS.values()}
     assert r.converted == {
-        "png named .JPEG": 3, "grayscale": 2, "palette": 1, "alpha": 1, "exif rotated": 1,
+        "png named .JPEG": 3,
+        "grayscale": 2,
+        "palette": 1,
+        "alpha": 1,
+        "exif rotated": 1,
         "cmyk": 1,
-    }  # fmt: skip
+    }
     assert r.images_per_s > 0 and r.bytes == sum(
         p.stat().st_size for p in (tmp_path / "a").rglob("*.h5")
     )
@@ -347,8 +365,14 @@ def _kill_after_first_shard(args: list[str], shards: Path, log: Path) -> list[in
 def test_kill_then_rerun_is_a_clean_run(tmp_path, jobs):
     """kill -9 in the middle: the rerun keeps the finished shards and ends with exactly
     the shards of an uninterrupted run; workers left behind write nothing more."""
-    tree = make_tree(tmp_path / "src", classes=4, train_per_class=30, val_per_class=4,
-                     size_range=(200, 320), traps=True)  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src",
+        classes=4,
+        train_per_class=30,
+        val_per_class=4,
+        size_range=(200, 320),
+        traps=True,
+    )
     out = tmp_path / "killed"
     args = run(tree.root, out, "--size", 96, "--shard-size", 4, jobs=jobs)
     workers = _kill_after_first_shard(args, out / "train", tmp_path / "stderr.txt")
@@ -419,14 +443,23 @@ def test_bad_arguments_are_one_line(cli, synthetic_tree, tmp_path, args, message
 
 @pytest.mark.parametrize(
     ("inside", "message"),
-    [("train/data", "is inside SOURCE's train/"), ("val/data", "is inside SOURCE's val/"),
-     (".", "is SOURCE itself")],
-)  # fmt: skip
+    [
+        ("train/data", "is inside SOURCE's train/"),
+        ("val/data", "is inside SOURCE's val/"),
+        (".", "is SOURCE itself"),
+    ],
+)
 def test_a_data_dir_inside_the_source_is_refused(cli, tmp_path, inside, message):
     """Its shards would be listed as images of SOURCE on the next run (so never up to
     date), or its train/ and val/ mixed with SOURCE's own."""
-    tree = make_tree(tmp_path / "src", classes=2, train_per_class=2, val_per_class=1,
-                     size_range=(40, 60), val_form="folders")  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src",
+        classes=2,
+        train_per_class=2,
+        val_per_class=1,
+        size_range=(40, 60),
+        val_form="folders",
+    )
     before = sorted(tree.root.rglob("*"))
     r = cli("prepare", tree.root, tree.root / inside, "--size", 32)
     assert r.code == 2 and message in r.err.splitlines()[0], r.err
@@ -448,8 +481,9 @@ def test_the_resize_filter_can_be_chosen(cli, synthetic_tree, tmp_path):
 def test_validation_labels_of_classes_without_training_folders_are_named(cli, tmp_path):
     """An ILSVRC copy with one class's training tar not extracted: its validation images
     cannot be used (no label index), and prepare says so instead of dropping them quietly."""
-    tree = make_tree(tmp_path / "src", classes=3, train_per_class=4, val_per_class=2,
-                     size_range=(80, 120))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=3, train_per_class=4, val_per_class=2, size_range=(80, 120)
+    )
     missing = sorted(p.name for p in (tree.root / "train").iterdir() if p.is_dir())[1]
     shutil.rmtree(tree.root / "train" / missing)
     r = cli("prepare", tree.root, tmp_path / "out", "--size", "32")
@@ -500,8 +534,10 @@ def test_tiny_imagenet_is_read_as_stanford_ships_it(cli, tmp_path):
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["layout"] == "tiny-imagenet" and manifest["skipped"] == []
     assert [c["words"] for c in manifest["classes"]] == [
-        "goldfish, Carassius auratus", "European fire salamander", "bullfrog, Rana catesbeiana"
-    ]  # fmt: skip
+        "goldfish, Carassius auratus",
+        "European fire salamander",
+        "bullfrog, Rana catesbeiana",
+    ]
     assert manifest["splits"]["train"]["images"] == manifest["splits"]["val"]["images"] == 9
     names = [c["name"] for c in manifest["classes"]]
     with h5py.File(tmp_path / "out" / manifest["splits"]["val"]["shards"][0]["path"]) as f:

@@ -25,8 +25,9 @@ CONFIG = PrepareConfig(size=32, shard_size=8, jobs=1)
 
 @pytest.fixture
 def prepared(tmp_path):
-    tree = make_tree(tmp_path / "src", classes=3, train_per_class=16, val_per_class=4,
-                     size_range=(40, 60))  # fmt: skip
+    tree = make_tree(
+        tmp_path / "src", classes=3, train_per_class=16, val_per_class=4, size_range=(40, 60)
+    )
     out = tmp_path / "data"
     run_prepare(tree.root, out, CONFIG)
     return tree.root, out

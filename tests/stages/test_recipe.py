@@ -11,9 +11,14 @@ import pytest
 # A demo shrunk to seconds: 3 classes, 8 + 4 images each, 72 px, 2 epochs at 64 px crops
 # (the small preset's 11×11/4 conv1 needs crops ≥ 63).
 TINY = [
-    "synthetic.classes=3", "synthetic.train_per_class=8", "synthetic.val_per_class=4",
-    "prepare.size=72", "train.crop=64", "train.epochs=2", "train.batch_size=8",
-]  # fmt: skip
+    "synthetic.classes=3",
+    "synthetic.train_per_class=8",
+    "synthetic.val_per_class=4",
+    "prepare.size=72",
+    "train.crop=64",
+    "train.epochs=2",
+    "train.batch_size=8",
+]
 
 
 def _sets(*items: str) -> list[str]:
@@ -39,13 +44,27 @@ def tiny_demo(tmp_path_factory):
 def test_demo_runs_every_stage_and_writes_every_artefact(tiny_demo):
     work, result = tiny_demo
     stages = [s["stage"] for s in result["steps"]]
-    assert stages == ["synthetic", "prepare", "stats", "train", "eval (1 view)",
-                      "eval (10 views)", "viz-kernels", "viz-curves"]  # fmt: skip
+    assert stages == [
+        "synthetic",
+        "prepare",
+        "stats",
+        "train",
+        "eval (1 view)",
+        "eval (10 views)",
+        "viz-kernels",
+        "viz-curves",
+    ]
     for step in result["steps"]:
         for path in step["artefacts"].values():
             assert Path(path).exists(), path
-    for rel in ("data/manifest.json", "data/stats.h5", "run/checkpoints/best.pt",
-                "run/metrics.jsonl", "run/kernels.png", "run/curves.png"):  # fmt: skip
+    for rel in (
+        "data/manifest.json",
+        "data/stats.h5",
+        "run/checkpoints/best.pt",
+        "run/metrics.jsonl",
+        "run/kernels.png",
+        "run/curves.png",
+    ):
         assert (work / rel).is_file(), rel
 
 
@@ -82,8 +101,10 @@ def test_a_second_demo_is_up_to_date(tiny_demo, cli):
     r = cli("demo", work, *_sets(*TINY), "--json")
     assert r.code == 0
     steps = {s["stage"]: s["up_to_date"] for s in json.loads(r.out)["steps"]}
-    assert all(steps[s] for s in ("synthetic", "prepare", "stats", "train",
-                                  "eval (1 view)", "eval (10 views)"))  # fmt: skip
+    assert all(
+        steps[s]
+        for s in ("synthetic", "prepare", "stats", "train", "eval (1 view)", "eval (10 views)")
+    )
     assert "up to date" in r.err
 
 
@@ -113,8 +134,9 @@ def _recipe(tmp_path: Path, text: str) -> Path:
 def test_run_until_stops_after_that_stage(tiny_demo, cli, tmp_path, monkeypatch):
     work, _ = tiny_demo
     monkeypatch.chdir(tmp_path)
-    recipe = _recipe(tmp_path, f'source = "{work / "source"}"\ndata_dir = "d"\n'
-                               '[prepare]\nsize = 40\n')  # fmt: skip
+    recipe = _recipe(
+        tmp_path, f'source = "{work / "source"}"\ndata_dir = "d"\n[prepare]\nsize = 40\n'
+    )
     r = cli("run", recipe, "--until", "stats", "--json")
     assert r.code == 0, r.err
     assert [s["stage"] for s in json.loads(r.out)["steps"]] == ["prepare", "stats"]
@@ -135,8 +157,9 @@ def test_run_until_stops_after_that_stage(tiny_demo, cli, tmp_path, monkeypatch)
         ('source = "x"\nstages = ["stats", "prepare"]\n', [], "`stages` out of order"),
     ],
 )
-def test_recipe_errors_are_one_line_naming_key_and_file(cli, tmp_path, monkeypatch, text,
-                                                         args, needle):  # fmt: skip
+def test_recipe_errors_are_one_line_naming_key_and_file(
+    cli, tmp_path, monkeypatch, text, args, needle
+):
     monkeypatch.chdir(tmp_path)
     r = cli("run", _recipe(tmp_path, text), *args)
     assert r.code == 2
@@ -168,8 +191,9 @@ def test_shipped_recipes_are_named_without_a_path(cli, tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("force", [False, True])
-def test_a_synthetic_source_never_replaces_a_folder_it_did_not_make(cli, tmp_path, monkeypatch,
-                                                                    force):  # fmt: skip
+def test_a_synthetic_source_never_replaces_a_folder_it_did_not_make(
+    cli, tmp_path, monkeypatch, force
+):
     """`source = "synthetic"` generates into ./source (WORK_DIR/source for the demo): a
     folder of the user's there is refused, not deleted."""
     monkeypatch.chdir(tmp_path)
@@ -222,8 +246,13 @@ def test_the_demo_source_can_be_ilsvrc2012_as_downloaded(cli, tmp_path, monkeypa
     from alexcli.core.data import archives
 
     monkeypatch.chdir(tmp_path)
-    sets = ["synthetic.archives=true", "synthetic.classes=3", "synthetic.train_per_class=6",
-            "synthetic.val_per_class=2", "prepare.size=40"]  # fmt: skip
+    sets = [
+        "synthetic.archives=true",
+        "synthetic.classes=3",
+        "synthetic.train_per_class=6",
+        "synthetic.val_per_class=2",
+        "prepare.size=40",
+    ]
     r = cli("run", "demo", "--until", "prepare", "--json", *[a for s in sets for a in ("--set", s)])
     assert r.code == 0, r.err
     names = {p.name for p in (tmp_path / "source").iterdir()}

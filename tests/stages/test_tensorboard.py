@@ -101,8 +101,11 @@ def test_events_hold_every_step_and_epoch_of_metrics_jsonl(cli, data, tmp_path):
         # the epoch's loss is the mean of its steps' losses (float32 in the events)
         assert losses[e].mean() == pytest.approx(m["train_loss"], rel=1e-5)
         assert lrs[e, -1] == pytest.approx(m["lr"], rel=1e-6)
-        for tag, key in [("val/top1_error", "val_top1_error"), ("val/top5_error", "val_top5_error"),
-                         ("train/images_per_s", "images_per_s")]:  # fmt: skip
+        for tag, key in [
+            ("val/top1_error", "val_top1_error"),
+            ("val/top5_error", "val_top5_error"),
+            ("train/images_per_s", "images_per_s"),
+        ]:
             assert values[tag][e] == (steps * (e + 1), pytest.approx(m[key], rel=1e-6))
     (step, png), _ = images["conv1/kernels"]
     assert step == steps

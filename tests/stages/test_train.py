@@ -149,8 +149,17 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(cli, data
     assert cli("train", data, reference, "--preset", "small", *sets).code == 0
 
     victim = tmp_path / "victim"
-    cmd = [sys.executable, "-m", "alexcli", "train", str(data), str(victim), "--preset",
-           "small", *sets]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "alexcli",
+        "train",
+        str(data),
+        str(victim),
+        "--preset",
+        "small",
+        *sets,
+    ]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = victim / "checkpoints" / "last.pt"
     try:
@@ -196,10 +205,25 @@ def test_sigterm_saves_where_it_is_and_resume_ends_as_if_uninterrupted(cli, data
     assert cli("train", data, reference, "--preset", "small", *sets).code == 0
 
     victim = tmp_path / "victim"
-    cmd = [sys.executable, "-m", "alexcli", "train", str(data), str(victim), "--preset",
-           "small", *sets]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "alexcli",
+        "train",
+        str(data),
+        str(victim),
+        "--preset",
+        "small",
+        *sets,
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     last = victim / "checkpoints" / "last.pt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and proc.poll() is None and not last.exists():
@@ -293,8 +317,9 @@ def test_a_run_dir_that_cannot_be_written_is_one_line(cli, data, tmp_path):
 def test_stale_stats_are_refused(cli, tmp_path):
     data = make_data_dir(tmp_path / "data", train=4, val=2)
     images, labels = make_images(np.random.default_rng(9), 4)
-    write_data_dir(data, {"train": (images, labels), "val": (images, labels)},
-                   fingerprint="prepared again")  # fmt: skip
+    write_data_dir(
+        data, {"train": (images, labels), "val": (images, labels)}, fingerprint="prepared again"
+    )
     r = cli("train", data, tmp_path / "run", *_args())
     assert r.code == 2 and "other shards" in r.err and "alexcli stats" in r.err
     assert not (tmp_path / "run").exists()

@@ -31,11 +31,16 @@ def make_checkpoint(path, towers=2):
     save_checkpoint(
         path,
         Checkpoint(
-            config=cfg, classes=[{"name": "n0", "words": "zero"}], size=128,
-            mean=np.zeros((128, 128, 3)), eigval=np.ones(3), eigvec=np.eye(3),
-            weights=model.state_dict(), epoch=7,
+            config=cfg,
+            classes=[{"name": "n0", "words": "zero"}],
+            size=128,
+            mean=np.zeros((128, 128, 3)),
+            eigval=np.ones(3),
+            eigvec=np.eye(3),
+            weights=model.state_dict(),
+            epoch=7,
         ),
-    )  # fmt: skip
+    )
     return model.conv1_weight().numpy()
 
 
@@ -44,10 +49,16 @@ def run_dir(tmp_path):
     run = tmp_path / "run"
     weights = make_checkpoint(run / "checkpoints" / "last.pt")
     lines = [
-        {"epoch": e, "train_loss": 3 / e, "val_top1_error": 0.8 - 0.05 * e,
-         "val_top5_error": 0.5 - 0.05 * e, "lr": 0.01 if e < 4 else 0.001, "images_per_s": 50.0}
+        {
+            "epoch": e,
+            "train_loss": 3 / e,
+            "val_top1_error": 0.8 - 0.05 * e,
+            "val_top5_error": 0.5 - 0.05 * e,
+            "lr": 0.01 if e < 4 else 0.001,
+            "images_per_s": 50.0,
+        }
         for e in range(1, 7)
-    ]  # fmt: skip
+    ]
     (run / "metrics.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
     return run, weights
 

@@ -83,14 +83,20 @@ class Archives:
                         rel = f"train/{wnid}/{printable(Path(m.name).name)}"
                         # an image the damage cut short keeps only the bytes that are its
                         size = max(0, min(m.size, info.size - m.offset_data))
-                        found.append(Member(rel, size, int(m.mtime) * 10**9, TRAIN_TAR,
-                                            start + m.offset_data))  # fmt: skip
+                        found.append(
+                            Member(
+                                rel, size, int(m.mtime) * 10**9, TRAIN_TAR, start + m.offset_data
+                            )
+                        )
                     _check_end(inner, len(found))
             except (tarfile.TarError, EOFError, OSError) as e:
                 self.problems.append(
-                    {"path": f"train/{wnid}.tar", "reason": TRUNCATED_ARCHIVE,
-                     "detail": f"{TRAIN_TAR}: {first_line(e)}; {len(found)} images kept"}
-                )  # fmt: skip
+                    {
+                        "path": f"train/{wnid}.tar",
+                        "reason": TRUNCATED_ARCHIVE,
+                        "detail": f"{TRAIN_TAR}: {first_line(e)}; {len(found)} images kept",
+                    }
+                )
         return found
 
 
@@ -112,8 +118,10 @@ def open_archives(root: Path) -> Archives:
         name = Path(m.name).name
         if name.endswith(".tar"):
             if printable(name) != name:
-                raise FormatError(f"{root / TRAIN_TAR}: {printable(name)}: not a UTF-8 name",
-                                  hint="this is not the ILSVRC-2012 training archive")  # fmt: skip
+                raise FormatError(
+                    f"{root / TRAIN_TAR}: {printable(name)}: not a UTF-8 name",
+                    hint="this is not the ILSVRC-2012 training archive",
+                )
             inner[name.removesuffix(".tar")] = m
     if not inner:
         raise UserError(
@@ -123,10 +131,15 @@ def open_archives(root: Path) -> Archives:
     val = []
     if (root / VAL_TAR).is_file():
         val = [
-            Member(f"val/{printable(Path(m.name).name)}", m.size, int(m.mtime) * 10**9, VAL_TAR,
-                   m.offset_data)
+            Member(
+                f"val/{printable(Path(m.name).name)}",
+                m.size,
+                int(m.mtime) * 10**9,
+                VAL_TAR,
+                m.offset_data,
+            )
             for m in _listing(root / VAL_TAR)
-        ]  # fmt: skip
+        ]
     return Archives(root, inner, val)
 
 
@@ -161,12 +174,16 @@ def devkit_labels(
     if val:
         hint = f"download {DEVKIT_TAR} again, or put {KAGGLE_CSV} beside it"
         if truth is None:
-            raise UserError(f"{devkit}: no {DEVKIT_TRUTH} in it: no labels for "
-                            f"{VAL_TAR}'s images", hint=hint)  # fmt: skip
+            raise UserError(
+                f"{devkit}: no {DEVKIT_TRUTH} in it: no labels for {VAL_TAR}'s images", hint=hint
+            )
         meta = f"{truth.rpartition('/')[0]}/{DEVKIT_META}"
         if meta not in files:
-            raise UserError(f"{devkit}: {truth} is there but not meta.mat beside it: its "
-                            "IDs cannot be mapped to wnids", hint=hint)  # fmt: skip
+            raise UserError(
+                f"{devkit}: {truth} is there but not meta.mat beside it: its "
+                "IDs cannot be mapped to wnids",
+                hint=hint,
+            )
         labels = read_devkit_labels(meta, truth, files[meta][0], files[truth][0])
         if not labels:
             raise no_labels_error(f"{devkit}: {truth}", devkit.parent / VAL_TAR)
@@ -290,7 +307,8 @@ def write_archives(tree: Path, out: Path) -> list[Path]:
     for name in ("LOC_val_solution.csv", "LOC_synset_mapping.txt"):
         if (tree / name).is_file():
             (out / name).write_bytes((tree / name).read_bytes())
-            os.utime(out / name, ns=((tree / name).stat().st_atime_ns,
-                                     (tree / name).stat().st_mtime_ns))  # fmt: skip
+            os.utime(
+                out / name, ns=((tree / name).stat().st_atime_ns, (tree / name).stat().st_mtime_ns)
+            )
             written.append(out / name)
     return written

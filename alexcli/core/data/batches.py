@@ -67,8 +67,13 @@ class BatchPlan:
 
     def __getitem__(self, k: int) -> Sample:
         a = self.alpha[k]
-        return Sample(int(self.index[k]), int(self.y[k]), int(self.x[k]), bool(self.flip[k]),
-                      (float(a[0]), float(a[1]), float(a[2])))  # fmt: skip
+        return Sample(
+            int(self.index[k]),
+            int(self.y[k]),
+            int(self.x[k]),
+            bool(self.flip[k]),
+            (float(a[0]), float(a[1]), float(a[2])),
+        )
 
     def __iter__(self) -> Iterator[Sample]:
         return (self[k] for k in range(len(self)))
@@ -100,9 +105,14 @@ class Batch(NamedTuple):
 
     @classmethod
     def of(cls, images: torch.Tensor, labels: np.ndarray, plan: BatchPlan) -> Batch:
-        return cls(images, torch.from_numpy(labels), torch.from_numpy(plan.y),
-                   torch.from_numpy(plan.x), torch.from_numpy(plan.flip),
-                   torch.from_numpy(plan.alpha))  # fmt: skip
+        return cls(
+            images,
+            torch.from_numpy(labels),
+            torch.from_numpy(plan.y),
+            torch.from_numpy(plan.x),
+            torch.from_numpy(plan.flip),
+            torch.from_numpy(plan.alpha),
+        )
 
     def pin_memory(self) -> Batch:
         """Every tensor in page-locked memory (CUDA): copies to the GPU that overlap."""

@@ -105,8 +105,16 @@ def read_devkit_meta(path: Path | str, data: bytes | None = None) -> dict[str, t
         for s in synsets:
             if int(s["num_children"]) == 0:
                 out[str(s["WNID"])] = (int(s["ILSVRC2012_ID"]), str(s["words"]))
-    except (KeyError, ValueError, TypeError, IndexError, OSError, EOFError,
-            NotImplementedError, scipy.io.matlab.MatReadError) as e:  # fmt: skip
+    except (
+        KeyError,
+        ValueError,
+        TypeError,
+        IndexError,
+        OSError,
+        EOFError,
+        NotImplementedError,
+        scipy.io.matlab.MatReadError,
+    ) as e:
         # (NotImplementedError: a MATLAB v7.3 file, re-saved; MatReadError: a cut one)
         raise FormatError(f"{path}: not the ILSVRC-2012 devkit's meta.mat ({e})") from None
     return out
@@ -177,8 +185,10 @@ def find_flat_val_labels(
 
 def no_labels_error(label_file: Path | str, images: Path) -> FormatError:
     """A label file that labels nothing, beside images, would give an empty val split."""
-    return FormatError(f"{label_file}: no labels in it, though {images} holds images",
-                       hint="it is empty or cut short: copy it again")  # fmt: skip
+    return FormatError(
+        f"{label_file}: no labels in it, though {images} holds images",
+        hint="it is empty or cut short: copy it again",
+    )
 
 
 def first_file(dirs: Iterable[Path], names: Iterable[str]) -> Path | None:

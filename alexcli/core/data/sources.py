@@ -170,8 +170,10 @@ def _check_names(train: Path, classes: Sequence[str]) -> None:
     its words lost, its flat val/ refused with a misleading reason."""
     bad = next((c for c in classes if printable(c) != c), None)
     if bad is not None:
-        raise UserError(f"{train / printable(bad)}: a class folder whose name is not UTF-8",
-                        hint="rename it: class names are stored as UTF-8")  # fmt: skip
+        raise UserError(
+            f"{train / printable(bad)}: a class folder whose name is not UTF-8",
+            hint="rename it: class names are stored as UTF-8",
+        )
     others = [c for c in classes if not WNID.fullmatch(c)]
     if others and len(others) < len(classes):
         more = f" and {len(others) - 3} more" if len(others) > 3 else ""
@@ -274,8 +276,13 @@ def _walk(
                 key = _identity(Path(e.path))
                 why = fence.breach(os.path.realpath(e.path))
                 if why is not None:
-                    problems.append({"path": path, "reason": LINK_OUT,
-                                     "detail": f"it leads to {why}; not followed"})  # fmt: skip
+                    problems.append(
+                        {
+                            "path": path,
+                            "reason": LINK_OUT,
+                            "detail": f"it leads to {why}; not followed",
+                        }
+                    )
                 elif key not in seen:
                     seen.add(key)
                     stack.append((Path(e.path), path, real))
@@ -372,8 +379,9 @@ def _archive_source(root: Path) -> Source:
         )
     words = {c: words.get(c) or c for c in classes}
     layout = f"ilsvrc2012-{val_form}"
-    return Source(root, layout, "", classes, words, val_form, val_labels,
-                  tuple(dict.fromkeys(used)), index)  # fmt: skip
+    return Source(
+        root, layout, "", classes, words, val_form, val_labels, tuple(dict.fromkeys(used)), index
+    )
 
 
 def _list_archives(
@@ -388,8 +396,9 @@ def _list_archives(
 
     if split == "train":
         for cls in classes:
-            by_class[cls] = sorted((listed(m) for m in index.class_members(cls)),
-                                   key=lambda f: f.path)  # fmt: skip
+            by_class[cls] = sorted(
+                (listed(m) for m in index.class_members(cls)), key=lambda f: f.path
+            )
     elif src.val_form != "none":
         for m in sorted(index.val, key=lambda m: m.rel):
             label = src.val_labels.get(Path(m.rel).stem)

@@ -110,9 +110,21 @@ def _shape_points(shape: str, s: int, angle: float) -> list[tuple[float, float]]
     else:  # cross
         a, b = 0.3, 0.95
         pts = np.array(
-            [(-a, -b), (a, -b), (a, -a), (b, -a), (b, a), (a, a),
-             (a, b), (-a, b), (-a, a), (-b, a), (-b, -a), (-a, -a)]
-        )  # fmt: skip
+            [
+                (-a, -b),
+                (a, -b),
+                (a, -a),
+                (b, -a),
+                (b, a),
+                (a, a),
+                (a, b),
+                (-a, b),
+                (-a, a),
+                (-b, a),
+                (-b, -a),
+                (-a, -a),
+            ]
+        )
     rot = np.array([[math.cos(angle), -math.sin(angle)], [math.sin(angle), math.cos(angle)]])
     pts = pts @ rot.T * (s / 2 - 1) + s / 2
     return [(float(x), float(y)) for x, y in pts]

@@ -63,8 +63,9 @@ def figure1(
     fig.texts.append(Text((a.right - 4, y - 3), f"threshold {threshold:g}", GREY, "rs"))
     for name, group, colour in (("relu", relu, RELU), ("tanh", tanh, TANH)):
         for r in group:
-            fig.polylines.append(Polyline(f"{name}-seed", [a.at(i, v) for i, v in enumerate(r)],
-                                          colour, width=1))  # fmt: skip
+            fig.polylines.append(
+                Polyline(f"{name}-seed", [a.at(i, v) for i, v in enumerate(r)], colour, width=1)
+            )
         mean = _mean_curve(group)
         if mean:
             points = [a.at(i, v) for i, v in enumerate(mean)]
@@ -122,8 +123,12 @@ def effects(rows: Sequence[Effect], width: int = 900) -> Figure:
             px, _ = a.at(r.paper, 0)
             fig.lines.append(Line((px, y - 8), (px, y + 8), GREY, width=3))
     fig.texts += [
-        Text((a.left - 320, a.top - 26), "switching one choice off: variant minus baseline, "
-             "percentage points; bars: 95 % interval over seeds; grey: the paper", anchor="ls"),
+        Text(
+            (a.left - 320, a.top - 26),
+            "switching one choice off: variant minus baseline, "
+            "percentage points; bars: 95 % interval over seeds; grey: the paper",
+            anchor="ls",
+        ),
         Text(((a.left + a.right) / 2, height - 8), "percentage points", anchor="ms"),
-    ]  # fmt: skip
+    ]
     return fig

@@ -100,9 +100,11 @@ def _draw_panel(
 
 
 def _fit(
-    draw: ImageDraw.ImageDraw, font: png.Font, text: str,
+    draw: ImageDraw.ImageDraw,
+    font: png.Font,
+    text: str,
     width: int,
-) -> str:  # fmt: skip
+) -> str:
     """`text`, cut with an ellipsis to at most `width` pixels."""
     if draw.textlength(text, font=font) <= width:
         return text

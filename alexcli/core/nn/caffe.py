@@ -45,9 +45,14 @@ _HINT = "alexcli reads Caffe's bvlc_alexnet.caffemodel (or a model of its layout
 def caffe_config(num_classes: int) -> TrainConfig:
     """bvlc_alexnet in alexcli's configuration (the paper's recipe otherwise)."""
     model = {
-        "num_classes": num_classes, "crop": 227, "conv1_padding": 0, "lrn_k": 1.0,
-        "lrn_convention": "torch", "lrn_span": "all", "init": "caffe",
-    }  # fmt: skip
+        "num_classes": num_classes,
+        "crop": 227,
+        "conv1_padding": 0,
+        "lrn_k": 1.0,
+        "lrn_convention": "torch",
+        "lrn_span": "all",
+        "init": "caffe",
+    }
     return merge(PRESETS["paper"], {"preset": "caffe", "model": model}, "Caffe's bvlc_alexnet")
 
 

@@ -33,21 +33,34 @@ TORCHVISION_VAL = {"top1_error": 1 - 0.56522, "top5_error": 1 - 0.79066}
 TORCHVISION_MEAN = (0.485, 0.456, 0.406)  # per channel, RGB, on the 0–1 scale
 TORCHVISION_STD = (0.229, 0.224, 0.225)
 TORCHVISION_LAYERS = {
-    "conv1": "features.0", "conv2": "features.3", "conv3": "features.6",
-    "conv4": "features.8", "conv5": "features.10",
-    "fc6": "classifier.1", "fc7": "classifier.4", "fc8": "classifier.6",
-}  # fmt: skip
+    "conv1": "features.0",
+    "conv2": "features.3",
+    "conv3": "features.6",
+    "conv4": "features.8",
+    "conv5": "features.10",
+    "fc6": "classifier.1",
+    "fc7": "classifier.4",
+    "fc8": "classifier.6",
+}
 SIZE = 256  # torchvision's eval resize: shorter side to 256, then the centre 224
 
 
 def torchvision_config(num_classes: int) -> TrainConfig:
     """torchvision's AlexNet in alexcli's configuration (the paper's recipe otherwise)."""
     model = {
-        "num_classes": num_classes, "crop": 224, "conv_channels": [64, 192, 384, 256, 256],
-        "fc_features": [4096, 4096], "towers": 1, "lrn": False, "conv1_kernel": 11,
-        "conv1_stride": 4, "conv1_padding": 2, "pool_kernel": 3, "pool_stride": 2,
+        "num_classes": num_classes,
+        "crop": 224,
+        "conv_channels": [64, 192, 384, 256, 256],
+        "fc_features": [4096, 4096],
+        "towers": 1,
+        "lrn": False,
+        "conv1_kernel": 11,
+        "conv1_stride": 4,
+        "conv1_padding": 2,
+        "pool_kernel": 3,
+        "pool_stride": 2,
         "init": "torch",
-    }  # fmt: skip
+    }
     data = {"preset": "torchvision", "input_scale": 1 / 255, "model": model}
     return merge(PRESETS["paper"], data, "torchvision's alexnet")
 
@@ -77,8 +90,12 @@ def from_torchvision(
 ) -> Checkpoint:
     """torchvision's `alexnet` state dict as an alexcli checkpoint (module docstring).
     `classes`: label i's name and words, i in fc8's order; None: named by index."""
-    missing = [f"{p}.{w}" for p in TORCHVISION_LAYERS.values() for w in ("weight", "bias")
-               if f"{p}.{w}" not in state]  # fmt: skip
+    missing = [
+        f"{p}.{w}"
+        for p in TORCHVISION_LAYERS.values()
+        for w in ("weight", "bias")
+        if f"{p}.{w}" not in state
+    ]
     if missing:
         raise FormatError(
             f"{source}: not torchvision's alexnet (no {', '.join(missing[:3])}"

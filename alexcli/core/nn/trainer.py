@@ -136,8 +136,12 @@ class Trainer:
         threads = torch.get_num_threads()
         log.debug(
             "train: devices %s, rank %d of %d, %d loader worker(s), %d compute thread(s)",
-            ", ".join(map(str, devices)), self.dist.rank, self.dist.world, workers, threads,
-        )  # fmt: skip
+            ", ".join(map(str, devices)),
+            self.dist.rank,
+            self.dist.world,
+            workers,
+            threads,
+        )
         choice = None
         if devices[0].type == "cpu":
             recorded = self.resume_from.threads if self.resume_from is not None else None
@@ -182,9 +186,14 @@ class Trainer:
             model, cfg.lr, cfg.momentum, cfg.weight_decay, scaled=cfg.amp == "fp16"
         )
         schedule = LrSchedule(
-            cfg.lr, cfg.schedule, cfg.lr_drops, cfg.plateau_patience, cfg.lr_steps,
-            cfg.warmup_epochs, epochs=cfg.epochs,
-        )  # fmt: skip
+            cfg.lr,
+            cfg.schedule,
+            cfg.lr_drops,
+            cfg.plateau_patience,
+            cfg.lr_steps,
+            cfg.warmup_epochs,
+            epochs=cfg.epochs,
+        )
         scaler = torch.amp.GradScaler("cuda") if cfg.amp == "fp16" else None
         net: nn.Module = model
         if d.world > 1:
@@ -203,28 +212,57 @@ class Trainer:
         )
         towers = tuple(model.devices)
         ctx = StepContext(
-            net, optimizer, schedule, normalizer(devices[0]), devices[0], cfg.amp, scaler,
-            cfg.channels_last, d.world, tower_devices=towers,
+            net,
+            optimizer,
+            schedule,
+            normalizer(devices[0]),
+            devices[0],
+            cfg.amp,
+            scaler,
+            cfg.channels_last,
+            d.world,
+            tower_devices=towers,
             elsewhere={t: normalizer(t) for t in dict.fromkeys(towers) if t != devices[0]},
-        )  # fmt: skip
+        )
         crop, pin = cfg.crop, devices[0].type == "cuda"
         train_sampler = EpochSampler(
-            len(data.train), cfg.batch_size, size=data.size, crop=crop, seed=cfg.seed,
-            flip=cfg.flip, random_crop=cfg.random_crop, lighting_std=cfg.lighting_std,
-            rank=d.rank, world=d.world,
-        )  # fmt: skip
+            len(data.train),
+            cfg.batch_size,
+            size=data.size,
+            crop=crop,
+            seed=cfg.seed,
+            flip=cfg.flip,
+            random_crop=cfg.random_crop,
+            lighting_std=cfg.lighting_std,
+            rank=d.rank,
+            world=d.world,
+        )
         val_sampler = EpochSampler(
-            len(data.val), cfg.batch_size, size=data.size, crop=crop, train=False,
-            rank=d.rank, world=d.world,
-        )  # fmt: skip
+            len(data.val),
+            cfg.batch_size,
+            size=data.size,
+            crop=crop,
+            train=False,
+            rank=d.rank,
+            world=d.world,
+        )
         train_loader = make_loader(
             CropDataset(data.train, crop), train_sampler, workers=workers, pin_memory=pin
         )
         val_loader = make_loader(
             CropDataset(data.val, crop), val_sampler, workers=workers, pin_memory=pin
         )
-        return _Parts(model, optimizer, schedule, scaler, ctx, train_sampler, val_sampler,
-                      train_loader, val_loader)  # fmt: skip
+        return _Parts(
+            model,
+            optimizer,
+            schedule,
+            scaler,
+            ctx,
+            train_sampler,
+            val_sampler,
+            train_loader,
+            val_loader,
+        )
 
     def _epoch(self, parts: _Parts, epoch: int, state: EpochProgress) -> None:
         cfg, steps = self.cfg, parts.train_sampler.steps_per_epoch
@@ -259,9 +297,14 @@ class Trainer:
                     )
 
         train_epoch(
-            parts.ctx, parts.train_loader, epoch=epoch, steps_per_epoch=steps, state=state,
-            task=task, after_step=after_step,
-        )  # fmt: skip
+            parts.ctx,
+            parts.train_loader,
+            epoch=epoch,
+            steps_per_epoch=steps,
+            state=state,
+            task=task,
+            after_step=after_step,
+        )
         val = self._validate(parts)
         # The lr this epoch trained at, read before "plateau" may drop it for the next.
         lr, drops = schedule.lr(epoch, steps - 1, steps), schedule.drops_at(epoch)
@@ -325,10 +368,15 @@ class Trainer:
         parts.val_sampler.set_epoch(0)
         ctx = parts.ctx
         return validate(
-            ctx.model, parts.val_loader, ctx.normalize, ctx.device,
-            num_classes=len(self.data.classes), amp=ctx.amp,
-            channels_last=ctx.channels_last, task=self._val_task,
-        )  # fmt: skip
+            ctx.model,
+            parts.val_loader,
+            ctx.normalize,
+            ctx.device,
+            num_classes=len(self.data.classes),
+            amp=ctx.amp,
+            channels_last=ctx.channels_last,
+            task=self._val_task,
+        )
 
     # ----------------------------------------------------------------------- checkpoints
 
@@ -340,14 +388,25 @@ class Trainer:
             return
         data = self.data
         checkpoint = Checkpoint(
-            config=self.cfg, classes=data.classes, size=data.size, mean=data.mean,
-            eigval=data.eigval, eigvec=data.eigvec, weights=parts.model.state_dict(),
-            epoch=epoch, step=state.step, optimizer=parts.optimizer.state_dict(),
+            config=self.cfg,
+            classes=data.classes,
+            size=data.size,
+            mean=data.mean,
+            eigval=data.eigval,
+            eigvec=data.eigvec,
+            weights=parts.model.state_dict(),
+            epoch=epoch,
+            step=state.step,
+            optimizer=parts.optimizer.state_dict(),
             scheduler=parts.schedule.state_dict(),
             scaler=parts.scaler.state_dict() if parts.scaler is not None else None,
-            epoch_progress=state.state_dict(), rank_rng=rngs, best_top1=self.best,
-            metrics=self.metrics, upstream=data.upstream, threads=self.threads,
-        )  # fmt: skip
+            epoch_progress=state.state_dict(),
+            rank_rng=rngs,
+            best_top1=self.best,
+            metrics=self.metrics,
+            upstream=data.upstream,
+            threads=self.threads,
+        )
         if best:
             save_checkpoint(RunDir(self.run_dir).best, checkpoint)
             copy_checkpoint(RunDir(self.run_dir).best, self.last)

@@ -102,8 +102,11 @@ def verify_shards(data_dir: Path, jobs: int | None, progress: Progress) -> bool:
     if old is None:
         return False
     try:
-        expected = {data_dir / s["path"]: str(s["sha256"])
-                    for split in old["splits"].values() for s in split["shards"]}  # fmt: skip
+        expected = {
+            data_dir / s["path"]: str(s["sha256"])
+            for split in old["splits"].values()
+            for s in split["shards"]
+        }
     except (KeyError, TypeError, AttributeError):
         return True
     task = progress.task("verify", total=len(expected), unit="shard")
@@ -114,8 +117,10 @@ def verify_shards(data_dir: Path, jobs: int | None, progress: Progress) -> bool:
     if bad:
         names = ", ".join(p.relative_to(data_dir).as_posix() for p in bad[:3])
         more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-        progress.log(f"prepare: {len(bad)} shard(s) differ from their sha256 ({names}{more}); "
-                     "writing them again")  # fmt: skip
+        progress.log(
+            f"prepare: {len(bad)} shard(s) differ from their sha256 ({names}{more}); "
+            "writing them again"
+        )
     else:
         progress.log(f"prepare: all {len(expected)} shards match their sha256")
     return bool(bad)

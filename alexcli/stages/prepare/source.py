@@ -162,11 +162,16 @@ def plan_shards(
         for k, chunk in enumerate(_chunks(len(items), config.shard_size)):
             part = [items[i] for i in chunk]
             fp = fingerprint(
-                {"version": VERSION, "split": split, "size": config.size,
-                 "resample": config.resample, "decode": decoding,
-                 "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part],
-                 **stored_as(config)}
-            )  # fmt: skip
+                {
+                    "version": VERSION,
+                    "split": split,
+                    "size": config.size,
+                    "resample": config.resample,
+                    "decode": decoding,
+                    "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part],
+                    **stored_as(config),
+                }
+            )
             entries = tuple((f.path, lab) for f, lab in part)
             at = tuple(None if f.at is None else (*f.at, f.size) for f, _ in part)
             located = at if any(a is not None for a in at) else ()

@@ -242,9 +242,14 @@ def _in_job(
                 "final": trainer.metrics[-1] if trainer.metrics else None,
             }
             write_manifest(
-                manifest, stage=STAGE, version=VERSION, fingerprint=fp,
-                upstream=inputs.upstream, config=to_dict(cfg), body=body,
-            )  # fmt: skip
+                manifest,
+                stage=STAGE,
+                version=VERSION,
+                fingerprint=fp,
+                upstream=inputs.upstream,
+                config=to_dict(cfg),
+                body=body,
+            )
     metrics = read_run_metrics(run_dir) if done else trainer.metrics
     return _result(run_dir, cfg, done, metrics, trainer.epochs_run, trainer.images_per_s, dist)
 
@@ -275,10 +280,15 @@ def _train_data(inputs: Inputs) -> TrainData:
 
     data, stats = inputs.data, inputs.stats
     return TrainData(
-        train=data.shard_set("train"), val=data.shard_set("val"), size=data.size,
-        classes=data.classes, mean=stats.mean, eigval=stats.eigval, eigvec=stats.eigvec,
+        train=data.shard_set("train"),
+        val=data.shard_set("val"),
+        size=data.size,
+        classes=data.classes,
+        mean=stats.mean,
+        eigval=stats.eigval,
+        eigvec=stats.eigvec,
         upstream=inputs.upstream,
-    )  # fmt: skip
+    )
 
 
 def _collective_settings(cfg: TrainConfig) -> dict[str, Any]:

@@ -46,8 +46,15 @@ def extract(archive_dir: Path, tree: Path) -> None:
 def downloaded(request, tmp_path_factory):
     """The archives of a 5-class tree with ImageNet's awkward files, and their extraction."""
     root = tmp_path_factory.mktemp(f"ilsvrc-{request.param}")
-    tree = make_tree(root / "made", classes=5, train_per_class=9, val_per_class=3,
-                     size_range=(40, 90), val_form=request.param, traps=True)  # fmt: skip
+    tree = make_tree(
+        root / "made",
+        classes=5,
+        train_per_class=9,
+        val_per_class=3,
+        size_range=(40, 90),
+        val_form=request.param,
+        traps=True,
+    )
     archives.write_archives(tree.root, root / "download")
     extract(root / "download", root / "extracted")
     return root / "download", root / "extracted"
@@ -118,8 +125,15 @@ def test_up_to_date_verify_force_and_a_changed_archive(downloaded, tmp_path):
 
 
 def test_a_truncated_inner_tar_is_named_and_its_readable_images_kept(tmp_path):
-    tree = make_tree(tmp_path / "made", classes=3, train_per_class=12, val_per_class=2,
-                     size_range=(40, 60), val_form="devkit", traps=False)  # fmt: skip
+    tree = make_tree(
+        tmp_path / "made",
+        classes=3,
+        train_per_class=12,
+        val_per_class=2,
+        size_range=(40, 60),
+        val_form="devkit",
+        traps=False,
+    )
     download = tmp_path / "download"
     archives.write_archives(tree.root, download)
     cut = sorted(tree.classes)[1]

@@ -110,8 +110,14 @@ def _cut(path: Path, at: int) -> None:
 
 @pytest.fixture
 def download(tmp_path):
-    tree = make_tree(tmp_path / "made", classes=3, train_per_class=4, val_per_class=2,
-                     size_range=(40, 60), val_form="devkit")  # fmt: skip
+    tree = make_tree(
+        tmp_path / "made",
+        classes=3,
+        train_per_class=4,
+        val_per_class=2,
+        size_range=(40, 60),
+        val_form="devkit",
+    )
     archives.write_archives(tree.root, tmp_path / "download")
     return tmp_path / "download"
 
@@ -151,11 +157,15 @@ def test_tars_written_by_gnu_tar_are_whole(download, tmp_path):
     files = tmp_path / "files"
     for i in range(3):
         jpeg(files / f"n0000000{i}" / f"n0000000{i}_{i}.JPEG", 40 * i)
-        subprocess.run(["tar", "-cf", f"../n0000000{i}.tar", "."], cwd=files / f"n0000000{i}",
-                       check=True)  # fmt: skip
+        subprocess.run(
+            ["tar", "-cf", f"../n0000000{i}.tar", "."], cwd=files / f"n0000000{i}", check=True
+        )
     (download / archives.TRAIN_TAR).unlink()
-    subprocess.run(["tar", "-cf", str(download / archives.TRAIN_TAR), *[f"n0000000{i}.tar"
-                    for i in range(3)]], cwd=files, check=True)  # fmt: skip
+    subprocess.run(
+        ["tar", "-cf", str(download / archives.TRAIN_TAR), *[f"n0000000{i}.tar" for i in range(3)]],
+        cwd=files,
+        check=True,
+    )
     (download / archives.VAL_TAR).unlink()
     src = sources.find_source(download)
     by_class, _ = sources.list_split(src, "train", src.classes)
@@ -185,8 +195,14 @@ def test_a_class_folder_name_that_is_not_utf8_is_refused(tmp_path):
 
 
 def test_a_member_name_that_is_not_utf8_in_the_archives_is_escaped(tmp_path):
-    tree = make_tree(tmp_path / "made", classes=2, train_per_class=2, val_per_class=1,
-                     size_range=(40, 60), val_form="devkit")  # fmt: skip
+    tree = make_tree(
+        tmp_path / "made",
+        classes=2,
+        train_per_class=2,
+        val_per_class=1,
+        size_range=(40, 60),
+        val_form="devkit",
+    )
     wnid = tree.classes[0]
     first = sorted((tree.root / "train" / wnid).iterdir())[0]
     first.rename(os.fsdecode(bytes(first.parent) + b"/caf\xe9.JPEG"))
@@ -252,8 +268,11 @@ def test_an_empty_tiny_annotation_file_is_an_error(tmp_path):
 def test_a_tiny_val_image_listed_with_two_wnids_is_an_error(tmp_path):
     lines = "val_0.JPEG\tn00000001\t0 0 9 9\nval_1.JPEG\tn00000002\t0 0 9 9\n"
     tiny_tree(tmp_path, lines + "val_0.JPEG\tn00000002\t1 1 8 8\n")
-    with pytest.raises(FormatError, match=r"val_annotations.txt:3: val_0 labelled n00000002, "
-                                          r"but n00000001 on an earlier line"):  # fmt: skip
+    with pytest.raises(
+        FormatError,
+        match=r"val_annotations.txt:3: val_0 labelled n00000002, "
+        r"but n00000001 on an earlier line",
+    ):
         sources.find_source(tmp_path)
     tiny_tree(tmp_path, lines + "val_0.JPEG\tn00000001\t1 1 8 8\n")  # a second box: fine
     assert sources.find_source(tmp_path).val_labels == {"val_0": "n00000001", "val_1": "n00000002"}

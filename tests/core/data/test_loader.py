@@ -117,8 +117,9 @@ def test_workers_deliver_the_same_batches_as_the_main_process(tmp_path):
 def test_iterating_the_loader_leaves_torchs_global_rng_alone(tmp_path):
     data, _, _ = _data(tmp_path)
     sampler = EpochSampler(20, 4, size=S, crop=C)
-    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=0,
-                         pin_memory=False)  # fmt: skip
+    loader = make_loader(
+        CropDataset(data.shard_set("train"), C), sampler, workers=0, pin_memory=False
+    )
     torch.manual_seed(0)
     before = torch.get_rng_state()
     list(loader)
@@ -159,8 +160,9 @@ def test_kept_batches_are_never_overwritten_by_later_ones(tmp_path):
     data, images, labels = _data(tmp_path)
     sampler = EpochSampler(20, 2, size=S, crop=C, seed=7)
     plans = _plans(sampler, (0, 1))
-    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=1,
-                         pin_memory=False)  # fmt: skip
+    loader = make_loader(
+        CropDataset(data.shard_set("train"), C), sampler, workers=1, pin_memory=False
+    )
     kept = []
     for e in (0, 1):
         sampler.set_epoch(e)
@@ -187,8 +189,9 @@ def test_dropped_batches_hand_their_slot_back(tmp_path, monkeypatch):
     monkeypatch.setattr(RingBuffers, "receive", counting)  # runs in this process
     sampler = EpochSampler(20, 2, size=S, crop=C, seed=8)
     plans = _plans(sampler, range(3))
-    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=1,
-                         pin_memory=False)  # fmt: skip
+    loader = make_loader(
+        CropDataset(data.shard_set("train"), C), sampler, workers=1, pin_memory=False
+    )
     got = []
     for e in range(3):
         sampler.set_epoch(e)
@@ -204,8 +207,9 @@ def test_dropped_batches_hand_their_slot_back(tmp_path, monkeypatch):
 def test_validation_through_workers_ends_with_its_partial_batch(tmp_path):
     data, images, labels = _data(tmp_path, n=19)
     sampler = EpochSampler(19, 4, size=S, crop=S, train=False)  # whole images, as eval reads
-    batches = list(make_loader(CropDataset(data.shard_set("train"), S), sampler, workers=1,
-                               pin_memory=False))  # fmt: skip
+    batches = list(
+        make_loader(CropDataset(data.shard_set("train"), S), sampler, workers=1, pin_memory=False)
+    )
     assert [b.n for b in batches] == [4, 4, 4, 4, 3]
     np.testing.assert_array_equal(torch.cat([b.images for b in batches]).numpy(), images)
     np.testing.assert_array_equal(torch.cat([b.labels for b in batches]).numpy(), labels)
@@ -240,8 +244,9 @@ def test_pinned_batches_come_through_the_pin_thread_and_free_their_slots(tmp_pat
     data, images, labels = _data(tmp_path)
     sampler = EpochSampler(20, 2, size=S, crop=C, seed=9)
     plans = _plans(sampler, range(2))
-    loader = make_loader(CropDataset(data.shard_set("train"), C), sampler, workers=1,
-                         pin_memory=True)  # fmt: skip
+    loader = make_loader(
+        CropDataset(data.shard_set("train"), C), sampler, workers=1, pin_memory=True
+    )
     kept = []
     for e in range(2):
         sampler.set_epoch(e)

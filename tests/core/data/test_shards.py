@@ -26,8 +26,9 @@ def _images(n, size=8, seed=0):
 
 def test_round_trip(tmp_path):
     imgs = _images(5)
-    write_shard(tmp_path / "s.h5", imgs, [0, 1, 2, 1, 0], [f"a/{i}.JPEG" for i in range(5)],
-                split="train")  # fmt: skip
+    write_shard(
+        tmp_path / "s.h5", imgs, [0, 1, 2, 1, 0], [f"a/{i}.JPEG" for i in range(5)], split="train"
+    )
     with open_shard(tmp_path / "s.h5", "train") as f:
         assert f.attrs["format"] == "alexcli-shard" and f.attrs["count"] == 5
         assert f.attrs["schema_version"] == RAW_SCHEMA_VERSION and f.attrs["size"] == 8
@@ -46,8 +47,10 @@ def test_writer_trims_to_what_was_added(tmp_path):
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
-    with pytest.raises(RuntimeError), ShardWriter(tmp_path / "s.h5", split="val", size=8,
-                                                  capacity=4) as w:  # fmt: skip
+    with (
+        pytest.raises(RuntimeError),
+        ShardWriter(tmp_path / "s.h5", split="val", size=8, capacity=4) as w,
+    ):
         w.add(_images(1)[0], 0, "x")
         raise RuntimeError("decode failed")
     assert list(tmp_path.iterdir()) == []

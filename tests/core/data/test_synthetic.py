@@ -17,8 +17,13 @@ def files(root):
 
 
 def test_deterministic_for_a_seed(tmp_path):
-    kw = {"classes": 3, "train_per_class": 2, "val_per_class": 2, "traps": True,
-          "size_range": (60, 90)}  # fmt: skip
+    kw = {
+        "classes": 3,
+        "train_per_class": 2,
+        "val_per_class": 2,
+        "traps": True,
+        "size_range": (60, 90),
+    }
     sy.make_tree(tmp_path / "a", seed=1, **kw)
     sy.make_tree(tmp_path / "b", seed=1, **kw)
     sy.make_tree(tmp_path / "c", seed=2, **kw)
@@ -110,14 +115,16 @@ def test_traps(tmp_path):
 
 
 def test_devkit_and_folder_forms(tmp_path):
-    dev = sy.make_tree(tmp_path / "d", classes=3, train_per_class=1, val_per_class=2,
-                       val_form="devkit")  # fmt: skip
+    dev = sy.make_tree(
+        tmp_path / "d", classes=3, train_per_class=1, val_per_class=2, val_form="devkit"
+    )
     data = tmp_path / "d" / "ILSVRC2012_devkit_t12" / "data"
     assert (data / "meta.mat").is_file()
     assert len((data / "ILSVRC2012_validation_ground_truth.txt").read_text().split()) == 6
     assert not (tmp_path / "d" / "LOC_val_solution.csv").exists()
-    fold = sy.make_tree(tmp_path / "f", classes=3, train_per_class=1, val_per_class=2,
-                        val_form="folders")  # fmt: skip
+    fold = sy.make_tree(
+        tmp_path / "f", classes=3, train_per_class=1, val_per_class=2, val_form="folders"
+    )
     assert all(rel == f"val/{w}/{rel.split('/')[-1]}" for rel, w in fold.val)
     assert [w for _, w in dev.val] == [w for _, w in sorted(dev.val)]
 

@@ -60,8 +60,13 @@ def test_mean_is_cut_at_each_crops_position_and_reflected_with_it(rng):
     mean = rng.normal(size=(S, S, 3)).astype(np.float32)
     ys, xs = np.array([0, 6, 3]), np.array([6, 0, 2])
     flips = np.array([False, True, True])
-    got = mean_crops(torch.from_numpy(mean), torch.from_numpy(ys), torch.from_numpy(xs),
-                     torch.from_numpy(flips), C).numpy()  # fmt: skip
+    got = mean_crops(
+        torch.from_numpy(mean),
+        torch.from_numpy(ys),
+        torch.from_numpy(xs),
+        torch.from_numpy(flips),
+        C,
+    ).numpy()
     for i in range(3):
         want = mean[ys[i] : ys[i] + C, xs[i] : xs[i] + C]
         np.testing.assert_array_equal(got[i], want[:, ::-1] if flips[i] else want)
@@ -92,8 +97,13 @@ def test_normalizer_equals_the_numpy_pipeline(rng):
     aug = draw_augmentation(rng, 4, S, C)
     crops = np.stack([_crop(images[i], aug.ys[i], aug.xs[i], C, aug.flips[i]) for i in range(4)])
     norm = Normalizer.create(mean, val, vec, torch.device("cpu"), input_scale=0.5)
-    got = norm(torch.from_numpy(crops), torch.from_numpy(aug.ys), torch.from_numpy(aug.xs),
-               torch.from_numpy(aug.flips), torch.from_numpy(aug.alphas)).numpy()  # fmt: skip
+    got = norm(
+        torch.from_numpy(crops),
+        torch.from_numpy(aug.ys),
+        torch.from_numpy(aug.xs),
+        torch.from_numpy(aug.flips),
+        torch.from_numpy(aug.alphas),
+    ).numpy()
     assert got.shape == (4, 3, C, C) and got.dtype == np.float32
     for i in range(4):
         sl = (slice(aug.ys[i], aug.ys[i] + C), slice(aug.xs[i], aug.xs[i] + C))
@@ -118,8 +128,13 @@ def test_channels_last_output_is_the_same_numbers(rng):
 def test_test_views_are_centre_corners_and_their_reflections(rng):
     far, c = S - C, center_offset(S, C)
     views = view_offsets(S, C, 10)
-    assert views[:5] == [(c, c, False), (0, 0, False), (0, far, False), (far, 0, False),
-                         (far, far, False)]  # fmt: skip
+    assert views[:5] == [
+        (c, c, False),
+        (0, 0, False),
+        (0, far, False),
+        (far, 0, False),
+        (far, far, False),
+    ]
     assert [(y, x) for y, x, _ in views[5:]] == [(y, x) for y, x, _ in views[:5]]
     assert all(f for *_, f in views[5:])
     assert view_offsets(S, C, 1) == [(c, c, False)]

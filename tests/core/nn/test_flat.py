@@ -79,16 +79,39 @@ def demo_data(tmp_path_factory):
 
 def test_the_papers_init_on_the_demo_is_named_in_the_first_epoch(cli, demo_data, tmp_path):
     run = tmp_path / "run"
-    r = cli("train", demo_data, run, "--preset", "small", "--set", "model.init=paper",
-            "--epochs", "2", "--devices", "cpu")  # fmt: skip
+    r = cli(
+        "train",
+        demo_data,
+        run,
+        "--preset",
+        "small",
+        "--set",
+        "model.init=paper",
+        "--epochs",
+        "2",
+        "--devices",
+        "cpu",
+    )
     assert r.code == 0, r.err
     warnings = [ln for ln in r.err.splitlines() if ln.startswith("warning: epoch")]
     assert len(warnings) == 1 and warnings[0].startswith("warning: epoch 1 learned nothing")
     assert "model.init=caffe" in warnings[0]
     lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert [m["flat"] for m in lines] == [True, True]
-    r = cli("train", demo_data, tmp_path / "stopped", "--preset", "small", "--set",
-            "model.init=paper", "--epochs", "3", "--devices", "cpu", "--stop-if-flat")  # fmt: skip
+    r = cli(
+        "train",
+        demo_data,
+        tmp_path / "stopped",
+        "--preset",
+        "small",
+        "--set",
+        "model.init=paper",
+        "--epochs",
+        "3",
+        "--devices",
+        "cpu",
+        "--stop-if-flat",
+    )
     assert r.code == 1 and "error: epoch 1 learned nothing" in r.err
     assert len((tmp_path / "stopped" / "metrics.jsonl").read_text().splitlines()) == 1
 

@@ -139,8 +139,9 @@ def test_pytorch_momentum_is_the_papers_rule_at_a_constant_lr_and_differs_after_
     grads = [lambda w, k=k: a * w + np.sin(k + w) for k in range(30)]
     w0 = rng.normal(size=5)
     constant = [0.05] * 30
-    np.testing.assert_allclose(_torch_sgd(w0, grads, constant), _paper_sgd(w0, grads, constant),
-                               rtol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        _torch_sgd(w0, grads, constant), _paper_sgd(w0, grads, constant), rtol=1e-12
+    )
     dropped = [0.05] * 15 + [0.005] * 15  # the paper's velocity keeps the old lr for a while
     diff = np.abs(_torch_sgd(w0, grads, dropped) - _paper_sgd(w0, grads, dropped)).max()
     assert diff > 1e-4
@@ -159,18 +160,29 @@ def _batches(n_batches=3, n=8, crop=4, seed=0):
     g = torch.Generator().manual_seed(seed)
     zeros = torch.zeros(n, dtype=torch.int64)
     return [
-        Batch(torch.randint(0, 256, (n, crop, crop, 3), generator=g, dtype=torch.uint8),
-              torch.randint(0, 3, (n,), generator=g), zeros, zeros,
-              torch.zeros(n, dtype=torch.bool), torch.zeros(n, 3))
+        Batch(
+            torch.randint(0, 256, (n, crop, crop, 3), generator=g, dtype=torch.uint8),
+            torch.randint(0, 3, (n,), generator=g),
+            zeros,
+            zeros,
+            torch.zeros(n, dtype=torch.bool),
+            torch.zeros(n, 3),
+        )
         for _ in range(n_batches)
-    ]  # fmt: skip
+    ]
 
 
 def _ctx(model, lr=0.01):
-    norm = Normalizer.create(np.full((4, 4, 3), 128.0), np.ones(3), np.eye(3),
-                             torch.device("cpu"), input_scale=1 / 64)  # fmt: skip
-    return StepContext(model, make_optimizer(model, lr, 0.9, 5e-4), LrSchedule(lr, "step"),
-                       norm, torch.device("cpu"))  # fmt: skip
+    norm = Normalizer.create(
+        np.full((4, 4, 3), 128.0), np.ones(3), np.eye(3), torch.device("cpu"), input_scale=1 / 64
+    )
+    return StepContext(
+        model,
+        make_optimizer(model, lr, 0.9, 5e-4),
+        LrSchedule(lr, "step"),
+        norm,
+        torch.device("cpu"),
+    )
 
 
 def test_validate_counts_every_image_once_as_numpy_does():
@@ -359,10 +371,15 @@ def test_a_non_finite_validation_loss_on_one_rank_stops_every_rank_alike(tmp_pat
         address = f"tcp://127.0.0.1:{s.getsockname()[1]}"
     root = Path(__file__).resolve().parents[3]
     procs = [
-        subprocess.Popen([sys.executable, "-c", _RANK, str(r), address], cwd=root,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", _RANK, str(r), address],
+            cwd=root,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for r in (0, 1)
-    ]  # fmt: skip
+    ]
     outs = [p.communicate(timeout=120) for p in procs]
     for out, err in outs:
         assert out.startswith("TrainingDiverged the validation loss became"), (out, err[-800:])

@@ -18,9 +18,13 @@ from alexcli.core.nn.model import build_model
 from alexcli.core.nn.optim import make_optimizer
 
 TINY = ModelConfig(
-    num_classes=7, conv_channels=(8, 16, 24, 24, 16), fc_features=(32, 32), conv1_kernel=5,
-    conv1_stride=2, crop=48,
-)  # fmt: skip
+    num_classes=7,
+    conv_channels=(8, 16, 24, 24, 16),
+    fc_features=(32, 32),
+    conv1_kernel=5,
+    conv1_stride=2,
+    crop=48,
+)
 CROP = TINY.crop
 
 
