@@ -91,17 +91,31 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+_kept: list[bool] = []  # what each open keep_freed_memory yielded, outermost first
+
+
 @contextlib.contextmanager
 def keep_freed_memory(enabled: bool = True) -> Iterator[bool]:
-    """Inside: freed blocks stay in the heap for reuse. Yields whether it took effect."""
+    """Inside: freed blocks stay in the heap for reuse. Yields whether it took effect.
+    Nested inside another, it leaves the heap to the outer one (so `predict` can keep
+    it across batches that `Classifier.classify` each keeps on its own)."""
     libc = _glibc() if enabled else None
     if libc is None:
         yield False
         return
+    if _kept:
+        _kept.append(_kept[0])
+        try:
+            yield _kept[0]
+        finally:
+            _kept.pop()
+        return
     ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    _kept.append(ok)
     try:
         yield ok
     finally:
+        _kept.clear()
         libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
         libc.malloc_trim(0)

@@ -89,7 +89,7 @@ def run_eval(
     start = time.perf_counter()
     tally = evaluate_views(
         net.model, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
-        num_classes=len(data.classes), amp=cfg.amp, task=task,
+        num_classes=len(data.classes), amp=cfg.amp, threads=net.threads, task=task,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     task.close()
