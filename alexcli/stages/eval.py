@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from alexcli.config import PRESETS, EvalConfig, TrainConfig
+from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import open_data_dir
@@ -72,6 +73,7 @@ def run_eval(
     run: Path, data_dir: Path, cfg: EvalConfig = EvalConfig(), progress: Progress = SILENT
 ) -> EvalReport:
     """Top-1 / top-5 error of `run` on DATA_DIR's `cfg.split`, with `cfg.views` views."""
+    sleeping_openmp_threads()  # before torch loads: OpenMP reads it then
     from alexcli.core.nn.loops import evaluate_views
 
     check_order(run, data_dir, "eval")

@@ -19,6 +19,7 @@ import numpy as np
 
 from alexcli.config import EvalConfig
 from alexcli.core.atomic import check_writable
+from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
@@ -76,6 +77,7 @@ def run_neighbors(
 ) -> NeighborsReport:
     """Figure 4: for validation images (`indices`, else `queries` of them evenly spaced
     through the split), the `k` training images nearest in fc7 space; a PNG grid at `out`."""
+    sleeping_openmp_threads()  # before torch loads: OpenMP reads it then
 
     from alexcli.core.figures.png import write_png
     from alexcli.core.figures.retrieval_grid import draw_grid

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from alexcli.config import EvalConfig
+from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress, Task
 from alexcli.stages.results import Result
 from alexcli.stages.trained import Classifier, Guess
@@ -47,6 +48,7 @@ def run_predict(
 
     A file that cannot be read gets an `error` instead; the others are still answered.
     """
+    sleeping_openmp_threads()  # before torch loads: OpenMP reads it then
     net = Classifier.load(run, cfg)
     task = progress.task("predict", total=len(paths), unit="images")
     with net.running():
