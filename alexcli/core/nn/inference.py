@@ -8,9 +8,9 @@ exported graph on the same cores.
   done in cache-sized slices of the channels-last maps: each slice's squares, window
   sums (shifted adds, one per neighbour), d^-β and product while it sits in the cache.
   Under autograd it hands over to the training LRN, so a `Classifier.model` still trains.
-- `for_inference`: eval mode; the layers as oneDNN runs them fastest here: conv2…conv5
-  channels-last (the Normalizer's output already is), fc6…fc8 through oneDNN's matmul
-  (`OneDnnLinear`) instead of the BLAS, the ReLUs in place.
+- `for_inference`: eval mode, the weights channels-last (the Normalizer's output
+  already is: oneDNN's convolutions and max-pooling prefer it), fc6…fc8 through
+  oneDNN's matmul (`OneDnnLinear`) instead of the BLAS.
 - `ThreadTuner`: a CPU run's compute threads chosen by timing its own forward passes,
   as `train` probes its step (core/nn/threads.py), but at no extra cost: the first
   passes take the candidate counts in turn. The count does not change the values
@@ -29,12 +29,11 @@ from collections.abc import Iterator, Sequence
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexcli.core.machine import cpu_cores, keep_freed_memory
 from alexcli.core.nn.lrn import local_response_norm
-from alexcli.core.nn.model import CONVS, FCS, AlexNet
+from alexcli.core.nn.model import FCS, AlexNet
 from alexcli.core.nn.threads import fastest
 
 # A slice's floats: its four arrays (input, squares, sums, output), 2 MB each, stay in
@@ -86,19 +85,12 @@ def _normalise(
 
 
 def for_inference(model: AlexNet) -> AlexNet:
-    """`model` set up for forward passes, in eval mode, the same weights (the same state
-    dict): conv2…conv5 channels-last (conv1's 3-channel kernels run faster as they are,
-    on channels-last images); fc6…fc8 through oneDNN; the ReLUs in place."""
-    model.eval()
+    """`model` set up for forward passes, in eval mode, with the same weights under the
+    same names: channels-last, and fc6…fc8 through oneDNN."""
+    model.eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     for tower in model.tower_list:
-        for name in CONVS[1:]:
-            conv = getattr(tower, name, None)  # the omitted middle layer is absent
-            if conv is not None:
-                conv.to(memory_format=torch.channels_last)
         for name in FCS:
             setattr(tower, name, OneDnnLinear.of(getattr(tower, name)))
-        if tower.act is F.relu:  # each conv's and FC layer's output is fresh: overwrite it
-            tower.act = F.relu_
     return model
 
 
