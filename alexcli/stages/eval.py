@@ -7,6 +7,7 @@ is the way to refresh it (`alexcli run` caches it by checkpoint and data).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -27,6 +28,7 @@ from alexcli.stages.trained import Classifier, check_order
 # docs/paper.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
 PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}
 _WNID = re.compile(r"n\d{8}")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,8 @@ def run_eval(
     )  # fmt: skip
     seconds = time.perf_counter() - start
     task.close()
+    if net.threads is not None:
+        log.debug("eval: %s", net.threads.describe())
     errors = tally.class_top1_error()
     per_class = [
         ClassError(i, c["name"], c.get("words", ""), int(tally.class_images[i]),

@@ -87,7 +87,7 @@ class Classifier:
         from alexcli.core.data.loader import default_workers
         from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.devices import check_amp, resolve_devices
-        from alexcli.core.nn.inference import for_inference, inference_lrn, inference_threads
+        from alexcli.core.nn.inference import for_inference, inference_threads, lrn_for
 
         devices = resolve_devices(cfg.devices)
         check_amp(cfg.amp, devices[0])
@@ -96,7 +96,7 @@ class Classifier:
             ckpt.mean, ckpt.eigval, ckpt.eigvec, devices[0],
             lighting_scale=train_cfg.lighting_scale, input_scale=train_cfg.input_scale,
         )  # fmt: skip
-        model = for_inference(ckpt.build_model(devices, lrn=inference_lrn))
+        model = for_inference(ckpt.build_model(devices, lrn=lrn_for(devices[0])))
         workers = cfg.workers if cfg.workers is not None else default_workers()
         threads = inference_threads(devices[0], workers)
         log.debug("%s: epoch %d on %s", ckpt.path, ckpt.epoch, ", ".join(map(str, devices)))

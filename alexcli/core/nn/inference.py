@@ -8,6 +8,7 @@ exported graph on the same cores.
   done in cache-sized slices of the channels-last maps: each slice's squares, window
   sums (shifted adds, one per neighbour), d^-β and product while it sits in the cache.
   Under autograd it hands over to the training LRN, so a `Classifier.model` still trains.
+  On a CPU only (`lrn_for`): it was measured there.
 - `for_inference`: eval mode, the weights channels-last (the Normalizer's output
   already is: oneDNN's convolutions and max-pooling prefer it), fc6…fc8 through
   oneDNN's matmul (`OneDnnLinear`) instead of the BLAS.
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from alexcli.core.machine import cpu_cores, keep_freed_memory
-from alexcli.core.nn.lrn import local_response_norm
+from alexcli.core.nn.lrn import Lrn, local_response_norm
 from alexcli.core.nn.model import FCS, AlexNet
 from alexcli.core.nn.threads import fastest
 
@@ -63,6 +64,13 @@ def inference_lrn(
         a = rows[lo : lo + step].float()
         _normalise(a, out[lo : lo + step], sq[: len(a)], d[: len(a)], size, scale, beta, k)
     return out.view(n, h, w, c).permute(0, 3, 1, 2)
+
+
+def lrn_for(device: torch.device) -> Lrn:
+    """The LRN of an inference network on `device`: `inference_lrn` on a CPU, where it
+    was measured; elsewhere the training LRN (a GPU's memory is fast enough that the
+    band product and the saved tensors cost little; not measured)."""
+    return inference_lrn if device.type == "cpu" else local_response_norm
 
 
 def _normalise(
@@ -115,6 +123,7 @@ class OneDnnLinear(nn.Linear):
             x.device.type != "cpu"
             or x.dtype != torch.float32
             or x.dim() != 2
+            or not x.is_contiguous()
             or self.weight.dtype != torch.float32
             or torch.is_autocast_enabled("cpu")
             or (torch.is_grad_enabled() and (x.requires_grad or self.weight.requires_grad))
