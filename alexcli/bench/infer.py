@@ -219,19 +219,10 @@ def _interleaved(
 # --------------------------------------------------------------------------- the figures
 
 
-def figures(
-    preset_name: str,
-    batch_size: int,
-    *,
-    quick: bool,
-    threads: int | None,
-    amps: tuple[Amp, ...],
-) -> tuple[list[Figure], dict[str, Any]]:
+def figures(got: InferenceRates, preset_name: str) -> tuple[list[Figure], dict[str, Any]]:
     """`alexcli bench`'s inference figures and details: alexcli against onnxruntime on the
-    same threads (target 1) and on its own, at `amps` too, and against the reference."""
-    got = measure(
-        preset_name, batch_size=batch_size, rounds=3 if quick else 5, threads=threads, amps=amps
-    )
+    same threads (target 1) and on its own, at other precisions too, and against the
+    reference; without onnxruntime, the reference alone and the details say why."""
     rate, t = got.rates, f"{got.threads} thread{'' if got.threads == 1 else 's'}"
     details = {
         "preset": preset_name,
@@ -254,11 +245,9 @@ def figures(
         if "onnxruntime_default" in rate:
             own = rate["onnxruntime_default"]
             found.append(Figure("inference", ours, value, "onnxruntime, its own threads", own))
-        for amp in amps:
-            name = f"alexcli --amp {amp}, {t}"
-            found.append(
-                Figure("inference", name, rate[f"alexcli_{amp}"], f"onnxruntime, {t}", ort)
-            )
+        for key in (k for k in rate if k.startswith("alexcli_")):
+            name = f"alexcli --amp {key.removeprefix('alexcli_')}, {t}"
+            found.append(Figure("inference", name, rate[key], f"onnxruntime, {t}", ort))
     found.append(
         Figure("inference", ours, value, "the training network's forward", rate["reference"])
     )

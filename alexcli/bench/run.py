@@ -102,13 +102,14 @@ def run_bench(
         if "inference" in plan.stages:
             progress.log("inference: eval's forward pass against onnxruntime, interleaved")
             amps: tuple[Amp, ...] = ("bf16",) if plan.precision == "bf16" and native_bf16() else ()
-            figures["inference"], details["inference"] = infer.figures(
+            got = infer.measure(
                 plan.train.preset,
-                plan.batch_size,
-                quick=plan.quick,
+                batch_size=plan.batch_size,
+                rounds=3 if plan.quick else 5,
                 threads=config.threads,
                 amps=amps,
             )
+            figures["inference"], details["inference"] = infer.figures(got, plan.train.preset)
     return BenchResult(
         [f for s in STAGES for f in figures[s]],
         machine=_machine(plan),

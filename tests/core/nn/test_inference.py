@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from alexcli.config import ModelConfig
-from alexcli.core.machine import keep_freed_memory
 from alexcli.core.nn import inference
 from alexcli.core.nn.inference import (
     OneDnnLinear,
@@ -210,11 +209,3 @@ def test_threads_are_left_alone_on_a_gpu_and_when_the_environment_sets_them(monk
     assert tuner is not None and tuner.counts[-1] >= 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert inference_threads(torch.device("cpu")) is None
-
-
-def test_a_nested_kept_heap_leaves_it_to_the_outer_one():
-    with keep_freed_memory() as outer:
-        with keep_freed_memory() as inner:
-            assert inner == outer
-        with keep_freed_memory() as again:
-            assert again == outer
