@@ -59,9 +59,9 @@ class Classifier:
     """A run's network on its devices, with the test-time input pipeline it was trained
     with. `alexcli.load(RUN_DIR or checkpoint)` makes one; `alexcli predict` uses it.
 
-    The network is set up for inference (core/nn/inference.py: channels-last, an LRN
-    without autograd's bookkeeping, the compute threads timed): the same values as
-    the training network's forward pass, to float rounding, faster."""
+    The network is set up for inference (core/nn/inference.py: channels-last; on a CPU
+    an LRN without autograd's bookkeeping, fc6…fc8 through oneDNN and the compute
+    threads chosen by timing): the training network's values, to float rounding."""
 
     ckpt: Checkpoint
     cfg: TrainConfig
