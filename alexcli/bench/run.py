@@ -11,6 +11,8 @@ docs/performance.md.
     loader   one worker's fill, JPEG records     an H100's appetite per core (1,250/s)  0.8
     train    tuned step, fp32 and at --amp       that dtype's peak ÷ FLOPs per image      —
     train    tuned step at --amp                 plain eager fp32 PyTorch, same network   2
+    inference  eval's and predict's forward pass  onnxruntime on the exported graph,     1
+                                                  same threads (bench/infer.py)
 
 Without DATA_DIR the data are made up: a generated ILSVRC-shaped tree (core/data/synthetic.py),
 prepared into a temporary directory (raw, and for the loader as JPEG records too) that is
@@ -32,7 +34,7 @@ from typing import Any
 import torch
 
 from alexcli.bench import data as plain
-from alexcli.bench import limits, step
+from alexcli.bench import infer, limits, step
 from alexcli.bench.report import BenchResult, Figure
 from alexcli.config import BenchConfig, PrepareConfig, TrainConfig, preset
 from alexcli.core.data.archives import write_archives
@@ -48,7 +50,7 @@ from alexcli.errors import AlexcliError, ConfigError
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.prepare import run_prepare
 
-STAGES = ("prepare", "stats", "loader", "train")
+STAGES = ("prepare", "stats", "loader", "train", "inference")
 LOADER_CAUSE = (
     "on a CPU, the normaliser writes its float32 output (602 KB per 224 crop) on the one "
     "thread train leaves it; a bare uint8→float copy alone falls short of a bare "
@@ -104,6 +106,17 @@ def run_bench(
                         figures["loader"] += _loader(loaded, plan, appetite, details, progress)
         finally:
             torch.set_num_threads(threads)
+        if "inference" in plan.stages:
+            progress.log("inference: eval's forward pass against onnxruntime, interleaved")
+            amps: tuple[Amp, ...] = ("bf16",) if plan.precision == "bf16" and native_bf16() else ()
+            got = infer.measure(
+                plan.train.preset,
+                batch_size=plan.batch_size,
+                rounds=3 if plan.quick else 5,
+                threads=config.threads,
+                amps=amps,
+            )
+            figures["inference"], details["inference"] = infer.figures(got, plan.train.preset)
     return BenchResult(
         [f for s in STAGES for f in figures[s]],
         machine=_machine(plan),

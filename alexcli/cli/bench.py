@@ -50,7 +50,8 @@ def bench(
     only: Annotated[
         list[str] | None,
         typer.Option(
-            "--only", help="Measure one stage: prepare, stats, loader, train (repeatable)."
+            "--only",
+            help="Measure one stage: prepare, stats, loader, train, inference (repeatable).",
         ),
     ] = None,
     quick: Annotated[
@@ -84,8 +85,9 @@ def bench(
     prepare against a plain decode loop, stats against a plain read, the loader
     against raw random reads and the step's appetite, the training step against the
     fp32 and bf16 peaks (a big matmul or 3×3 convolution) and against plain eager fp32
-    PyTorch. Ratio = stage ÷ limit. docs/performance.md has the numbers and what holds
-    each stage back.
+    PyTorch, and eval's and predict's forward pass against onnxruntime running the
+    exported graph on the same threads. Ratio = stage ÷ limit. docs/performance.md has
+    the numbers and what holds each stage back.
 
     `--scale WORK_DIR` runs the scale rehearsal instead (docs/performance.md "At
     ImageNet's size").
@@ -203,6 +205,14 @@ def _show(result: BenchResult) -> None:
         )
         ops = ", ".join(f"{o['op']} {o['share']:.0%}" for o in train["step_top_ops"][:5])
         out.print(f"where the tuned step's time goes: {ops}", highlight=False)
+    inference = details.get("inference")
+    if inference:
+        out.print(
+            f"inference: batch {inference['batch_size']} on the CPU, "
+            f"{inference['threads_chosen']}; OMP_WAIT_POLICY {inference['openmp_wait_policy']}; "
+            f"{inference['onnxruntime']}",
+            highlight=False,
+        )
     for f in result.figures:
         if f.met is False:
             gap = f"{f.name} / {f.limit}: {f.ratio:.2f} < {f.target:g}"

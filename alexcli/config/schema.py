@@ -265,7 +265,7 @@ class BenchConfig(Checked):
     workers: int | None = bounded(None, at_least=0)  # loader processes; None: as `train`
     jobs: int = bounded(2, at_least=1)  # prepare's and stats' processes
     seconds: float = bounded(5.0, at_least=0.01)  # each rate is timed at least this long
-    only: tuple[str, ...] = ()  # "prepare", "stats", "loader", "train"; empty: all
+    only: tuple[str, ...] = ()  # "prepare", "stats", "loader", "train", "inference"; empty: all
     source: str = ""  # prepare's image tree; "": a generated one
     source_images: int = bounded(480, at_least=1)  # the generated tree's training images
     quick: bool = False  # tiny data and short timings: checks the report, not the machine

@@ -1,6 +1,6 @@
-"""What this process may use of the machine: its cores, and the heap of the CPU
-training step. No paper section: runtime settings (docs/performance.md "The training
-step" has the measurements).
+"""What this process may use of the machine: its cores, OpenMP's idle threads, and
+the heap of the CPU training step and of inference. No paper section: runtime settings
+(docs/performance.md "The training step" and "Inference" have the measurements).
 
 `cpu_cores()` is the one count of cores every default (`--jobs`, `--workers`, compute
 threads) starts from: the cores this process may run on (its CPU affinity, as a
@@ -14,6 +14,10 @@ duration (`mallopt`), so the heap grows over the first steps to what a step need
 and is reused from then on; on leaving, the defaults come back and the unused heap
 is returned. Elsewhere (not glibc: macOS, musl) it does nothing. Values computed are
 unchanged.
+
+`sleeping_openmp_threads()` has OpenMP's idle threads sleep rather than spin in the
+inference commands (eval, predict, neighbors): set before torch loads, as OpenMP reads
+it then.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,6 +42,24 @@ def cpu_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+# OpenMP's idle threads sleep at once instead of spinning: what eval, predict and
+# neighbors run with unless the environment says otherwise.
+OPENMP_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def sleeping_openmp_threads() -> bool:
+    """Set `OPENMP_POLICY` unless the environment already chose a wait policy. Beside
+    other busy processes a spinning OpenMP thread holds the core its team waits for:
+    a two-thread forward pass of the paper's network ran 3–10× slower than with the
+    threads asleep (docs/performance.md "Inference"). OpenMP reads the variable when
+    torch loads it, so this works only before torch is imported; says whether it did."""
+    key, value = OPENMP_POLICY
+    if key in os.environ or "torch" in sys.modules:
+        return False
+    os.environ[key] = value
+    return True
 
 
 def raise_open_file_limit() -> int:
@@ -91,17 +114,31 @@ def _glibc() -> ctypes.CDLL | None:
         return None
 
 
+_kept: list[bool] = []  # what each open keep_freed_memory yielded, outermost first
+
+
 @contextlib.contextmanager
 def keep_freed_memory(enabled: bool = True) -> Iterator[bool]:
-    """Inside: freed blocks stay in the heap for reuse. Yields whether it took effect."""
+    """Inside: freed blocks stay in the heap for reuse. Yields whether it took effect.
+    Nested inside another, it leaves the heap to the outer one (so `predict` can keep
+    it across batches that `Classifier.classify` each keeps on its own)."""
     libc = _glibc() if enabled else None
     if libc is None:
         yield False
         return
+    if _kept:
+        _kept.append(_kept[0])
+        try:
+            yield _kept[0]
+        finally:
+            _kept.pop()
+        return
     ok = libc.mallopt(_M_MMAP_MAX, 0) == 1 and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
+    _kept.append(ok)
     try:
         yield ok
     finally:
+        _kept.clear()
         libc.mallopt(_M_MMAP_MAX, _DEFAULT_MMAP_MAX)
         libc.mallopt(_M_TRIM_THRESHOLD, _DEFAULT_TRIM_THRESHOLD)
         libc.malloc_trim(0)

@@ -7,6 +7,7 @@ is the way to refresh it (`alexcli run` caches it by checkpoint and data).
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from collections.abc import Sequence
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from alexcli.config import PRESETS, EvalConfig, TrainConfig
+from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import open_data_dir
@@ -26,6 +28,7 @@ from alexcli.stages.trained import Classifier, check_order
 # docs/paper.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
 PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}
 _WNID = re.compile(r"n\d{8}")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ def run_eval(
     run: Path, data_dir: Path, cfg: EvalConfig = EvalConfig(), progress: Progress = SILENT
 ) -> EvalReport:
     """Top-1 / top-5 error of `run` on DATA_DIR's `cfg.split`, with `cfg.views` views."""
+    sleeping_openmp_threads()  # before torch loads: OpenMP reads it then
     from alexcli.core.nn.loops import evaluate_views
 
     check_order(run, data_dir, "eval")
@@ -89,10 +93,12 @@ def run_eval(
     start = time.perf_counter()
     tally = evaluate_views(
         net.network, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
-        num_classes=len(data.classes), amp=cfg.amp, task=task,
+        num_classes=len(data.classes), amp=cfg.amp, threads=net.threads, task=task,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     task.close()
+    if net.threads is not None:
+        log.debug("eval: %s", net.threads.describe())
     errors = tally.class_top1_error()
     per_class = [
         ClassError(i, c["name"], c.get("words", ""), int(tally.class_images[i]),

@@ -19,6 +19,7 @@ import numpy as np
 
 from alexcli.config import EvalConfig
 from alexcli.core.atomic import check_writable
+from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
 from alexcli.stages.datadir import DataDir, open_data_dir
@@ -76,11 +77,10 @@ def run_neighbors(
 ) -> NeighborsReport:
     """Figure 4: for validation images (`indices`, else `queries` of them evenly spaced
     through the split), the `k` training images nearest in fc7 space; a PNG grid at `out`."""
-    import torch
+    sleeping_openmp_threads()  # before torch loads: OpenMP reads it then
 
     from alexcli.core.figures.png import write_png
     from alexcli.core.figures.retrieval_grid import draw_grid
-    from alexcli.core.nn.loops import centre_features, view_probabilities
     from alexcli.core.nn.retrieval import nearest_in
 
     if out.suffix.lower() != ".png" or out.is_dir():
@@ -95,13 +95,13 @@ def run_neighbors(
     if not 1 <= k <= len(train):
         raise UserError(f"--k {k}: the training split has {len(train)} images")
     start = time.perf_counter()
-    images = torch.from_numpy(np.stack([val.image(i) for i in chosen]))
-    probs = view_probabilities(net.model, images, net.normalize, net.crop, cfg.views, cfg.amp)
-    feats = centre_features(net.model, images, net.normalize, net.crop, cfg.amp)
+    images = np.stack([val.image(i) for i in chosen])
+    probs = net.classify(images, cfg.views)
+    feats = net.features(images)
     task = progress.task("fc7 of the training images", total=len(train), unit="images")
     search = nearest_in(
         net.model, net.loader(train, cfg), net.normalize, feats, crop=net.crop, k=k,
-        amp=cfg.amp, task=task,
+        amp=cfg.amp, threads=net.threads, task=task,
     )  # fmt: skip
     task.close()
     found, dist = search.result()

@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from alexcli.config import EvalConfig
-from alexcli.core.progress import SILENT, Progress
+from alexcli.core.machine import sleeping_openmp_threads
+from alexcli.core.progress import SILENT, Progress, Task
 from alexcli.stages.results import Result
 from alexcli.stages.trained import Classifier, Guess
 
@@ -47,11 +48,22 @@ def run_predict(
 
     A file that cannot be read gets an `error` instead; the others are still answered.
     """
+    sleeping_openmp_threads()  # before torch loads: OpenMP reads it then
+    net = Classifier.load(run, cfg)
+    task = progress.task("predict", total=len(paths), unit="images")
+    with net.running():
+        answers = _answers(net, paths, cfg, task)
+    task.close()
+    return PredictReport(net.ckpt.source, cfg.views, answers)
+
+
+def _answers(
+    net: Classifier, paths: Sequence[Path], cfg: EvalConfig, task: Task
+) -> list[Prediction]:
+    """Each file's guesses or error, a batch at a time."""
     from alexcli.core.data.decode import Unreadable
 
-    net = Classifier.load(run, cfg)
     answers: list[Prediction] = []
-    task = progress.task("predict", total=len(paths), unit="images")
     for lo in range(0, len(paths), cfg.batch_size):  # decode a batch at a time: memory bound
         chunk = [Path(p) for p in paths[lo : lo + cfg.batch_size]]
         decoded: dict[int, np.ndarray] = {}
@@ -67,5 +79,4 @@ def run_predict(
             guesses = dict(zip(decoded, net.guesses(probs), strict=True))
         answers += [Prediction(p, guesses.get(i, []), errors.get(i)) for i, p in enumerate(chunk)]
         task.advance(len(chunk))
-    task.close()
-    return PredictReport(net.ckpt.source, cfg.views, answers)
+    return answers

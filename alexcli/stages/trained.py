@@ -9,8 +9,9 @@ carries (mean image, crop, input scale), so no DATA_DIR/stats.h5 is needed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from alexcli.core.data.shards import ShardSet
     from alexcli.core.data.transforms import Normalizer
     from alexcli.core.nn.checkpoint import Checkpoint
+    from alexcli.core.nn.inference import ThreadTuner
     from alexcli.core.nn.loops import Amp
     from alexcli.core.nn.model import AlexNet
 
@@ -56,7 +58,11 @@ Picture: TypeAlias = "str | Path | bytes | np.ndarray | Image.Image"
 @dataclass
 class Classifier:
     """A run's network on its devices, with the test-time input pipeline it was trained
-    with. `alexcli.load(RUN_DIR or checkpoint)` makes one; `alexcli predict` uses it."""
+    with. `alexcli.load(RUN_DIR or checkpoint)` makes one; `alexcli predict` uses it.
+
+    The network is set up for inference (core/nn/inference.py: channels-last; on a CPU
+    an LRN without autograd's bookkeeping, fc6…fc8 through oneDNN and the compute
+    threads chosen by timing): the training network's values, to float rounding."""
 
     ckpt: Checkpoint
     cfg: TrainConfig
@@ -65,6 +71,7 @@ class Classifier:
     devices: list[torch.device]
     amp: Amp = "off"
     batch_size: int = 128
+    threads: ThreadTuner | None = None  # a CPU's compute threads, chosen by timing
     forward: nn.Module | None = None  # `model` as its forward runs: compiled (--compile)
 
     @classmethod
@@ -79,8 +86,10 @@ class Classifier:
     @classmethod
     def of(cls, ckpt: Checkpoint, cfg: EvalConfig) -> Classifier:
         """`ckpt`'s network on `cfg.devices`, with its test-time input pipeline."""
+        from alexcli.core.data.loader import default_workers
         from alexcli.core.data.transforms import Normalizer
         from alexcli.core.nn.devices import check_amp, resolve_devices
+        from alexcli.core.nn.inference import for_inference, inference_threads, lrn_for
         from alexcli.core.nn.loops import compiled
 
         devices = resolve_devices(cfg.devices)
@@ -90,10 +99,14 @@ class Classifier:
             ckpt.mean, ckpt.eigval, ckpt.eigvec, devices[0],
             lighting_scale=train_cfg.lighting_scale, input_scale=train_cfg.input_scale,
         )  # fmt: skip
-        model = ckpt.build_model(devices)
+        model = for_inference(ckpt.build_model(devices, lrn=lrn_for(devices[0])))
+        workers = cfg.workers if cfg.workers is not None else default_workers()
+        threads = inference_threads(devices[0], workers)
         log.debug("%s: epoch %d on %s", ckpt.path, ckpt.epoch, ", ".join(map(str, devices)))
         forward = compiled(model) if cfg.compile else model
-        return cls(ckpt, train_cfg, model, normalize, devices, cfg.amp, cfg.batch_size, forward)
+        return cls(
+            ckpt, train_cfg, model, normalize, devices, cfg.amp, cfg.batch_size, threads, forward
+        )
 
     @property
     def network(self) -> nn.Module:
@@ -137,10 +150,11 @@ class Classifier:
                 f"probabilities([picture]), not probabilities({type(pictures).__name__})"
             )
         out = []
-        for lo in range(0, len(pictures), self.batch_size):  # decode a batch at a time
-            chunk = pictures[lo : lo + self.batch_size]
-            images = [self._named(p, lo + i) for i, p in enumerate(chunk)]
-            out.append(self.classify(np.stack(images), views))
+        with self.running():
+            for lo in range(0, len(pictures), self.batch_size):  # decode a batch at a time
+                chunk = pictures[lo : lo + self.batch_size]
+                images = [self._named(p, lo + i) for i, p in enumerate(chunk)]
+                out.append(self.classify(np.stack(images), views))
         return torch.cat(out) if out else torch.zeros((0, len(self.classes)))
 
     def _named(self, picture: Picture, index: int) -> np.ndarray:
@@ -162,17 +176,57 @@ class Classifier:
 
         from alexcli.core.nn.loops import view_probabilities
 
+        self._check(images)
+        if views not in (1, 10):
+            raise ValueError(f"views is 1 (the centre) or 10 (the paper's test), not {views}")
+        with self.running():
+            probs = view_probabilities(
+                self.network,
+                torch.from_numpy(images),
+                self.normalize,
+                self.crop,
+                views,
+                self.amp,
+                threads=self.threads,
+            )
+        return probs.float().cpu()
+
+    def features(self, images: np.ndarray) -> torch.Tensor:
+        """fc7's activations (n, fc7 width), float32 on the first tower's device, of the
+        centre patch of preprocessed images, uint8 (n, size, size, 3): the vectors
+        `neighbors` compares (Figure 4)."""
+        import torch
+
+        from alexcli.core.nn.loops import centre_features
+
+        self._check(images)
+        with self.running():
+            return centre_features(
+                self.model,
+                torch.from_numpy(images),
+                self.normalize,
+                self.crop,
+                self.amp,
+                threads=self.threads,
+            )
+
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """Inside, forward passes run with no autograd, the threads as tuned and, on a
+        CPU, freed memory kept for the next batch (core/nn/inference.py): `classify` and
+        `features` each do so on their own; a caller with many batches wraps its loop,
+        so the next batch reuses the last one's pages."""
+        from alexcli.core.nn.inference import inference
+
+        with inference(self.devices[0]), self.threads or contextlib.nullcontext():
+            yield
+
+    def _check(self, images: np.ndarray) -> None:
         if images.dtype != np.uint8 or images.shape[1:] != (self.size, self.size, 3):
             raise ValueError(
                 f"expected uint8 (n, {self.size}, {self.size}, 3), "
                 f"got {images.dtype} {images.shape}"
             )
-        if views not in (1, 10):
-            raise ValueError(f"views is 1 (the centre) or 10 (the paper's test), not {views}")
-        probs = view_probabilities(
-            self.network, torch.from_numpy(images), self.normalize, self.crop, views, self.amp
-        )
-        return probs.float().cpu()
 
     def predict(
         self, pictures: Sequence[Picture], views: int = 10, topk: int = 5

@@ -25,6 +25,7 @@ TARGETS = {
     # fp32 vs its peak, bf16 vs its peak, fp32 and bf16 vs plain eager fp32 on every core
     "train": [None, None, 1.5, 2.5],
 }
+INFERENCE_LIMITS = ("onnxruntime", "the training network's forward")
 
 
 def check_figure(f: dict) -> None:
@@ -53,6 +54,19 @@ def test_quick_bench_reports_every_figure_beside_its_limit(cli, own_tmp):
     assert {s: [f["target"] for f in figures if f["stage"] == s] for s in TARGETS} == TARGETS
     for f in figures:
         check_figure(f)
+    # inference: alexcli against onnxruntime on the same threads first (target 1), then
+    # against its own threads and at bf16 where this CPU has it, then the training forward
+    inference = [f for f in figures if f["stage"] == "inference"]
+    threads = report["details"]["inference"]["threads"]
+    assert inference[0]["target"] == 1.0
+    assert inference[0]["limit"] == f"onnxruntime, {threads} thread{'' if threads == 1 else 's'}"
+    assert inference[-1]["limit"] == "the training network's forward"
+    assert all(f["limit"].startswith(INFERENCE_LIMITS) for f in inference)
+    assert all(f["target"] is None for f in inference[1:])
+    details = report["details"]["inference"]
+    assert details["openmp_wait_policy"] and details["onnxruntime"].startswith("onnxruntime")
+    assert set(details["images_per_s"]) >= {"alexcli", "onnxruntime", "reference"}
+    assert details["max_difference"] < 1e-5  # the same probabilities as the training forward
     train = report["details"]["train"]
     assert set(train["peak_gflops"]) == {"fp32", "bf16"}
     for k, peak in train["peak_gflops"].items():  # the best of a matmul and a convolution

@@ -249,12 +249,18 @@ class Normalizer:
 
 
 def iter_views(
-    normalizer: Normalizer, images: torch.Tensor, crop: int, views: int
+    normalizer: Normalizer,
+    images: torch.Tensor,
+    crop: int,
+    views: int,
+    *,
+    channels_last: bool = False,
 ) -> Iterator[torch.Tensor]:
     """Whole (n, S, S, 3) uint8 images → the normalised test inputs, one view at a time,
     each (n, 3, crop, crop), in `view_offsets` order: the centre crop (views=1) or the
     paper's 10 views, the mean subtracted at each view's place. One view at a time, so a
-    10-view test holds one view's floats, not ten (10 × 128 × 3 × 224² float32 is 770 MB)."""
+    10-view test holds one view's floats, not ten (10 × 128 × 3 × 224² float32 is 770 MB).
+    `channels_last`: as the Normalizer makes them, without a copy to NCHW."""
     n = images.shape[0]
     for y, x, flip in view_offsets(normalizer.size, crop, views):
         patch = images[:, y : y + crop, x : x + crop]
@@ -262,4 +268,5 @@ def iter_views(
             patch = patch.flip(2)
         ys = torch.full((n,), y, dtype=torch.int64)
         xs = torch.full((n,), x, dtype=torch.int64)
-        yield normalizer(patch, ys, xs, torch.full((n,), flip, dtype=torch.bool))
+        flips = torch.full((n,), flip, dtype=torch.bool)
+        yield normalizer(patch, ys, xs, flips, channels_last=channels_last)

@@ -39,6 +39,7 @@ from alexcli.core.data.batches import Batch
 from alexcli.core.data.transfer import prefetched
 from alexcli.core.data.transforms import Normalizer, iter_views
 from alexcli.core.nn.devices import send
+from alexcli.core.nn.inference import ThreadTuner, inference, timed
 from alexcli.core.nn.model import AlexNet
 from alexcli.core.nn.optim import LrSchedule, set_lr
 from alexcli.core.nn.readout import StepRead, StepValues, check_finite
@@ -335,28 +336,40 @@ def view_probabilities(
     crop: int,
     views: int,
     amp: Amp = "off",
+    *,
+    channels_last: bool = True,
+    threads: ThreadTuner | None = None,
 ) -> Tensor:
     """Whole uint8 images (n, S, S, 3) → class probabilities (n, classes), float32, on the
-    first tower's device: the softmax of each of `views` patches (1 or 10), averaged."""
+    first tower's device: the softmax of each of `views` patches (1 or 10), averaged.
+    `channels_last`: the inputs as the Normalizer makes them (`inference.for_inference`'s
+    layout); `threads`: the compute threads of each pass (`inference.ThreadTuner`)."""
     device = normalize.mean.device
     images = images.to(device, non_blocking=True)
     logits = []
-    for x in iter_views(normalize, images, crop, views):
-        with autocast(device, amp):
+    for x in iter_views(normalize, images, crop, views, channels_last=channels_last):
+        with timed(threads, len(x)), autocast(device, amp):
             logits.append(model(x).float())
     return average_softmax(torch.stack(logits))
 
 
 @torch.no_grad()
 def centre_features(
-    model: AlexNet, images: Tensor, normalize: Normalizer, crop: int, amp: Amp = "off"
+    model: AlexNet,
+    images: Tensor,
+    normalize: Normalizer,
+    crop: int,
+    amp: Amp = "off",
+    *,
+    channels_last: bool = True,
+    threads: ThreadTuner | None = None,
 ) -> Tensor:
     """fc7's activations (after ReLU) of the centre patch, float32 (n, fc7 width): the
     4096-d vectors Figure 4 compares."""
     device = normalize.mean.device
     images = images.to(device, non_blocking=True)
-    x = next(iter_views(normalize, images, crop, 1))
-    with autocast(device, amp):
+    x = next(iter_views(normalize, images, crop, 1, channels_last=channels_last))
+    with timed(threads, len(x)), autocast(device, amp):
         return model.features(x).float()
 
 
@@ -369,16 +382,20 @@ def evaluate_views(
     views: int,
     num_classes: int,
     amp: Amp = "off",
+    threads: ThreadTuner | None = None,
     task: Task = SILENT.task(""),
 ) -> Tally:
     """Top-1 / top-5 hits of `model` over `batches` of whole uint8 images (the loader with
     crop = image size), with `views` test patches per image."""
     model.eval()
     tally = Tally(num_classes)
-    for batch in batches:
-        probs = view_probabilities(model, batch.images, normalize, crop, views, amp)
-        tally.add(probs, batch.labels)
-        task.advance(batch.n)
+    with inference(normalize.mean.device), threads or contextlib.nullcontext():
+        for batch in batches:
+            probs = view_probabilities(
+                model, batch.images, normalize, crop, views, amp, threads=threads
+            )
+            tally.add(probs, batch.labels)
+            task.advance(batch.n)
     return tally
 
 

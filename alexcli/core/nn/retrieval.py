@@ -20,6 +20,7 @@ The figure itself is drawn by `core/figures/retrieval_grid.py`.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
 import numpy as np
@@ -28,6 +29,7 @@ from torch import Tensor
 
 from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
+from alexcli.core.nn.inference import ThreadTuner, inference
 from alexcli.core.nn.loops import Amp, centre_features
 from alexcli.core.nn.model import AlexNet
 from alexcli.core.progress import SILENT, Task
@@ -76,13 +78,16 @@ def nearest_in(
     crop: int,
     k: int,
     amp: Amp = "off",
+    threads: ThreadTuner | None = None,
     task: Task = SILENT.task(""),
 ) -> RunningNearest:
     """The `k` images of `batches` (whole uint8 images, in index order) whose centre-patch
-    fc7 vectors are nearest each row of `queries` (Q, fc7 width)."""
+    fc7 vectors are nearest each row of `queries` (Q, fc7 width). `threads`: the compute
+    threads of each pass (`inference.ThreadTuner`)."""
     model.eval()
     search = RunningNearest(queries, k)
-    for batch in batches:
-        search.add(centre_features(model, batch.images, normalize, crop, amp))
-        task.advance(batch.n)
+    with inference(normalize.mean.device), threads or contextlib.nullcontext():
+        for batch in batches:
+            search.add(centre_features(model, batch.images, normalize, crop, amp, threads=threads))
+            task.advance(batch.n)
     return search
