@@ -18,7 +18,7 @@ from alexcli.errors import AlexcliError, UserError
 from alexcli.version import __version__
 
 if TYPE_CHECKING:
-    from alexcli.stages.trained import Classifier
+    from alexcli.stages.classifier import Classifier
 
 __all__ = ["AlexcliError", "UserError", "__version__", "load"]
 
@@ -41,7 +41,7 @@ def load(
     one line, with a `.hint`.
     """
     from alexcli.config import EvalConfig
-    from alexcli.stages.trained import Classifier
+    from alexcli.stages.classifier import Classifier
 
     cfg = EvalConfig(devices=devices, amp=amp, batch_size=batch_size)
     return Classifier.load(Path(run), cfg)

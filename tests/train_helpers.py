@@ -9,8 +9,7 @@ import numpy as np
 
 from alexcli.core.data.stats import Stats
 from alexcli.core.data.stats import write_stats as core_write_stats
-from alexcli.stages.datadir import open_data_dir
-from alexcli.stages.stats import STATS_FILE, shards_digest
+from alexcli.stages.datadir import STATS_FILE, open_data_dir, shards_digest
 from tests.helpers import write_data_dir
 
 # A network small enough to train in seconds; every structural feature kept.

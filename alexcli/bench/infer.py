@@ -45,7 +45,7 @@ from alexcli.core.nn.checkpoint import Checkpoint
 from alexcli.core.nn.loops import Amp, view_probabilities
 from alexcli.core.nn.model import build_model
 from alexcli.errors import AlexcliError, ConfigError
-from alexcli.stages.trained import Classifier
+from alexcli.stages.classifier import Classifier
 
 CAUSE = (
     "the convolutions are most of a forward pass in both and run near this CPU's peak "

@@ -446,7 +446,7 @@ def _n(count: int, what: str) -> str:
 
 def _normalizer(data_dir: Path, size: int, plan: _Plan) -> Normalizer:
     """DATA_DIR's own stats when current; else a flat one (the same work, other values)."""
-    from alexcli.stages.stats import check_stats_current
+    from alexcli.stages.datadir import check_stats_current
 
     device = plan.devices[0]
     try:

@@ -39,7 +39,7 @@ def demo(
 
     Example: `alexcli demo /tmp/demo --set synthetic.classes=5`
     """
-    from alexcli.stages.recipe import run_demo
+    from alexcli.workflows.pipeline import run_demo
 
     with reporting(quiet=json) as progress:
         sets = [*(set_ or []), *(["synthetic.archives=true"] if archives else [])]

@@ -13,7 +13,7 @@ from alexcli.cli._console import out, print_json, reporting
 from alexcli.cli._options import Force, Json
 
 if TYPE_CHECKING:
-    from alexcli.stages.recipe import PipelineResult
+    from alexcli.workflows.pipeline import PipelineResult
 
 # A recipe's keys start with their table (`train.`, `prepare.`…), unlike `train --set`'s.
 Sets = Annotated[
@@ -45,7 +45,7 @@ def run(
 
     Example: `alexcli run imagenet100 --set source=/data/imagenet`
     """
-    from alexcli.stages.recipe import run_recipe
+    from alexcli.workflows.pipeline import run_recipe
 
     with reporting(quiet=json) as progress:
         result = run_recipe(recipe, set_ or [], until=until, force=force, progress=progress)

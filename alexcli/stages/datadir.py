@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from alexcli.core.data.shards import ShardSet
-from alexcli.errors import FormatError, UserError
+from alexcli.core.data.stats import Stats, read_stats
+from alexcli.core.fingerprint import fingerprint
+from alexcli.errors import FormatError, StaleInputError, UserError
 from alexcli.stages.runner import require_manifest
 
 
@@ -137,3 +139,37 @@ def open_data_dir(root: Path) -> DataDir:
             f"{root / 'manifest.json'}: malformed manifest", hint=f"run `{fix} --force`"
         )
     return DataDir(root, manifest)
+
+
+# --------------------------------------------------------------------------- stats.h5
+# What `stats` writes in DATA_DIR and every later stage reads: the mean image and the RGB
+# eigen data, refused when the shards changed since (stages/stats.py computes it).
+
+STATS_FILE = "stats.h5"
+
+
+def check_stats_current(data_dir: Path) -> Stats:
+    """DATA_DIR's stats.h5, refused unless it was computed from DATA_DIR's shards as they are."""
+    data = open_data_dir(data_dir)
+    path = data.root / STATS_FILE
+    fix = f"run `alexcli stats {data.root}`"
+    if not path.exists():
+        raise UserError(f"{path} not found: `stats` has not run on {data.root}", hint=fix)
+    stats = read_stats(path)
+    changed = stats.data_fingerprint != data.fingerprint or (
+        stats.shards_digest and stats.shards_digest != shards_digest(data)
+    )
+    if changed:
+        raise StaleInputError(
+            f"{path} was computed from other shards than {data.root}'s "
+            f"(prepare fingerprint {stats.data_fingerprint}, now {data.fingerprint})",
+            hint=fix,
+        )
+    if stats.size != data.size:
+        raise FormatError(f"{path}: {stats.size} px stats for {data.size} px shards", hint=fix)
+    return stats
+
+
+def shards_digest(data: DataDir) -> str:
+    """A fingerprint of the training shards as the manifest lists them (name, count, sha256)."""
+    return fingerprint([[s.path, s.images, s.sha256] for s in data.shards("train")])

@@ -21,9 +21,9 @@ from alexcli.config import PRESETS, EvalConfig, TrainConfig
 from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
+from alexcli.stages.classifier import Classifier, check_order
 from alexcli.stages.datadir import open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Classifier, check_order
 
 # docs/paper.md "Results to reproduce": 1 CNN, ILSVRC-2012 validation set, 10 views.
 PAPER_VAL = {"top1_error": 0.407, "top5_error": 0.182}

@@ -16,8 +16,8 @@ import numpy as np
 
 from alexcli.config import EvalConfig
 from alexcli.errors import AlexcliError, UserError
+from alexcli.stages.classifier import Classifier
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Classifier
 
 TOLERANCE = 1e-4  # |Δ probability|: float32 through different kernels is ~1e-7
 

@@ -22,9 +22,9 @@ from alexcli.core.atomic import check_writable
 from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
+from alexcli.stages.classifier import Classifier, Guess, check_order
 from alexcli.stages.datadir import DataDir, open_data_dir
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Classifier, Guess, check_order
 
 if TYPE_CHECKING:
     from alexcli.core.data.shards import ShardSet

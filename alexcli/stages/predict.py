@@ -14,8 +14,8 @@ import numpy as np
 from alexcli.config import EvalConfig
 from alexcli.core.machine import sleeping_openmp_threads
 from alexcli.core.progress import SILENT, Progress, Task
+from alexcli.stages.classifier import Classifier, Guess
 from alexcli.stages.results import Result
-from alexcli.stages.trained import Classifier, Guess
 
 
 @dataclass(frozen=True)

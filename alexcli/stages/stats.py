@@ -34,17 +34,20 @@ from alexcli.core.data.stats import (
     write_stats,
 )
 from alexcli.core.figures.png import to_uint8, write_png
-from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
-from alexcli.errors import FormatError, StaleInputError, UserError
-from alexcli.stages.datadir import DataDir, open_data_dir
+from alexcli.errors import FormatError, UserError
+from alexcli.stages.datadir import (
+    STATS_FILE,
+    DataDir,
+    open_data_dir,
+    shards_digest,
+)
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import run_stage
 
 STAGE = "stats"
 VERSION = 1
-STATS_FILE = "stats.h5"
 MEAN_PNG = "stats_mean.png"
 MANIFEST = "stats.json"
 SPLIT = "train"  # the paper's statistics are over the training set only
@@ -172,33 +175,6 @@ def _map_shards(
     # (docs/stats.md has the measurements).
     tasks = ((p, c, size) for p, c in zip(paths, counts, strict=True))
     return pool.threads(shard_sums, tasks, jobs)
-
-
-def check_stats_current(data_dir: Path) -> Stats:
-    """DATA_DIR's stats.h5, refused unless it was computed from DATA_DIR's shards as they are."""
-    data = open_data_dir(data_dir)
-    path = data.root / STATS_FILE
-    fix = f"run `alexcli stats {data.root}`"
-    if not path.exists():
-        raise UserError(f"{path} not found: `stats` has not run on {data.root}", hint=fix)
-    stats = read_stats(path)
-    changed = stats.data_fingerprint != data.fingerprint or (
-        stats.shards_digest and stats.shards_digest != shards_digest(data)
-    )
-    if changed:
-        raise StaleInputError(
-            f"{path} was computed from other shards than {data.root}'s "
-            f"(prepare fingerprint {stats.data_fingerprint}, now {data.fingerprint})",
-            hint=fix,
-        )
-    if stats.size != data.size:
-        raise FormatError(f"{path}: {stats.size} px stats for {data.size} px shards", hint=fix)
-    return stats
-
-
-def shards_digest(data: DataDir) -> str:
-    """A fingerprint of the training shards as the manifest lists them (name, count, sha256)."""
-    return fingerprint([[s.path, s.images, s.sha256] for s in data.shards(SPLIT)])
 
 
 def train_shards(data: DataDir) -> tuple[list[Path], list[int]]:

@@ -21,8 +21,8 @@ from alexcli.core.figures.png import write_png
 from alexcli.core.progress import SILENT, Progress
 from alexcli.core.rundir import METRICS, read_metrics
 from alexcli.errors import UserError
+from alexcli.stages.classifier import check_run
 from alexcli.stages.results import Result
-from alexcli.stages.trained import check_run
 
 PICTURE_SUFFIXES = (".png", ".svg")
 

@@ -284,7 +284,7 @@ def test_a_study_of_one_seed_reports_no_verdict_and_valid_json(cli, data, tmp_pa
 
 def test_the_recipe_stage_runs_a_study(data, tmp_path):
     from alexcli.config import find_recipe, load_recipe
-    from alexcli.stages.recipe import run_chain
+    from alexcli.workflows.pipeline import run_chain
 
     sets = [f"train.{s}" for s in TINY] + [
         f"data_dir={json.dumps(str(data))}", 'stages=["ablate"]', "ablate.seeds=1",

@@ -12,8 +12,8 @@ import torch
 from alexcli.config import PRESETS, EvalConfig, merge
 from alexcli.core.data.transforms import Normalizer, iter_views, view_offsets
 from alexcli.core.nn.loops import Tally, average_softmax, view_probabilities
+from alexcli.stages.classifier import Classifier
 from alexcli.stages.eval import PAPER_VAL, paper_reference
-from alexcli.stages.trained import Classifier
 from tests.eval_helpers import (
     CROP,
     SIZE,

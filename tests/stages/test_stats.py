@@ -15,8 +15,8 @@ from alexcli.core.data.shards import write_shard
 from alexcli.core.data.stats import centred_moment, eigen, read_stats, shard_sums, write_stats
 from alexcli.core.progress import Recorder
 from alexcli.errors import FormatError, StaleInputError, UserError
-from alexcli.stages.datadir import open_data_dir
-from alexcli.stages.stats import check_stats_current, run_stats
+from alexcli.stages.datadir import check_stats_current, open_data_dir
+from alexcli.stages.stats import run_stats
 from tests.helpers import write_data_dir
 
 

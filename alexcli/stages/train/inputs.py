@@ -8,8 +8,7 @@ from pathlib import Path
 
 from alexcli.core.data.stats import Stats
 from alexcli.core.fingerprint import file_digest
-from alexcli.stages.datadir import DataDir, open_data_dir
-from alexcli.stages.stats import STATS_FILE, check_stats_current
+from alexcli.stages.datadir import STATS_FILE, DataDir, check_stats_current, open_data_dir
 
 
 @dataclass(frozen=True)

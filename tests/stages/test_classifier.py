@@ -1,4 +1,4 @@
-"""stages/trained.py: `Classifier`'s inference path (core/nn/inference.py) gives the
+"""stages/classifier.py: `Classifier`'s inference path (core/nn/inference.py) gives the
 probabilities and fc7 vectors of the reference path — the training network, NCHW, its
 own LRN — to float rounding, and the same top-1/top-5 on a split."""
 
@@ -12,7 +12,7 @@ from alexcli.config import EvalConfig
 from alexcli.core.data.batches import Batch
 from alexcli.core.nn.checkpoint import load_checkpoint
 from alexcli.core.nn.loops import centre_features, evaluate_views, view_probabilities
-from alexcli.stages.trained import Classifier
+from alexcli.stages.classifier import Classifier
 from tests.eval_helpers import CROP, colourful, save_run, tiny_config
 
 
