@@ -20,7 +20,7 @@ from alexcli.core.nn.checkpoint import load_checkpoint
 from alexcli.errors import FormatError
 from tests.train_helpers import TINY, make_data_dir
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 pytestmark = pytest.mark.slow
 
 

@@ -23,7 +23,7 @@ from alexcli.stages.train import run_train
 from tests.helpers import write_data_dir
 from tests.train_helpers import TINY, make_data_dir, make_images
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
