@@ -90,7 +90,7 @@ def prepare_vs_decode(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     plans, _, _ = plan_shards(src, chosen, config)
-    paths = [src.root / rel for p in plans for rel, _ in p.items]
+    paths = [src.root / rel for p in plans for rel in p.names]
     before = decode_throughput(paths, jobs)
     cold = run_prepare(source, data_dir, config, force=True)
     warm = run_prepare(source, data_dir, config, force=True)

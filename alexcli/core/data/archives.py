@@ -43,7 +43,7 @@ DEVKIT_TAR = "ILSVRC2012_devkit_t12.tar.gz"
 TRUNCATED_ARCHIVE = "truncated or corrupt archive"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One file inside an archive: where extraction would put it, and where its bytes are."""
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,26 +38,43 @@ _SEP = ", "  # joins one file's kinds in the keys of the `converted` attribute
 
 
 @dataclass(frozen=True)
+class Located:
+    """Where the bytes of a plan's files are, file by file, for files read out of another
+    file of SOURCE (an archive; or, for a name that is not UTF-8, the file under its real
+    name at offset 0): that file or None (read the file itself), the offset and the size.
+    In arrays: at ILSVRC-2012's 1.28 M images the plans are most of prepare's memory."""
+
+    files: tuple[str | None, ...]
+    offsets: array[int]
+    sizes: array[int]
+
+
+@dataclass(frozen=True)
 class ShardPlan:
-    """One shard to write: its path in DATA_DIR and its (source path, label) items; for
-    items inside an archive, where their bytes are (archive, offset, size), item by item;
-    how the shard stores its images (core/data/records.py)."""
+    """One shard to write: its path in DATA_DIR, its source files (paths relative to
+    SOURCE) and their labels; where their bytes are when they are inside another file
+    (`Located`); how the shard stores its images (core/data/records.py)."""
 
     split: str
     path: str
-    items: tuple[tuple[str, int], ...]
+    names: tuple[str, ...]
+    labels: tuple[int, ...]
     fingerprint: str
-    locations: tuple[tuple[str, int, int] | None, ...] = ()
+    located: Located | None = None
     encoding: Encoding = "raw"
     quality: int = 90  # of JPEG records
 
+    def __len__(self) -> int:
+        return len(self.names)
+
     def source(self, root: str, k: int) -> decode.ImageSource:
         """Item k's file, or its bytes read out of its archive."""
-        at = self.locations[k] if self.locations else None
-        if at is None:
-            return os.path.join(root, self.items[k][0])
+        at = self.located
+        inside = None if at is None else at.files[k]
+        if at is None or inside is None:
+            return os.path.join(root, self.names[k])
         try:
-            return read_member(root, *at)
+            return read_member(root, inside, at.offsets[k], at.sizes[k])
         except OSError as e:  # the archive vanished or cannot be read: as an unreadable file
             raise decode.Unreadable(decode.UNREADABLE, e.strerror or str(e)) from None
 
@@ -99,12 +117,12 @@ def pack_shard(
         path,
         split=plan.split,
         size=size,
-        capacity=len(plan.items),
+        capacity=len(plan),
         attrs=attrs,
         encoding=plan.encoding,
         quality=plan.quality,
     ) as writer:
-        for k, (rel, label) in enumerate(plan.items):
+        for k, (rel, label) in enumerate(zip(plan.names, plan.labels, strict=True)):
             if parent is not None and os.getppid() != parent:
                 # The command was killed (-9): a worker left behind drops its shard rather
                 # than rename it into place under a rerun that may plan differently.
@@ -162,7 +180,7 @@ def _reusable(
         return None
     stored = set(paths)
     skipped = []
-    for k, (rel, _) in enumerate(plan.items):
+    for k, rel in enumerate(plan.names):
         if rel not in stored:
             try:
                 decode.load_image(plan.source(source, k), size, resample=resample)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,7 +62,7 @@ _LAYOUT_HINT = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SourceFile:
     """One listed file: its path relative to SOURCE (posix), size and mtime; and, for a file
     inside an archive, which archive and where its bytes start (core/data/archives.py).
@@ -193,12 +193,30 @@ def list_split(
     """The files of `classes` in `split`, by class, sorted by path; and the flat
     validation files no label names. Only the chosen classes' folders are read; folder
     links that would bring in another class's images are not followed, but named."""
-    if src.archives is not None:
-        return _list_archives(src, src.archives, split, classes)
-    top = src.dir(split)
     by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
     unlabelled: list[SourceFile] = []
+    for cls, files in iter_split(src, split, classes):
+        if cls is None:
+            unlabelled = files
+        else:
+            by_class[cls] = files
+    return by_class, unlabelled
+
+
+def iter_split(
+    src: Source, split: str, classes: Sequence[str]
+) -> Iterator[tuple[str | None, list[SourceFile]]]:
+    """`list_split` a class at a time, so that a caller keeps only what it needs of one
+    class before the next is listed (ILSVRC-2012's train split is 1.28 M files): first
+    `(None, files)` for the flat validation files no label names, where there are any,
+    then `(class, files)` in the order of `classes`."""
+    if src.archives is not None:
+        yield from _iter_archives(src, src.archives, split, classes)
+        return
+    top = src.dir(split)
     if split == "val" and src.val_form in ("kaggle", "devkit", "tiny"):
+        by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
+        unlabelled: list[SourceFile] = []
         flat = top / "images" if src.val_form == "tiny" else top
         for f in _walk(src.root, flat, None, []):
             cls = src.val_labels.get(Path(f.path).stem)
@@ -206,27 +224,42 @@ def list_split(
                 unlabelled.append(f)
             elif cls in by_class:
                 by_class[cls].append(f)
+        if unlabelled:
+            yield None, unlabelled
+        yield from by_class.items()
     elif split == "train" or src.val_form == "folders":
         real = {os.path.realpath(top / c): c for c in _class_dirs(top)}
         problems: list[dict[str, str]] = []
         for cls in classes:
+            files: list[SourceFile] = []
             if (top / cls).is_dir():
                 own = os.path.realpath(top / cls)
                 fence = _Fence(os.path.realpath(top), own, real)
                 files = _walk(src.root, top / cls, fence, problems)
                 if src.val_form == "tiny":  # its box lists beside the images
                     files = [f for f in files if not f.path.endswith(TINY_BOXES)]
-                by_class[cls] = files
+            yield cls, files
         _report(src, problems)
-    return by_class, unlabelled
 
 
 def listing_digest(files: Iterable[SourceFile]) -> str:
     """A fingerprint of a listing: paths, sizes and modification times."""
-    h = hashlib.sha256()
-    for f in files:
-        h.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
-    return h.hexdigest()[:16]
+    return ListingDigest().add(files).hexdigest()
+
+
+class ListingDigest:
+    """`listing_digest` of a listing read a part at a time, the parts in order."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+
+    def add(self, files: Iterable[SourceFile]) -> ListingDigest:
+        for f in files:
+            self._h.update(f"{f.path}\0{f.size}\0{f.mtime_ns}\n".encode())
+        return self
+
+    def hexdigest(self) -> str:
+        return self._h.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -384,26 +417,30 @@ def _archive_source(root: Path) -> Source:
     )
 
 
-def _list_archives(
+def _iter_archives(
     src: Source, index: Archives, split: str, classes: Sequence[str]
-) -> tuple[dict[str, list[SourceFile]], list[SourceFile]]:
-    """`list_split` for archives: the chosen classes' inner tars, or the val tar."""
-    by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
-    unlabelled: list[SourceFile] = []
+) -> Iterator[tuple[str | None, list[SourceFile]]]:
+    """`iter_split` for archives: the chosen classes' inner tars, or the val tar."""
 
     def listed(m: archives.Member) -> SourceFile:
         return SourceFile(m.rel, m.size, m.mtime_ns, (m.archive, m.offset))
 
     if split == "train":
         for cls in classes:
-            by_class[cls] = sorted(
-                (listed(m) for m in index.class_members(cls)), key=lambda f: f.path
-            )
+            yield cls, sorted((listed(m) for m in index.class_members(cls)), key=_path)
     elif src.val_form != "none":
+        by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
+        unlabelled: list[SourceFile] = []
         for m in sorted(index.val, key=lambda m: m.rel):
             label = src.val_labels.get(Path(m.rel).stem)
             if label is None:
                 unlabelled.append(listed(m))
             elif label in by_class:
                 by_class[label].append(listed(m))
-    return by_class, unlabelled
+        if unlabelled:
+            yield None, unlabelled
+        yield from by_class.items()
+
+
+def _path(f: SourceFile) -> str:
+    return f.path

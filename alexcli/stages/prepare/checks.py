@@ -40,7 +40,7 @@ def check_training_files(
 ) -> None:
     """No training file at all is an error; a chosen class without any, a warning (its
     label exists but can never be learned: an ImageNet tar file not extracted, mostly)."""
-    have = {label for p in plans if p.split == "train" for _, label in p.items}
+    have = {label for p in plans if p.split == "train" for label in p.labels}
     if not have:
         raise UserError(
             f"{src.dir('train')}: no training files in the {len(chosen)} chosen classes",

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from array import array
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from alexcli.config import PrepareConfig, fingerprint_view, to_dict
 from alexcli.core import pool
 from alexcli.core.atomic import remove_stale_temps
 from alexcli.core.data import decode, sources, subsets
-from alexcli.core.data.packing import ShardDone, ShardPlan, pack_shard
+from alexcli.core.data.packing import Located, ShardDone, ShardPlan, pack_shard
 from alexcli.core.fingerprint import fingerprint
 from alexcli.core.machine import cpu_cores
 from alexcli.core.progress import SILENT, Progress
@@ -101,7 +102,7 @@ def prepare_source(
     counts: dict[str, Any] = {}
 
     def build() -> dict[str, Any]:
-        images = sum(len(p.items) for p in plans)
+        images = sum(len(p) for p in plans)
         checks.check_space(data_dir, images, config.size, config.encoding)
         done = write_shards(src.root, data_dir, plans, config, reuse=not force, progress=progress)
         counts["written"] = sum(not d.reused for d in done)
@@ -137,30 +138,32 @@ def plan_shards(
     """Every shard to write, the unlabelled files, and the listing's fingerprint.
 
     The plan depends only on the listing and the result-changing configuration,
-    never on --jobs, so a rerun plans the same shards.
+    never on --jobs, so a rerun plans the same shards. The listing is read a class at a
+    time into columns (`_Listing`): a split's files are never all objects at once.
     """
     label = {c: i for i, c in enumerate(chosen)}
     caps = {"train": config.train_per_class, "val": config.val_per_class}
-    listed: list[sources.SourceFile] = list(src.label_files)
+    digest = sources.ListingDigest().add(src.label_files)
     plans: list[ShardPlan] = []
     unlabelled: list[sources.SourceFile] = []
     decoding = decode.decode_params()
     for split in SPLITS:
-        by_class, loose = sources.list_split(src, split, chosen)
-        unlabelled += loose
-        listed += loose
-        items: list[tuple[sources.SourceFile, int]] = []
-        for cls in chosen:
-            listed += by_class[cls]
-            kept = subsets.cap_per_class(by_class[cls], caps[split], config.seed, f"{split}/{cls}")
-            items += [(f, label[cls]) for f in kept]
+        kept = _Listing()
+        for cls, files in sources.iter_split(src, split, chosen):
+            digest.add(files)
+            if cls is None:
+                unlabelled += files
+            else:
+                cap = caps[split]
+                kept.add(
+                    subsets.cap_per_class(files, cap, config.seed, f"{split}/{cls}"), label[cls]
+                )
         if split == "train":
-            order = np.random.default_rng([config.seed, 2]).permutation(len(items))
-            items = [items[int(i)] for i in order]
+            order = np.random.default_rng([config.seed, 2]).permutation(len(kept.names))
         else:
-            items.sort(key=lambda item: item[0].path)
-        for k, chunk in enumerate(_chunks(len(items), config.shard_size)):
-            part = [items[i] for i in chunk]
+            order = np.array(sorted(range(len(kept.names)), key=kept.names.__getitem__))
+        for k, chunk in enumerate(_chunks(len(order), config.shard_size)):
+            rows = [int(i) for i in order[chunk]]
             fp = fingerprint(
                 {
                     "version": VERSION,
@@ -168,18 +171,59 @@ def plan_shards(
                     "size": config.size,
                     "resample": config.resample,
                     "decode": decoding,
-                    "items": [(f.path, lab, f.size, f.mtime_ns) for f, lab in part],
+                    "items": [kept.item(i) for i in rows],
                     **stored_as(config),
                 }
             )
-            entries = tuple((f.path, lab) for f, lab in part)
-            at = tuple(None if f.at is None else (*f.at, f.size) for f, _ in part)
-            located = at if any(a is not None for a in at) else ()
             path = f"{split}/{k:05d}.h5"
             plans.append(
-                ShardPlan(split, path, entries, fp, located, config.encoding, config.quality)
+                ShardPlan(
+                    split,
+                    path,
+                    tuple(kept.names[i] for i in rows),
+                    tuple(kept.labels[i] for i in rows),
+                    fp,
+                    kept.located(rows),
+                    config.encoding,
+                    config.quality,
+                )
             )
-    return plans, unlabelled, sources.listing_digest(listed)
+    return plans, unlabelled, digest.hexdigest()
+
+
+class _Listing:
+    """A split's chosen files as columns: the names (the listing's own strings), labels
+    (shared small ints), and sizes, modification times and locations in arrays; about a
+    hundred bytes a file where a `SourceFile` and its tuples took three hundred."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.labels: list[int] = []
+        self.sizes, self.mtimes, self.offsets = array("q"), array("q"), array("q")
+        self.files: list[str | None] = []
+
+    def add(self, files: Sequence[sources.SourceFile], label: int) -> None:
+        for f in files:
+            self.names.append(f.path)
+            self.labels.append(label)
+            self.sizes.append(f.size)
+            self.mtimes.append(f.mtime_ns)
+            self.files.append(None if f.at is None else f.at[0])
+            self.offsets.append(0 if f.at is None else f.at[1])
+
+    def item(self, i: int) -> tuple[str, int, int, int]:
+        """What a shard's fingerprint names of file i."""
+        return (self.names[i], self.labels[i], self.sizes[i], self.mtimes[i])
+
+    def located(self, rows: Sequence[int]) -> Located | None:
+        """Where the bytes of these files are, if any is inside another file."""
+        if all(self.files[i] is None for i in rows):
+            return None
+        return Located(
+            tuple(self.files[i] for i in rows),
+            array("q", (self.offsets[i] for i in rows)),
+            array("q", (self.sizes[i] for i in rows)),
+        )
 
 
 def shard_count(n: int, shard_size: int) -> int:
@@ -213,8 +257,8 @@ def write_shards(
         remove_stale_temps(data_dir / split)
     remove_unplanned(data_dir, [p.path for p in plans])
     jobs = min(config.jobs or cpu_cores(), max(len(plans), 1))
-    task = progress.task("prepare", total=sum(len(p.items) for p in plans), unit="images")
-    sizes = {p.path: len(p.items) for p in plans}
+    task = progress.task("prepare", total=sum(len(p) for p in plans), unit="images")
+    sizes = {p.path: len(p) for p in plans}
     done: list[ShardDone] = []
     args = [(str(source), str(data_dir), p, config.size, config.resample, reuse) for p in plans]
     try:

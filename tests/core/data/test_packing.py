@@ -27,8 +27,8 @@ def source(tmp_path):
 
 
 def plan(fp="plan-a"):
-    items = (("c/0.png", 0), ("c/bad.JPEG", 1), ("c/1.png", 1), ("c/2.png", 0))
-    return ShardPlan("train", "train/00000.h5", items, fp)
+    names = ("c/0.png", "c/bad.JPEG", "c/1.png", "c/2.png")
+    return ShardPlan("train", "train/00000.h5", names, (0, 1, 1, 0), fp)
 
 
 def test_writes_the_images_and_reports_the_skipped(source, tmp_path):
@@ -68,8 +68,8 @@ def test_conversions_are_reported_and_kept_with_the_shard(source, tmp_path):
     """A kept shard reports the same conversions as when it was written, without
     decoding; one written before conversions were recorded is written again."""
     Image.fromarray(np.full((30, 40), 90, np.uint8)).save(source / "c" / "gray.JPEG", "PNG")
-    items = (("c/0.png", 0), ("c/bad.JPEG", 1), ("c/gray.JPEG", 1), ("c/1.png", 0))
-    p = ShardPlan("train", "train/00000.h5", items, "plan-c")
+    names = ("c/0.png", "c/bad.JPEG", "c/gray.JPEG", "c/1.png")
+    p = ShardPlan("train", "train/00000.h5", names, (0, 1, 1, 0), "plan-c")
     out = tmp_path / "out"
     first = pack_shard(str(source), str(out), p, 16, "bilinear", reuse=True)
     assert first.converted == [{"path": "c/gray.JPEG", "what": ["png named .JPEG", "grayscale"]}]
