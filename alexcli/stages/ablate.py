@@ -1,16 +1,18 @@
 """`alexcli ablate DATA_DIR OUT_DIR`: the paper's claims, measured (docs/ablations.md).
 
-For each seed, the baseline (a preset) and each variant that switches one of the
-paper's choices off (`VARIANTS`) are trained as ordinary runs under
-`OUT_DIR/<variant>/seed-<k>/` by `stages.train.run_train`, so each is cached and
-resumed as any run is: a killed study continues where it stopped, and a rerun with
-more seeds trains only the new ones. A run's seed is k for every variant: the same
-data order and augmentation draws in each (a paired comparison; the weights'
-initial draws differ where the shapes do). Each finished run is then measured once —
+For each seed, the baseline (a preset), each variant that switches one of the paper's
+choices off and the reference networks some claims need (stages/variants.py) are
+trained as ordinary runs under `OUT_DIR/<variant>/seed-<k>/` by
+`stages.train.run_train`, so each is cached and resumed as any run is: a killed study
+continues where it stopped, and a rerun with more seeds trains only the new ones. A
+run's seed is k for every network: the same data order and augmentation draws in each
+(a paired comparison; the weights' initial draws differ where the shapes do). Figure
+1's two networks first get their lr: each activation's fastest of a small grid, on a
+seed of its own (`OUT_DIR/figure1-lr/`). Each finished run is then measured once —
 final weights (last.pt), validation at 10 and 1 views, the training split at 1 view,
-the curves of metrics.jsonl — into `measures.json` beside it, a small cached stage
-keyed by the run's fingerprint. `stages/claims.py` judges the claims; OUT_DIR gets
-claims.json, claims.md and the figures.
+the LRN's load, the curves of metrics.jsonl — into `measures.json` beside it, a small
+cached stage keyed by the run's fingerprint. `stages/claims.py` judges the claims;
+OUT_DIR gets claims.json, claims.md and the figures.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import dataclasses
 import itertools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,66 +29,25 @@ from typing import Any
 from alexcli.config import AblateConfig, EvalConfig, TrainConfig, to_dict
 from alexcli.core.progress import SILENT, Progress, Silent, emit
 from alexcli.errors import ConfigError, UserError
-from alexcli.stages.claims import Claim, assess, claims_named, finite
+from alexcli.stages.claims import CENSORED, Claim, assess, claims_named, finite, measurements
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import owner, read_manifest, run_stage
+from alexcli.stages.variants import (
+    FIGURE1,
+    VARIANTS,
+    check_variants,
+    network,
+    same_as_baseline,
+    variant_config,
+)
 
 STAGE = "ablate-measures"
-VERSION = 1
+VERSION = 2
 MEASURES = "measures.json"
-
-
-def _one_tower(cfg: TrainConfig) -> TrainConfig:
-    """The paper's one-GPU net (section 3.2's footnote): half the kernels of every conv
-    layer but the last, whose kernels and the FC layers stay whole."""
-    c = cfg.model.conv_channels
-    return _model(cfg, towers=1, conv_channels=(*(w // 2 for w in c[:4]), c[4]))
-
-
-def _model(cfg: TrainConfig, **changes: Any) -> TrainConfig:
-    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, **changes))
-
-
-# Each variant switches one of the paper's choices off (docs/ablations.md).
-VARIANTS: dict[str, Callable[[TrainConfig], TrainConfig]] = {
-    "baseline": lambda c: c,
-    "tanh": lambda c: _model(c, activation="tanh"),
-    "no-lrn": lambda c: _model(c, lrn=False),
-    "pool-2x2": lambda c: _model(c, pool_kernel=2, pool_stride=2),
-    "one-tower": _one_tower,
-    "no-pca": lambda c: dataclasses.replace(c, lighting_std=0.0),
-    "no-crop-flip": lambda c: dataclasses.replace(c, random_crop=False, flip=False),
-    "no-dropout": lambda c: _model(c, dropout=0.0),
-    "no-weight-decay": lambda c: dataclasses.replace(c, weight_decay=0.0),
-    "no-conv3": lambda c: _model(c, omit="conv3"),
-    "no-conv4": lambda c: _model(c, omit="conv4"),
-    "no-conv5": lambda c: _model(c, omit="conv5"),
-}
-
-
-def variant_config(base: TrainConfig, variant: str, seed: int) -> TrainConfig:
-    """The configuration of `variant` at `seed`: the base with one choice switched off.
-    A one-tower net on two named devices runs on the first."""
-    cfg = dataclasses.replace(VARIANTS[variant](base), seed=seed)
-    if cfg.model.towers == 1 and "," in cfg.devices:
-        cfg = dataclasses.replace(cfg, devices=cfg.devices.split(",")[0].strip())
-    return cfg
-
-
-def check_variants(base: TrainConfig, variants: set[str]) -> None:
-    """Refuse a study whose baseline already has a variant's choice off: the variant
-    would train the baseline again and its claim would compare it with itself."""
-    from alexcli.stages.train import fingerprint_params
-
-    same = fingerprint_params(base)
-    for v in sorted(variants - {"baseline"}):
-        again = base.model.towers == 1 and v == "one-tower"  # would halve it once more
-        if again or fingerprint_params(VARIANTS[v](base)) == same:
-            raise ConfigError(
-                f"variant {v!r} changes nothing: the baseline already has that choice off",
-                hint="ablate a baseline with the paper's choices on (drop the --set that "
-                "turns it off), or leave its claim out with --only",
-            )
+# Figure 1's lr is chosen on a seed of its own, apart from every study's 0…999,999: the
+# comparison's seeds do not pick the lr they are then compared at.
+TUNING_SEED = 1_000_000
+TUNING_DIR = "figure1-lr"
 
 
 @dataclass(frozen=True)
@@ -97,20 +58,22 @@ class StudyResult(Result):
     trained: int  # runs trained (or continued) in this call
     up_to_date: bool
     files: dict[str, Path]
+    measurements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = jsonable({
             "out_dir": self.out_dir, "up_to_date": self.up_to_date, "trained": self.trained,
-            "study": self.study, "claims": self.claims, "files": self.files,
+            "study": self.study, "claims": self.claims, "measurements": self.measurements,
+            "files": self.files,
         })  # fmt: skip
         return data
 
 
-def plan(claims: Sequence[Claim], seeds: int) -> list[tuple[str, int]]:
-    """(variant, seed) of every run, seed by seed so that a study stopped early has
-    whole seeds; the baseline first in each."""
-    variants = ["baseline", *(v for c in claims for v in c.variants if v != "baseline")]
-    return [(v, s) for s in range(seeds) for v in dict.fromkeys(variants)]
+def plan(claims: Sequence[Claim], seeds: int, first_seed: int = 0) -> list[tuple[str, int]]:
+    """(network, seed) of every run, seed by seed so that a study stopped early has
+    whole seeds; the baseline first in each (the ten-views measurement reads it)."""
+    names = ["baseline", *(n for c in claims for n in c.variants)]
+    return [(n, s) for s in range(first_seed, first_seed + seeds) for n in dict.fromkeys(names)]
 
 
 def run_ablate(
@@ -129,34 +92,154 @@ def run_ablate(
         claims = claims_named(study.only)
     except ValueError as e:
         raise ConfigError(str(e), hint="`alexcli ablate --help` lists the claims") from None
-    if study.seeds < 1:
-        raise ConfigError(f"--seeds {study.seeds}: must be at least 1")
-    out_dir = Path(out_dir)
-    _check_out_dir(out_dir, Path(data_dir))
-    runs = plan(claims, study.seeds)
-    check_variants(base, {v for v, _ in runs})
-    task = progress.task("ablate", total=len(runs), unit="runs")
+    _check_study(study)
+    out_dir, data_dir = Path(out_dir), Path(data_dir)
+    _check_out_dir(out_dir, data_dir)
+    runs = plan(claims, study.seeds, study.first_seed)
+    check_variants(base, {n for n, _ in runs})
+    aliases = {n for n, _ in runs if same_as_baseline(base, n)}
+    figure1 = any(n in FIGURE1 for n, _ in runs)
+    grid = [(a, base.lr * f) for a in FIGURE1.values() for f in study.figure1_lrs]
+    task = progress.task("ablate", total=len(runs) + len(grid) * figure1, unit="runs")
+    trained, tuning = 0, []
+    if figure1:  # each activation's lr first: Figure 1's runs train at it
+        for activation, lr in grid:
+            run_dir = out_dir / TUNING_DIR / f"{activation}-lr{lr:g}" / f"seed-{TUNING_SEED}"
+            cfg = dataclasses.replace(
+                variant_config(
+                    base, f"fig1-{activation}", TUNING_SEED, figure1_epochs=study.figure1_epochs
+                ),
+                lr=lr,
+            )
+            fresh, values = _run_one(data_dir, run_dir, cfg, study, force, progress, full=False)
+            trained += fresh
+            tuning.append({"activation": activation, "lr": lr, **_speed(values)})
+            task.advance(1)
+    lrs = choose_lrs(tuning)
     measured: dict[str, dict[int, dict[str, Any]]] = {}
-    trained = 0
-    for variant, seed in runs:
-        run_dir = out_dir / variant / f"seed-{seed}"
-        cfg = variant_config(base, variant, seed)
+    for name, seed in runs:
+        if name in aliases:  # the baseline itself (its runs come first in each seed)
+            measured.setdefault(name, {})[seed] = measured["baseline"][seed]
+            task.advance(1)
+            continue
+        run_dir = out_dir / name / f"seed-{seed}"
+        cfg = variant_config(base, name, seed, lrs, study.figure1_epochs)
         start = time.perf_counter()
-        fresh, values = _run_one(Path(data_dir), run_dir, cfg, study, force, progress)
+        fresh, values = _run_one(data_dir, run_dir, cfg, study, force, progress)
         trained += fresh
-        measured.setdefault(variant, {})[seed] = values
+        measured.setdefault(name, {})[seed] = values
         if fresh:
             progress.log(
-                f"ablate: {variant} seed {seed}: val top-1 error "
+                f"ablate: {name} seed {seed}: val top-1 error "
                 f"{values['val_top1_error']:.4f} (10 views), "
                 f"{time.perf_counter() - start:.0f} s"
             )
         task.advance(1)
     task.close()
-    info = _study_info(Path(data_dir), base, study, measured)
-    rows = assess(claims, measured)
-    files = write_report(out_dir, rows, measured, info)
-    return StudyResult(out_dir, rows, info, trained, trained == 0, files)
+    info = _study_info(data_dir, base, study, measured, aliases)
+    if figure1:
+        info["figure1"] = {
+            "lr_grid": list(study.figure1_lrs), "tuning_seed": TUNING_SEED,
+            "epochs": study.figure1_epochs or base.epochs, "lr": lrs, "tuning": tuning,
+        }  # fmt: skip
+    rows = assess(claims, measured, study_flags(claims, measured, info))
+    for row in rows:
+        row["parameters"] = {n: info["networks"][n]["parameters"] for n in row["variants"]}
+    extra = measurements(measured)
+    files = write_report(out_dir, rows, measured, info, extra)
+    return StudyResult(out_dir, rows, info, trained, trained == 0, files, extra)
+
+
+def _check_study(study: AblateConfig) -> None:
+    if study.first_seed + study.seeds > TUNING_SEED:
+        raise ConfigError(
+            f"seeds {study.first_seed}…{study.first_seed + study.seeds - 1}: a study's "
+            f"seeds stay below {TUNING_SEED:,}, which picks Figure 1's lr",
+            hint="fewer --seeds or a lower --first-seed",
+        )
+    if not study.figure1_lrs or min(study.figure1_lrs) <= 0:
+        raise ConfigError(
+            f"figure1_lrs {list(study.figure1_lrs)}: one or more multiples above 0",
+            hint="e.g. --set figure1_lrs=[0.5,1,2] in a recipe's [ablate]",
+        )
+
+
+def _speed(values: dict[str, Any]) -> dict[str, Any]:
+    curve = [e for e in values.get("train_curve", []) if e is not None]
+    return {
+        "epochs_to_threshold": values["epochs_to_threshold"],
+        "censored": bool(values["threshold_censored"]),
+        "final_train_error": curve[-1] if curve else None,
+    }
+
+
+def choose_lrs(tuning: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Each activation's fastest lr to the threshold (the paper: "chosen independently to
+    make training as fast as possible"); among runs that never reached it, the lowest
+    final training error."""
+    best: dict[str, tuple[tuple[bool, float, float], float]] = {}
+    for t in tuning:
+        final = t["final_train_error"]
+        key = (t["censored"], t["epochs_to_threshold"], 1.0 if final is None else final)
+        if t["activation"] not in best or key < best[t["activation"]][0]:
+            best[t["activation"]] = (key, t["lr"])
+    return {a: lr for a, (_, lr) in best.items()}
+
+
+def study_flags(
+    claims: Sequence[Claim], runs: dict[str, dict[int, dict[str, Any]]], info: dict[str, Any]
+) -> dict[str, list[str]]:
+    """What this study found it could not make like the paper's test, per claim: an LRN
+    that divides by nearly a constant at this input scale; a Figure 1 lr at the grid's
+    edge; runs that never reached the threshold."""
+    flags: dict[str, list[str]] = {c.name: [] for c in claims}
+    if "lrn" in flags:
+        flags["lrn"] += lrn_flags(runs.get("baseline", {}))
+    figure1 = info.get("figure1")
+    if "relu" in flags and figure1:
+        grid = [f * info["base_config"]["lr"] for f in figure1["lr_grid"]]
+        for activation, lr in figure1["lr"].items():
+            if len(grid) > 1 and lr in (min(grid), max(grid)):
+                flags["relu"].append(
+                    f"{activation}'s lr {lr:g} is at the edge of the grid "
+                    f"({', '.join(f'{x:g}' for x in grid)}): a wider one might train faster"
+                )
+        censored = sorted(
+            f"{n} seed {s}" for n in FIGURE1 for s, r in runs.get(n, {}).items()
+            if r.get(CENSORED)
+        )  # fmt: skip
+        if censored:
+            flags["relu"].append(
+                f"never reached the threshold: {', '.join(censored)} (a lower bound: the sign "
+                "test decides; raise --threshold or figure1_epochs)"
+            )
+    return flags
+
+
+def lrn_flags(baseline: dict[int, dict[str, Any]]) -> list[str]:
+    """The LRN's α·Σa² against k on the trained baselines' activations: where it is far
+    below k, the LRN divides by nearly the constant k^β and `no-lrn` mostly tests that
+    constant."""
+    loads = [r["lrn_load"] for r in baseline.values() if r.get("lrn_load")]
+    if not loads:
+        return []
+    parts, small = [], True
+    for layer in ("conv1", "conv2"):
+        median = max(x[layer]["median"] for x in loads)
+        high = max(x[layer]["p99"] for x in loads)
+        parts.append(f"{layer} median {median:.2g}, 99th percentile {high:.2g}")
+        small = small and high < LRN_CONSTANT
+    text = f"α·Σa²/k on the trained baseline's val activations: {'; '.join(parts)}"
+    if small:
+        text += (
+            " — the LRN divides by nearly the constant k^β here, so no-lrn mostly tests a "
+            "fixed rescaling of conv1 and conv2"
+        )
+    return [text]
+
+
+# Below this α·Σa²/k, (1 + α·Σa²/k)^−β is within 4 % of 1: a constant divisor, in effect.
+LRN_CONSTANT = 0.05
 
 
 class _Inner(Silent):
@@ -181,8 +264,11 @@ def _run_one(
     study: AblateConfig,
     force: bool,
     progress: Progress,
+    *,
+    full: bool = True,
 ) -> tuple[bool, dict[str, Any]]:
-    """Train (or continue, or find up to date) one run, then its measurements."""
+    """Train (or continue, or find up to date) one run, then its measurements: all of
+    them, or (`full=False`, Figure 1's lr search) the curves alone."""
     from alexcli.stages.train import run_train
     from alexcli.stages.train.checks import check_same_data
 
@@ -192,10 +278,13 @@ def _run_one(
     inner = _Inner(f"{run_dir.parent.name} {run_dir.name}")
     result = run_train(data_dir, run_dir, cfg, resume=not force, force=force, progress=inner)
     fp = (read_manifest(run_dir / "manifest.json") or {}).get("fingerprint", "")
-    params = {"train": fp, "threshold": study.threshold, "views": [10, 1], "train_views": 1}
+    params: dict[str, Any] = {"train": fp, "threshold": study.threshold}
+    if full:
+        params |= {"views": [10, 1], "train_views": 1, "lrn_images": LRN_IMAGES}
 
     def build() -> dict[str, Any]:
-        return {"outputs": [], "measures": jsonable(measure(data_dir, run_dir, study, inner))}
+        values = measure(data_dir, run_dir, study, inner, full=full)
+        return {"outputs": [], "measures": jsonable(values)}
 
     stage = run_stage(
         stage=STAGE, version=VERSION, params=params, manifest_path=run_dir / MEASURES,
@@ -224,17 +313,25 @@ def _check_same_settings(run_dir: Path, cfg: TrainConfig, force: bool) -> None:
 
 
 def measure(
-    data_dir: Path, run_dir: Path, study: AblateConfig, progress: Progress = SILENT
+    data_dir: Path,
+    run_dir: Path,
+    study: AblateConfig,
+    progress: Progress = SILENT,
+    *,
+    full: bool = True,
 ) -> dict[str, Any]:
     """One finished run's numbers: its final weights on val (10 and 1 views) and on the
-    training split (1 view), and what its metrics.jsonl says over the epochs."""
+    training split (1 view), the LRN's load on val, and what its metrics.jsonl says over
+    the epochs (`full=False`: that alone)."""
     from alexcli.stages.eval import run_eval
     from alexcli.stages.train import read_run_metrics
 
     last = run_dir / "checkpoints" / "last.pt"
     cfg = saved_config_or_fail(run_dir)
+    out = curve_measures(read_run_metrics(run_dir), study.threshold, cfg.model.num_classes)
+    if not full:
+        return out
     ev = EvalConfig(batch_size=study.batch_size, devices=cfg.devices.split(",")[0], amp=cfg.amp)
-    out: dict[str, Any] = {}
     for views in (10, 1):
         r = run_eval(last, data_dir, dataclasses.replace(ev, views=views), progress)
         suffix = "" if views == 10 else "_1"
@@ -243,7 +340,53 @@ def measure(
     train = run_eval(last, data_dir, dataclasses.replace(ev, views=1, split="train"), progress)
     out["train_top1_error"] = train.top1_error
     out["gap"] = out["val_top1_error_1"] - train.top1_error
-    out.update(curve_measures(read_run_metrics(run_dir), study.threshold, cfg.model.num_classes))
+    if cfg.model.lrn:
+        out["lrn_load"] = lrn_load(data_dir, last, dataclasses.replace(ev, workers=0))
+    return out
+
+
+LRN_IMAGES = 256  # the val images whose centre crops `lrn_load` reads
+
+
+def lrn_load(data_dir: Path, checkpoint: Path, ev: EvalConfig) -> dict[str, dict[str, float]]:
+    """α·Σa²/k at the LRN after conv1 and after conv2 (`core.nn.lrn.window_load`) of the
+    checkpoint's network, over every position, map and tower of the centre crops of the
+    first `LRN_IMAGES` val images: its median and 99th percentile per layer."""
+    import numpy as np
+    import torch
+
+    from alexcli.core.data.transforms import iter_views
+    from alexcli.core.nn.lrn import Lrn, local_response_norm, window_load
+    from alexcli.stages.datadir import open_data_dir
+    from alexcli.stages.trained import Classifier
+
+    net = Classifier.load(checkpoint, ev)
+    seen: dict[int, list[np.ndarray]] = {}  # by map side: conv1's maps are the larger
+
+    def recording(
+        x: torch.Tensor, size: int, alpha: float, beta: float, k: float, convention: str
+    ) -> torch.Tensor:
+        load = window_load(x, size, alpha, k, convention)
+        seen.setdefault(x.shape[-1], []).append(load.flatten().cpu().numpy())
+        return local_response_norm(x, size, alpha, beta, k, convention)
+
+    lrn: Lrn = recording
+    model = net.ckpt.build_model(net.devices, lrn=lrn)
+    count = 0
+    with torch.no_grad():
+        for batch in net.loader(open_data_dir(data_dir).shard_set("val"), ev):
+            images = batch.images[: LRN_IMAGES - count].to(net.normalize.mean.device)
+            model(next(iter_views(net.normalize, images, net.crop, 1)))
+            count += len(images)
+            if count >= LRN_IMAGES:
+                break
+    out = {}
+    for layer, side in zip(("conv1", "conv2"), sorted(seen, reverse=True), strict=False):
+        values = np.concatenate(seen[side])
+        out[layer] = {
+            "median": float(np.median(values)),
+            "p99": float(np.percentile(values, 99)),
+        }
     return out
 
 
@@ -308,23 +451,35 @@ def _study_info(
     base: TrainConfig,
     study: AblateConfig,
     measured: dict[str, dict[int, dict[str, Any]]],
+    aliases: set[str],
 ) -> dict[str, Any]:
     from alexcli.stages.datadir import open_data_dir
 
     data = open_data_dir(data_dir)
+    classes = len(data.classes)
+
+    def model(name: str) -> Any:
+        cfg = variant_config(base, name, 0)
+        return dataclasses.replace(cfg.model, num_classes=classes)
+
+    networks = {
+        name: {**network(model(name)).to_json(), "what": VARIANTS[name].what,
+               "reference": VARIANTS[name].reference, "same_as_baseline": name in aliases}
+        for name in sorted(measured, key=list(VARIANTS).index)
+    }  # fmt: skip
     return {
         "data_dir": str(data_dir),
-        "classes": len(data.classes),
+        "classes": classes,
         "train_images": data.images("train"),
         "val_images": data.images("val"),
         "preset": base.preset,
         "epochs": base.epochs,
         "seeds": study.seeds,
+        "first_seed": study.first_seed,
         "threshold": study.threshold,
         "variants": sorted(measured),
+        "networks": networks,
         "base_config": to_dict(
-            dataclasses.replace(
-                base, model=dataclasses.replace(base.model, num_classes=len(data.classes))
-            )
+            dataclasses.replace(base, model=dataclasses.replace(base.model, num_classes=classes))
         ),
     }

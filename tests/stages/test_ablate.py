@@ -1,11 +1,10 @@
-"""`alexcli ablate`: the variants are the paper's counterparts, the verdicts respect the
-noise, the study is cached and resumable, and its report carries every claim."""
+"""`alexcli ablate`: the study trains the networks its claims need (Figure 1's lr search
+first), is cached and resumable, and its report carries every claim with its verdicts,
+sizes, parameter counts and per-seed values."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import math
 import signal
 import subprocess
 import sys
@@ -14,90 +13,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from alexcli.config import PRESETS, ModelConfig, train_config
+from alexcli.config import AblateConfig, train_config
 from alexcli.core.data.batches import EpochSampler
-from alexcli.core.nn.model import build_model
-from alexcli.stages.ablate import VARIANTS, curve_measures, plan, variant_config
-from alexcli.stages.claims import (
-    CLAIMS,
-    OPPOSITE,
-    REPRODUCED,
-    UNRESOLVED,
-    assess,
-    claim_verdict,
-    claims_named,
-    judge,
-)
+from alexcli.stages.ablate import choose_lrs, curve_measures, plan
+from alexcli.stages.claims import CLAIMS, UNRESOLVED, claims_named
 from alexcli.stages.eval import run_eval
 from alexcli.stages.train import run_train
+from alexcli.stages.variants import VARIANTS
 from tests.train_helpers import TINY, make_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
-# --------------------------------------------------------------------------- variants
-
-
-def _parameters(cfg: ModelConfig) -> int:
-    with torch.device("meta"):
-        return sum(p.numel() for p in build_model(cfg).parameters())
-
-
-def _conv(cin: int, cout: int, k: int, groups: int = 1) -> int:
-    return cout * (cin // groups) * k * k + cout
-
-
-def _fc(n_in: int, n_out: int) -> int:
-    return n_in * n_out + n_out
-
-
-def test_the_variants_networks_have_the_papers_parameter_counts():
-    """Counted by hand from the layer definitions (the paper's Figure 2 and footnote;
-    grouped layers see half their inputs), at 224 crops and 1000 classes."""
-    paper = PRESETS["paper"]
-    fc = _fc(9216, 4096) + _fc(4096, 4096) + _fc(4096, 1000)
-    two = (_conv(3, 96, 11) + _conv(96, 256, 5, 2) + _conv(256, 384, 3)
-           + _conv(384, 384, 3, 2) + _conv(384, 256, 3, 2) + fc)  # fmt: skip
-    assert two == 60_965_224
-    one = (_conv(3, 48, 11) + _conv(48, 128, 5) + _conv(128, 192, 3) + _conv(192, 192, 3)
-           + _conv(192, 256, 3) + fc)  # fmt: skip
-    assert one == 59_798_312  # the footnote's net: conv5 and the FC layers whole
-    counts = {
-        "baseline": two, "tanh": two, "no-lrn": two, "no-pca": two, "no-crop-flip": two,
-        "no-dropout": two, "no-weight-decay": two,
-        "pool-2x2": two,  # 55 → 27 → 13 → 6 either way at 224
-        "one-tower": one,
-        # conv4 keeps its grouping and reads its own tower's 128 conv2 maps
-        "no-conv3": two - _conv(256, 384, 3) - _conv(384, 384, 3, 2) + _conv(256, 384, 3, 2),
-        "no-conv4": two - _conv(384, 384, 3, 2),
-        "no-conv5": two - _conv(384, 256, 3, 2) - _fc(9216, 4096) + _fc(384 * 36, 4096),
-    }  # fmt: skip
-    assert set(counts) == set(VARIANTS)
-    for name, want in counts.items():
-        assert _parameters(variant_config(paper, name, 0).model) == want, name
-
-
-def test_each_variant_switches_off_exactly_its_choice_and_keeps_the_seed():
-    base = PRESETS["small"]
-    changed = {
-        "tanh": {"model.activation": "tanh"}, "no-lrn": {"model.lrn": False},
-        "pool-2x2": {"model.pool_kernel": 2}, "no-pca": {"lighting_std": 0.0},
-        "no-crop-flip": {"random_crop": False, "flip": False},
-        "no-dropout": {"model.dropout": 0.0}, "no-weight-decay": {"weight_decay": 0.0},
-        "no-conv3": {"model.omit": "conv3"}, "one-tower": {"model.towers": 1},
-    }  # fmt: skip
-    for name, want in changed.items():
-        cfg = variant_config(base, name, 7)
-        assert cfg.seed == 7 and cfg.epochs == base.epochs and cfg.lr == base.lr
-        for key, value in want.items():
-            obj = cfg.model if key.startswith("model.") else cfg
-            assert getattr(obj, key.split(".")[-1]) == value, (name, key)
-    assert variant_config(base, "one-tower", 0).model.conv_channels == (16, 32, 48, 48, 64)
-    two = dataclasses.replace(base, devices="cuda:0,cuda:1")
-    assert variant_config(two, "one-tower", 0).devices == "cuda:0"  # one tower, one device
-    assert variant_config(two, "no-lrn", 0).devices == "cuda:0,cuda:1"
+# --------------------------------------------------------------------------- plan
 
 
 def test_without_random_crops_the_order_and_colour_draws_stay_the_same():
@@ -112,84 +41,29 @@ def test_without_random_crops_the_order_and_colour_draws_stay_the_same():
     assert len({int(v) for x in a for v in x.y}) > 1
 
 
-def test_a_study_runs_the_baseline_then_each_variant_seed_by_seed():
-    runs = plan(claims_named(["lrn", "depth"]), 2)
-    assert runs[:4] == [("baseline", 0), ("no-lrn", 0), ("no-conv3", 0), ("no-conv4", 0)]
-    assert len(runs) == 10 and runs[5] == ("baseline", 1)
+def test_a_study_runs_the_baseline_then_each_network_seed_by_seed():
+    runs = plan(claims_named(["lrn", "depth", "overlapping-pooling"]), 2, first_seed=3)
+    assert runs[:5] == [("baseline", 3), ("no-lrn", 3), ("no-conv3", 3), ("no-conv4", 3),
+                        ("pool-3x3", 3)]  # fmt: skip
+    assert len(runs) == 12 and runs[6] == ("baseline", 4)
     assert {v for v, _ in plan(CLAIMS, 1)} == set(VARIANTS)
 
 
-# --------------------------------------------------------------------------- verdicts
-
-
-def test_the_verdict_reads_the_paired_mean_against_the_t_interval():
-    # n = 3: t(0.975, 2) = 4.3027 (tables); mean 1.0, sd 0.1, se 0.0577: half 0.2484
-    d = judge([0.9, 1.0, 1.1], +1)
-    assert d.mean == pytest.approx(1.0) and d.sd == pytest.approx(0.1)
-    assert d.half_width == pytest.approx(4.3027 * 0.1 / math.sqrt(3), rel=1e-4)
-    assert d.verdict == REPRODUCED
-    assert judge([0.9, 1.0, 1.1], -1).verdict == OPPOSITE
-    assert judge([0.5, -0.2, 0.3], +1).verdict == UNRESOLVED  # mean 0.2, half 0.89
-    assert judge([2.0], +1).verdict == UNRESOLVED  # one seed: no spread, no verdict
-    assert judge([0.0, 0.0], +1).verdict == UNRESOLVED
-    assert judge([0.3, 0.3], +1).verdict == UNRESOLVED  # no spread, two seeds: weak
-    assert judge([0.3, 0.3, 0.3], +1).verdict == REPRODUCED  # three equal: the sign stands
-    assert judge([], +1).verdict == UNRESOLVED
-    # ten seeds: t(0.975, 9) = 2.2622; the same mean and sd resolve what 3 seeds did not
-    ten = judge([0.2 + 0.1 * (-1) ** k for k in range(10)], +1)
-    assert ten.half_width == pytest.approx(2.2622 * ten.sd / math.sqrt(10), rel=1e-4)
-    assert ten.verdict == REPRODUCED
-
-
-def test_a_claim_is_reproduced_only_when_all_its_primary_measures_are():
-    assert claim_verdict([REPRODUCED, REPRODUCED]) == REPRODUCED
-    assert claim_verdict([REPRODUCED, UNRESOLVED]) == UNRESOLVED
-    assert claim_verdict([REPRODUCED, OPPOSITE]) == OPPOSITE
-    assert claim_verdict([]) == UNRESOLVED
-
-
-def _fake_runs(effect: float, seeds: int = 3) -> dict[str, dict[int, dict[str, float]]]:
-    """Every variant's numbers: the baseline's plus `effect` in the paper's direction."""
-    rng = np.random.default_rng(0)
-    runs: dict[str, dict[int, dict[str, float]]] = {}
-    keys = ("val_top1_error", "val_top5_error", "val_top1_error_1", "val_top5_error_1",
-            "gap", "train_top1_error", "epochs_to_threshold", "seconds_to_threshold",
-            "epochs_to_best", "seconds")  # fmt: skip
-    for v in VARIANTS:
-        runs[v] = {s: {k: 0.3 + 0.01 * s for k in keys} for s in range(seeds)}
-    for claim in CLAIMS:
-        for m in claim.measures:
-            for s in range(seeds):
-                noise = float(rng.normal(0, abs(effect) / 20))
-                runs[m.variant][s][m.key] = runs["baseline"][s][m.baseline_key or m.key] + (
-                    m.sign * effect + noise
-                )
-    return runs
-
-
-def test_every_claim_of_the_paper_is_in_the_report_with_its_fields():
-    rows = assess(CLAIMS, _fake_runs(0.05))
-    assert [r["claim"] for r in rows] == [
-        "relu", "lrn", "overlapping-pooling", "two-towers", "pca-lighting",
-        "crops-reflections", "dropout", "weight-decay", "depth", "ten-views",
+def test_figure_1s_lr_is_each_activations_fastest():
+    tuning = [
+        {"activation": "relu", "lr": 0.01, "epochs_to_threshold": 3.0, "censored": False,
+         "final_train_error": 0.01},
+        {"activation": "relu", "lr": 0.02, "epochs_to_threshold": 2.5, "censored": False,
+         "final_train_error": 0.2},
+        {"activation": "tanh", "lr": 0.01, "epochs_to_threshold": 12.0, "censored": True,
+         "final_train_error": 0.3},
+        {"activation": "tanh", "lr": 0.02, "epochs_to_threshold": 12.0, "censored": True,
+         "final_train_error": 0.28},
+        {"activation": "tanh", "lr": 0.04, "epochs_to_threshold": 11.0, "censored": False,
+         "final_train_error": 0.2},
     ]  # fmt: skip
-    for r in rows:
-        assert r["paper"] and r["statement"] and r["verdict"] == REPRODUCED, r
-        for m in r["measures"]:
-            assert m["effect"]["n"] == 3 and m["seeds"] == [0, 1, 2]
-            assert m["effect"]["mean"] == pytest.approx(m["expected_sign"] * 0.05, abs=0.01)
-            assert set(m) >= {"paper_effect", "unit", "baseline", "ablated", "verdict"}
-    flipped = assess(CLAIMS, _fake_runs(-0.05))
-    assert all(r["verdict"] == OPPOSITE for r in flipped)
-    depth = next(r for r in rows if r["claim"] == "depth")
-    assert [m["variant"] for m in depth["measures"]] == ["no-conv3", "no-conv4", "no-conv5"]
-
-
-def test_a_baseline_that_never_reached_the_threshold_pairs_nothing():
-    runs = _fake_runs(2.0)
-    runs["baseline"][1]["threshold_censored"] = True  # type: ignore[assignment]
-    relu = assess(claims_named(["relu"]), runs)[0]["measures"][0]
-    assert relu["seeds"] == [0, 2] and relu["baseline_censored"] == [1]
+    assert choose_lrs(tuning) == {"relu": 0.02, "tanh": 0.04}
+    assert choose_lrs(tuning[2:4]) == {"tanh": 0.02}  # none reached it: the lowest error
 
 
 def test_epochs_to_the_threshold_are_interpolated_from_chance_at_epoch_0():
@@ -231,13 +105,27 @@ def test_the_training_error_in_metrics_counts_the_batches_as_trained(data, tmp_p
 
 def _study(cli, data, out, *extra):
     args = ["--preset", "small", "--seeds", "2", "--epochs", "1", "--only", "lrn",
-            "--only", "ten-views", *[a for s in TINY for a in ("--set", s)], *extra]  # fmt: skip
+            *[a for s in TINY for a in ("--set", s)], *extra]  # fmt: skip
     r = cli("ablate", data, out, *args, "--json")
     return r, (json.loads(r.out, parse_constant=_no_nan) if r.code == 0 else None)
 
 
 def _no_nan(name: str) -> None:
     raise AssertionError(f"{name} in JSON output")
+
+
+# TINY's network counted by hand (4 classes, crop 64: conv maps 15 → 7 → 3 → 1): conv1
+# 3→8 11×11; conv2 8→16 5×5 in two groups; conv3 16→16 3×3 across the towers; conv4 and
+# conv5 16→16 in two groups; fc6 16→32, fc7 32→32, fc8 32→4.
+TINY_PARAMETERS = (
+    (8 * 3 * 121 + 8)
+    + (16 * 4 * 25 + 16)
+    + (16 * 16 * 9 + 16)
+    + 2 * (16 * 8 * 9 + 16)
+    + (16 * 32 + 32)
+    + (32 * 32 + 32)
+    + (32 * 4 + 4)
+)
 
 
 def test_a_tiny_study_reports_its_claims_then_is_up_to_date(cli, data, tmp_path):
@@ -250,14 +138,34 @@ def test_a_tiny_study_reports_its_claims_then_is_up_to_date(cli, data, tmp_path)
             run = out / variant / f"seed-{seed}"
             assert (run / "manifest.json").is_file() and (run / "measures.json").is_file()
     saved = json.loads((out / "claims.json").read_text())
-    assert [c["claim"] for c in saved["claims"]] == ["lrn", "ten-views"]
+    assert [c["claim"] for c in saved["claims"]] == ["lrn"]
+    assert [m["name"] for m in saved["measurements"]] == ["ten-views"]
     assert saved["study"]["seeds"] == 2 and saved["study"]["train_images"] == 64
-    lrn = saved["claims"][0]["measures"][0]
+    row = saved["claims"][0]
+    assert row["direction"] in ("reproduced", "opposite", "not resolved")
+    assert row["size"] in ("consistent", "smaller", "larger", "not resolved")
+    assert 0 <= row["p_value"] <= row["p_holm"] <= 1 and row["family"] == 1
+    assert row["parameters"] == {"baseline": TINY_PARAMETERS, "no-lrn": TINY_PARAMETERS}
+    assert saved["study"]["networks"]["baseline"]["parameters"] == 10_916 == TINY_PARAMETERS
+    lrn = row["measures"][0]
+    assert lrn["paper_size"] == {
+        "value": pytest.approx(0.014 / 0.375),
+        "unit": "relative change in error",
+    }
+    md = (out / "claims.md").read_text()
     for seed in (0, 1):  # the report pairs exactly what each run's measures.json holds
         for variant, values in (("baseline", lrn["baseline"]), ("no-lrn", lrn["ablated"])):
             text = (out / variant / f"seed-{seed}" / "measures.json").read_text()
-            assert values[seed] == json.loads(text)["measures"]["val_top1_error"]
-    assert "| lrn |" in (out / "claims.md").read_text()
+            measures = json.loads(text)["measures"]
+            assert values[seed] == measures["val_top1_error"]
+            assert f"| {seed} | {100 * lrn['baseline'][seed]:.2f} % |" in md  # per seed
+        assert ("lrn_load" in measures) == (variant == "baseline")  # the LRN's load
+    # claims.md leads with the paper's kind of table, then the verdicts in two words
+    assert md.index("## The networks") < md.index("## Verdicts") < md.index("## Per seed")
+    assert "| no-lrn | no LRN after conv1, conv2 | 10,916 |" in md and "| +1.4 / +1.2 |" in md
+    assert f"direction {row['direction']}" in md and f"size {row['size']}" in md
+    assert md.count("reproduced") == md.count("direction reproduced")  # never bare
+    assert any("α·Σa²/k" in flag for flag in row["flags"])
     assert (out / "effects.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "effects.svg").read_text().startswith("<svg")
     # eval on a run of the study works as on any run
@@ -269,17 +177,58 @@ def test_a_tiny_study_reports_its_claims_then_is_up_to_date(cli, data, tmp_path)
     assert (out / "baseline" / "seed-0" / "checkpoints" / "last.pt").stat().st_mtime_ns == before
     r, more = _study(cli, data, out, "--seeds", "3")  # the later --seeds wins
     assert r.code == 0 and more["trained"] == 2, r.err
+    r, other = _study(cli, data, out, "--first-seed", "2", "--seeds", "1")  # another set
+    assert r.code == 0 and other["up_to_date"] and other["claims"][0]["measures"][0]["seeds"] == [2]
 
     r, _ = _study(cli, data, out, "--epochs", "2")
     assert r.code == 2 and "other settings" in r.err and "--force" in r.err
     assert r.err.count("error:") == 1 and "Traceback" not in r.err
 
 
+def test_figure_1_and_pooling_train_their_own_networks(data, tmp_path):
+    """Figure 1's lr is each activation's fastest on the tuning seed, its runs have no
+    regularisation; the pooling claim's two networks share a crop (66 at 72)."""
+    from alexcli.stages.ablate import TUNING_DIR, TUNING_SEED, run_ablate
+    from alexcli.stages.train import saved_config
+
+    base = train_config(preset_name="small", sets=[*TINY, "crop=72"], epochs=1)
+    study = AblateConfig(only=("relu", "overlapping-pooling"), seeds=1, figure1_lrs=(1.0, 2.0))
+    result = run_ablate(data, tmp_path / "s", base, study)
+    assert result.trained == 4 + 5  # the lr search, then five networks
+    tuning = result.study["figure1"]["tuning"]
+    assert [(t["activation"], t["lr"]) for t in tuning] == [
+        ("relu", base.lr),
+        ("relu", 2 * base.lr),
+        ("tanh", base.lr),
+        ("tanh", 2 * base.lr),
+    ]
+    for t in tuning:
+        run = (
+            tmp_path / "s" / TUNING_DIR / f"{t['activation']}-lr{t['lr']:g}" / f"seed-{TUNING_SEED}"
+        )
+        assert saved_config(run).lr == t["lr"]  # type: ignore[union-attr]
+    lrs = result.study["figure1"]["lr"]
+    assert lrs == choose_lrs(tuning)
+    tanh = saved_config(tmp_path / "s" / "fig1-tanh" / "seed-0")
+    assert tanh is not None and tanh.lr == lrs["tanh"] and tanh.model.activation == "tanh"
+    assert tanh.model.dropout == 0 and tanh.weight_decay == 0 and not tanh.random_crop
+    nets = result.study["networks"]
+    assert nets["pool-3x3"]["crop"] == nets["pool-2x2"]["crop"] == 66
+    assert nets["pool-3x3"]["fc6_inputs"] == nets["pool-2x2"]["fc6_inputs"]
+    assert not nets["pool-3x3"]["same_as_baseline"] and nets["baseline"]["crop"] == 72
+    pool = saved_config(tmp_path / "s" / "pool-2x2" / "seed-0")
+    assert pool is not None and pool.model.pool_kernel == 2 and pool.crop == 66
+    assert (tmp_path / "s" / "figure1.png").is_file()
+    md = (tmp_path / "s" / "claims.md").read_text()
+    assert "## Figure 1's learning rates" in md and "| pool-3x3 |" in md
+
+
 def test_a_study_of_one_seed_reports_no_verdict_and_valid_json(cli, data, tmp_path):
     r, result = _study(cli, data, tmp_path / "s", "--seeds", "1")  # the later --seeds wins
     assert r.code == 0, r.err
     for row in result["claims"]:  # no spread from one seed: null, never NaN
-        assert row["verdict"] == UNRESOLVED and row["measures"][0]["effect"]["sd"] is None
+        assert row["direction"] == UNRESOLVED and row["measures"][0]["effect"]["sd"] is None
+        assert row["verdict"] == "not resolved at this scale"  # the field before the split
 
 
 def test_the_recipe_stage_runs_a_study(data, tmp_path):
@@ -288,12 +237,13 @@ def test_the_recipe_stage_runs_a_study(data, tmp_path):
 
     sets = [f"train.{s}" for s in TINY] + [
         f"data_dir={json.dumps(str(data))}", 'stages=["ablate"]', "ablate.seeds=1",
-        'ablate.only=["ten-views"]', "train.epochs=1",
+        'ablate.only=["lrn"]', "train.epochs=1",
     ]  # fmt: skip
     recipe = load_recipe(find_recipe("ablations"), sets)
     result = run_chain(recipe, base=tmp_path)
     (step,) = result.steps
-    assert step.stage == "ablate" and "ten-views: not resolved" in step.notes
+    assert step.stage == "ablate"
+    assert "lrn: direction not resolved, size not resolved" in step.notes
     assert (tmp_path / "study" / "claims.md").is_file()
     assert run_chain(recipe, base=tmp_path).steps[0].up_to_date
 
@@ -301,11 +251,15 @@ def test_the_recipe_stage_runs_a_study(data, tmp_path):
 def test_bad_studies_are_refused_in_one_line(cli, data, tmp_path):
     r, _ = _study(cli, data, tmp_path / "s", "--only", "nonsense")
     assert r.code == 2 and "unknown claim 'nonsense'" in r.err
+    r, _ = _study(cli, data, tmp_path / "s", "--only", "ten-views")
+    assert r.code == 2 and "no claim of the paper" in r.err
+    r, _ = _study(cli, data, tmp_path / "s", "--first-seed", "999999", "--seeds", "2")
+    assert r.code == 2 and "stay below 1,000,000" in r.err
     r, _ = _study(cli, data, data)
     assert r.code == 2 and "DATA_DIR" in r.err
     r, _ = _study(cli, data, tmp_path / "s", "--set", "model.lrn=false")
     assert r.code == 2 and "'no-lrn' changes nothing" in r.err and "Traceback" not in r.err
-    assert not (data / "baseline").exists()
+    assert not (data / "baseline").exists() and not (tmp_path / "s").exists()
 
 
 @pytest.mark.slow
