@@ -57,7 +57,7 @@ PAPER_ERROR = {"val_top1_error": 0.375, "val_top5_error": 0.170}
 class Measure:
     """One number compared between a variant and its reference network.
 
-    `key` names the run's measurement (`measure` in stages/ablate.py); `sign` is the sign
+    `key` names the run's measurement (`measure` in stages/ablate_measures.py); `sign` is the sign
     of (variant − reference) the paper predicts; `paper` its figure where the paper
     gives one: an error difference (a fraction) for `compare="difference"`, the ratio
     for `compare="log-ratio"`."""

@@ -1,4 +1,4 @@
-"""The networks `alexcli ablate` trains (docs/ablations.md "The claims and their variants").
+"""The networks `alexcli ablate` trains (docs/ablations.md "The claims and their networks").
 
 A registry, as timm names its models: each variant is one named definition made from
 the study's baseline configuration, and each switches one of the paper's choices off

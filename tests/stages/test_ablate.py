@@ -16,7 +16,8 @@ import pytest
 
 from alexcli.config import AblateConfig, train_config
 from alexcli.core.data.batches import EpochSampler
-from alexcli.stages.ablate import choose_lrs, curve_measures, plan
+from alexcli.stages.ablate import choose_lrs, plan
+from alexcli.stages.ablate_measures import curve_measures
 from alexcli.stages.claims import CLAIMS, UNRESOLVED, claims_named
 from alexcli.stages.eval import run_eval
 from alexcli.stages.train import run_train
