@@ -67,8 +67,8 @@ def ablate(
     claims.md, figure1.png/svg (training error, ReLU vs tanh) and effects.png/svg.
     Each claim gets a direction verdict (paired t-test, Holm-adjusted across the
     study's claims: at most 5 % chance of any false one) and a size verdict (the
-    paper's figure against the 95 % interval); docs/ablations.md says what each
-    variant is.
+    paper's figure against the measured interval); docs/ablations.md says what each
+    network is.
     """
     from alexcli.config import AblateConfig, train_config
     from alexcli.stages.ablate import run_ablate

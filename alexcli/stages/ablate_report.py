@@ -110,7 +110,9 @@ def markdown(
         "comparable units (the relative change in error: the paper's points over its own "
         f"error, {100 * PAPER_ERROR['val_top1_error']:g} % top-1 and "
         f"{100 * PAPER_ERROR['val_top5_error']:g} % top-5; for relu the log of the ratio "
-        "of epochs, against log 6) beside the measured 95 % interval. The last column is "
+        "of epochs, against log 6) beside the measured interval at 1 − 0.05/"
+        f"{family}, so that all the study's size intervals hold their true values together "
+        "95 % of the time. The last column is "
         f"the effect the study finds with 80 % power at {n} seeds (at α/{family}, Holm's "
         "strictest step): a claim not resolved has, in all likelihood, an effect smaller "
         "than that here.",

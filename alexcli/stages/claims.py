@@ -14,9 +14,9 @@ relu claim, whose paper figure is a ratio. Each claim gets
   is then at most 5 %.
 - a **size** verdict: the paper's figure in comparable units — the relative change in
   error (the paper's percentage points over its own error, `PAPER_ERROR`), or the log of
-  the ratio of epochs against log 6 — against the measured 95 % interval: "consistent",
-  "smaller", "larger" or "not resolved" (`verdicts.size_verdict`); none where the paper
-  gives no figure.
+  the ratio of epochs against log 6 — against the measured interval at 1 − α/m (all the
+  study's size intervals together cover 95 %): "consistent", "smaller", "larger" or "not
+  resolved" (`verdicts.size_verdict`); none where the paper gives no figure.
 
 No torch here: the stage (`stages/ablate.py`) measures, this module judges.
 """
@@ -250,9 +250,10 @@ def _p(row: Mapping[str, Any]) -> float:
 
 
 def compare(m: Measure, runs: Runs, alpha: float) -> dict[str, Any]:
-    """One measure over the seeds both networks have: the pairs, their test and interval,
-    the size against the paper's figure and the effect a test at `alpha` finds with
-    80 % power. Seeds without a finite value on either side are left out."""
+    """One measure over the seeds both networks have: the pairs, their test and 95 %
+    interval, the size against the paper's figure from an interval at 1 − `alpha`, and
+    the effect a test at `alpha` finds with 80 % power. Seeds without a finite value on
+    either side are left out."""
     ref, var = runs.get(m.reference, {}), runs.get(m.variant, {})
     rkey = m.reference_key or m.key
     seeds = sorted(
@@ -274,17 +275,17 @@ def compare(m: Measure, runs: Runs, alpha: float) -> dict[str, Any]:
         p, sign = float(t.p), float(t.sign)
         flat = t.n >= 2 and float(t.sd) <= v.TOLERANCE
         test = "sign test (no spread)" if flat else "paired t"
-    relative = v.ratio_interval(a, b) if m.unit == "error" and m.compare == "difference" else None
-    if relative is not None:
-        relative = v.Interval(relative.estimate - 1, relative.low - 1, relative.high - 1)
+    errors = m.key.endswith("error") and m.compare == "difference"  # not the gap
+    relative = _relative(a, b, v.LEVEL) if errors else None
     paper = m.paper_size()
     size, interval = None, None
     if paper is not None:
         if censored:
             interval = v.UNBOUNDED
+        elif m.compare == "log-ratio":
+            interval = v.t_interval(d, 1 - alpha)
         else:
-            interval = v.t_interval(d) if m.compare == "log-ratio" else relative
-        assert interval is not None
+            interval = _relative(a, b, 1 - alpha)
         oriented = v.Interval(
             *(x * m.sign for x in (interval.estimate, interval.low, interval.high))
         )
@@ -311,10 +312,17 @@ def compare(m: Measure, runs: Runs, alpha: float) -> dict[str, Any]:
                           else UNRESOLVED],
         "relative": None if relative is None else _interval(relative),
         "size_interval": None if interval is None
-                         else {**_interval(interval), "unit": paper[1] if paper else ""},
+                         else {**_interval(interval), "unit": paper[1] if paper else "",
+                               "level": 1 - alpha},
         "size": size,
         "detectable": _detectable(reach, b, t.n, alpha, m, censored),
     }  # fmt: skip
+
+
+def _relative(variant: np.ndarray, reference: np.ndarray, level: float) -> v.Interval:
+    """The relative change of the mean (variant / reference − 1) and its interval."""
+    r = v.ratio_interval(variant, reference, level)
+    return v.Interval(r.estimate - 1, r.low - 1, r.high - 1)
 
 
 def _usable(value: Any, m: Measure) -> bool:
@@ -340,7 +348,7 @@ def _detectable(
             f", above {alpha:.3g}: it cannot resolve" if floor > alpha else ""
         )
     mean = float(reference.mean()) if len(reference) else math.nan
-    if reach is not None and m.unit == "error" and m.compare == "difference" and mean > 0:
+    if reach is not None and m.key.endswith("error") and m.compare == "difference" and mean > 0:
         out["relative"] = reach / mean
     if reach is not None and m.compare == "log-ratio":
         out["ratio"] = math.exp(reach)

@@ -18,6 +18,9 @@ tens of thousands at once, so the rate it measures is the rate of this very code
   correlation between claims (they share a baseline).
 - `ratio_interval` (Fieller's interval for a ratio of paired means) and `t_interval`:
   the size in the units the paper's figure is compared in; `size_verdict` reads them.
+  The claims read them at 1 − α/m, Bonferroni's level, so that all of a study's size
+  intervals cover their true values together 95 % of the time and a size verdict is
+  held to the same study-wide standard as a direction verdict.
 - `detectable`: the smallest effect the study's test finds with 80 % power.
 """
 
@@ -163,7 +166,7 @@ def directions(adjusted: ArrayLike, sign: ArrayLike, expected: ArrayLike) -> Arr
 
 @dataclass(frozen=True)
 class Interval:
-    """An estimate and its 95 % interval; the ends are ±inf where the data do not bound it."""
+    """An estimate and its interval; the ends are ±inf where the data do not bound it."""
 
     estimate: float
     low: float
@@ -177,19 +180,22 @@ class Interval:
 UNBOUNDED = Interval(math.nan, -math.inf, math.inf)
 
 
-def t_interval(values: ArrayLike) -> Interval:
-    """The mean of `values` and its two-sided 95 % Student t interval."""
+def t_interval(values: ArrayLike, level: float = LEVEL) -> Interval:
+    """The mean of `values` and its two-sided Student t interval at `level`."""
+    from scipy.stats import t
+
     x = np.asarray(values, dtype=float)
     test = paired_t(x)
     if test.n < 2 or test.sd <= TOLERANCE:
         return UNBOUNDED if test.n < 1 else Interval(float(test.mean), -math.inf, math.inf)
-    m, h = float(test.mean), float(test.half_width)
+    m = float(test.mean)
+    h = float(t.ppf(0.5 + level / 2, test.n - 1)) * float(test.se)
     return Interval(m, m - h, m + h)
 
 
-def ratio_interval(variant: ArrayLike, reference: ArrayLike) -> Interval:
-    """The ratio of the means of paired `variant` and `reference` values and its 95 %
-    interval by Fieller's theorem: every ρ for which variant − ρ·reference has a mean
+def ratio_interval(variant: ArrayLike, reference: ArrayLike, level: float = LEVEL) -> Interval:
+    """The ratio of the means of paired `variant` and `reference` values and its interval
+    at `level` by Fieller's theorem: every ρ for which variant − ρ·reference has a mean
     within the t interval of zero. Unbounded when the reference's mean is itself not
     told apart from zero (then no ratio is excluded)."""
     from scipy.stats import t
@@ -202,7 +208,7 @@ def ratio_interval(variant: ArrayLike, reference: ArrayLike) -> Interval:
     cov = np.cov(np.stack([v, r]), ddof=1) / n  # of the means
     if cov[0, 0] <= TOLERANCE**2 and cov[1, 1] <= TOLERANCE**2:
         return Interval(mv / mr, -math.inf, math.inf)  # no spread: nothing to bound it by
-    q = float(t.ppf(0.5 + LEVEL / 2, n - 1)) ** 2
+    q = float(t.ppf(0.5 + level / 2, n - 1)) ** 2
     # (mv − ρ·mr)² ≤ q·(s_vv − 2ρ·s_vr + ρ²·s_rr): a·ρ² + b·ρ + c ≤ 0
     a = mr**2 - q * cov[1, 1]
     b = -2 * (mv * mr - q * cov[0, 1])

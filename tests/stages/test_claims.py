@@ -195,6 +195,12 @@ def test_sizes_compare_relative_changes_and_ratios_with_the_papers():
     assert relu["measures"][0]["paper_size"]["value"] == pytest.approx(math.log(6))
     # the paper gives no figure for the gap
     assert assess(claims_named(["dropout"]), _fake_runs(0.05))[0]["size"] is None
+    # with the study's nine claims the size is read at 1 − 0.05/9, wider than 95 %
+    rows = assess(CLAIMS, _fake_runs(0.014 / 0.375, relative=True))
+    top1 = rows[1]["measures"][0]
+    assert top1["size_interval"]["level"] == pytest.approx(1 - 0.05 / 9)
+    assert top1["size_interval"]["low"] < top1["relative"]["low"]
+    assert top1["size_interval"]["high"] > top1["relative"]["high"]
 
 
 def test_the_detectable_effect_is_in_the_measures_units_at_the_study_wide_level():
