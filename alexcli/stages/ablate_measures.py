@@ -64,8 +64,8 @@ def lrn_load(data_dir: Path, checkpoint: Path, ev: EvalConfig) -> dict[str, dict
 
     from alexcli.core.data.transforms import iter_views
     from alexcli.core.nn.lrn import Lrn, local_response_norm, window_load
+    from alexcli.stages.classifier import Classifier
     from alexcli.stages.datadir import open_data_dir
-    from alexcli.stages.trained import Classifier
 
     net = Classifier.load(checkpoint, ev)
     seen: dict[int, list[np.ndarray]] = {}  # by map side: conv1's maps are the larger
