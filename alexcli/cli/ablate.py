@@ -12,10 +12,10 @@ from alexcli.cli._app import app
 from alexcli.cli._console import out as console
 from alexcli.cli._console import print_json, reporting
 from alexcli.cli._options import Amp, DataDir, Devices, Force, Json, Preset, Sets, Workers
-from alexcli.stages.claims import CLAIMS as ALL_CLAIMS
+from alexcli.workflows.ablate.claims import CLAIMS as ALL_CLAIMS
 
 if TYPE_CHECKING:
-    from alexcli.stages.ablate import StudyResult
+    from alexcli.workflows.ablate import StudyResult
 
 CLAIMS = [c.name for c in ALL_CLAIMS]
 
@@ -71,7 +71,7 @@ def ablate(
     network is.
     """
     from alexcli.config import AblateConfig, train_config
-    from alexcli.stages.ablate import run_ablate
+    from alexcli.workflows.ablate import run_ablate
 
     base = train_config(
         preset_name=preset, sets=set_ or (), epochs=epochs, devices=devices, amp=amp,
@@ -93,7 +93,7 @@ def ablate(
 
 
 def _show(r: StudyResult) -> None:
-    from alexcli.stages.ablate_report import format_effect
+    from alexcli.workflows.ablate.report import format_effect
 
     table = Table("claim", "primary measure", "effect", "p (Holm)", "direction", "size")
     for row in r.claims:

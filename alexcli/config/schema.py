@@ -247,7 +247,7 @@ class EvalConfig(Checked):
 class AblateConfig(Checked):
     """`alexcli ablate`: which of the paper's claims, over how many seeds (docs/ablations.md)."""
 
-    only: tuple[str, ...] = ()  # claim names (stages/claims.py); empty: all
+    only: tuple[str, ...] = ()  # claim names (workflows/ablate/claims.py); empty: all
     seeds: int = bounded(3, at_least=1)  # seeds first_seed…first_seed+N−1, each paired
     first_seed: int = bounded(0, at_least=0, at_most=999_999)  # another seed set: 3, 6, …
     threshold: float = bounded(0.25, at_least=0, at_most=1)  # Figure 1's training error

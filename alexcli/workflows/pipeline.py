@@ -319,7 +319,7 @@ def _viz(kind: str, run_dir: Path, progress: Progress) -> Done:
 
 
 def _ablate(recipe: Recipe, data_dir: Path, out_dir: Path, force: bool, progress: Progress) -> Done:
-    from alexcli.stages.ablate import run_ablate
+    from alexcli.workflows.ablate import run_ablate
 
     r = run_ablate(data_dir, out_dir, recipe.train, recipe.ablate, force=force, progress=progress)
     verdicts = [

@@ -1,7 +1,7 @@
 """`alexcli ablate DATA_DIR OUT_DIR`: the paper's claims, measured (docs/ablations.md).
 
 For each seed, the baseline (a preset), each variant that switches one of the paper's
-choices off and the reference networks some claims need (stages/variants.py) are
+choices off and the reference networks some claims need (variants.py) are
 trained as ordinary runs under `OUT_DIR/<variant>/seed-<k>/` by
 `stages.train.run_train`, so each is cached and resumed as any run is: a killed study
 continues where it stopped, and a rerun with more seeds trains only the new ones. A
@@ -11,8 +11,13 @@ run's seed is k for every network: the same data order and augmentation draws in
 seed of its own (`OUT_DIR/figure1-lr/`). Each finished run is then measured once —
 final weights (last.pt), validation at 10 and 1 views, the training split at 1 view,
 the LRN's load, the curves of metrics.jsonl — into `measures.json` beside it, a small
-cached stage keyed by the run's fingerprint. `stages/claims.py` judges the claims;
+cached stage keyed by the run's fingerprint. `claims.py` judges the claims;
 OUT_DIR gets claims.json, claims.md and the figures.
+
+The package, from the study down: this module runs it (`run_ablate`); variants.py
+names its networks; measures.py measures a finished run; claims.py holds the paper's
+claims and judges them with the statistics of verdicts.py (numpy and scipy, no
+torch); report.py writes claims.json, claims.md and the figures.
 """
 
 from __future__ import annotations
@@ -28,11 +33,11 @@ from typing import Any
 from alexcli.config import AblateConfig, TrainConfig, to_dict
 from alexcli.core.progress import SILENT, Progress, Silent, emit
 from alexcli.errors import ConfigError, UserError
-from alexcli.stages.ablate_measures import LRN_IMAGES, lrn_flags, measure
-from alexcli.stages.claims import CENSORED, Claim, assess, claims_named, measurements
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import owner, read_manifest, run_stage
-from alexcli.stages.variants import (
+from alexcli.workflows.ablate.claims import CENSORED, Claim, assess, claims_named, measurements
+from alexcli.workflows.ablate.measures import LRN_IMAGES, lrn_flags, measure
+from alexcli.workflows.ablate.variants import (
     FIGURE1,
     VARIANTS,
     check_variants,
@@ -86,7 +91,7 @@ def run_ablate(
     progress: Progress = SILENT,
 ) -> StudyResult:
     """Train and measure every run the claims need, then judge and report them."""
-    from alexcli.stages.ablate_report import write_report
+    from alexcli.workflows.ablate.report import write_report
 
     try:
         claims = claims_named(study.only)

@@ -2,7 +2,7 @@
 measured"): its final weights on val (10 and 1 views) and on the training split (1
 view), the LRN's load on val — how far α·Σa² is from k — and what its metrics.jsonl
 says over the epochs: the training-error curve, the epochs and seconds to the
-threshold (Figure 1), the epoch of the best val error. stages/ablate.py caches them
+threshold (Figure 1), the epoch of the best val error. `run_ablate` caches them
 per run in measures.json."""
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 from alexcli.config import AblateConfig, EvalConfig, TrainConfig
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import UserError
-from alexcli.stages.claims import finite
+from alexcli.workflows.ablate.claims import finite
 
 
 def measure(

@@ -1,6 +1,6 @@
 """The paper's claims as `alexcli ablate` tests them: what each says, which variant
 switches its choice off and against which network, what is measured, and two verdicts
-that respect the noise (the statistics: stages/verdicts.py; docs/ablations.md).
+that respect the noise (the statistics: verdicts.py; docs/ablations.md).
 
 Every measure is paired by seed: for seed k, d_k = value(variant, k) − value(reference, k)
 (the same seed gives both runs the same data order), or log(variant / reference) for the
@@ -18,7 +18,7 @@ relu claim, whose paper figure is a ratio. Each claim gets
   study's size intervals together cover 95 %): "consistent", "smaller", "larger" or "not
   resolved" (`verdicts.size_verdict`); none where the paper gives no figure.
 
-No torch here: the stage (`stages/ablate.py`) measures, this module judges.
+No torch here: the study (`workflows/ablate`) measures, this module judges.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from alexcli.stages import verdicts as v
+from alexcli.workflows.ablate import verdicts as v
 
 Runs = Mapping[str, Mapping[int, Mapping[str, Any]]]
 
@@ -57,7 +57,7 @@ PAPER_ERROR = {"val_top1_error": 0.375, "val_top5_error": 0.170}
 class Measure:
     """One number compared between a variant and its reference network.
 
-    `key` names the run's measurement (`measure` in stages/ablate_measures.py); `sign` is the sign
+    `key` names the run's measurement (`measure` in measures.py); `sign` is the sign
     of (variant − reference) the paper predicts; `paper` its figure where the paper
     gives one: an error difference (a fraction) for `compare="difference"`, the ratio
     for `compare="log-ratio"`."""

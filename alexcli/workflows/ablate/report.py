@@ -1,5 +1,5 @@
 """What `alexcli ablate` leaves in OUT_DIR besides the runs: claims.json (the study, every
-claim as `stages/claims.assess` gives it, the plain measurements), claims.md (what a
+claim as `claims.assess` gives it, the plain measurements), claims.md (what a
 person reads: the paper's kind of table first, then the verdicts, the flags and every
 seed's values) and the figures (core/figures/claims.py) as PNG and SVG. All of it is
 rewritten from the runs' measures.json at every call, atomically, file by file."""
@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from alexcli.core.atomic import write_json, write_text
-from alexcli.stages.claims import CLAIMS, PAPER_ERROR, finite
 from alexcli.stages.results import jsonable
-from alexcli.stages.verdicts import t_interval
+from alexcli.workflows.ablate.claims import CLAIMS, PAPER_ERROR, finite
+from alexcli.workflows.ablate.verdicts import t_interval
 
 Runs = Mapping[str, Mapping[int, Mapping[str, Any]]]
 

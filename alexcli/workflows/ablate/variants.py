@@ -8,7 +8,7 @@ would differ in more than the choice:
 - `fig1-relu` / `fig1-tanh`: Figure 1's protocol ("no regularization of any kind"; the
   learning rate "chosen independently to make training as fast as possible"): no
   dropout, no weight decay, no crops, reflections or colour noise, a constant lr; the
-  stage picks each activation's lr from a small grid (`stages/ablate.py`).
+  stage picks each activation's lr from a small grid (`workflows/ablate`).
 - `pool-3x3` / `pool-2x2`: both at the largest crop up to the baseline's at which
   overlapping 3/2 and 2/2 pooling give every map the same side (`pooling_crop`), so fc6
   reads inputs of one size, as at the paper's 224 (55 → 27 → 13 → 6 either way).

@@ -1,4 +1,4 @@
-"""The ablation study's statistics (stages/verdicts.py) against hand-worked numbers,
+"""The ablation study's statistics (workflows/ablate/verdicts.py) against hand-worked numbers,
 scipy's own tests and simulations of what each is meant to guarantee."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from alexcli.stages import verdicts as v
+from alexcli.workflows.ablate import verdicts as v
 
 
 def test_the_paired_t_test_matches_hand_numbers_and_scipy():

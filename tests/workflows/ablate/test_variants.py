@@ -1,4 +1,4 @@
-"""The ablation study's networks (stages/variants.py): each switches exactly its choice
+"""The ablation study's networks (workflows/ablate/variants.py): each switches exactly its choice
 off against its reference, the counts in claims.json are the hand-counted ones, and
 the pooling and depth variants hand fc6 inputs of the reference's size."""
 
@@ -12,7 +12,7 @@ import torch
 from alexcli.config import PRESETS, ModelConfig
 from alexcli.core.nn.model import build_model
 from alexcli.errors import ConfigError
-from alexcli.stages.variants import (
+from alexcli.workflows.ablate.variants import (
     VARIANTS,
     check_variants,
     network,

@@ -1,4 +1,4 @@
-"""The claims' verdicts (stages/claims.py): the study-wide error rate on studies of pure
+"""The claims' verdicts (workflows/ablate/claims.py): the study-wide error rate on studies of pure
 noise, the report's fields on studies with a known effect, censoring and sizes."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from alexcli.stages import verdicts as v
-from alexcli.stages.claims import (
+from alexcli.workflows.ablate import verdicts as v
+from alexcli.workflows.ablate.claims import (
     CLAIMS,
     MEASUREMENTS,
     OPPOSITE,

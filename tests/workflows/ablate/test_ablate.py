@@ -16,12 +16,12 @@ import pytest
 
 from alexcli.config import AblateConfig, train_config
 from alexcli.core.data.batches import EpochSampler
-from alexcli.stages.ablate import choose_lrs, plan
-from alexcli.stages.ablate_measures import curve_measures
-from alexcli.stages.claims import CLAIMS, UNRESOLVED, claims_named
 from alexcli.stages.eval import run_eval
 from alexcli.stages.train import run_train
-from alexcli.stages.variants import VARIANTS
+from alexcli.workflows.ablate import choose_lrs, plan
+from alexcli.workflows.ablate.claims import CLAIMS, UNRESOLVED, claims_named
+from alexcli.workflows.ablate.measures import curve_measures
+from alexcli.workflows.ablate.variants import VARIANTS
 from tests.train_helpers import TINY, make_data_dir
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,8 +189,8 @@ def test_a_tiny_study_reports_its_claims_then_is_up_to_date(cli, data, tmp_path)
 def test_figure_1_and_pooling_train_their_own_networks(data, tmp_path):
     """Figure 1's lr is each activation's fastest on the tuning seed, its runs have no
     regularisation; the pooling claim's two networks share a crop (66 at 72)."""
-    from alexcli.stages.ablate import TUNING_DIR, TUNING_SEED, run_ablate
     from alexcli.stages.train import saved_config
+    from alexcli.workflows.ablate import TUNING_DIR, TUNING_SEED, run_ablate
 
     base = train_config(preset_name="small", sets=[*TINY, "crop=72"], epochs=1)
     study = AblateConfig(only=("relu", "overlapping-pooling"), seeds=1, figure1_lrs=(1.0, 2.0))
