@@ -32,6 +32,7 @@ from typing import Any
 
 from alexcli.config import AblateConfig, TrainConfig, to_dict
 from alexcli.core.progress import SILENT, Progress, Silent, emit
+from alexcli.core.rundir import RunDir
 from alexcli.errors import ConfigError, UserError
 from alexcli.stages.results import Result, jsonable
 from alexcli.stages.runner import owner, read_manifest, run_stage
@@ -252,11 +253,11 @@ def _run_one(
     from alexcli.stages.train.checks import check_same_data
 
     _check_same_settings(run_dir, cfg, force)
-    if not force and (run_dir / "checkpoints" / "last.pt").exists():
+    if not force and RunDir(run_dir).last.exists():
         check_same_data(run_dir, data_dir, fix="a new OUT_DIR for the new data, or --force")
     inner = _Inner(f"{run_dir.parent.name} {run_dir.name}")
     result = run_train(data_dir, run_dir, cfg, resume=not force, force=force, progress=inner)
-    fp = (read_manifest(run_dir / "manifest.json") or {}).get("fingerprint", "")
+    fp = (read_manifest(RunDir(run_dir).manifest) or {}).get("fingerprint", "")
     params: dict[str, Any] = {"train": fp, "threshold": study.threshold}
     if full:
         params |= {"views": [10, 1], "train_views": 1, "lrn_images": LRN_IMAGES}

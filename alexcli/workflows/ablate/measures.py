@@ -15,6 +15,7 @@ from typing import Any
 
 from alexcli.config import AblateConfig, EvalConfig, TrainConfig
 from alexcli.core.progress import SILENT, Progress
+from alexcli.core.rundir import RunDir
 from alexcli.errors import UserError
 from alexcli.workflows.ablate.claims import finite
 
@@ -31,11 +32,11 @@ def measure(
     training split (1 view), the LRN's load on val, and what its metrics.jsonl says over
     the epochs (`full=False`: that alone)."""
     from alexcli.stages.eval import run_eval
-    from alexcli.stages.train import read_run_metrics
 
-    last = run_dir / "checkpoints" / "last.pt"
-    cfg = saved_config_or_fail(run_dir)
-    out = curve_measures(read_run_metrics(run_dir), study.threshold, cfg.model.num_classes)
+    run = RunDir(run_dir)
+    last = run.last
+    cfg = saved_config_or_fail(run)
+    out = curve_measures(run.metrics().records, study.threshold, cfg.model.num_classes)
     if not full:
         return out
     ev = EvalConfig(batch_size=study.batch_size, devices=cfg.devices.split(",")[0], amp=cfg.amp)
@@ -97,12 +98,12 @@ def lrn_load(data_dir: Path, checkpoint: Path, ev: EvalConfig) -> dict[str, dict
     return out
 
 
-def saved_config_or_fail(run_dir: Path) -> TrainConfig:
+def saved_config_or_fail(run: RunDir) -> TrainConfig:
     from alexcli.stages.train import saved_config
 
-    cfg = saved_config(run_dir)
+    cfg = saved_config(run.root)
     if cfg is None:
-        raise UserError(f"{run_dir}: no config.json", hint="rerun `alexcli ablate`")
+        raise UserError(f"{run.config}: missing", hint="rerun `alexcli ablate`")
     return cfg
 
 

@@ -2,8 +2,8 @@
 size intervals and the power (docs/ablations.md "Verdicts").
 
 Every function works over the leading axes of numpy arrays, seeds on the last: the
-report calls them on one study, the null simulation in tests/stages/test_verdicts.py on
-tens of thousands at once, so the rate it measures is the rate of this very code.
+report calls them on one study, the null simulation (tests/workflows/ablate/test_claims.py)
+on tens of thousands at once, so the rate it measures is the rate of this very code.
 
 - `paired_t`: mean, spread, 95 % interval and two-sided p-value of paired differences
   (Student t, n − 1 degrees of freedom). Differences without spread (errors on a small
