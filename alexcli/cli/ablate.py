@@ -74,9 +74,13 @@ def ablate(
     from alexcli.workflows.ablate import run_ablate
 
     base = train_config(
-        preset_name=preset, sets=set_ or (), epochs=epochs, devices=devices, amp=amp,
+        preset_name=preset,
+        sets=set_ or (),
+        epochs=epochs,
+        devices=devices,
+        amp=amp,
         workers=workers,
-    )  # fmt: skip
+    )
     study = AblateConfig(
         only=tuple(only or ()),
         seeds=seeds,
@@ -100,10 +104,13 @@ def _show(r: StudyResult) -> None:
         for i, m in enumerate(x for x in row["measures"] if x["primary"]):
             size = "no figure" if row["size"] is None else row["size"]
             table.add_row(
-                row["claim"] if i == 0 else "", f"{m['variant']}: {m['label']}", format_effect(m),
+                row["claim"] if i == 0 else "",
+                f"{m['variant']}: {m['label']}",
+                format_effect(m),
                 f"{row['p_holm']:.2g}" if i == 0 else "",
-                row["direction"] if i == 0 else "", size if i == 0 else "",
-            )  # fmt: skip
+                row["direction"] if i == 0 else "",
+                size if i == 0 else "",
+            )
     console.print(table)
     trained = "up to date" if r.up_to_date else f"{r.trained} run(s) trained"
     console.print(f"{trained}; report in {r.files['markdown']}", highlight=False)

@@ -67,11 +67,17 @@ class StudyResult(Result):
     measurements: list[dict[str, Any]] = dataclasses.field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = jsonable({
-            "out_dir": self.out_dir, "up_to_date": self.up_to_date, "trained": self.trained,
-            "study": self.study, "claims": self.claims, "measurements": self.measurements,
-            "files": self.files,
-        })  # fmt: skip
+        data: dict[str, Any] = jsonable(
+            {
+                "out_dir": self.out_dir,
+                "up_to_date": self.up_to_date,
+                "trained": self.trained,
+                "study": self.study,
+                "claims": self.claims,
+                "measurements": self.measurements,
+                "files": self.files,
+            }
+        )
         return data
 
 
@@ -145,9 +151,12 @@ def run_ablate(
     info = _study_info(data_dir, base, study, measured, aliases)
     if figure1:
         info["figure1"] = {
-            "lr_grid": list(study.figure1_lrs), "tuning_seed": TUNING_SEED,
-            "epochs": study.figure1_epochs or base.epochs, "lr": lrs, "tuning": tuning,
-        }  # fmt: skip
+            "lr_grid": list(study.figure1_lrs),
+            "tuning_seed": TUNING_SEED,
+            "epochs": study.figure1_epochs or base.epochs,
+            "lr": lrs,
+            "tuning": tuning,
+        }
     rows = assess(claims, measured, study_flags(claims, measured, info))
     for row in rows:
         row["parameters"] = {n: info["networks"][n]["parameters"] for n in row["variants"]}
@@ -211,9 +220,8 @@ def study_flags(
                     f"({', '.join(f'{x:g}' for x in grid)}): a wider one might train faster"
                 )
         censored = sorted(
-            f"{n} seed {s}" for n in FIGURE1 for s, r in runs.get(n, {}).items()
-            if r.get(CENSORED)
-        )  # fmt: skip
+            f"{n} seed {s}" for n in FIGURE1 for s, r in runs.get(n, {}).items() if r.get(CENSORED)
+        )
         if censored:
             flags["relu"].append(
                 f"never reached the threshold: {', '.join(censored)} (a lower bound: the sign "
@@ -267,10 +275,15 @@ def _run_one(
         return {"outputs": [], "measures": jsonable(values)}
 
     stage = run_stage(
-        stage=STAGE, version=VERSION, params=params, manifest_path=run_dir / MEASURES,
+        stage=STAGE,
+        version=VERSION,
+        params=params,
+        manifest_path=run_dir / MEASURES,
         build=build,
-        upstream={"train": fp}, force=force or not result.up_to_date, progress=inner,
-    )  # fmt: skip
+        upstream={"train": fp},
+        force=force or not result.up_to_date,
+        progress=inner,
+    )
     return not result.up_to_date, dict(stage.manifest["measures"])
 
 
@@ -320,10 +333,14 @@ def _study_info(
         return dataclasses.replace(cfg.model, num_classes=classes)
 
     networks = {
-        name: {**network(model(name)).to_json(), "what": VARIANTS[name].what,
-               "reference": VARIANTS[name].reference, "same_as_baseline": name in aliases}
+        name: {
+            **network(model(name)).to_json(),
+            "what": VARIANTS[name].what,
+            "reference": VARIANTS[name].reference,
+            "same_as_baseline": name in aliases,
+        }
         for name in sorted(measured, key=list(VARIANTS).index)
-    }  # fmt: skip
+    }
     return {
         "data_dir": str(data_dir),
         "classes": classes,

@@ -41,8 +41,10 @@ UNRESOLVED: Direction = "not resolved"
 # claims.json's `verdict` (before the direction/size split; the direction's value)
 Verdict = Literal["reproduced", "opposite", "not resolved at this scale"]
 LEGACY: dict[Direction, Verdict] = {
-    REPRODUCED: "reproduced", OPPOSITE: "opposite", UNRESOLVED: "not resolved at this scale",
-}  # fmt: skip
+    REPRODUCED: "reproduced",
+    OPPOSITE: "opposite",
+    UNRESOLVED: "not resolved at this scale",
+}
 
 # The errors the paper's effects are relative to: one CNN on ILSVRC-2010's test set, where
 # the paper ran most of its experiments (section 6: "the version on which we performed
@@ -102,81 +104,198 @@ class Claim:
         return tuple(dict.fromkeys(names))
 
 
-def _errors(
-    variant: str, top1: float | None, top5: float | None, ref: str = "baseline"
-) -> tuple[Measure, ...]:
-    return (
-        Measure("val_top1_error", "val top-1 error (10 views)", variant, +1, paper=top1,
-                reference=ref),
-        Measure("val_top5_error", "val top-5 error (10 views)", variant, +1, paper=top5,
-                primary=False, reference=ref),
-    )  # fmt: skip
-
-
-def _secondary_top1(variant: str) -> Measure:
-    return Measure("val_top1_error", "val top-1 error (10 views)", variant, +1, primary=False)
-
-
+TOP1, TOP5 = "val_top1_error", "val_top5_error"
 GAP = "train-val gap (top-1, 1 view)"
 CENSORED = "threshold_censored"
 
+
+def _errors(
+    variant: str, top1: float | None, top5: float | None, reference: str = "baseline"
+) -> tuple[Measure, ...]:
+    """Val top-1 error (primary) and top-5 (secondary) at 10 views, with the paper's
+    figures."""
+    return (
+        Measure(
+            TOP1, "val top-1 error (10 views)", variant, sign=+1, paper=top1, reference=reference
+        ),
+        Measure(
+            TOP5,
+            "val top-5 error (10 views)",
+            variant,
+            sign=+1,
+            paper=top5,
+            reference=reference,
+            primary=False,
+        ),
+    )
+
+
+def _secondary_top1(variant: str) -> Measure:
+    return Measure(TOP1, "val top-1 error (10 views)", variant, sign=+1, primary=False)
+
+
 CLAIMS: tuple[Claim, ...] = (
-    Claim("relu", "ReLUs train several times faster than tanh units",
-          "a 4-layer CNN reaches 25 % training error on CIFAR-10 six times faster (Figure 1)",
-          "3.1", (Measure("epochs_to_threshold", "epochs to the training-error threshold",
-                          "fig1-tanh", +1, "epochs", paper=6.0, reference="fig1-relu",
-                          censored_by=CENSORED, compare="log-ratio"),
-                  Measure("seconds_to_threshold", "seconds to the training-error threshold",
-                          "fig1-tanh", +1, "seconds", primary=False, reference="fig1-relu",
-                          censored_by=CENSORED, compare="log-ratio")),
-          ("this study's network and data under Figure 1's protocol, not the paper's "
-           "4-layer CIFAR-10 net; the threshold is read at epoch ends (linear between)",)),
-    Claim("lrn", "local response normalisation lowers the error",
-          "−1.4 % top-1, −1.2 % top-5", "3.3", _errors("no-lrn", 0.014, 0.012)),
-    Claim("overlapping-pooling", "overlapping pooling lowers the error and overfits less",
-          "−0.4 % top-1, −0.3 % top-5; \"slightly more difficult to overfit\"", "3.4",
-          (*_errors("pool-2x2", 0.004, 0.003, "pool-3x3"),
-           Measure("gap", GAP, "pool-2x2", +1, primary=False, reference="pool-3x3"))),
-    Claim("two-towers", "two towers beat one tower with half the kernels",
-          "−1.7 % top-1, −1.2 % top-5 against the one-GPU net of the footnote; the "
-          "two-GPU net trains slightly faster", "3.2",
-          (*_errors("one-tower", 0.017, 0.012),
-           Measure("seconds", "training seconds", "one-tower", +1, "seconds",
-                   primary=False)),
-          ("training seconds: the paper's two towers ran on two GPUs; on one device "
-           "they share it",)),
-    Claim("pca-lighting", "PCA colour augmentation lowers the error",
-          "top-1 error reduced by over 1 %", "4.1", _errors("no-pca", 0.01, None)),
-    Claim("crops-reflections", "random crops and reflections prevent overfitting",
-          "\"substantial overfitting\" without them", "4.1",
-          (Measure("gap", GAP, "no-crop-flip", +1), _secondary_top1("no-crop-flip"))),
-    Claim("dropout", "dropout prevents overfitting, at about twice the iterations",
-          "\"substantial overfitting\" without it; about 2× the iterations to converge",
-          "4.2", (Measure("gap", GAP, "no-dropout", +1),
-                  Measure("epochs_to_best", "epochs to the best val error", "no-dropout",
-                          -1, "epochs", primary=False))),
-    Claim("weight-decay", "weight decay lowers the training error, not only the val error",
-          "\"important for the model to learn\": it reduces the training error", "5",
-          (Measure("train_top1_error", "training-set top-1 error (1 view)",
-                   "no-weight-decay", +1),
-           _secondary_top1("no-weight-decay"))),
-    Claim("depth", "depth matters: every middle conv layer counts",
-          "removing any middle conv layer costs about 2 % top-1", "7",
-          tuple(Measure("val_top1_error", f"val top-1 error without {c} (10 views)",
-                        f"no-{c}", +1, paper=0.02) for c in ("conv3", "conv4")),
-          ("no-conv3 also removes the towers' only conv-level exchange (conv4 reading "
-           "both towers instead would be the no-conv4 network)",)),
-)  # fmt: skip
+    Claim(
+        name="relu",
+        statement="ReLUs train several times faster than tanh units",
+        paper="a 4-layer CNN reaches 25 % training error on CIFAR-10 six times faster (Figure 1)",
+        section="3.1",
+        measures=(
+            Measure(
+                "epochs_to_threshold",
+                "epochs to the training-error threshold",
+                "fig1-tanh",
+                sign=+1,
+                unit="epochs",
+                paper=6.0,
+                reference="fig1-relu",
+                censored_by=CENSORED,
+                compare="log-ratio",
+            ),
+            Measure(
+                "seconds_to_threshold",
+                "seconds to the training-error threshold",
+                "fig1-tanh",
+                sign=+1,
+                unit="seconds",
+                reference="fig1-relu",
+                censored_by=CENSORED,
+                compare="log-ratio",
+                primary=False,
+            ),
+        ),
+        flags=(
+            "this study's network and data under Figure 1's protocol, not the paper's "
+            "4-layer CIFAR-10 net; the threshold is read at epoch ends (linear between)",
+        ),
+    ),
+    Claim(
+        name="lrn",
+        statement="local response normalisation lowers the error",
+        paper="−1.4 % top-1, −1.2 % top-5",
+        section="3.3",
+        measures=_errors("no-lrn", top1=0.014, top5=0.012),
+    ),
+    Claim(
+        name="overlapping-pooling",
+        statement="overlapping pooling lowers the error and overfits less",
+        paper='−0.4 % top-1, −0.3 % top-5; "slightly more difficult to overfit"',
+        section="3.4",
+        measures=(
+            *_errors("pool-2x2", top1=0.004, top5=0.003, reference="pool-3x3"),
+            Measure("gap", GAP, "pool-2x2", sign=+1, reference="pool-3x3", primary=False),
+        ),
+    ),
+    Claim(
+        name="two-towers",
+        statement="two towers beat one tower with half the kernels",
+        paper="−1.7 % top-1, −1.2 % top-5 against the one-GPU net of the footnote; the "
+        "two-GPU net trains slightly faster",
+        section="3.2",
+        measures=(
+            *_errors("one-tower", top1=0.017, top5=0.012),
+            Measure(
+                "seconds", "training seconds", "one-tower", sign=+1, unit="seconds", primary=False
+            ),
+        ),
+        flags=(
+            "training seconds: the paper's two towers ran on two GPUs; on one device they share it",
+        ),
+    ),
+    Claim(
+        name="pca-lighting",
+        statement="PCA colour augmentation lowers the error",
+        paper="top-1 error reduced by over 1 %",
+        section="4.1",
+        measures=_errors("no-pca", top1=0.01, top5=None),
+    ),
+    Claim(
+        name="crops-reflections",
+        statement="random crops and reflections prevent overfitting",
+        paper='"substantial overfitting" without them',
+        section="4.1",
+        measures=(
+            Measure("gap", GAP, "no-crop-flip", sign=+1),
+            _secondary_top1("no-crop-flip"),
+        ),
+    ),
+    Claim(
+        name="dropout",
+        statement="dropout prevents overfitting, at about twice the iterations",
+        paper='"substantial overfitting" without it; about 2× the iterations to converge',
+        section="4.2",
+        measures=(
+            Measure("gap", GAP, "no-dropout", sign=+1),
+            Measure(
+                "epochs_to_best",
+                "epochs to the best val error",
+                "no-dropout",
+                sign=-1,
+                unit="epochs",
+                primary=False,
+            ),
+        ),
+    ),
+    Claim(
+        name="weight-decay",
+        statement="weight decay lowers the training error, not only the val error",
+        paper='"important for the model to learn": it reduces the training error',
+        section="5",
+        measures=(
+            Measure(
+                "train_top1_error", "training-set top-1 error (1 view)", "no-weight-decay", sign=+1
+            ),
+            _secondary_top1("no-weight-decay"),
+        ),
+    ),
+    Claim(
+        name="depth",
+        statement="depth matters: every middle conv layer counts",
+        paper="removing any middle conv layer costs about 2 % top-1",
+        section="7",
+        measures=tuple(
+            Measure(
+                TOP1,
+                f"val top-1 error without {layer} (10 views)",
+                f"no-{layer}",
+                sign=+1,
+                paper=0.02,
+            )
+            for layer in ("conv3", "conv4")
+        ),
+        flags=(
+            "no-conv3 also removes the towers' only conv-level exchange (conv4 reading "
+            "both towers instead would be the no-conv4 network)",
+        ),
+    ),
+)
 
 # Plain measurements beside the claims: no verdict, not in the study-wide family.
 MEASUREMENTS: tuple[Claim, ...] = (
-    Claim("ten-views", "the 10-view test against the centre crop alone",
-          "used for every reported result (the paper makes no comparison)", "4.1",
-          (Measure("val_top1_error_1", "val top-1 error, 1 view − 10 views", "baseline", +1,
-                   reference_key="val_top1_error"),
-           Measure("val_top5_error_1", "val top-5 error, 1 view − 10 views", "baseline", +1,
-                   reference_key="val_top5_error", primary=False))),
-)  # fmt: skip
+    Claim(
+        name="ten-views",
+        statement="the 10-view test against the centre crop alone",
+        paper="used for every reported result (the paper makes no comparison)",
+        section="4.1",
+        measures=(
+            Measure(
+                "val_top1_error_1",
+                "val top-1 error, 1 view − 10 views",
+                "baseline",
+                sign=+1,
+                reference_key=TOP1,
+            ),
+            Measure(
+                "val_top5_error_1",
+                "val top-5 error, 1 view − 10 views",
+                "baseline",
+                sign=+1,
+                reference_key=TOP5,
+                primary=False,
+            ),
+        ),
+    ),
+)
 
 
 def claims_named(names: Sequence[str]) -> tuple[Claim, ...]:
@@ -214,34 +333,52 @@ def assess(
         measures = [compare(m, runs, strict) for m in claim.measures]
         primary = [r for r, m in zip(measures, claim.measures, strict=True) if m.primary]
         p, sign = v.union_p([_p(r) for r in primary], [r["sign"] for r in primary])
-        sizes = [r["size"] for r in primary if r["size"] is not None]
-        rows.append({
-            "claim": claim.name, "statement": claim.statement, "paper": claim.paper,
-            "section": claim.section, "variants": list(claim.variants),
-            "p_value": float(p), "expected_sign": primary[0]["expected_sign"],
-            "sign": float(sign),
-            "test": " + ".join(dict.fromkeys(r["test"] for r in primary)),
-            "size": (sizes[0] if len(set(sizes)) == 1 else v.SIZE_UNRESOLVED)
-                    if sizes else None,
-            "flags": [*claim.flags, *(flags or {}).get(claim.name, ())],
-            "measures": measures,
-        })  # fmt: skip
+        sizes = {r["size"] for r in primary if r["size"] is not None}
+        size = None  # the paper gives no figure
+        if sizes:  # measures that disagree on the size leave it open
+            size = sizes.pop() if len(sizes) == 1 else v.SIZE_UNRESOLVED
+        rows.append(
+            {
+                "claim": claim.name,
+                "statement": claim.statement,
+                "paper": claim.paper,
+                "section": claim.section,
+                "variants": list(claim.variants),
+                "p_value": float(p),
+                "expected_sign": primary[0]["expected_sign"],
+                "sign": float(sign),
+                "test": " + ".join(dict.fromkeys(r["test"] for r in primary)),
+                "size": size,
+                "flags": [*claim.flags, *(flags or {}).get(claim.name, ())],
+                "measures": measures,
+            }
+        )
     adjusted = v.holm([r["p_value"] for r in rows])
     codes = v.directions(adjusted, [r["sign"] for r in rows], [r["expected_sign"] for r in rows])
     for row, a, code in zip(rows, adjusted, codes, strict=True):
         direction = REPRODUCED if code > 0 else OPPOSITE if code < 0 else UNRESOLVED
-        row.update(p_holm=float(a), alpha=v.ALPHA, family=family, direction=direction,
-                   verdict=LEGACY[direction])  # fmt: skip
+        row.update(
+            p_holm=float(a),
+            alpha=v.ALPHA,
+            family=family,
+            direction=direction,
+            verdict=LEGACY[direction],
+        )
     return rows
 
 
 def measurements(runs: Runs) -> list[dict[str, Any]]:
     """The plain measurements (`MEASUREMENTS`): each measure's values and interval."""
     return [
-        {"name": c.name, "statement": c.statement, "paper": c.paper, "section": c.section,
-         "measures": [compare(m, runs, v.ALPHA) for m in c.measures]}
+        {
+            "name": c.name,
+            "statement": c.statement,
+            "paper": c.paper,
+            "section": c.section,
+            "measures": [compare(m, runs, v.ALPHA) for m in c.measures],
+        }
         for c in MEASUREMENTS
-    ]  # fmt: skip
+    ]
 
 
 def _p(row: Mapping[str, Any]) -> float:
@@ -257,9 +394,10 @@ def compare(m: Measure, runs: Runs, alpha: float) -> dict[str, Any]:
     ref, var = runs.get(m.reference, {}), runs.get(m.variant, {})
     rkey = m.reference_key or m.key
     seeds = sorted(
-        s for s in set(ref) & set(var)
+        s
+        for s in set(ref) & set(var)
         if _usable(ref[s].get(rkey), m) and _usable(var[s].get(m.key), m)
-    )  # fmt: skip
+    )
     b = np.array([float(ref[s][rkey]) for s in seeds])
     a = np.array([float(var[s][m.key]) for s in seeds])
     cb = np.array([bool(m.censored_by and ref[s].get(m.censored_by)) for s in seeds], bool)
@@ -293,30 +431,47 @@ def compare(m: Measure, runs: Runs, alpha: float) -> dict[str, Any]:
             oriented = v.Interval(oriented.estimate, oriented.high, oriented.low)
         size = v.size_verdict(oriented, paper[0])
     reach = None if censored else v.detectable(float(t.sd), t.n, alpha)
-    resolved = p <= v.ALPHA and sign != 0
+    # this measure alone at 95 % (not study-wide): the claim's `direction` is
+    alone = UNRESOLVED
+    if p <= v.ALPHA and sign != 0:
+        alone = REPRODUCED if sign == m.sign else OPPOSITE
+    size_interval = None
+    if interval is not None:
+        unit = paper[1] if paper else ""
+        size_interval = {**_interval(interval), "unit": unit, "level": 1 - alpha}
     return {
         "measure": m.key if m.reference_key is None else f"{m.key} − {m.reference_key}",
-        "label": m.label, "variant": m.variant, "reference": m.reference, "unit": m.unit,
-        "compare": m.compare, "primary": m.primary, "expected_sign": m.sign,
+        "label": m.label,
+        "variant": m.variant,
+        "reference": m.reference,
+        "unit": m.unit,
+        "compare": m.compare,
+        "primary": m.primary,
+        "expected_sign": m.sign,
         "paper_effect": m.paper if m.compare == "difference" else None,
         "paper_size": None if paper is None else {"value": paper[0], "unit": paper[1]},
-        "seeds": seeds, "baseline": b.tolist(), "ablated": a.tolist(),
+        "seeds": seeds,
+        "baseline": b.tolist(),
+        "ablated": a.tolist(),
         "baseline_censored": [s for s, c in zip(seeds, cb, strict=True) if c],
         "ablated_censored": [s for s, c in zip(seeds, ca, strict=True) if c],
         "differences": d.tolist(),
-        "effect": {"mean": float(t.mean), "sd": float(t.sd), "se": float(t.se),
-                   "half_width_95": float(t.half_width), "n": t.n},
-        "test": test, "p_value": p, "sign": sign,
-        # this measure alone at 95 % (not study-wide): the claim's `direction` is
-        "verdict": LEGACY[(REPRODUCED if sign == m.sign else OPPOSITE) if resolved
-                          else UNRESOLVED],
+        "effect": {
+            "mean": float(t.mean),
+            "sd": float(t.sd),
+            "se": float(t.se),
+            "half_width_95": float(t.half_width),
+            "n": t.n,
+        },
+        "test": test,
+        "p_value": p,
+        "sign": sign,
+        "verdict": LEGACY[alone],
         "relative": None if relative is None else _interval(relative),
-        "size_interval": None if interval is None
-                         else {**_interval(interval), "unit": paper[1] if paper else "",
-                               "level": 1 - alpha},
+        "size_interval": size_interval,
         "size": size,
         "detectable": _detectable(reach, b, t.n, alpha, m, censored),
-    }  # fmt: skip
+    }
 
 
 def _relative(variant: np.ndarray, reference: np.ndarray, level: float) -> v.Interval:

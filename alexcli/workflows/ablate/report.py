@@ -69,12 +69,14 @@ def effect_figure(rows: Sequence[dict[str, Any]]) -> Any:
                 continue
             half = effect["half_width_95"]
             paper = m["paper_effect"]
-            shown.append(Effect(
-                label=f"{m['variant']}: {m['label']}",
-                mean=100 * effect["mean"],
-                half_width=100 * half if finite(half) is not None else None,
-                paper=None if paper is None else 100 * m["expected_sign"] * paper,
-            ))  # fmt: skip
+            shown.append(
+                Effect(
+                    label=f"{m['variant']}: {m['label']}",
+                    mean=100 * effect["mean"],
+                    half_width=100 * half if finite(half) is not None else None,
+                    paper=None if paper is None else 100 * m["expected_sign"] * paper,
+                )
+            )
     return effects(shown)
 
 

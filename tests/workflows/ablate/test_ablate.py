@@ -44,25 +44,35 @@ def test_without_random_crops_the_order_and_colour_draws_stay_the_same():
 
 def test_a_study_runs_the_baseline_then_each_network_seed_by_seed():
     runs = plan(claims_named(["lrn", "depth", "overlapping-pooling"]), 2, first_seed=3)
-    assert runs[:5] == [("baseline", 3), ("no-lrn", 3), ("no-conv3", 3), ("no-conv4", 3),
-                        ("pool-3x3", 3)]  # fmt: skip
+    assert runs[:5] == [
+        ("baseline", 3),
+        ("no-lrn", 3),
+        ("no-conv3", 3),
+        ("no-conv4", 3),
+        ("pool-3x3", 3),
+    ]
     assert len(runs) == 12 and runs[6] == ("baseline", 4)
     assert {v for v, _ in plan(CLAIMS, 1)} == set(VARIANTS)
 
 
+def _tuned(activation: str, lr: float, epochs: float, censored: bool, final: float) -> dict:
+    return {
+        "activation": activation,
+        "lr": lr,
+        "epochs_to_threshold": epochs,
+        "censored": censored,
+        "final_train_error": final,
+    }
+
+
 def test_figure_1s_lr_is_each_activations_fastest():
     tuning = [
-        {"activation": "relu", "lr": 0.01, "epochs_to_threshold": 3.0, "censored": False,
-         "final_train_error": 0.01},
-        {"activation": "relu", "lr": 0.02, "epochs_to_threshold": 2.5, "censored": False,
-         "final_train_error": 0.2},
-        {"activation": "tanh", "lr": 0.01, "epochs_to_threshold": 12.0, "censored": True,
-         "final_train_error": 0.3},
-        {"activation": "tanh", "lr": 0.02, "epochs_to_threshold": 12.0, "censored": True,
-         "final_train_error": 0.28},
-        {"activation": "tanh", "lr": 0.04, "epochs_to_threshold": 11.0, "censored": False,
-         "final_train_error": 0.2},
-    ]  # fmt: skip
+        _tuned("relu", 0.01, epochs=3.0, censored=False, final=0.01),
+        _tuned("relu", 0.02, epochs=2.5, censored=False, final=0.2),
+        _tuned("tanh", 0.01, epochs=12.0, censored=True, final=0.3),
+        _tuned("tanh", 0.02, epochs=12.0, censored=True, final=0.28),
+        _tuned("tanh", 0.04, epochs=11.0, censored=False, final=0.2),
+    ]
     assert choose_lrs(tuning) == {"relu": 0.02, "tanh": 0.04}
     assert choose_lrs(tuning[2:4]) == {"tanh": 0.02}  # none reached it: the lowest error
 
@@ -93,8 +103,15 @@ def test_the_training_error_in_metrics_counts_the_batches_as_trained(data, tmp_p
     """At lr 0 with no dropout and no augmentation the weights stand still and a training
     batch is the centre crop: the epoch's training error must equal eval's on the
     training split (64 images, 4 whole batches of 16)."""
-    sets = [*TINY, "lr=0", "model.dropout=0", "random_crop=false", "flip=false",
-            "lighting_std=0", "epochs=1"]  # fmt: skip
+    sets = [
+        *TINY,
+        "lr=0",
+        "model.dropout=0",
+        "random_crop=false",
+        "flip=false",
+        "lighting_std=0",
+        "epochs=1",
+    ]
     run = tmp_path / "run"
     result = run_train(data, run, train_config(preset_name="small", sets=sets))
     got = result.metrics[0]["train_top1_error"]
@@ -105,8 +122,8 @@ def test_the_training_error_in_metrics_counts_the_batches_as_trained(data, tmp_p
 
 
 def _study(cli, data, out, *extra):
-    args = ["--preset", "small", "--seeds", "2", "--epochs", "1", "--only", "lrn",
-            *[a for s in TINY for a in ("--set", s)], *extra]  # fmt: skip
+    args = ["--preset", "small", "--seeds", "2", "--epochs", "1", "--only", "lrn"]
+    args += [*[a for s in TINY for a in ("--set", s)], *extra]
     r = cli("ablate", data, out, *args, "--json")
     return r, (json.loads(r.out, parse_constant=_no_nan) if r.code == 0 else None)
 
@@ -237,9 +254,12 @@ def test_the_recipe_stage_runs_a_study(data, tmp_path):
     from alexcli.workflows.pipeline import run_chain
 
     sets = [f"train.{s}" for s in TINY] + [
-        f"data_dir={json.dumps(str(data))}", 'stages=["ablate"]', "ablate.seeds=1",
-        'ablate.only=["lrn"]', "train.epochs=1",
-    ]  # fmt: skip
+        f"data_dir={json.dumps(str(data))}",
+        'stages=["ablate"]',
+        "ablate.seeds=1",
+        'ablate.only=["lrn"]',
+        "train.epochs=1",
+    ]
     recipe = load_recipe(find_recipe("ablations"), sets)
     result = run_chain(recipe, base=tmp_path)
     (step,) = result.steps
@@ -267,8 +287,8 @@ def test_bad_studies_are_refused_in_one_line(cli, data, tmp_path):
 def test_a_killed_study_trains_only_what_was_missing(data, tmp_path):
     out = tmp_path / "study"
     sets = [a for s in TINY for a in ("--set", s)]
-    cmd = [sys.executable, "-m", "alexcli", "ablate", str(data), str(out), "--preset", "small",
-           "--seeds", "2", "--epochs", "2", "--only", "lrn", *sets, "--json"]  # fmt: skip
+    study = ["--preset", "small", "--seeds", "2", "--epochs", "2", "--only", "lrn"]
+    cmd = [sys.executable, "-m", "alexcli", "ablate", str(data), str(out), *study, *sets, "--json"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     first = out / "baseline" / "seed-0" / "measures.json"
     try:

@@ -135,9 +135,18 @@ def _fake_runs(effect: float, seeds: int = 3, relative: bool = False) -> Network
     """Every network's numbers: the reference's plus `effect` (or × (1 + effect) when
     `relative`) in the paper's direction, with a little noise."""
     rng = np.random.default_rng(0)
-    keys = ("val_top1_error", "val_top5_error", "val_top1_error_1", "val_top5_error_1",
-            "gap", "train_top1_error", "epochs_to_threshold", "seconds_to_threshold",
-            "epochs_to_best", "seconds")  # fmt: skip
+    keys = (
+        "val_top1_error",
+        "val_top5_error",
+        "val_top1_error_1",
+        "val_top5_error_1",
+        "gap",
+        "train_top1_error",
+        "epochs_to_threshold",
+        "seconds_to_threshold",
+        "epochs_to_best",
+        "seconds",
+    )
     names = {n for c in (*CLAIMS, *MEASUREMENTS) for n in c.variants}
     runs: Networks = {
         n: {s: {k: 0.3 + 0.01 * s for k in keys} for s in range(seeds)} for n in names
@@ -160,9 +169,16 @@ def _fake_runs(effect: float, seeds: int = 3, relative: bool = False) -> Network
 def test_every_claim_of_the_paper_is_in_the_report_with_its_fields():
     rows = assess(CLAIMS, _fake_runs(0.05))
     assert [r["claim"] for r in rows] == [
-        "relu", "lrn", "overlapping-pooling", "two-towers", "pca-lighting",
-        "crops-reflections", "dropout", "weight-decay", "depth",
-    ]  # fmt: skip
+        "relu",
+        "lrn",
+        "overlapping-pooling",
+        "two-towers",
+        "pca-lighting",
+        "crops-reflections",
+        "dropout",
+        "weight-decay",
+        "depth",
+    ]
     for r in rows:
         assert r["paper"] and r["statement"] and r["direction"] == REPRODUCED, r
         assert r["verdict"] == "reproduced" and r["family"] == 9
@@ -170,8 +186,18 @@ def test_every_claim_of_the_paper_is_in_the_report_with_its_fields():
         for m in r["measures"]:
             assert m["effect"]["n"] == 3 and m["seeds"] == [0, 1, 2]
             assert m["effect"]["mean"] == pytest.approx(m["expected_sign"] * 0.05, abs=0.01)
-            assert set(m) >= {"paper_effect", "paper_size", "unit", "baseline", "ablated",
-                              "verdict", "p_value", "test", "detectable", "reference"}  # fmt: skip
+            assert set(m) >= {
+                "paper_effect",
+                "paper_size",
+                "unit",
+                "baseline",
+                "ablated",
+                "verdict",
+                "p_value",
+                "test",
+                "detectable",
+                "reference",
+            }
     flipped = assess(CLAIMS, _fake_runs(-0.05))
     assert all(r["direction"] == OPPOSITE for r in flipped)
     depth = next(r for r in rows if r["claim"] == "depth")

@@ -41,21 +41,40 @@ def test_the_variants_parameter_counts_are_the_hand_counted_ones():
     claims.json carries (`network`) and the built network's agree with it."""
     paper = PRESETS["paper"]
     fc = _fc(9216, 4096) + _fc(4096, 4096) + _fc(4096, 1000)
-    two = (_conv(3, 96, 11) + _conv(96, 256, 5, 2) + _conv(256, 384, 3)
-           + _conv(384, 384, 3, 2) + _conv(384, 256, 3, 2) + fc)  # fmt: skip
+    two = (
+        _conv(3, 96, 11)
+        + _conv(96, 256, 5, 2)
+        + _conv(256, 384, 3)
+        + _conv(384, 384, 3, 2)
+        + _conv(384, 256, 3, 2)
+        + fc
+    )
     assert two == 60_965_224
-    one = (_conv(3, 48, 11) + _conv(48, 128, 5) + _conv(128, 192, 3) + _conv(192, 192, 3)
-           + _conv(192, 256, 3) + fc)  # fmt: skip
+    one = (
+        _conv(3, 48, 11)
+        + _conv(48, 128, 5)
+        + _conv(128, 192, 3)
+        + _conv(192, 192, 3)
+        + _conv(192, 256, 3)
+        + fc
+    )
     assert one == 59_798_312  # the footnote's net: conv5 and the FC layers whole
     counts = {
-        "baseline": two, "fig1-relu": two, "fig1-tanh": two, "no-lrn": two, "no-pca": two,
-        "no-crop-flip": two, "no-dropout": two, "no-weight-decay": two,
-        "pool-3x3": two, "pool-2x2": two,  # 55 → 27 → 13 → 6 either way at 224
+        "baseline": two,
+        "fig1-relu": two,
+        "fig1-tanh": two,
+        "no-lrn": two,
+        "no-pca": two,
+        "no-crop-flip": two,
+        "no-dropout": two,
+        "no-weight-decay": two,
+        "pool-3x3": two,
+        "pool-2x2": two,  # 55 → 27 → 13 → 6 either way at 224
         "one-tower": one,
         # conv4 keeps its grouping and reads its own tower's 128 conv2 maps
         "no-conv3": two - _conv(256, 384, 3) - _conv(384, 384, 3, 2) + _conv(256, 384, 3, 2),
         "no-conv4": two - _conv(384, 384, 3, 2),
-    }  # fmt: skip
+    }
     assert set(counts) == set(VARIANTS)
     for name, want in counts.items():
         model = variant_config(paper, name, 0).model
@@ -66,13 +85,17 @@ def test_the_variants_parameter_counts_are_the_hand_counted_ones():
 def test_each_variant_switches_off_exactly_its_choice_and_keeps_the_seed():
     base = PRESETS["small"]
     changed = {
-        "no-lrn": {"model.lrn": False}, "pool-2x2": {"model.pool_kernel": 2, "model.crop": 98},
-        "pool-3x3": {"model.crop": 98}, "no-pca": {"lighting_std": 0.0},
+        "no-lrn": {"model.lrn": False},
+        "pool-2x2": {"model.pool_kernel": 2, "model.crop": 98},
+        "pool-3x3": {"model.crop": 98},
+        "no-pca": {"lighting_std": 0.0},
         "no-crop-flip": {"random_crop": False, "flip": False},
-        "no-dropout": {"model.dropout": 0.0}, "no-weight-decay": {"weight_decay": 0.0},
-        "no-conv3": {"model.omit": "conv3"}, "no-conv4": {"model.omit": "conv4"},
+        "no-dropout": {"model.dropout": 0.0},
+        "no-weight-decay": {"weight_decay": 0.0},
+        "no-conv3": {"model.omit": "conv3"},
+        "no-conv4": {"model.omit": "conv4"},
         "one-tower": {"model.towers": 1, "model.conv_channels": (16, 32, 48, 48, 64)},
-    }  # fmt: skip
+    }
     for name, want in changed.items():
         cfg = variant_config(base, name, 7)
         assert cfg.seed == 7 and cfg.epochs == base.epochs and cfg.lr == base.lr
