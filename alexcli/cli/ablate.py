@@ -12,10 +12,10 @@ from alexcli.cli._app import app
 from alexcli.cli._console import out as console
 from alexcli.cli._console import print_json, reporting
 from alexcli.cli._options import Amp, DataDir, Devices, Force, Json, Preset, Sets, Workers
-from alexcli.stages.claims import CLAIMS as ALL_CLAIMS
+from alexcli.workflows.ablate.claims import CLAIMS as ALL_CLAIMS
 
 if TYPE_CHECKING:
-    from alexcli.stages.ablate import StudyResult
+    from alexcli.workflows.ablate import StudyResult
 
 CLAIMS = [c.name for c in ALL_CLAIMS]
 
@@ -34,6 +34,14 @@ def ablate(
         typer.Option(
             "--only", help=f"A claim to test (repeatable; default all): {', '.join(CLAIMS)}."
         ),
+    ] = None,
+    first_seed: Annotated[
+        int,
+        typer.Option(min=0, help="The first seed (another set: --first-seed 3 --seeds 3)."),
+    ] = 0,
+    figure1_epochs: Annotated[
+        int | None,
+        typer.Option(min=1, help="Epochs of Figure 1's runs (default: as --epochs)."),
     ] = None,
     threshold: Annotated[
         float,
@@ -57,17 +65,29 @@ def ablate(
     and viz-kernels work on it), cached like `train`: a stopped study continues where
     it stopped, more --seeds train only the new ones. OUT_DIR gets claims.json,
     claims.md, figure1.png/svg (training error, ReLU vs tanh) and effects.png/svg.
-    A verdict is "reproduced" only beyond the 95 % interval of the seed-paired
-    differences; docs/ablations.md says what each variant is.
+    Each claim gets a direction verdict (paired t-test, Holm-adjusted across the
+    study's claims: at most 5 % chance of any false one) and a size verdict (the
+    paper's figure against the measured interval); docs/ablations.md says what each
+    network is.
     """
     from alexcli.config import AblateConfig, train_config
-    from alexcli.stages.ablate import run_ablate
+    from alexcli.workflows.ablate import run_ablate
 
     base = train_config(
-        preset_name=preset, sets=set_ or (), epochs=epochs, devices=devices, amp=amp,
+        preset_name=preset,
+        sets=set_ or (),
+        epochs=epochs,
+        devices=devices,
+        amp=amp,
         workers=workers,
-    )  # fmt: skip
-    study = AblateConfig(only=tuple(only or ()), seeds=seeds, threshold=threshold)
+    )
+    study = AblateConfig(
+        only=tuple(only or ()),
+        seeds=seeds,
+        first_seed=first_seed,
+        threshold=threshold,
+        figure1_epochs=figure1_epochs,
+    )
     with reporting(quiet=json) as progress:
         result = run_ablate(data_dir, out_dir, base, study, force=force, progress=progress)
     if json:
@@ -77,17 +97,20 @@ def ablate(
 
 
 def _show(r: StudyResult) -> None:
-    from alexcli.stages.ablate_report import format_effect
+    from alexcli.workflows.ablate.report import format_effect
 
-    table = Table("claim", "measure", "variant", "effect", "seeds", "verdict")
+    table = Table("claim", "primary measure", "effect", "p (Holm)", "direction", "size")
     for row in r.claims:
-        for i, m in enumerate(row["measures"]):
-            if not m["primary"]:
-                continue
+        for i, m in enumerate(x for x in row["measures"] if x["primary"]):
+            size = "no figure" if row["size"] is None else row["size"]
             table.add_row(
-                row["claim"] if i == 0 else "", m["label"], m["variant"], format_effect(m),
-                str(m["effect"]["n"]), m["verdict"],
-            )  # fmt: skip
+                row["claim"] if i == 0 else "",
+                f"{m['variant']}: {m['label']}",
+                format_effect(m),
+                f"{row['p_holm']:.2g}" if i == 0 else "",
+                row["direction"] if i == 0 else "",
+                size if i == 0 else "",
+            )
     console.print(table)
     trained = "up to date" if r.up_to_date else f"{r.trained} run(s) trained"
     console.print(f"{trained}; report in {r.files['markdown']}", highlight=False)

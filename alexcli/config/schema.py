@@ -247,9 +247,15 @@ class EvalConfig(Checked):
 class AblateConfig(Checked):
     """`alexcli ablate`: which of the paper's claims, over how many seeds (docs/ablations.md)."""
 
-    only: tuple[str, ...] = ()  # claim names (stages/claims.py); empty: all
-    seeds: int = bounded(3, at_least=1)  # seeds 0…N−1, each a paired set of runs
+    only: tuple[str, ...] = ()  # claim names (workflows/ablate/claims.py); empty: all
+    seeds: int = bounded(3, at_least=1)  # seeds first_seed…first_seed+N−1, each paired
+    first_seed: int = bounded(0, at_least=0, at_most=999_999)  # another seed set: 3, 6, …
     threshold: float = bounded(0.25, at_least=0, at_most=1)  # Figure 1's training error
+    # Figure 1's protocol (the relu claim): each activation's constant lr is the fastest
+    # to the threshold of these multiples of the baseline's lr, on a seed of its own;
+    # its runs train `figure1_epochs` (None: the baseline's epochs).
+    figure1_lrs: tuple[float, ...] = (0.25, 0.5, 1.0, 2.0)
+    figure1_epochs: int | None = bounded(None, at_least=1)
     batch_size: int = bounded(128, at_least=1, is_runtime=True)  # the measuring evals'
 
 

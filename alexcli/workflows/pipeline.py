@@ -319,10 +319,14 @@ def _viz(kind: str, run_dir: Path, progress: Progress) -> Done:
 
 
 def _ablate(recipe: Recipe, data_dir: Path, out_dir: Path, force: bool, progress: Progress) -> Done:
-    from alexcli.stages.ablate import run_ablate
+    from alexcli.workflows.ablate import run_ablate
 
     r = run_ablate(data_dir, out_dir, recipe.train, recipe.ablate, force=force, progress=progress)
-    verdicts = [f"{c['claim']}: {c['verdict']}" for c in r.claims]
+    verdicts = [
+        f"{c['claim']}: direction {c['direction']}, "
+        + ("no size figure" if c["size"] is None else f"size {c['size']}")
+        for c in r.claims
+    ]
     return r.up_to_date, {"claims": r.files["markdown"]}, "; ".join(verdicts)
 
 

@@ -4,7 +4,7 @@ primitives and back ends (core/figures/curves.py: PNG through PIL, hand-written 
 - `figure1`: the paper's Figure 1 on the user's data: training error against epochs
   for ReLU (solid) and tanh (dashed) units, one thin line per seed and their mean
   thick, with the threshold the claim's "epochs to reach it" reads.
-- `effects`: every error measure's paired effect (variant − baseline, percentage
+- `effects`: every error measure's paired effect (variant − its reference, percentage
   points) as a dot with its 95 % interval, the paper's figure as a hollow mark where
   it gives one, a rule at zero.
 """
@@ -125,7 +125,7 @@ def effects(rows: Sequence[Effect], width: int = 900) -> Figure:
     fig.texts += [
         Text(
             (a.left - 320, a.top - 26),
-            "switching one choice off: variant minus baseline, "
+            "switching one choice off: variant minus its reference, "
             "percentage points; bars: 95 % interval over seeds; grey: the paper",
             anchor="ls",
         ),

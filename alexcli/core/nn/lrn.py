@@ -41,6 +41,16 @@ def local_response_norm(
     return cast(Tensor, _LRN.apply(x, size, scale, beta, k))
 
 
+def window_load(x: Tensor, size: int, alpha: float, k: float, convention: str = "paper") -> Tensor:
+    """α·Σ_j a_j² / k at every position of `x`: how far the divisor k + α·Σa² is from the
+    constant k. Far below 1, the normalisation is a fixed rescaling by k^−β in effect
+    (`alexcli ablate` measures it on trained activations, docs/ablations.md)."""
+    scale = alpha if convention == "paper" else alpha / size
+    a = x.detach().float()
+    band = _band(a.shape[1], size, a)
+    return _window_sums(a * a, band, _is_channels_last(a)).mul_(scale / k)
+
+
 def _band(channels: int, size: int, like: Tensor) -> Tensor:
     """(C, C) ones where map j is in map i's window (row i), zeros elsewhere; made once
     per shape, device and dtype rather than on every call (under torch.compile, made

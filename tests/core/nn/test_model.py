@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from alexcli.config import PRESETS, ModelConfig
-from alexcli.core.nn.lrn import local_response_norm
+from alexcli.core.nn.lrn import local_response_norm, window_load
 from alexcli.core.nn.model import (
     CONVS,
     LAYERS,
@@ -328,6 +328,25 @@ def test_lrn_torch_convention_is_pytorchs_layer():
     # …which is the paper's formula with α divided by n
     expected = lrn_numpy(x.double().numpy(), 5, 2.0, 1e-4 / 5, 0.75)
     np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5)
+
+
+def test_lrn_window_load_is_alpha_sum_of_squares_over_k():
+    """What `alexcli ablate` measures: α·Σa²/k over the same window as the formula, in
+    either memory layout; (1 + load)^−β is then the LRN's departure from a constant."""
+    rng = np.random.default_rng(1)
+    a = rng.normal(0, 60, size=(2, 11, 4, 5))
+    channels = a.shape[1]
+    want = np.empty_like(a)
+    for i in range(channels):
+        lo, hi = max(0, i - 2), min(channels - 1, i + 2)
+        want[:, i] = 1e-4 * (a[:, lo : hi + 1] ** 2).sum(axis=1) / 2.0
+    x = torch.from_numpy(a)  # measured in float32
+    np.testing.assert_allclose(window_load(x, 5, 1e-4, 2.0).numpy(), want, rtol=1e-6)
+    last = window_load(x.contiguous(memory_format=torch.channels_last), 5, 1e-4, 2.0)
+    np.testing.assert_allclose(last.numpy(), want, rtol=1e-6)
+    np.testing.assert_allclose(window_load(x, 5, 1e-4, 2.0, "torch").numpy(), want / 5, rtol=1e-6)
+    lrn = local_response_norm(x, 5, 1e-4, 0.75, 2.0).numpy()
+    np.testing.assert_allclose(lrn, a * 2.0**-0.75 * (1 + want) ** -0.75, rtol=1e-10)
 
 
 def test_lrn_convention_changes_the_network():
