@@ -572,25 +572,24 @@ def _watched(monkeypatch):
 
 def _two_device_step(monkeypatch, elsewhere):
     from alexcli.bench.step import flat_normalizer, made_up_batch
-    from alexcli.core.nn.loops import EpochProgress, StepContext, train_epoch
-    from alexcli.core.nn.optim import LrSchedule, make_optimizer
+    from alexcli.core.nn.loops import EpochProgress, NetworkInput, train_steps
+    from alexcli.core.nn.optim import make_optimizer
 
     torch.manual_seed(0)
     net = _TwoDevices(dataclasses.replace(TINY, dropout=0.0))
     size = TINY_CROP + 8
     norms = {d: flat_normalizer(size, d, 1 / 64) for d in net.devices}
-    ctx = StepContext(
-        net,
-        make_optimizer(net, 0.01, 0.9, 5e-4),
-        LrSchedule(0.01),
+    inputs = NetworkInput(
         norms[CPU],
-        CPU,
-        tower_devices=tuple(net.devices),
+        towers=tuple(net.devices),
         elsewhere={d: n for d, n in norms.items() if d != CPU} if elsewhere else {},
     )
     batch = made_up_batch(4, TINY_CROP, size, TINY.num_classes)
+    optimizer = make_optimizer(net, 0.01, 0.9, 5e-4)
     log = _watched(monkeypatch)
-    state = train_epoch(ctx, [batch], epoch=0, steps_per_epoch=1, state=EpochProgress())
+    state = EpochProgress()
+    for _ in train_steps(net, optimizer, inputs, [batch], state, epoch=0, lr=lambda _: 0.01):
+        pass
     monkeypatch.undo()
     return log, state, net.state_dict()
 
