@@ -287,15 +287,13 @@ class Tally:
         """These counts summed over every DDP rank (unchanged without a process group)."""
         if not (dist.is_available() and dist.is_initialized()):
             return self
-        flat = np.concatenate(
-            [[self.images, self.top1, self.top5, self.loss_sum], self.class_images,
-             self.class_top1]
-        )  # fmt: skip
+        head = [self.images, self.top1, self.top5, self.loss_sum]
+        flat = np.concatenate([head, self.class_images, self.class_top1])
         t = torch.tensor(flat, dtype=torch.float64, device=device)
         dist.all_reduce(t)
         values, c = t.cpu().numpy(), self.num_classes
-        total = Tally(self.num_classes, int(values[0]), int(values[1]), int(values[2]),
-                      float(values[3]))  # fmt: skip
+        images, top1, top5 = (int(v) for v in values[:3])
+        total = Tally(self.num_classes, images, top1, top5, float(values[3]))
         total.class_images = values[4 : 4 + c].astype(np.int64)
         total.class_top1 = values[4 + c :].astype(np.int64)
         return total
