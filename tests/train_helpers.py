@@ -66,12 +66,19 @@ def write_stats(root: Path, images: np.ndarray) -> None:
 
 
 def make_data_dir(
-    root: Path, *, train: int = 24, val: int = 8, classes: int = 4, size: int = 72, seed: int = 0
+    root: Path,
+    *,
+    train: int = 24,
+    val: int = 8,
+    classes: int = 4,
+    size: int = 72,
+    seed: int = 0,
+    shard_size: int = 32,
 ) -> Path:
     """A prepared DATA_DIR with stats: `train` / `val` images per class."""
     rng = np.random.default_rng(seed)
     tr = make_images(rng, train, classes, size)
     va = make_images(rng, val, classes, size)
-    write_data_dir(root, {"train": tr, "val": va}, shard_size=32)
+    write_data_dir(root, {"train": tr, "val": va}, shard_size=shard_size)
     write_stats(Path(root), tr[0])
     return Path(root)
