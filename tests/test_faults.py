@@ -23,8 +23,7 @@ import numpy as np
 import pytest
 
 from alexcli.core.data.synthetic import make_tree
-from tests.helpers import write_data_dir
-from tests.train_helpers import TINY, make_images, write_stats
+from tests.train_helpers import TINY
 
 pytestmark = pytest.mark.slow
 LIMIT = 90  # seconds: a run that takes longer is a hang
@@ -69,27 +68,6 @@ def truncate(path: Path) -> None:
         f.truncate(os.path.getsize(path) // 2)
 
 
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    """A DATA_DIR of 12 training and 4 validation shards, with its stats."""
-    root = tmp_path_factory.mktemp("faults") / "data"
-    rng = np.random.default_rng(0)
-    train, val = make_images(rng, 24), make_images(rng, 8)
-    write_data_dir(root, {"train": train, "val": val}, shard_size=8)
-    write_stats(root, train[0])
-    return root
-
-
-@pytest.fixture(scope="module")
-def run(data, tmp_path_factory):
-    """A trained run (one epoch of the tiny network) on `data`."""
-    out = tmp_path_factory.mktemp("faults") / "run"
-    sets = [a for s in (*TINY, "epochs=1") for a in ("--set", s)]
-    r = alexcli("train", data, out, "--preset", "small", *sets)
-    assert r.returncode == 0, r.stderr
-    return out
-
-
 def damaged_copy(data: Path, tmp_path: Path, split: str, position: str) -> tuple[Path, Path]:
     copy = tmp_path / f"data-{split}-{position}"
     shutil.copytree(data, copy)
@@ -99,11 +77,11 @@ def damaged_copy(data: Path, tmp_path: Path, split: str, position: str) -> tuple
 
 
 @pytest.mark.parametrize("position", POSITIONS)
-def test_stats_meets_a_bad_shard_with_two_threads(data, tmp_path, position):
+def test_stats_meets_a_bad_shard_with_two_threads(tiny_data, tmp_path, position):
     """The case that aborted, segfaulted or hung on most tries before the pool waited for
     its threads: a shard whose images have the wrong shape."""
     copy = tmp_path / "data"
-    shutil.copytree(data, copy)
+    shutil.copytree(tiny_data, copy)
     bad = shard(copy, "train", position)
     with h5py.File(bad, "r+") as f:
         n = f["images"].shape[0]
@@ -115,8 +93,8 @@ def test_stats_meets_a_bad_shard_with_two_threads(data, tmp_path, position):
 
 
 @pytest.mark.parametrize("position", POSITIONS)
-def test_the_training_loaders_workers_meet_a_truncated_shard(data, tmp_path, position):
-    copy, bad = damaged_copy(data, tmp_path, "train", position)
+def test_the_training_loaders_workers_meet_a_truncated_shard(tiny_data, tmp_path, position):
+    copy, bad = damaged_copy(tiny_data, tmp_path, "train", position)
     sets = [a for s in (*TINY, "epochs=1", "workers=2") for a in ("--set", s)]
     for k in range(2):
         r = alexcli("train", copy, tmp_path / f"run{k}", "--preset", "small", *sets)
@@ -124,17 +102,17 @@ def test_the_training_loaders_workers_meet_a_truncated_shard(data, tmp_path, pos
 
 
 @pytest.mark.parametrize("command", ["eval", "neighbors"])
-def test_eval_and_neighbors_readers_meet_a_truncated_shard(data, run, tmp_path, command):
+def test_eval_and_neighbors_readers_meet_a_truncated_shard(tiny_data, tiny_run, tmp_path, command):
     split = "val" if command == "eval" else "train"
-    copy, bad = damaged_copy(data, tmp_path, split, "middle")
+    copy, bad = damaged_copy(tiny_data, tmp_path, split, "middle")
     extra = ["--out", tmp_path / "n.png"] if command == "neighbors" else []
     for _ in range(2):
-        r = alexcli(command, run, copy, "--devices", "cpu", "--workers", "2", *extra)
+        r = alexcli(command, tiny_run, copy, "--devices", "cpu", "--workers", "2", *extra)
         assert_one_line(r, 2, str(bad))
 
 
-def test_bench_meets_a_truncated_shard(data, tmp_path):
-    copy, _ = damaged_copy(data, tmp_path, "train", "middle")
+def test_bench_meets_a_truncated_shard(tiny_data, tmp_path):
+    copy, _ = damaged_copy(tiny_data, tmp_path, "train", "middle")
     for _ in range(2):
         r = alexcli("bench", copy, "--only", "loader", "--quick", "--preset", "small")
         assert r.returncode != 0
@@ -233,9 +211,9 @@ def test_a_signal_during_prepare_ends_it_in_one_line_and_a_rerun_finishes(
     assert not list((out / "train").glob(".*.tmp"))
 
 
-def test_sigterm_during_stats_ends_it_in_one_line(data, tmp_path):
+def test_sigterm_during_stats_ends_it_in_one_line(tiny_data, tmp_path):
     copy = tmp_path / "data"
-    shutil.copytree(data, copy)
+    shutil.copytree(tiny_data, copy)
     args = [sys.executable, "-m", "alexcli", "stats", str(copy), "--force", "--jobs", "2"]
     proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
     time.sleep(2.0)  # torch imported, the sums under way or done

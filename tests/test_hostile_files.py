@@ -12,28 +12,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.helpers import write_data_dir
-from tests.train_helpers import TINY, make_images, write_stats
-
-
-@pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hostile") / "data"
-    rng = np.random.default_rng(0)
-    train, val = make_images(rng, 8), make_images(rng, 4)
-    write_data_dir(root, {"train": train, "val": val}, shard_size=16)
-    write_stats(root, train[0])
-    return root
-
-
-@pytest.fixture(scope="module")
-def run(data, tmp_path_factory):
-    from alexcli.cli import main
-
-    out = tmp_path_factory.mktemp("hostile") / "run"
-    sets = [a for s in (*TINY, "epochs=1") for a in ("--set", s)]
-    assert main(["train", str(data), str(out), "--preset", "small", *sets]) == 0
-    return out
+from tests.train_helpers import TINY
 
 
 def one_line(r, code=2):
@@ -62,11 +41,11 @@ SHARD_DAMAGE = {
 
 @pytest.mark.parametrize("damage", sorted(SHARD_DAMAGE))
 @pytest.mark.parametrize("command", ["stats", "train", "eval"])
-def test_a_hostile_shard_is_one_line_naming_it(cli, data, run, tmp_path, damage, command):
+def test_a_hostile_shard_is_one_line_naming_it(cli, tiny_data, tiny_run, tmp_path, damage, command):
     if (command, damage) == ("stats", "a label past the classes"):
         pytest.skip("stats reads no labels: the mean and the PCA do not depend on them")
     copy = tmp_path / "data"
-    shutil.copytree(data, copy)
+    shutil.copytree(tiny_data, copy)
     split = "val" if command == "eval" else "train"
     bad = sorted((copy / split).glob("*.h5"))[0]
     with h5py.File(bad, "r") as f:
@@ -82,15 +61,15 @@ def test_a_hostile_shard_is_one_line_naming_it(cli, data, run, tmp_path, damage,
             "small",
             *[a for s in (*TINY, "epochs=1") for a in ("--set", s)],
         ),
-        "eval": ("eval", run, copy, "--devices", "cpu", "--workers", "0", "--views", "1"),
+        "eval": ("eval", tiny_run, copy, "--devices", "cpu", "--workers", "0", "--views", "1"),
     }[command]
     line = one_line(cli(*args))
     assert bad.name in line, line
 
 
-def test_stats_with_nans_is_refused_by_name(cli, data, tmp_path):
+def test_stats_with_nans_is_refused_by_name(cli, tiny_data, tmp_path):
     copy = tmp_path / "data"
-    shutil.copytree(data, copy)
+    shutil.copytree(tiny_data, copy)
     with h5py.File(copy / "stats.h5", "r+") as f:
         f["eigval"][1] = np.nan
     sets = [a for s in (*TINY, "epochs=1") for a in ("--set", s)]
@@ -99,49 +78,51 @@ def test_stats_with_nans_is_refused_by_name(cli, data, tmp_path):
 
 
 @pytest.mark.parametrize("text", ["{not json", "[1, 2]", '{"stage": "prepare"}'])
-def test_a_manifest_that_is_not_one_is_named(cli, data, tmp_path, text):
+def test_a_manifest_that_is_not_one_is_named(cli, tiny_data, tmp_path, text):
     copy = tmp_path / "data"
-    shutil.copytree(data, copy)
+    shutil.copytree(tiny_data, copy)
     (copy / "manifest.json").write_text(text)
     assert "manifest.json" in one_line(cli("stats", copy))
 
 
 @pytest.mark.parametrize("text", ["{not json", '{"epochs": 3, "no_such_key": 1}'])
-def test_a_run_config_that_is_not_one_is_named(cli, data, run, tmp_path, text):
+def test_a_run_config_that_is_not_one_is_named(cli, tiny_data, tiny_run, tmp_path, text):
     copy = tmp_path / "run"
-    shutil.copytree(run, copy)
+    shutil.copytree(tiny_run, copy)
     (copy / "config.json").write_text(text)
-    line = one_line(cli("train", data, copy, "--resume"))
+    line = one_line(cli("train", tiny_data, copy, "--resume"))
     assert "config.json" in line
 
 
-def test_a_checkpoint_of_another_network_or_class_count_is_named(cli, data, run, tmp_path):
+def test_a_checkpoint_of_another_network_or_class_count_is_named(
+    cli, tiny_data, tiny_run, tmp_path
+):
     from alexcli.core.nn.checkpoint import load_checkpoint, save_checkpoint
 
-    ck = load_checkpoint(run)
+    ck = load_checkpoint(tiny_run)
     wider = {k: v.repeat(2, *[1] * (v.dim() - 1)) for k, v in ck.weights.items()}
     save_checkpoint(tmp_path / "wider.pt", type(ck)(**{**vars(ck), "weights": wider}))
-    assert "weights do not fit" in one_line(cli("eval", tmp_path / "wider.pt", data))
+    assert "weights do not fit" in one_line(cli("eval", tmp_path / "wider.pt", tiny_data))
     five = [{"name": f"n{i:08d}", "words": ""} for i in range(5)]
     save_checkpoint(tmp_path / "five.pt", type(ck)(**{**vars(ck), "classes": five}))
-    assert "classes" in one_line(cli("eval", tmp_path / "five.pt", data))
+    assert "classes" in one_line(cli("eval", tmp_path / "five.pt", tiny_data))
 
 
-def test_no_hint_points_a_destructive_command_at_another_stages_directory(cli, data, run):
+def test_no_hint_points_a_destructive_command_at_another_stages_directory(cli, tiny_data, tiny_run):
     """A RUN_DIR where a DATA_DIR belongs (and the reverse), for every command that reads
     or writes one: the error names what the directory is; no hint says --force."""
     for args in (
-        ("stats", run),
-        ("train", run, data),
-        ("train", data, data),
-        ("prepare", data, run),
-        ("eval", data, run),
-        ("neighbors", data, run, "--out", run / "x.png"),
-        ("viz-kernels", data, "--out", run / "k.png"),
-        ("eval", run, run),
+        ("stats", tiny_run),
+        ("train", tiny_run, tiny_data),
+        ("train", tiny_data, tiny_data),
+        ("prepare", tiny_data, tiny_run),
+        ("eval", tiny_data, tiny_run),
+        ("neighbors", tiny_data, tiny_run, "--out", tiny_run / "x.png"),
+        ("viz-kernels", tiny_data, "--out", tiny_run / "k.png"),
+        ("eval", tiny_run, tiny_run),
     ):
         r = cli(*args)
         line = one_line(r)
         assert "DATA_DIR" in line or "RUN_DIR" in line or "swapped" in line, (args, line)
         assert "--force" not in r.err, (args, r.err)
-    assert json.loads((run / "manifest.json").read_text())["stage"] == "train"  # untouched
+    assert json.loads((tiny_run / "manifest.json").read_text())["stage"] == "train"  # untouched

@@ -11,12 +11,12 @@ from alexcli.core.data.stats import Stats
 from alexcli.core.data.stats import write_stats as core_write_stats
 from alexcli.stages.datadir import STATS_FILE, open_data_dir, shards_digest
 from tests.helpers import write_data_dir
+from tests.tiny import tiny_sets
 
-# A network small enough to train in seconds; every structural feature kept.
+# `alexcli train --set` values for a run of seconds: the tests' tiny network (tests/tiny.py)
+# and the run's settings.
 TINY = [
-    "model.conv_channels=[8, 16, 16, 16, 16]",
-    "model.fc_features=[32, 32]",
-    "crop=64",  # the small preset's 11×11/4 conv1 needs ≥ 63
+    *tiny_sets(),
     "batch_size=16",
     "devices=cpu",
     "workers=1",
@@ -66,12 +66,19 @@ def write_stats(root: Path, images: np.ndarray) -> None:
 
 
 def make_data_dir(
-    root: Path, *, train: int = 24, val: int = 8, classes: int = 4, size: int = 72, seed: int = 0
+    root: Path,
+    *,
+    train: int = 24,
+    val: int = 8,
+    classes: int = 4,
+    size: int = 72,
+    seed: int = 0,
+    shard_size: int = 32,
 ) -> Path:
     """A prepared DATA_DIR with stats: `train` / `val` images per class."""
     rng = np.random.default_rng(seed)
     tr = make_images(rng, train, classes, size)
     va = make_images(rng, val, classes, size)
-    write_data_dir(root, {"train": tr, "val": va}, shard_size=32)
+    write_data_dir(root, {"train": tr, "val": va}, shard_size=shard_size)
     write_stats(Path(root), tr[0])
     return Path(root)

@@ -241,15 +241,46 @@ def figures(got: InferenceRates, preset_name: str) -> tuple[list[Figure], dict[s
     found: list[Figure] = []
     if "onnxruntime" in rate:
         ort = rate["onnxruntime"]
-        found.append(Figure("inference", ours, value, f"onnxruntime, {t}", ort, 1.0, cause=CAUSE))
+        found.append(
+            Figure(
+                "inference",
+                name=ours,
+                value=value,
+                limit=f"onnxruntime, {t}",
+                limit_value=ort,
+                target=1.0,
+                cause=CAUSE,
+            )
+        )
         if "onnxruntime_default" in rate:
             own = rate["onnxruntime_default"]
-            found.append(Figure("inference", ours, value, "onnxruntime, its own threads", own))
+            found.append(
+                Figure(
+                    "inference",
+                    name=ours,
+                    value=value,
+                    limit="onnxruntime, its own threads",
+                    limit_value=own,
+                )
+            )
         for key in (k for k in rate if k.startswith("alexcli_")):
-            name = f"alexcli --amp {key.removeprefix('alexcli_')}, {t}"
-            found.append(Figure("inference", name, rate[key], f"onnxruntime, {t}", ort))
+            found.append(
+                Figure(
+                    "inference",
+                    name=f"alexcli --amp {key.removeprefix('alexcli_')}, {t}",
+                    value=rate[key],
+                    limit=f"onnxruntime, {t}",
+                    limit_value=ort,
+                )
+            )
     found.append(
-        Figure("inference", ours, value, "the training network's forward", rate["reference"])
+        Figure(
+            "inference",
+            name=ours,
+            value=value,
+            limit="the training network's forward",
+            limit_value=rate["reference"],
+        )
     )
     return found, details
 

@@ -181,8 +181,9 @@ def _prepare(
         classes, per_class = (2, 6) if plan.quick else (8, max(config.source_images // 8, 1))
         progress.log(f"making a source tree of {classes * per_class} training images")
         sizes = (120, 200) if plan.quick else (300, 500)
-        make_tree(source, classes=classes, train_per_class=per_class, val_per_class=2,
-                  size_range=sizes)  # fmt: skip
+        make_tree(
+            source, classes=classes, train_per_class=per_class, val_per_class=2, size_range=sizes
+        )
     size = _size(plan)
     cfg = PrepareConfig(size=size)
     data = tmp / "data"
@@ -193,22 +194,35 @@ def _prepare(
     got = plain.prepare_vs_decode(source, data, cfg, jobs=config.jobs)
     details["prepare"] = {k: round(v, 2) for k, v in got.items()} | {"size": size}
     figures["prepare"] = [
-        Figure("prepare", f"prepare, {_n(config.jobs, 'proc')}", got["prepare_images_per_s"],
-               f"decode only, {_n(config.jobs, 'proc')}", got["decode_only_images_per_s"], 0.8,
-               cause="the resize, the shard writes and the sha256 add to every image's "
-               "decode: the ceiling is well under 1 (docs/prepare.md)"),
-    ]  # fmt: skip
+        Figure(
+            "prepare",
+            name=f"prepare, {_n(config.jobs, 'proc')}",
+            value=got["prepare_images_per_s"],
+            limit=f"decode only, {_n(config.jobs, 'proc')}",
+            limit_value=got["decode_only_images_per_s"],
+            target=0.8,
+            cause="the resize, the shard writes and the sha256 add to every image's "
+            "decode: the ceiling is well under 1 (docs/prepare.md)",
+        ),
+    ]
     if not config.source:  # the generated tree is ILSVRC-shaped: pack it as downloaded
         progress.log("prepare: from ILSVRC-2012's archives against from the extracted tree")
         write_archives(source, tmp / "archives")
-        arch = plain.archives_vs_tree(source, tmp / "archives", tmp / "data-archives", cfg,
-                                      jobs=config.jobs)  # fmt: skip
+        arch = plain.archives_vs_tree(
+            source, tmp / "archives", tmp / "data-archives", cfg, jobs=config.jobs
+        )
         details["prepare"]["archives"] = {k: round(v, 2) for k, v in arch.items()}
         figures["prepare"].append(
-            Figure("prepare", "prepare from the archives", arch["archives_images_per_s"],
-                   "prepare from the extracted tree", arch["tree_images_per_s"], 0.9,
-                   cause="reading a file out of the tar costs more than opening it")
-        )  # fmt: skip
+            Figure(
+                "prepare",
+                name="prepare from the archives",
+                value=arch["archives_images_per_s"],
+                limit="prepare from the extracted tree",
+                limit_value=arch["tree_images_per_s"],
+                target=0.9,
+                cause="reading a file out of the tar costs more than opening it",
+            )
+        )
     return data
 
 
@@ -233,11 +247,16 @@ def _stats(
     got = plain.stats_vs_read(data_dir, config.jobs, repeats=1 if plan.quick else 2)
     details["stats"] = dataclasses.asdict(got)
     return [
-        Figure("stats", f"stats, {_n(got.jobs, 'thread')}", got.stats_images_per_s,
-               "h5py read, 1 proc", got.read_images_per_s, 0.7,
-               cause="exact int64 sums of every pixel cost more than the read "
-               "(docs/stats.md)"),
-    ]  # fmt: skip
+        Figure(
+            "stats",
+            name=f"stats, {_n(got.jobs, 'thread')}",
+            value=got.stats_images_per_s,
+            limit="h5py read, 1 proc",
+            limit_value=got.read_images_per_s,
+            target=0.7,
+            cause="exact int64 sums of every pixel cost more than the read (docs/stats.md)",
+        ),
+    ]
 
 
 # --------------------------------------------------------------------------- train step
@@ -269,21 +288,50 @@ def _train(
     }
     tuned = rates[f"tuned_{amp}"]
     figures = [
-        Figure("train", f"{cfg.preset} step, {k}", rates[f"tuned_{k}"],
-               f"{k} peak (matmul, conv)", peaks[k] / flops)
+        Figure(
+            "train",
+            name=f"{cfg.preset} step, {k}",
+            value=rates[f"tuned_{k}"],
+            limit=f"{k} peak (matmul, conv)",
+            limit_value=peaks[k] / flops,
+        )
         for k in dict.fromkeys(("fp32", amp))
-    ]  # fmt: skip
+    ]
     plain = f"plain eager fp32, {_n(_all_cores(), 'thread')}"
     targets = {"fp32": 1.5} | ({amp: 2.5} if amp != "fp32" else {})
     for k, target in targets.items():
-        figures.append(Figure("train", f"{cfg.preset} step, {k}", rates[f"tuned_{k}"], plain,
-                              rates["plain_fp32"], target, cause=_step_cause(k)))  # fmt: skip
+        figures.append(
+            Figure(
+                "train",
+                name=f"{cfg.preset} step, {k}",
+                value=rates[f"tuned_{k}"],
+                limit=plain,
+                limit_value=rates["plain_fp32"],
+                target=target,
+                cause=_step_cause(k),
+            )
+        )
     if "compiled_fp32" in rates:
-        figures.append(Figure("train", f"{cfg.preset} step, fp32", rates["tuned_fp32"],
-                              "torch.compile'd plain fp32", rates["compiled_fp32"]))  # fmt: skip
+        figures.append(
+            Figure(
+                "train",
+                name=f"{cfg.preset} step, fp32",
+                value=rates["tuned_fp32"],
+                limit="torch.compile'd plain fp32",
+                limit_value=rates["compiled_fp32"],
+            )
+        )
     if f"tuned_compiled_{amp}" in rates:  # what `train --compile` gains over eager
         name, rate = f"{cfg.preset} step, {amp}", rates[f"tuned_compiled_{amp}"]
-        figures.append(Figure("train", f"{name}, compiled", rate, f"{name}, eager", tuned))
+        figures.append(
+            Figure(
+                "train",
+                name=f"{name}, compiled",
+                value=rate,
+                limit=f"{name}, eager",
+                limit_value=tuned,
+            )
+        )
     return figures, tuned
 
 
@@ -314,11 +362,17 @@ def _step_rates(
     cfg, top = plan.train, []
     rates: dict[str, float] = {}
     for name, setup in _setups(plan, compile_).items():
-        progress.log(f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} "
-                     f"at {cfg.crop}")  # fmt: skip
-        runner = step.StepBench(cfg.model, batch_size=plan.batch_size,
-                                   devices=plan.devices, setup=setup, lr=cfg.lr,
-                                   input_scale=cfg.input_scale)  # fmt: skip
+        progress.log(
+            f"train: the {name.replace('_', ' ')} step, batch {plan.batch_size} at {cfg.crop}"
+        )
+        runner = step.StepBench(
+            cfg.model,
+            batch_size=plan.batch_size,
+            devices=plan.devices,
+            setup=setup,
+            lr=cfg.lr,
+            input_scale=cfg.input_scale,
+        )
         rates[name] = runner.rate(plan.seconds).per_s
         if name == f"tuned_{plan.precision}":
             top = runner.top_ops()
@@ -374,8 +428,15 @@ def _loader(
     shards = data.shard_set("train")
     batch = min(plan.batch_size, len(shards))
     normalize = _normalizer(data_dir, data.size, plan)
-    got = plain.loader_rate(shards, normalize, size=data.size, batch_size=batch, crop=crop,
-                              workers=plan.workers, seconds=plan.seconds)  # fmt: skip
+    got = plain.loader_rate(
+        shards,
+        normalize,
+        size=data.size,
+        batch_size=batch,
+        crop=crop,
+        workers=plan.workers,
+        seconds=plan.seconds,
+    )
     procs = max(plan.workers, 1)
     raw = plain.raw_read_rate(shards, procs, plan.seconds)
     worker = plain.fill_rate(
@@ -397,11 +458,11 @@ def _loader(
     figures = [
         Figure(
             "loader",
-            f"{what}, {workers}",
-            got.per_s,
-            reads,
-            raw.per_s,
-            0.5,
+            name=f"{what}, {workers}",
+            value=got.per_s,
+            limit=reads,
+            limit_value=raw.per_s,
+            target=0.5,
             cause=JPEG_CAUSE if jpeg else LOADER_CAUSE,
         ),
     ]
@@ -409,11 +470,11 @@ def _loader(
         figures.append(
             Figure(
                 "loader",
-                f"{what}, {workers}",
-                got.per_s,
-                f"{plan.train.preset} step, {plan.precision}",
-                step,
-                10.0,
+                name=f"{what}, {workers}",
+                value=got.per_s,
+                limit=f"{plan.train.preset} step, {plan.precision}",
+                limit_value=step,
+                target=10.0,
                 cause=LOADER_CAUSE,
             )
         )
@@ -421,11 +482,11 @@ def _loader(
         figures.append(
             Figure(
                 "loader",
-                f"{what}, one worker's fill",
-                worker.per_s,
-                "one H100's appetite per core (20,000/s ÷ 16)",
-                H100_PER_CORE,
-                0.8,
+                name=f"{what}, one worker's fill",
+                value=worker.per_s,
+                limit="one H100's appetite per core (20,000/s ÷ 16)",
+                limit_value=H100_PER_CORE,
+                target=0.8,
                 cause="a 256 px JPEG decode costs ~0.5–1 ms of one core: more cores per "
                 "GPU, or GPU decoding (docs/prepare.md)",
             )

@@ -18,10 +18,10 @@ from alexcli.config import ModelConfig
 from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import keep_freed_memory
-from alexcli.core.nn.loops import Amp, EpochProgress, StepContext, compiled, train_epoch
+from alexcli.core.nn.loops import Amp, EpochProgress, NetworkInput, compiled, train_steps
 from alexcli.core.nn.lrn import local_response_norm, torch_lrn
 from alexcli.core.nn.model import build_model
-from alexcli.core.nn.optim import LrSchedule, make_optimizer
+from alexcli.core.nn.optim import make_optimizer
 
 
 @dataclass(frozen=True)
@@ -92,20 +92,15 @@ class StepBench:
         model = build_model(cfg, devices, lrn=torch_lrn if setup.plain_lrn else local_response_norm)
         if setup.channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        device = devices[0]
-        scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
-        sgd = make_optimizer(model, lr, 0.9, 5e-4, fused=setup.fused, scaled=scaler is not None)
-        net = compiled(model) if setup.compiled else model
-        self.ctx = StepContext(
-            net,
-            sgd,
-            LrSchedule(lr),
-            flat_normalizer(crop + crop // 7, device, input_scale),
-            device,
-            setup.amp,
-            scaler,
-            setup.channels_last,
+        self.device = device = devices[0]
+        self.scaler = torch.amp.GradScaler("cuda") if setup.amp == "fp16" else None
+        self.sgd = make_optimizer(
+            model, lr, 0.9, 5e-4, fused=setup.fused, scaled=self.scaler is not None
         )
+        self.net = compiled(model) if setup.compiled else model
+        normalize = flat_normalizer(crop + crop // 7, device, input_scale)
+        self.inputs = NetworkInput(normalize, setup.channels_last)
+        self.lr = lr
         batch = made_up_batch(batch_size, crop, crop + crop // 7, cfg.num_classes)
         # Pinned on CUDA as the loader delivers it: a non_blocking copy from pageable
         # memory is synchronous, and the step would look slower than it is.
@@ -115,8 +110,20 @@ class StepBench:
     def steps(self, n: int) -> Rate:
         """`n` SGD steps (normalise, forward, loss, backward, update), timed."""
         start = time.perf_counter()
-        train_epoch(self.ctx, [self.batch] * n, epoch=0, steps_per_epoch=n, state=EpochProgress())
-        synchronize(self.ctx.device)
+        steps = train_steps(
+            self.net,
+            self.sgd,
+            self.inputs,
+            [self.batch] * n,
+            EpochProgress(),
+            epoch=0,
+            lr=lambda step: self.lr,
+            amp=self.setup.amp,
+            scaler=self.scaler,
+        )
+        for _ in steps:
+            pass
+        synchronize(self.device)
         return Rate(n * self.batch.n, time.perf_counter() - start)
 
     def rate(self, seconds: float, warmup: int = 1, at_least: int = 2) -> Rate:
@@ -144,7 +151,7 @@ class StepBench:
         """The `k` operators taking most of one step's time, with their share of it."""
         with keep_freed_memory(self.setup.keep_heap), self._threads():
             self.steps(1)
-            return profile_ops(lambda: self.steps(1), self.ctx.device, k)
+            return profile_ops(lambda: self.steps(1), self.device, k)
 
 
 def profile_ops(

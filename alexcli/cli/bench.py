@@ -101,10 +101,20 @@ def bench(
 
     stages = tuple(s.strip() for item in only or () for s in item.split(",") if s.strip())
     config = with_values(
-        BenchConfig(), preset=preset, batch_size=batch_size, devices=devices, amp=amp,
-        threads=threads, workers=workers, jobs=jobs, seconds=seconds, only=stages or None,
-        source=str(source) if source else None, quick=quick or None, compile=compile_ or None,
-    )  # fmt: skip
+        BenchConfig(),
+        preset=preset,
+        batch_size=batch_size,
+        devices=devices,
+        amp=amp,
+        threads=threads,
+        workers=workers,
+        jobs=jobs,
+        seconds=seconds,
+        only=stages or None,
+        source=str(source) if source else None,
+        quick=quick or None,
+        compile=compile_ or None,
+    )
     with reporting(quiet=json) as progress:
         result = run_bench(data_dir, config, progress)
     if json:
@@ -176,13 +186,19 @@ def _ratio(value: float | None, target: float, *, above: bool) -> str:
 
 
 def _show(result: BenchResult) -> None:
-    table = Table("stage", "measured", "images/s", "limit, same run", "images/s", "ratio",
-                  "target")  # fmt: skip
+    table = Table("stage", "measured", "images/s", "limit, same run", "images/s", "ratio", "target")
     for f in result.figures:
         colour = {True: "green", False: "red", None: "default"}[f.met]
         target = f"≥ {f.target:g}" if f.target is not None else ""
-        table.add_row(f.stage, f.name, f"{f.value:,.1f}", f.limit, f"{f.limit_value:,.1f}",
-                      f"[{colour}]{f.ratio:.2f}[/]", target)  # fmt: skip
+        table.add_row(
+            f.stage,
+            f.name,
+            f"{f.value:,.1f}",
+            f.limit,
+            f"{f.limit_value:,.1f}",
+            f"[{colour}]{f.ratio:.2f}[/]",
+            target,
+        )
     out.print(table)
     m, details = result.machine, result.details
     features = ", ".join(m["cpu_features"])

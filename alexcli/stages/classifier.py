@@ -96,9 +96,13 @@ class Classifier:
         check_amp(cfg.amp, devices[0])
         train_cfg = ckpt.config
         normalize = Normalizer.create(
-            ckpt.mean, ckpt.eigval, ckpt.eigvec, devices[0],
-            lighting_scale=train_cfg.lighting_scale, input_scale=train_cfg.input_scale,
-        )  # fmt: skip
+            ckpt.mean,
+            ckpt.eigval,
+            ckpt.eigvec,
+            devices[0],
+            lighting_scale=train_cfg.lighting_scale,
+            input_scale=train_cfg.input_scale,
+        )
         model = for_inference(ckpt.build_model(devices, lrn=lrn_for(devices[0])))
         workers = cfg.workers if cfg.workers is not None else default_workers()
         threads = inference_threads(devices[0], workers)

@@ -92,26 +92,46 @@ def run_eval(
     task = progress.task(f"eval, {cfg.views} view(s)", total=len(shards), unit="images")
     start = time.perf_counter()
     tally = evaluate_views(
-        net.network, net.loader(shards, cfg), net.normalize, crop=net.crop, views=cfg.views,
-        num_classes=len(data.classes), amp=cfg.amp, threads=net.threads, task=task,
-    )  # fmt: skip
+        net.network,
+        net.loader(shards, cfg),
+        net.normalize,
+        crop=net.crop,
+        views=cfg.views,
+        num_classes=len(data.classes),
+        amp=cfg.amp,
+        threads=net.threads,
+        task=task,
+    )
     seconds = time.perf_counter() - start
     task.close()
     if net.threads is not None:
         log.debug("eval: %s", net.threads.describe())
     errors = tally.class_top1_error()
     per_class = [
-        ClassError(i, c["name"], c.get("words", ""), int(tally.class_images[i]),
-                   None if np.isnan(errors[i]) else float(errors[i]))
+        ClassError(
+            index=i,
+            name=c["name"],
+            words=c.get("words", ""),
+            images=int(tally.class_images[i]),
+            top1_error=None if np.isnan(errors[i]) else float(errors[i]),
+        )
         for i, c in enumerate(data.classes)
-    ]  # fmt: skip
+    ]
     return EvalReport(
-        checkpoint=net.ckpt.source, epoch=net.ckpt.epoch, split=cfg.split, views=cfg.views,
-        images=tally.images, top1_error=tally.top1_error, top5_error=tally.top5_error,
-        per_class_top1=per_class, paper=paper_reference(net.cfg, data.classes, cfg.views),
+        checkpoint=net.ckpt.source,
+        epoch=net.ckpt.epoch,
+        split=cfg.split,
+        views=cfg.views,
+        images=tally.images,
+        top1_error=tally.top1_error,
+        top5_error=tally.top5_error,
+        per_class_top1=per_class,
+        paper=paper_reference(net.cfg, data.classes, cfg.views),
         published=published_reference(net.cfg, data.classes, cfg.views),
-        devices=[str(d) for d in net.devices], amp=cfg.amp, seconds=seconds,
-    )  # fmt: skip
+        devices=[str(d) for d in net.devices],
+        amp=cfg.amp,
+        seconds=seconds,
+    )
 
 
 def paper_reference(

@@ -100,9 +100,16 @@ def run_neighbors(
     feats = net.features(images)
     task = progress.task("fc7 of the training images", total=len(train), unit="images")
     search = nearest_in(
-        net.model, net.loader(train, cfg), net.normalize, feats, crop=net.crop, k=k,
-        amp=cfg.amp, threads=net.threads, task=task,
-    )  # fmt: skip
+        net.model,
+        net.loader(train, cfg),
+        net.normalize,
+        feats,
+        crop=net.crop,
+        k=k,
+        amp=cfg.amp,
+        threads=net.threads,
+        task=task,
+    )
     task.close()
     found, dist = search.result()
     results, rows = _retrievals(data, val, train, chosen, net.guesses(probs), found, dist)
@@ -110,9 +117,17 @@ def run_neighbors(
     write_png(out, picture)
     height, width = layout.shape
     return NeighborsReport(
-        out, net.ckpt.source, cfg.split, k, len(train), int(feats.shape[1]), width, height,
-        results, time.perf_counter() - start,
-    )  # fmt: skip
+        out=out,
+        checkpoint=net.ckpt.source,
+        split=cfg.split,
+        k=k,
+        searched=len(train),
+        features=int(feats.shape[1]),
+        width=width,
+        height=height,
+        results=results,
+        seconds=time.perf_counter() - start,
+    )
 
 
 def _retrievals(
@@ -131,17 +146,37 @@ def _retrievals(
     for q, i in enumerate(chosen):
         label, near = val.label(i), [int(j) for j in found[q]]
         labels = [train.label(j) for j in near]
-        results.append(Retrieval(
-            i, _source(val, i), classes[label]["name"], classes[label].get("words", ""),
-            guesses[q],
-            [Neighbour(j, _source(train, j), classes[c]["name"], classes[c].get("words", ""),
-                       float(d)) for j, c, d in zip(near, labels, dist[q], strict=True)],
-        ))  # fmt: skip
-        rows.append(GridRow(
-            val.image(i), f"label: {_words(classes[label])}",
-            [(_words(classes[g.index]), g.probability, g.index == label) for g in guesses[q]],
-            [train.image(j) for j in near], [c == label for c in labels],
-        ))  # fmt: skip
+        neighbours = [
+            Neighbour(
+                index=j,
+                path=_source(train, j),
+                name=classes[c]["name"],
+                words=classes[c].get("words", ""),
+                distance=float(d),
+            )
+            for j, c, d in zip(near, labels, dist[q], strict=True)
+        ]
+        results.append(
+            Retrieval(
+                index=i,
+                path=_source(val, i),
+                name=classes[label]["name"],
+                words=classes[label].get("words", ""),
+                top5=guesses[q],
+                neighbours=neighbours,
+            )
+        )
+        rows.append(
+            GridRow(
+                query=val.image(i),
+                label=f"label: {_words(classes[label])}",
+                guesses=[
+                    (_words(classes[g.index]), g.probability, g.index == label) for g in guesses[q]
+                ],
+                neighbours=[train.image(j) for j in near],
+                same_class=[c == label for c in labels],
+            )
+        )
     return results, rows
 
 

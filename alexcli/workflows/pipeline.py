@@ -71,13 +71,17 @@ class PipelineResult(Result):
         return max(0.0, 1 - 5 / self.classes) if self.classes else float("nan")
 
     def to_json(self) -> dict[str, Any]:
-        return jsonable({
-            "classes": self.classes,
-            "chance": {"top1_error": self.chance_top1_error,
-                       "top5_error": self.chance_top5_error},
-            "evals": {str(v): e for v, e in self.evals.items()},
-            "steps": [s.to_json() for s in self.steps],
-        })  # fmt: skip
+        return jsonable(
+            {
+                "classes": self.classes,
+                "chance": {
+                    "top1_error": self.chance_top1_error,
+                    "top5_error": self.chance_top5_error,
+                },
+                "evals": {str(v): e for v, e in self.evals.items()},
+                "steps": [s.to_json() for s in self.steps],
+            }
+        )
 
 
 def run_recipe(
@@ -93,9 +97,13 @@ def run_recipe(
     path = find_recipe(path)
     recipe = load_recipe(path, sets)
     return run_chain(
-        recipe, base=base or Path.cwd(), until=until, force=force, progress=progress,
+        recipe,
+        base=base or Path.cwd(),
+        until=until,
+        force=force,
+        progress=progress,
         where=str(path),
-    )  # fmt: skip
+    )
 
 
 def run_demo(
@@ -196,9 +204,13 @@ def _synthetic(root: Path, cfg: SyntheticConfig, force: bool, progress: Progress
     shutil.rmtree(tmp, ignore_errors=True)
     progress.log(f"synthetic: {cfg.classes} classes × {cfg.train_per_class} + {cfg.val_per_class}")
     make_tree(
-        tmp, classes=cfg.classes, train_per_class=cfg.train_per_class,
-        val_per_class=cfg.val_per_class, seed=cfg.seed, traps=cfg.traps,
-    )  # fmt: skip
+        tmp,
+        classes=cfg.classes,
+        train_per_class=cfg.train_per_class,
+        val_per_class=cfg.val_per_class,
+        seed=cfg.seed,
+        traps=cfg.traps,
+    )
     if cfg.archives:  # packed as downloaded; the tree itself is not kept
         from alexcli.core.data.archives import write_archives
 
@@ -289,12 +301,18 @@ def _eval(
         return {"outputs": [report_path.name]}
 
     result = run_stage(
-        stage="eval", version=1, params={"split": cfg.split, "views": views},
-        manifest_path=run_dir / "eval" / f"{name}.manifest.json", build=build,
-        upstream={"checkpoint": file_digest(checkpoint)[:16],
-                  "prepare": open_data_dir(data_dir).fingerprint},
-        force=force, progress=progress,
-    )  # fmt: skip
+        stage="eval",
+        version=1,
+        params={"split": cfg.split, "views": views},
+        manifest_path=run_dir / "eval" / f"{name}.manifest.json",
+        build=build,
+        upstream={
+            "checkpoint": file_digest(checkpoint)[:16],
+            "prepare": open_data_dir(data_dir).fingerprint,
+        },
+        force=force,
+        progress=progress,
+    )
     evals[views] = report = json.loads(report_path.read_text())
     notes = f"{report['images']} images, {report['images_per_s']:.0f} images/s"
     return result.up_to_date, {f"eval, {views} view(s)": report_path}, notes

@@ -112,8 +112,12 @@ def test_made_up_data_of_a_killed_bench_are_removed_by_the_next(cli, own_tmp):
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     orphan = own_tmp / f"alexcli-bench-{done.stdout.strip()}-x1y2"  # its process is gone
     live = own_tmp / f"alexcli-bench-{os.getpid()}-a3b4"  # a bench still running
     for folder in (orphan, live):
@@ -126,10 +130,12 @@ def test_made_up_data_of_a_killed_bench_are_removed_by_the_next(cli, own_tmp):
 def test_bench_on_a_data_dir_measures_only_what_it_is_asked(cli, tmp_path):
     rng = np.random.default_rng(0)
     images = rng.integers(0, 256, (10, 128, 128, 3), dtype=np.uint8)
-    write_data_dir(tmp_path / "data", {"train": (images, np.arange(10) % 3),
-                                       "val": (images[:2], np.arange(2))})  # fmt: skip
-    r = cli("bench", tmp_path / "data", "--quick", "--only", "loader,train", "--amp", "off",
-            "--json")  # fmt: skip
+    write_data_dir(
+        tmp_path / "data", {"train": (images, np.arange(10) % 3), "val": (images[:2], np.arange(2))}
+    )
+    r = cli(
+        "bench", tmp_path / "data", "--quick", "--only", "loader,train", "--amp", "off", "--json"
+    )
     assert r.code == 0, r.err
     report = json.loads(r.out)
     assert [f["stage"] for f in report["figures"]] == ["loader"] * 2 + ["train"] * 2

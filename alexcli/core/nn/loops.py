@@ -1,10 +1,12 @@
 """The loops that run the network over batches: docs/paper.md "Learning" and "Reducing
 overfitting" (the test-time views).
 
-- `train_epoch`: SGD steps over training batches (the update rule and schedule:
-  core/nn/optim.py), the next batch copied while one computes (core/data/transfer.py).
-  A NaN or infinite loss stops training with `TrainingDiverged` before anything that
-  holds it is saved (core/nn/readout.py: on a CPU before its update).
+- `train_steps`: SGD steps over training batches, each `forward_loss` then `sgd_update`
+  (the update rule and schedule: core/nn/optim.py), the next batch copied while one
+  computes (core/data/transfer.py); it yields each step's numbers as they are read, to
+  the loop that counts them and checkpoints (core/nn/trainer.py). A NaN or infinite
+  loss stops training with `TrainingDiverged` before anything that holds it is saved
+  (core/nn/readout.py: on a CPU before its update).
 - `validate`: the centre crops the loader cut, loss and top-1/top-5, each epoch.
 - `evaluate_views`: the paper's test on whole stored images: "extracting five 224×224
   patches (the four corner patches and the center patch) as well as their horizontal
@@ -23,6 +25,7 @@ crops (`batches.Batch`); `transforms.Normalizer` makes the float input on the de
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -41,7 +44,7 @@ from alexcli.core.data.transforms import Normalizer, iter_views
 from alexcli.core.nn.devices import send
 from alexcli.core.nn.inference import ThreadTuner, inference, timed
 from alexcli.core.nn.model import AlexNet
-from alexcli.core.nn.optim import LrSchedule, set_lr
+from alexcli.core.nn.optim import set_lr
 from alexcli.core.nn.readout import StepRead, StepValues, check_finite
 from alexcli.core.progress import SILENT, Task
 
@@ -68,24 +71,32 @@ def autocast(device: torch.device, amp: Amp) -> contextlib.AbstractContextManage
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-@dataclass
-class StepContext:
-    """What every step needs besides the batch; built once per run by the stage."""
+@dataclass(frozen=True)
+class NetworkInput:
+    """How a batch of uint8 crops becomes the network's input (`transforms.Normalizer`):
+    normalised on the first tower's device; with the towers on two devices, on the
+    second too, from the uint8 crops sent there: a quarter of the float input's bytes
+    (19 MB rather than 77 MB a step at batch 128, crop 224). The copies are issued
+    first, so they overlap the first device's normalisation."""
 
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    schedule: LrSchedule
-    normalize: Normalizer
-    device: torch.device  # where inputs go and logits come back (the first tower's)
-    amp: Amp = "off"
-    scaler: torch.amp.GradScaler | None = None
+    normalize: Normalizer  # on the first tower's device, where the logits come back
     channels_last: bool = False
-    world: int = 1  # DDP processes; the loss is averaged over them each step
-    read_late: bool | None = None  # read each step's loss a step late; None: on CUDA
-    # With the towers on two devices: each tower's device, and a normaliser on the
-    # second one (the batch is normalised there from its uint8 crops).
-    tower_devices: tuple[torch.device, ...] = ()
-    elsewhere: dict[torch.device, Normalizer] = field(default_factory=dict)
+    towers: tuple[torch.device, ...] = ()  # each tower's device, tower 1 first
+    elsewhere: dict[torch.device, Normalizer] = field(default_factory=dict)  # the others'
+
+    @property
+    def device(self) -> torch.device:
+        return self.normalize.mean.device
+
+    def __call__(self, batch: Batch) -> Tensor | list[Tensor]:
+        parts = (batch.images, batch.ys, batch.xs, batch.flips, batch.alphas)
+        sent = {d: [send(t, d) for t in parts] for d in self.elsewhere}
+        made = {self.device: self.normalize(*parts, channels_last=self.channels_last)}
+        for d, normalize in self.elsewhere.items():
+            made[d] = normalize(*sent[d], channels_last=self.channels_last)
+        if not self.elsewhere:
+            return made[self.device]
+        return [made[d] for d in self.towers]
 
 
 @dataclass
@@ -110,114 +121,113 @@ class EpochProgress:
             return None
         return 1.0 - self.hits / self.images
 
+    @property
+    def images_per_s(self) -> float:
+        return self.images / self.seconds if self.seconds else 0.0
+
+    def add(self, read: StepRead, world: int) -> None:
+        """Count a step read on one of `world` DDP ranks (each trained as many images)."""
+        self.step += 1
+        self.loss_sum += read.loss
+        self.hits = None if self.hits is None else self.hits + read.hits
+        self.images += read.images * world
+
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "loss_sum": self.loss_sum, "images": self.images,
-                "seconds": self.seconds, "hits": self.hits}  # fmt: skip
+        return dataclasses.asdict(self)
 
 
-def train_epoch(
-    ctx: StepContext,
+def train_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    inputs: NetworkInput,
     batches: Iterable[Batch],
+    totals: EpochProgress,
     *,
     epoch: int,
-    steps_per_epoch: int,
-    state: EpochProgress,
-    task: Task = SILENT.task(""),
-    after_step: Callable[[EpochProgress], None] | None = None,
-) -> EpochProgress:
-    """Train on `batches` (the rest of epoch `epoch` after `state.step` steps).
+    lr: Callable[[int], float],
+    amp: Amp = "off",
+    scaler: torch.amp.GradScaler | None = None,
+    world: int = 1,
+    read_late: bool | None = None,
+) -> Iterator[StepRead]:
+    """SGD steps on `batches` (the rest of epoch `epoch` after `totals.step` steps), step
+    i at `lr(i)`. Yields each step's numbers once they are read and counted into
+    `totals`: the weights then hold exactly `totals.step` updates, so a checkpoint taken
+    between two of them resumes exactly.
 
-    `after_step` runs after every step whose loss has been read (the stage checkpoints
-    from it: `state` then counts exactly the updates the weights hold); raises
-    `TrainingDiverged` naming the epoch and step on a non-finite loss: on a CPU before the
-    optimizer touches the weights, on CUDA one step later (`StepValues`), before anything
-    more is saved.
+    Each step's loss is read at once on a CPU, and checked before the update, so that a
+    NaN or infinite loss never reaches the weights (`TrainingDiverged`, naming epoch and
+    step). On CUDA (or `read_late`) it is read one step late, just before the next step
+    is queued, so that the host never waits for the GPU mid-epoch (core/nn/readout.py):
+    a NaN then stops training one update later, before anything that holds it is
+    counted or saved.
     """
-    ctx.model.train()
-    values = StepValues(ctx.device, late=ctx.read_late)
-    for batch in _timed(prefetched(batches, ctx.device), state):
+    model.train()
+    values = StepValues(inputs.device, late=read_late)
+    for batch in _timed(prefetched(batches, inputs.device), totals):
         if values.pending:  # the step before, read before this one is queued
-            _count(ctx, values.read(), state, task, after_step)
-        read = _step(ctx, batch, epoch, state.step, steps_per_epoch, values)
+            yield _counted(values.read(), totals, world)
+        step = StepRead(epoch, totals.step, lr(totals.step), batch.n)
+        x = inputs(batch)
+        target = batch.labels.to(inputs.device, non_blocking=True)
+        loss, value = forward_loss(model, x, target, amp=amp, world=world)
+        values.put(step, value)
+        read = None if values.late else values.read()  # raises on a NaN: no update
+        sgd_update(optimizer, loss, step.lr, scaler)
         if read is not None:
-            _count(ctx, read, state, task, after_step)
+            yield _counted(read, totals, world)
     if values.pending:
-        _count(ctx, values.read(), state, task, after_step)
-    return state
+        yield _counted(values.read(), totals, world)
 
 
-def _timed(batches: Iterable[Batch], state: EpochProgress) -> Iterator[Batch]:
-    """Yield batches, adding the wall time of each step (loading included) to state."""
+def forward_loss(
+    model: nn.Module, x: Tensor | list[Tensor], target: Tensor, *, amp: Amp, world: int
+) -> tuple[Tensor, Tensor]:
+    """The cross-entropy of one batch, to differentiate, and (loss, top-1 hits) to report:
+    the loss averaged and the hits summed over the `world` DDP ranks, so that every rank
+    sees the same numbers and all stop together on a NaN."""
+    with autocast(target.device, amp):
+        output = model(x)
+    loss = F.cross_entropy(output.float(), target)
+    hits = (output.detach().argmax(1) == target).sum()
+    value = torch.stack([loss.detach(), hits.to(loss.dtype)])
+    if world > 1:
+        dist.all_reduce(value)
+        value[0] /= world
+    return loss, value
+
+
+def sgd_update(
+    optimizer: torch.optim.Optimizer,
+    loss: Tensor,
+    lr: float,
+    scaler: torch.amp.GradScaler | None = None,
+) -> None:
+    """Backward through `loss` and one SGD step at `lr` (by the GradScaler under fp16)."""
+    set_lr(optimizer, lr)
+    optimizer.zero_grad(set_to_none=True)
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        loss.backward()
+        optimizer.step()
+
+
+def _timed(batches: Iterable[Batch], totals: EpochProgress) -> Iterator[Batch]:
+    """Yield batches, adding the wall time of each step (loading included) to totals."""
     start = time.perf_counter()
     for batch in batches:
         yield batch
         now = time.perf_counter()
-        state.seconds += now - start
+        totals.seconds += now - start
         start = now
 
 
-def _step(
-    ctx: StepContext, batch: Batch, epoch: int, step: int, steps: int, values: StepValues
-) -> StepRead | None:
-    """One SGD step on one batch. Its loss (averaged over all ranks) and top-1 hits
-    (summed) go to `values`; unless they are read late, they are read and checked before
-    the update, and returned."""
-    lr = ctx.schedule.lr(epoch, step, steps)
-    set_lr(ctx.optimizer, lr)
-    x = network_input(ctx, batch)
-    target = batch.labels.to(ctx.device, non_blocking=True)
-    with autocast(ctx.device, ctx.amp):
-        output = ctx.model(x)
-    loss = F.cross_entropy(output.float(), target)
-    hits = (output.detach().argmax(1) == target).sum()
-    value = torch.stack([loss.detach(), hits.to(loss.dtype)])
-    if ctx.world > 1:  # every rank sees the same value, so all stop together on NaN
-        dist.all_reduce(value)
-        value[0] /= ctx.world
-    values.put(StepRead(epoch, step, lr, batch.n, math.nan, 0), value)
-    read = None if values.late else values.read()
-    ctx.optimizer.zero_grad(set_to_none=True)
-    if ctx.scaler is not None:
-        ctx.scaler.scale(loss).backward()
-        ctx.scaler.step(ctx.optimizer)
-        ctx.scaler.update()
-    else:
-        loss.backward()
-        ctx.optimizer.step()
+def _counted(read: StepRead, totals: EpochProgress, world: int) -> StepRead:
+    totals.add(read, world)
     return read
-
-
-def network_input(ctx: StepContext, batch: Batch) -> Tensor | list[Tensor]:
-    """The normalised batch on the first device; with the towers on two devices, one per
-    tower, each normalised on its own device from the uint8 crops sent there: a quarter
-    of the float input's bytes (19 MB rather than 77 MB a step at batch 128, crop 224).
-    The copies are issued first, so they overlap the first device's normalisation."""
-    parts = (batch.images, batch.ys, batch.xs, batch.flips, batch.alphas)
-    sent = {d: [send(t, d) for t in parts] for d in ctx.elsewhere}
-    made = {ctx.device: ctx.normalize(*parts, channels_last=ctx.channels_last)}
-    for d, normalize in ctx.elsewhere.items():
-        made[d] = normalize(*sent[d], channels_last=ctx.channels_last)
-    if not ctx.elsewhere:
-        return made[ctx.device]
-    return [made[d] for d in ctx.tower_devices]
-
-
-def _count(
-    ctx: StepContext,
-    read: StepRead,
-    state: EpochProgress,
-    task: Task,
-    after_step: Callable[[EpochProgress], None] | None,
-) -> None:
-    """A step read: into the epoch's totals, the bar, and `after_step`."""
-    state.step += 1
-    state.loss_sum += read.loss
-    state.hits = None if state.hits is None else state.hits + read.hits
-    state.images += read.images * ctx.world
-    rate = state.images / state.seconds if state.seconds else 0.0
-    task.advance(1, epoch=read.epoch + 1, loss=read.loss, lr=read.lr, img_s=round(rate))
-    if after_step is not None:
-        after_step(state)
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -277,15 +287,13 @@ class Tally:
         """These counts summed over every DDP rank (unchanged without a process group)."""
         if not (dist.is_available() and dist.is_initialized()):
             return self
-        flat = np.concatenate(
-            [[self.images, self.top1, self.top5, self.loss_sum], self.class_images,
-             self.class_top1]
-        )  # fmt: skip
+        head = [self.images, self.top1, self.top5, self.loss_sum]
+        flat = np.concatenate([head, self.class_images, self.class_top1])
         t = torch.tensor(flat, dtype=torch.float64, device=device)
         dist.all_reduce(t)
         values, c = t.cpu().numpy(), self.num_classes
-        total = Tally(self.num_classes, int(values[0]), int(values[1]), int(values[2]),
-                      float(values[3]))  # fmt: skip
+        images, top1, top5 = (int(v) for v in values[:3])
+        total = Tally(self.num_classes, images, top1, top5, float(values[3]))
         total.class_images = values[4 : 4 + c].astype(np.int64)
         total.class_top1 = values[4 + c :].astype(np.int64)
         return total

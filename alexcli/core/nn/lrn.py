@@ -7,11 +7,13 @@ Two conventions: the paper's formula uses α as written; PyTorch's `LocalRespons
 and Caffe's layer divide α by n (`convention="torch"`). The window sums are one matrix
 product with a band of ones over the channels, along the innermost axis of a
 channels-last tensor so the output keeps its layout, and the backward pass is written
-out (`_LRN`): fewer passes over memory than PyTorch's padded 3-D average pool or
+out (`_LrnFunction`): fewer passes over memory than PyTorch's padded 3-D average pool or
 autograd through the same formula (docs/performance.md "The training step" has the measurements).
 
-`Lrn` is the signature the network takes, so a caller can hand it another
-implementation (`alexcli bench` times PyTorch's own layer this way).
+`LRN` is the layer the network holds (norm1, norm2), so `print(model)` shows it; `Lrn`
+is the signature of the function it calls, so a caller can hand it another
+implementation (`alexcli bench` times PyTorch's own layer this way, inference runs
+`inference.inference_lrn`, an export `torch_lrn`).
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 class Lrn(Protocol):
-    """What `Tower` calls after conv1 and conv2: (x, size, α, β, k, convention) → b."""
+    """An implementation of the normalisation: (x, size, α, β, k, convention) → b."""
 
     def __call__(
         self, x: Tensor, size: int, alpha: float, beta: float, k: float, convention: str
@@ -38,7 +40,7 @@ def local_response_norm(
     """LRN across channels (the module docstring); the window is clipped at the first
     and last map. `convention` "paper" uses α as written, "torch" α / `size`."""
     scale = alpha if convention == "paper" else alpha / size
-    return cast(Tensor, _LRN.apply(x, size, scale, beta, k))
+    return cast(Tensor, _LrnFunction.apply(x, size, scale, beta, k))
 
 
 def window_load(x: Tensor, size: int, alpha: float, k: float, convention: str = "paper") -> Tensor:
@@ -83,7 +85,7 @@ def _window_sums(v: Tensor, band: Tensor, channels_last: bool) -> Tensor:
     return torch.matmul(band, v.flatten(2)).view_as(v)
 
 
-class _LRN(torch.autograd.Function):
+class _LrnFunction(torch.autograd.Function):
     """b = a · d^-β with d = k + α·band(a²); its gradient, for the incoming g:
     ∂L/∂a_m = g_m d_m^-β − 2αβ a_m Σ_i band[i, m] g_i a_i d_i^(-β-1).
     Saves a, d and d^-β (autograd through the formula keeps ~5 tensors per call).
@@ -128,3 +130,32 @@ def torch_lrn(
     `size`): the plain alternative `alexcli bench` compares the step against."""
     scale = alpha * size if convention == "paper" else alpha
     return F.local_response_norm(x, size, scale, beta, k)
+
+
+class LRN(nn.Module):
+    """The normalisation as a layer (Caffe's type name; the network's norm1 and norm2),
+    calling `fn`: this module's `local_response_norm` unless another is given."""
+
+    def __init__(
+        self,
+        size: int,
+        alpha: float,
+        beta: float,
+        k: float,
+        convention: str = "paper",
+        fn: Lrn = local_response_norm,
+    ) -> None:
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+        self.convention = convention
+        self.fn = fn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fn(x, self.size, self.alpha, self.beta, self.k, self.convention)
+
+    def extra_repr(self) -> str:
+        name = getattr(self.fn, "__name__", type(self.fn).__name__)
+        return (
+            f"{self.size}, alpha={self.alpha}, beta={self.beta}, k={self.k}, "
+            f"convention={self.convention!r}, fn={name}"
+        )

@@ -3,10 +3,12 @@
 The paper's Figure 2, written so the code reads like it: every conv and FC layer
 is split in halves, one `Tower` holding tower 1's half of conv1…fc8 and another
 tower 2's. conv2, conv4 and conv5 see only their own tower's maps; conv3 and
-fc6…fc8 see both towers' (`AlexNet._share` is that exchange, and the only place
+fc6…fc8 see both towers' (`AlexNet._exchange` is that exchange, and the only place
 activations cross devices). LRN runs over each tower's own maps, as on the
 paper's GPUs. fc8 is split like fc6 and fc7 (half of the neurons per tower);
-the logits are the towers' halves concatenated, tower 1 first.
+the logits are the towers' halves concatenated, tower 1 first. `AlexNet.forward`
+runs the figure from the image up, one line per layer; the ReLU, LRN, pooling and
+dropout are layers of the towers too, so `print(model)` shows the whole network.
 
 The same module runs on one device or two (`place`): the weights, their names in
 the state dict and the arithmetic do not depend on placement. The input side is the
@@ -17,17 +19,17 @@ and fc6's width follows from it. LRN is core/nn/lrn.py.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import cast
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alexcli.config import ModelConfig
 from alexcli.core.nn.devices import send
-from alexcli.core.nn.lrn import Lrn, local_response_norm
+from alexcli.core.nn.lrn import LRN, Lrn, local_response_norm
 from alexcli.errors import ConfigError, DeviceError
 
 CONVS = ("conv1", "conv2", "conv3", "conv4", "conv5")
@@ -187,66 +189,52 @@ def layer_table(cfg: ModelConfig) -> list[LayerRow]:
 
 
 class Tower(nn.Module):
-    """One GPU's half of every layer: conv1…conv5 kernels and fc6…fc8 neurons."""
+    """One GPU's half of every layer of Figure 2, in the order the data flows: conv1…conv5
+    kernels and fc6…fc8 neurons, each followed by what Caffe's bvlc_alexnet names after it
+    (act: the ReLU or tanh, norm: LRN, pool: max-pooling, drop: dropout). Only the conv
+    and FC layers hold weights. conv3, fc6, fc7 and fc8 take both towers' outputs, so
+    their inputs are twice the width of the tower's layer below (`AlexNet.forward`)."""
 
-    # conv3…conv5 are made from the plan: the one `ModelConfig.omit` names is absent.
+    # conv3…conv5 are made from the plan: the one `ModelConfig.omit` names is absent,
+    # and its activation with it.
     conv3: nn.Conv2d
     conv4: nn.Conv2d
     conv5: nn.Conv2d
+    act3: nn.Module
+    act4: nn.Module
+    act5: nn.Module
 
     def __init__(self, cfg: ModelConfig, plan: _Plan, index: int, lrn: Lrn) -> None:
         super().__init__()
         c, f, t = plan.channels, plan.features, plan.towers
+
+        def act() -> nn.Module:
+            return nn.ReLU() if cfg.activation == "relu" else nn.Tanh()
+
+        def norm() -> nn.Module:  # nothing, when the LRN ablation leaves it out
+            if not cfg.lrn:
+                return nn.Identity()
+            return LRN(
+                cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention, lrn
+            )
+
+        def pool() -> nn.Module:
+            return nn.MaxPool2d(cfg.pool_kernel, cfg.pool_stride)
+
         k1 = cfg.conv1_kernel
         self.conv1 = nn.Conv2d(3, c[0], k1, cfg.conv1_stride, cfg.conv1_padding)
+        self.act1, self.norm1, self.pool1 = act(), norm(), pool()
         self.conv2 = nn.Conv2d(c[0], c[1], 5, padding=2)
-        for name, ins, out, _ in plan.middle_layers():  # conv3 sees both towers' conv2 maps
+        self.act2, self.norm2, self.pool2 = act(), norm(), pool()
+        for name, ins, out, _ in plan.middle_layers():
             self.add_module(name, nn.Conv2d(ins, out, 3, padding=1))
-        self.middle = plan.middle
-        self.fc6 = nn.Linear(plan.fc6_inputs, f[0])  # both towers' pooled conv5
+            self.add_module(f"act{name[-1]}", act())
+        self.pool5 = pool()  # behind the last conv layer kept, conv5 unless it is omitted
+        self.fc6 = nn.Linear(plan.fc6_inputs, f[0])
+        self.act6, self.drop6 = act(), nn.Dropout(cfg.dropout)
         self.fc7 = nn.Linear(f[0] * t, f[1])
+        self.act7, self.drop7 = act(), nn.Dropout(cfg.dropout)
         self.fc8 = nn.Linear(f[1] * t, plan.classes[index])
-        self.act: Callable[[Tensor], Tensor] = F.relu if cfg.activation == "relu" else torch.tanh
-        self.cfg = cfg
-        self.lrn = lrn
-
-    def norm_pool(self, x: Tensor, own: slice | None = None) -> Tensor:
-        """After conv1 and conv2: LRN (unless ablated), then max-pooling. `own`: `x`
-        holds every tower's maps (`lrn_span = "all"`); normalise across them all and
-        keep this tower's."""
-        cfg = self.cfg
-        if cfg.lrn:
-            x = self.lrn(
-                x, cfg.lrn_size, cfg.lrn_alpha, cfg.lrn_beta, cfg.lrn_k, cfg.lrn_convention
-            )
-        if own is not None:
-            x = x[:, own]
-        return F.max_pool2d(x, cfg.pool_kernel, cfg.pool_stride)
-
-    def lower(self, image: Tensor) -> Tensor:
-        """conv1 and conv2, on this tower's maps only."""
-        x = self.norm_pool(self.act(self.conv1(image)))
-        return self.norm_pool(self.act(self.conv2(x)))
-
-    def upper(self, both: Tensor) -> Tensor:
-        """conv3 (both towers' maps), conv4 and conv5 (own), pooled and flattened."""
-        x = both
-        for name in self.middle:
-            x = self.act(getattr(self, name)(x))
-        x = F.max_pool2d(x, self.cfg.pool_kernel, self.cfg.pool_stride)
-        return torch.flatten(x, 1)
-
-    def hidden6(self, both: Tensor) -> Tensor:
-        return self.dropout(self.act(self.fc6(both)))
-
-    def hidden7(self, both: Tensor) -> Tensor:
-        return self.act(self.fc7(both))
-
-    def logits(self, both: Tensor) -> Tensor:
-        return self.fc8(both)
-
-    def dropout(self, x: Tensor) -> Tensor:
-        return F.dropout(x, self.cfg.dropout, self.training)
 
     @property
     def device(self) -> torch.device:
@@ -291,8 +279,8 @@ class AlexNet(nn.Module):
 
     def forward(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         """Logits (N, num_classes), tower 1's classes first, on the first device."""
-        h = self._share(self._each(Tower.dropout, self._fc7(x)))
-        return self._gather(self._each(Tower.logits, h))
+        h = [t.drop7(a) for t, a in self._each(self._fc7(x))]
+        return self._gather([t.fc8(a) for t, a in self._each(self._exchange(h))])  # both
 
     def features(self, x: Tensor | Sequence[Tensor]) -> Tensor:
         """fc7's activations (N, fc_features[1]), the last hidden layer (Figure 4)."""
@@ -303,43 +291,46 @@ class AlexNet(nn.Module):
         return torch.cat([t.conv1.weight.detach().cpu() for t in self.tower_list])
 
     def _fc7(self, x: Tensor | Sequence[Tensor]) -> list[Tensor]:
-        """Each tower's fc7 activations: the figure from the image up to fc7."""
+        """Figure 2 from the image up to fc7: each tower's activations, on its device.
+        Each layer's comment says what it sees: the image, its own tower's maps, or both
+        towers' (exchanged between the devices, `_exchange`)."""
         # the image to every tower, or one already on each tower's device
-        images = [send(x, d) for d in self.devices] if isinstance(x, Tensor) else list(x)
-        if self.cfg.lrn_span == "all" and len(self.towers) > 1:
-            h = self._lower_across(images)
-        else:
-            h = self._each(Tower.lower, images)
-        meet = self.cfg.omit != "conv3"  # without conv3 the towers meet first at fc6
-        h = self._each(Tower.upper, self._share(h) if meet else h)  # conv3 sees both towers
-        h = self._each(Tower.hidden6, self._share(h))  # so do fc6…fc8
-        return self._each(Tower.hidden7, self._share(h))
+        h = [send(x, d) for d in self.devices] if isinstance(x, Tensor) else list(x)
+        h = [t.act1(t.conv1(a)) for t, a in self._each(h)]  # the image
+        h = [t.pool1(a) for t, a in self._each(self._norm(h, 1))]
+        h = [t.act2(t.conv2(a)) for t, a in self._each(h)]  # own
+        h = [t.pool2(a) for t, a in self._each(self._norm(h, 2))]
+        if self.cfg.omit != "conv3":  # without conv3 the towers meet first at fc6
+            h = [t.act3(t.conv3(a)) for t, a in self._each(self._exchange(h))]  # both
+        if self.cfg.omit != "conv4":
+            h = [t.act4(t.conv4(a)) for t, a in self._each(h)]  # own
+        if self.cfg.omit != "conv5":
+            h = [t.act5(t.conv5(a)) for t, a in self._each(h)]  # own
+        h = [torch.flatten(t.pool5(a), 1) for t, a in self._each(h)]
+        h = [t.drop6(t.act6(t.fc6(a))) for t, a in self._each(self._exchange(h))]  # both
+        return [t.act7(t.fc7(a)) for t, a in self._each(self._exchange(h))]  # both
 
-    def _lower_across(self, images: list[Tensor]) -> list[Tensor]:
-        """conv1 and conv2 with each LRN window running across the towers' maps (Caffe's
-        bvlc_alexnet): every tower normalises all the maps and keeps its own channels."""
-        h = self._each(lambda t, x: t.act(t.conv1(x)), images)
-        h = self._norm_pool_across(h)
-        return self._norm_pool_across(self._each(lambda t, x: t.act(t.conv2(x)), h))
+    def _each(self, parts: list[Tensor]) -> Iterator[tuple[Tower, Tensor]]:
+        """Each tower with its own input (on its device)."""
+        return zip(self.tower_list, parts, strict=True)
 
-    def _norm_pool_across(self, parts: list[Tensor]) -> list[Tensor]:
-        starts = [0]
-        for p in parts:
-            starts.append(starts[-1] + p.shape[1])
-        return [
-            t.norm_pool(whole, slice(starts[i], starts[i + 1]))
-            for i, (t, whole) in enumerate(zip(self.tower_list, self._share(parts), strict=True))
-        ]
+    def _norm(self, parts: list[Tensor], layer: int) -> list[Tensor]:
+        """norm1 or norm2 of each tower: LRN over its own maps, as on the paper's GPUs, or
+        with `lrn_span = "all"` over both towers' (Caffe's bvlc_alexnet): each tower then
+        normalises all the maps and keeps its own channels."""
+        norms = [getattr(t, f"norm{layer}") for t in self.tower_list]
+        if self.cfg.lrn_span == "tower" or len(parts) == 1 or not self.cfg.lrn:
+            return [norm(a) for norm, a in zip(norms, parts, strict=True)]
+        ends = list(itertools.accumulate(a.shape[1] for a in parts))
+        owns = [slice(end - a.shape[1], end) for a, end in zip(parts, ends, strict=True)]
+        every = self._exchange(parts)
+        return [norm(a)[:, own] for norm, a, own in zip(norms, every, owns, strict=True)]
 
-    def _each(self, step: Callable[[Tower, Tensor], Tensor], inputs: list[Tensor]) -> list[Tensor]:
-        """`step` of every tower, each on its own input (and device)."""
-        return [step(t, x) for t, x in zip(self.tower_list, inputs, strict=True)]
-
-    def _share(self, parts: list[Tensor]) -> list[Tensor]:
-        """Every tower gets all towers' maps along the channel axis: the GPUs' exchange.
-        Every copy is issued before any concatenation, so that on two GPUs both
-        directions are in flight at once (a concatenation between them would queue the
-        second copy behind it)."""
+    def _exchange(self, parts: list[Tensor]) -> list[Tensor]:
+        """Every tower gets all towers' maps along the channel axis: the GPUs' exchange,
+        and the only place activations cross devices. Every copy is issued before any
+        concatenation, so that on two GPUs both directions are in flight at once (a
+        concatenation between them would queue the second copy behind it)."""
         if len(parts) == 1:
             return parts
         devices = list(dict.fromkeys(self.devices))
@@ -348,6 +339,7 @@ class AlexNet(nn.Module):
         return [joined[d] for d in self.devices]
 
     def _gather(self, parts: list[Tensor]) -> Tensor:
+        """The towers' outputs side by side, tower 1's first, on the first device."""
         first = self.devices[0]
         return torch.cat([send(p, first) for p in parts], 1) if len(parts) > 1 else parts[0]
 

@@ -34,8 +34,8 @@ class StepRead:
     step: int  # 0-based, in its epoch
     lr: float
     images: int  # this rank's
-    loss: float  # the all-rank mean
-    hits: int  # all ranks
+    loss: float = math.nan  # the all-rank mean, once read
+    hits: int = 0  # all ranks, once read
 
 
 class StepValues:
@@ -47,9 +47,9 @@ class StepValues:
     step while the GPU works: the values are copied into a pinned buffer behind an
     event instead and read one step late, just before the next step is queued. The
     host then runs ahead of the GPU by that step's backward pass and update. A NaN is
-    caught one update later; nothing is saved in between (the stage saves from
-    `after_step`, which sees only steps already read), so last.pt still holds the last
-    good state. `late` may be asked for on a CPU (the same bookkeeping, tested there).
+    caught one update later; nothing is saved in between (the trainer saves between
+    steps it has read, `loops.train_steps`), so last.pt still holds the last good
+    state. `late` may be asked for on a CPU (the same bookkeeping, tested there).
     """
 
     def __init__(self, device: torch.device, *, late: bool | None = None) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from alexcli.config import ModelConfig, TrainConfig
+from alexcli.config import TrainConfig
 from alexcli.core.nn.checkpoint import (
     FORMAT,
     Checkpoint,
@@ -22,15 +22,9 @@ from alexcli.core.nn.checkpoint import (
 )
 from alexcli.core.nn.model import build_model
 from alexcli.errors import FormatError, UserError
+from tests.tiny import TINY_MODEL
 
-MODEL = ModelConfig(
-    num_classes=3,
-    conv_channels=(4, 8, 8, 8, 8),
-    fc_features=(8, 8),
-    conv1_kernel=7,
-    conv1_stride=2,
-    crop=32,
-)
+MODEL = dataclasses.replace(TINY_MODEL, num_classes=3)
 CFG = TrainConfig(preset="small", model=MODEL, lr=0.05)
 
 
@@ -65,7 +59,7 @@ def test_round_trip_gives_back_config_data_and_the_same_network(tmp_path):
     assert [m["epoch"] for m in ck.metrics] == [1, 2]
     rebuilt = ck.build_model()
     assert not rebuilt.training
-    x = torch.randn(2, 3, 32, 32)
+    x = torch.randn(2, 3, MODEL.crop, MODEL.crop)
     torch.testing.assert_close(rebuilt(x), model(x), rtol=0, atol=0)
 
 

@@ -23,6 +23,7 @@ from alexcli.core.nn.inference import (
 )
 from alexcli.core.nn.lrn import local_response_norm
 from alexcli.core.nn.model import build_model
+from tests.tiny import TINY_MODEL
 
 
 def paper_lrn(a: np.ndarray, size: int, alpha: float, beta: float, k: float) -> np.ndarray:
@@ -108,17 +109,13 @@ def test_onednn_linear_shares_the_layers_weights_and_gives_its_values():
     assert y.grad is not None and layer.weight.grad is not None
 
 
+CROP = TINY_MODEL.crop
+
+
 def model_config(**changes) -> ModelConfig:
-    base = ModelConfig(
-        num_classes=7,
-        conv_channels=(8, 16, 16, 16, 16),
-        fc_features=(32, 32),
-        conv1_kernel=5,
-        conv1_stride=2,
-        conv1_padding=2,
-        crop=40,
-    )
-    return dataclasses.replace(base, **changes)
+    """The tiny network with the paper's init: on inputs ×50 its LRN's denominators
+    matter while its logits stay near 1, where 1e-5 is the rounding of float32 sums."""
+    return dataclasses.replace(TINY_MODEL, init="paper", **changes)
 
 
 @pytest.mark.parametrize(
@@ -140,7 +137,7 @@ def test_the_inference_network_gives_the_training_networks_logits(changes):
     fast = for_inference(build_model(cfg, lrn=inference_lrn))
     fast.load_state_dict(reference.state_dict())
     assert not fast.training
-    x = torch.randn(5, 3, 40, 40) * 50
+    x = torch.randn(5, 3, CROP, CROP) * 50
     with torch.no_grad():
         want = reference(x)
         got = fast(x.contiguous(memory_format=torch.channels_last))
@@ -156,7 +153,7 @@ def test_the_inference_network_still_trains():
     """`alexcli.load(...).model` is an nn.Module a user may fine-tune."""
     cfg = model_config()
     fast = for_inference(build_model(cfg, lrn=inference_lrn)).train()
-    F.cross_entropy(fast(torch.randn(2, 3, 40, 40)), torch.tensor([0, 1])).backward()
+    F.cross_entropy(fast(torch.randn(2, 3, CROP, CROP)), torch.tensor([0, 1])).backward()
     assert all(p.grad is not None for p in fast.parameters())
 
 
@@ -189,7 +186,7 @@ def test_the_thread_count_does_not_change_the_values():
     cfg = model_config()
     torch.manual_seed(2)
     net = for_inference(build_model(cfg, lrn=inference_lrn))
-    x = (torch.randn(6, 3, 40, 40) * 50).contiguous(memory_format=torch.channels_last)
+    x = (torch.randn(6, 3, CROP, CROP) * 50).contiguous(memory_format=torch.channels_last)
     before = torch.get_num_threads()
     outs = []
     try:

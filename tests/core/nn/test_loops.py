@@ -12,7 +12,7 @@ from torch import nn
 
 from alexcli.core.data.batches import Batch
 from alexcli.core.data.transforms import Normalizer
-from alexcli.core.nn.loops import EpochProgress, StepContext, Tally, train_epoch, validate
+from alexcli.core.nn.loops import EpochProgress, NetworkInput, Tally, train_steps, validate
 from alexcli.core.nn.optim import LrSchedule, make_optimizer
 from alexcli.errors import TrainingDiverged
 
@@ -172,24 +172,38 @@ def _batches(n_batches=3, n=8, crop=4, seed=0):
     ]
 
 
-def _ctx(model, lr=0.01):
-    norm = Normalizer.create(
+def _normalizer():
+    return Normalizer.create(
         np.full((4, 4, 3), 128.0), np.ones(3), np.eye(3), torch.device("cpu"), input_scale=1 / 64
     )
-    return StepContext(
-        model,
-        make_optimizer(model, lr, 0.9, 5e-4),
-        LrSchedule(lr, "step"),
-        norm,
-        torch.device("cpu"),
-    )
+
+
+def _steps(model, batches, totals, *, lr=0.01, epoch=0, optimizer=None, **kw):
+    """`train_steps` over `batches` as the trainer runs them: the lr of the "step"
+    schedule, an epoch of `len(batches)` steps."""
+    optimizer = optimizer or make_optimizer(model, lr, 0.9, 5e-4)
+    schedule, n = LrSchedule(lr, "step"), len(batches)
+
+    def lr_of(step):
+        return schedule.lr(epoch, step, n)
+
+    inputs = NetworkInput(_normalizer())
+    return train_steps(model, optimizer, inputs, batches, totals, epoch=epoch, lr=lr_of, **kw)
+
+
+def _train(model, batches, **kw):
+    """Every step of `_steps`; the epoch's totals."""
+    totals = EpochProgress()
+    for _ in _steps(model, batches, totals, **kw):
+        pass
+    return totals
 
 
 def test_validate_counts_every_image_once_as_numpy_does():
     torch.manual_seed(0)
     model = _Flat()
     batches = _batches()
-    counts = validate(model, batches, _ctx(model).normalize, torch.device("cpu"), num_classes=3)
+    counts = validate(model, batches, _normalizer(), torch.device("cpu"), num_classes=3)
     x = torch.cat([(b.images.float() - 128) / 64 for b in batches]).permute(0, 3, 1, 2)
     y = torch.cat([b.labels for b in batches])
     logits = model(x).detach().numpy()
@@ -203,56 +217,42 @@ def test_validate_counts_every_image_once_as_numpy_does():
 def test_an_epoch_lowers_the_loss_and_records_progress():
     torch.manual_seed(0)
     model = _Flat()
-    ctx = _ctx(model, lr=0.05)
     batches = _batches(n_batches=1) * 20
-    state = train_epoch(ctx, batches, epoch=0, steps_per_epoch=20, state=EpochProgress())
+    state = _train(model, batches, lr=0.05)
     assert state.step == 20 and state.images == 160 and state.seconds > 0
-    assert validate(
-        model, batches[:1], ctx.normalize, ctx.device, num_classes=3
-    ).loss < 0.5 * math.log(3)
+    cpu = torch.device("cpu")
+    assert validate(model, batches[:1], _normalizer(), cpu, num_classes=3).loss < 0.5 * math.log(3)
 
 
 def test_bf16_autocast_runs_on_the_cpu():
     torch.manual_seed(0)
     model = _Flat()
-    ctx = _ctx(model)
-    ctx.amp = "bf16"
-    state = train_epoch(ctx, _batches(), epoch=0, steps_per_epoch=3, state=EpochProgress())
+    state = _train(model, _batches(), amp="bf16")
     assert math.isfinite(state.loss)
 
 
 def test_a_non_finite_loss_stops_training_naming_epoch_and_step():
     torch.manual_seed(0)
     model = _Flat()
-    ctx = _ctx(model, lr=1e30)
     state = EpochProgress()
     with pytest.raises(TrainingDiverged, match=r"at epoch 3, step (\d)") as e:
-        train_epoch(ctx, _batches(n_batches=4), epoch=2, steps_per_epoch=4, state=state)
+        for _ in _steps(model, _batches(n_batches=4), state, lr=1e30, epoch=2):
+            pass
     assert "\n" not in str(e.value) and "--lr" in (e.value.hint or "")
     assert f"step {state.step + 1}" in str(e.value)  # the step that failed, none after it
 
 
 def _recorded_epoch(read_late, lr=0.05, n_batches=6):
-    """Weights, final state and what `after_step` saw, with the loss read at once or late."""
+    """Weights, final totals and what the loop saw after each step, with the loss read
+    at once or late."""
     torch.manual_seed(0)
     model = _Flat()
-    ctx = _ctx(model, lr=lr)
-    ctx.read_late = read_late
     seen = []
-
-    def after_step(s):  # what a checkpoint taken here would hold
-        seen.append((s.step, s.loss_sum, s.hits, s.images, model.fc.weight.detach().clone()))
-
     state = EpochProgress()
     try:
-        train_epoch(
-            ctx,
-            _batches(n_batches),
-            epoch=0,
-            steps_per_epoch=n_batches,
-            state=state,
-            after_step=after_step,
-        )
+        for _ in _steps(model, _batches(n_batches), state, lr=lr, read_late=read_late):
+            weights = model.fc.weight.detach().clone()  # what a checkpoint here would hold
+            seen.append((state.step, state.loss_sum, state.hits, state.images, weights))
     except TrainingDiverged as e:
         return state, seen, e
     return state, seen, None
@@ -260,8 +260,8 @@ def _recorded_epoch(read_late, lr=0.05, n_batches=6):
 
 def test_a_loss_read_a_step_late_counts_and_saves_as_one_read_at_once():
     """CUDA reads each step's loss one step late (no host sync per step): the epoch's
-    totals, and what every `after_step` (a checkpoint) sees — its step count, sums and
-    the weights — are those of reading at once."""
+    totals, and what the loop sees after every step (what a checkpoint would hold) — its
+    step count, sums and the weights — are those of reading at once."""
     now, seen_now, _ = _recorded_epoch(read_late=False)
     late, seen_late, _ = _recorded_epoch(read_late=True)
     assert late.state_dict() | {"seconds": 0} == now.state_dict() | {"seconds": 0}
@@ -288,7 +288,7 @@ def test_weights_an_epochs_last_step_broke_stop_the_run_at_validation():
     with torch.no_grad():
         next(model.parameters()).fill_(math.nan)
     with pytest.raises(TrainingDiverged, match="the validation loss became nan") as e:
-        validate(model, _batches(), _ctx(model).normalize, torch.device("cpu"), num_classes=3)
+        validate(model, _batches(), _normalizer(), torch.device("cpu"), num_classes=3)
     assert "last good state" in (e.value.hint or "")
 
 
@@ -320,18 +320,17 @@ def test_the_optimizer_a_gradscaler_drives_skips_steps_as_plain_sgd(monkeypatch,
     for ours in (True, False):
         torch.manual_seed(0)
         model = _Flat()
-        ctx = _ctx(model)
-        ctx.optimizer = (
+        optimizer = (
             make_optimizer(model, 0.01, 0.9, 5e-4, scaled=True)
             if ours
             else torch.optim.SGD(model.parameters(), 0.01, momentum=0.9, weight_decay=5e-4)
         )
-        assert not ctx.optimizer.defaults["fused"]
-        ctx.scaler = torch.amp.GradScaler("cpu")  # 2^16, halved at each skipped step
+        assert not optimizer.defaults["fused"]
+        scaler = torch.amp.GradScaler("cpu")  # 2^16, halved at each skipped step
         steps.clear()
         model.fc.weight.register_hook(overflow_first)
-        train_epoch(ctx, _batches(n_batches=3), epoch=0, steps_per_epoch=3, state=EpochProgress())
-        assert ctx.scaler.get_scale() == 2.0**15  # the first step was skipped, the rest not
+        _train(model, _batches(n_batches=3), optimizer=optimizer, scaler=scaler)
+        assert scaler.get_scale() == 2.0**15  # the first step was skipped, the rest not
         weights.append(model.fc.weight.detach().clone())
     assert weights[0].isfinite().all()
     torch.testing.assert_close(weights[0], weights[1])
@@ -339,7 +338,7 @@ def test_the_optimizer_a_gradscaler_drives_skips_steps_as_plain_sgd(monkeypatch,
 
 _RANK = """
 import datetime, math, sys, torch, torch.distributed as dist
-from tests.core.nn.test_loops import _Flat, _batches, _ctx
+from tests.core.nn.test_loops import _Flat, _batches, _normalizer
 from alexcli.core.nn.loops import validate
 rank = int(sys.argv[1])
 dist.init_process_group("gloo", init_method=sys.argv[2], rank=rank, world_size=2,
@@ -350,7 +349,7 @@ if rank == 1:  # only this rank's images overflow (fp16 logits, say)
     with torch.no_grad():
         next(model.parameters())[0].fill_(math.inf)
 try:
-    validate(model, _batches(), _ctx(model).normalize, torch.device("cpu"), num_classes=3)
+    validate(model, _batches(), _normalizer(), torch.device("cpu"), num_classes=3)
     print("validated")
 except Exception as e:
     print(type(e).__name__, e)

@@ -4,6 +4,7 @@ an independent grouped-convolution evaluation, and a direct numpy LRN."""
 from __future__ import annotations
 
 import dataclasses
+import re
 
 import numpy as np
 import pytest
@@ -20,17 +21,10 @@ from alexcli.core.nn.model import (
     layer_table,
 )
 from alexcli.errors import ConfigError, DeviceError
+from tests.tiny import TINY_MODEL
 
 PAPER = ModelConfig()
-# A miniature with every structural feature, for the tests that run the network.
-TINY = ModelConfig(
-    num_classes=7,
-    conv_channels=(8, 16, 24, 24, 16),
-    fc_features=(32, 32),
-    conv1_kernel=5,
-    conv1_stride=2,
-    crop=48,
-)
+TINY = TINY_MODEL  # every structural feature, for the tests that run the network
 TINY_CROP = TINY.crop
 CPU = torch.device("cpu")
 
@@ -264,7 +258,7 @@ def test_features_are_fc7_after_relu_and_fc8_reads_them():
 def test_conv1_weight_puts_tower_1_first():
     model = tiny()
     w = model.conv1_weight()
-    assert w.shape == (8, 3, 5, 5) and not w.requires_grad
+    assert w.shape == (8, 3, 11, 11) and not w.requires_grad
     torch.testing.assert_close(w[:4], model.tower_list[0].conv1.weight.detach())
     torch.testing.assert_close(w[4:], model.tower_list[1].conv1.weight.detach())
 
@@ -421,7 +415,7 @@ def test_one_tower_is_the_ungrouped_network():
     rows = layer_table(cfg)
     assert [r.output_shape for r in rows][:2] == [(96, 55, 55), (256, 27, 27)]
     model = tiny(towers=1)
-    assert len(model.tower_list) == 1 and model.conv1_weight().shape == (8, 3, 5, 5)
+    assert len(model.tower_list) == 1 and model.conv1_weight().shape == (8, 3, 11, 11)
     assert model(torch.randn(2, 3, TINY_CROP, TINY_CROP)).shape == (2, 7)
     with pytest.raises(DeviceError, match="1 tower"):
         model.place([CPU, CPU])
@@ -432,12 +426,13 @@ def test_no_lrn_skips_the_normalisation():
     assert n_params(model) == n_params(plain)
     x = torch.randn(2, 3, TINY_CROP, TINY_CROP) * 100
     with torch.no_grad():
+        seen = record_outputs(plain, x)
         tower = plain.tower_list[0]
-        block = tower.lower(x)
         expected = F.max_pool2d(F.relu(tower.conv1(x)), 3, 2)
-        expected = F.max_pool2d(F.relu(tower.conv2(expected)), 3, 2)
-        torch.testing.assert_close(block, expected)
+        expected = F.relu(tower.conv2(expected))  # conv2 sees pool1's maps, not normalised
+        torch.testing.assert_close(F.relu(seen[("conv2", 1)]), expected)
         assert not torch.allclose(model(x), plain(x))
+    assert "LRN" not in str(plain) and str(model).count("LRN(") == 4
     assert "LRN" not in layer_table(plain.cfg)[0].then
 
 
@@ -467,7 +462,7 @@ def test_activation_switch(activation):
     model = tiny(init="torch", activation=activation)
     seen = record_outputs(model, torch.randn(2, 3, TINY_CROP, TINY_CROP))
     with torch.no_grad():
-        a = model.tower_list[0].act(seen[("conv3", 1)])  # what conv4 receives
+        a = model.tower_list[0].act3(seen[("conv3", 1)])  # what conv4 receives
     if activation == "relu":
         assert (a >= 0).all()
     else:
@@ -536,6 +531,29 @@ def test_every_conv_is_named_like_the_paper():
     assert names == set(LAYERS) and set(CONVS) < names
 
 
+FIGURE_2 = [  # Figure 2 from the image up
+    *("conv1", "act1", "norm1", "pool1"),
+    *("conv2", "act2", "norm2", "pool2"),
+    *("conv3", "act3", "conv4", "act4", "conv5", "act5", "pool5"),
+    *("fc6", "act6", "drop6", "fc7", "act7", "drop7", "fc8"),
+]
+
+
+def test_print_shows_figure_2_layer_by_layer(paper_model):
+    """`print(model)` lists a tower's layers in the order the data flows through them,
+    the ReLU, LRN, pooling and dropout included, under Caffe's bvlc_alexnet names."""
+    text = str(paper_model)
+    names = re.findall(r"\((\w+)\): ", text)
+    assert names[names.index("conv1") :] == FIGURE_2
+    assert "(0-1): 2 x Tower(" in text  # the two towers alike
+    assert "Conv2d(256, 192" in text  # conv3 takes both towers' 128 conv2 maps
+    assert "LRN(5, alpha=0.0001, beta=0.75, k=2.0, convention='paper'" in text
+    assert "MaxPool2d(kernel_size=3, stride=2" in text and "Dropout(p=0.5" in text
+    without_conv4 = re.findall(r"\((\w+)\): ", str(tiny(omit="conv4")))
+    assert "conv4" not in without_conv4 and "act4" not in without_conv4
+    assert [n for n in FIGURE_2 if n.startswith(("conv", "fc"))] == list(LAYERS)
+
+
 # --------------------------------------------------------------------------- two devices
 
 
@@ -573,25 +591,24 @@ def _watched(monkeypatch):
 
 def _two_device_step(monkeypatch, elsewhere):
     from alexcli.bench.step import flat_normalizer, made_up_batch
-    from alexcli.core.nn.loops import EpochProgress, StepContext, train_epoch
-    from alexcli.core.nn.optim import LrSchedule, make_optimizer
+    from alexcli.core.nn.loops import EpochProgress, NetworkInput, train_steps
+    from alexcli.core.nn.optim import make_optimizer
 
     torch.manual_seed(0)
     net = _TwoDevices(dataclasses.replace(TINY, dropout=0.0))
     size = TINY_CROP + 8
     norms = {d: flat_normalizer(size, d, 1 / 64) for d in net.devices}
-    ctx = StepContext(
-        net,
-        make_optimizer(net, 0.01, 0.9, 5e-4),
-        LrSchedule(0.01),
+    inputs = NetworkInput(
         norms[CPU],
-        CPU,
-        tower_devices=tuple(net.devices),
+        towers=tuple(net.devices),
         elsewhere={d: n for d, n in norms.items() if d != CPU} if elsewhere else {},
     )
     batch = made_up_batch(4, TINY_CROP, size, TINY.num_classes)
+    optimizer = make_optimizer(net, 0.01, 0.9, 5e-4)
     log = _watched(monkeypatch)
-    state = train_epoch(ctx, [batch], epoch=0, steps_per_epoch=1, state=EpochProgress())
+    state = EpochProgress()
+    for _ in train_steps(net, optimizer, inputs, [batch], state, epoch=0, lr=lambda _: 0.01):
+        pass
     monkeypatch.undo()
     return log, state, net.state_dict()
 

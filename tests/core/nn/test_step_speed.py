@@ -11,20 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alexcli.config import ModelConfig, TrainConfig
+from alexcli.config import TrainConfig
 from alexcli.core.machine import keep_freed_memory
 from alexcli.core.nn.lrn import local_response_norm, torch_lrn
 from alexcli.core.nn.model import build_model
 from alexcli.core.nn.optim import make_optimizer
+from tests.tiny import TINY_MODEL
 
-TINY = ModelConfig(
-    num_classes=7,
-    conv_channels=(8, 16, 24, 24, 16),
-    fc_features=(32, 32),
-    conv1_kernel=5,
-    conv1_stride=2,
-    crop=48,
-)
+TINY = TINY_MODEL
 CROP = TINY.crop
 
 
