@@ -13,6 +13,7 @@ import pytest
 
 from alexcli.bench.scale import (
     CLASSES,
+    PLAN_BYTES,
     ScaleReport,
     StageRun,
     Usage,
@@ -92,6 +93,18 @@ def test_the_report_passes_only_when_every_ratio_and_growth_holds():
     assert not leaky.passed()
     failed = ScaleReport([*runs[:3], _run("train", 1.0, 10_000, 90.0, 400 << 20, ok=False)])
     assert not failed.passed() and failed.to_json()["passed"] is False
+
+
+def test_prepare_may_grow_by_its_plan_and_no_more():
+    """prepare's process holds a plan of every image: judged by the bytes it gains per
+    image added (< PLAN_BYTES), not by the 2× of the stages that hold nothing per image."""
+    small = _run("prepare (archives)", 0.01, 13_000, 3.0, 45 << 20)
+    planned = ScaleReport([small, _run("prepare (archives)", 1.0, 1_331_000, 250.0, 312 << 20)])
+    assert planned.growth("prepare (archives)") > 2
+    assert planned.bytes_per_image("prepare (archives)") == pytest.approx((267 << 20) / 1_318_000)
+    assert planned.passed()
+    objects = ScaleReport([small, _run("prepare (archives)", 1.0, 1_331_000, 250.0, 863 << 20)])
+    assert objects.bytes_per_image("prepare (archives)") > PLAN_BYTES and not objects.passed()
 
 
 def test_bench_scale_refuses_fractions_that_are_not_fractions(cli, tmp_path):
