@@ -133,13 +133,14 @@ def _no_nan(name: str) -> None:
 
 
 # TINY's network counted by hand (4 classes, crop 64: conv maps 15 → 7 → 3 → 1): conv1
-# 3→8 11×11; conv2 8→16 5×5 in two groups; conv3 16→16 3×3 across the towers; conv4 and
-# conv5 16→16 in two groups; fc6 16→32, fc7 32→32, fc8 32→4.
+# 3→8 11×11; conv2 8→16 5×5 in two groups; conv3 16→24 3×3 across the towers; conv4
+# 24→24 and conv5 24→16 in two groups; fc6 16→32, fc7 32→32, fc8 32→4.
 TINY_PARAMETERS = (
     (8 * 3 * 121 + 8)
     + (16 * 4 * 25 + 16)
-    + (16 * 16 * 9 + 16)
-    + 2 * (16 * 8 * 9 + 16)
+    + (24 * 16 * 9 + 24)
+    + (24 * 12 * 9 + 24)
+    + (16 * 12 * 9 + 16)
     + (16 * 32 + 32)
     + (32 * 32 + 32)
     + (32 * 4 + 4)
@@ -164,7 +165,7 @@ def test_a_tiny_study_reports_its_claims_then_is_up_to_date(cli, data, tmp_path)
     assert row["size"] in ("consistent", "smaller", "larger", "not resolved")
     assert 0 <= row["p_value"] <= row["p_holm"] <= 1 and row["family"] == 1
     assert row["parameters"] == {"baseline": TINY_PARAMETERS, "no-lrn": TINY_PARAMETERS}
-    assert saved["study"]["networks"]["baseline"]["parameters"] == 10_916 == TINY_PARAMETERS
+    assert saved["study"]["networks"]["baseline"]["parameters"] == 14_100 == TINY_PARAMETERS
     lrn = row["measures"][0]
     assert lrn["paper_size"] == {
         "value": pytest.approx(0.014 / 0.375),
@@ -180,7 +181,10 @@ def test_a_tiny_study_reports_its_claims_then_is_up_to_date(cli, data, tmp_path)
         assert ("lrn_load" in measures) == (variant == "baseline")  # the LRN's load
     # claims.md leads with the paper's kind of table, then the verdicts in two words
     assert md.index("## The networks") < md.index("## Verdicts") < md.index("## Per seed")
-    assert "| no-lrn | no LRN after conv1, conv2 | 10,916 |" in md and "| +1.4 / +1.2 |" in md
+    assert (
+        f"| no-lrn | no LRN after conv1, conv2 | {TINY_PARAMETERS:,} |" in md
+        and "| +1.4 / +1.2 |" in md
+    )
     assert f"direction {row['direction']}" in md and f"size {row['size']}" in md
     assert md.count("reproduced") == md.count("direction reproduced")  # never bare
     assert any("α·Σa²/k" in flag for flag in row["flags"])
