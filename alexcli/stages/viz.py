@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from alexcli.core.atomic import check_writable
-from alexcli.core.figures.curves import Epoch, LrDrop, epochs_of, lr_drops, plot, write_figure
+from alexcli.core.figures.canvas import write_figure
+from alexcli.core.figures.curves import Epoch, LrDrop, epochs_of, lr_drops, plot
 from alexcli.core.figures.kernel_grid import Normalize, colour_fraction, kernel_grid
 from alexcli.core.figures.png import write_png
 from alexcli.core.progress import SILENT, Progress

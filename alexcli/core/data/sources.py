@@ -15,7 +15,8 @@ These layouts are recognised by themselves:
 - **Image folder**: `train/<class>/`, `val/<class>/`, any class names.
 - **ILSVRC-2012 as downloaded**: its train and val tars beside the devkit tar.gz or
   Kaggle's label files, read in place (core/data/archives.py), every file listed under
-  the path extraction would give it, so the two sources give the same shards.
+  the path extraction would give it (core/data/archive_source.py), so the two sources
+  give the same shards.
 
 The classes are the training folders (or per-class tars); which of them, and which of
 their files, a run takes is core/data/subsets.py's business. Files are listed, not
@@ -27,15 +28,14 @@ from __future__ import annotations
 import hashlib
 import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
-from alexcli.core.data import archives
-from alexcli.core.data.archives import Archives, printable
+from alexcli.core.data import archive_source, archives
+from alexcli.core.data.archives import printable
 from alexcli.core.data.labels import (
     DEVKIT_DIRS,
     DEVKIT_META,
-    KAGGLE_CSV,
     SYNSET_MAPPING,
     TINY_ANNOTATIONS,
     TINY_WORDS,
@@ -44,10 +44,10 @@ from alexcli.core.data.labels import (
     first_file,
     no_labels_error,
     read_devkit_meta,
-    read_kaggle_labels,
     read_synset_mapping,
     read_tiny_labels,
 )
+from alexcli.core.data.listing import Source, SourceFile
 from alexcli.core.progress import emit
 from alexcli.errors import UserError
 
@@ -62,49 +62,6 @@ _LAYOUT_HINT = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class SourceFile:
-    """One listed file: its path relative to SOURCE (posix), size and mtime; and, for a file
-    inside an archive, which archive and where its bytes start (core/data/archives.py).
-    A file whose name is not UTF-8 is listed under the name with its bytes escaped
-    (`caf\\xe9.jpg`) and read through its real one: `at` is (that real path, 0)."""
-
-    path: str
-    size: int
-    mtime_ns: int
-    at: tuple[str, int] | None = None  # (archive file in SOURCE, offset of the bytes)
-
-
-@dataclass(frozen=True)
-class Source:
-    """A detected source tree: its layout, classes, and how validation is labelled."""
-
-    root: Path
-    layout: str  # "ilsvrc2012-{folders,kaggle,devkit,none}", "tiny-imagenet", "image-folder"
-    base: str  # the folder holding train/ and val/, relative to root ("" mostly)
-    classes: tuple[str, ...]  # every training folder, sorted
-    words: dict[str, str]
-    val_form: str  # "folders", "kaggle", "devkit", "tiny" or "none"
-    val_labels: dict[str, str]  # flat val: file stem → class name
-    label_files: tuple[SourceFile, ...]  # metadata files read; they enter the fingerprint
-    archives: Archives | None = None  # ILSVRC-2012 as downloaded, read in place
-    problems: list[dict[str, str]] = field(default_factory=list)  # folder links not followed
-
-    def dir(self, split: str) -> Path:
-        return self.root / self.base / split
-
-    def classless_val_labels(self) -> dict[str, int]:
-        """Classes the flat validation labels name that have no training folder, with how
-        many images each: a per-class tar not extracted, mostly. Their images are not
-        listed (they could never be predicted)."""
-        known = set(self.classes)
-        counts: dict[str, int] = {}
-        for cls in self.val_labels.values():
-            if cls not in known:
-                counts[cls] = counts.get(cls, 0) + 1
-        return counts
-
-
 # --------------------------------------------------------------------------- detection
 
 
@@ -115,7 +72,7 @@ def find_source(root: Path) -> Source:
         what = "not a directory" if root.exists() else "no such directory"
         raise UserError(f"{root}: {what}", hint=_LAYOUT_HINT)
     if archives.is_archive_folder(root):
-        return _archive_source(root)
+        return archive_source.find_source(root)
     base = next((b for b in _BASES if _class_dirs(root / b / "train")), None)
     if base is None:
         raise UserError(f"{root}: unknown layout, no train/<class>/ folders", hint=_LAYOUT_HINT)
@@ -160,7 +117,7 @@ def find_source(root: Path) -> Source:
     if val_form == "tiny":
         layout = "tiny-imagenet"
     words = {c: words.get(c) or c for c in classes}
-    label_files = tuple(_stat(root, p) for p in dict.fromkeys(used))
+    label_files = tuple(SourceFile.of(root, p) for p in dict.fromkeys(used))
     return Source(root, layout, base, classes, words, val_form, val_labels, label_files)
 
 
@@ -211,7 +168,7 @@ def iter_split(
     `(None, files)` for the flat validation files no label names, where there are any,
     then `(class, files)` in the order of `classes`."""
     if src.archives is not None:
-        yield from _iter_archives(src, src.archives, split, classes)
+        yield from archive_source.iter_split(src, src.archives, split, classes)
         return
     top = src.dir(split)
     if split == "val" and src.val_form in ("kaggle", "devkit", "tiny"):
@@ -372,75 +329,3 @@ def _has_files(path: Path) -> bool:
 def _identity(folder: Path) -> tuple[int, int]:
     st = folder.stat()
     return st.st_dev, st.st_ino
-
-
-def _stat(root: Path, path: Path) -> SourceFile:
-    st = path.stat()
-    return SourceFile(path.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns)
-
-
-# --------------------------------------------------------------------------- archives
-
-
-def _archive_source(root: Path) -> Source:
-    """ILSVRC-2012's archives as a Source whose files, paths and label files are those of
-    the tree their extraction gives (train/<wnid>/, val/ flat, the devkit's data/)."""
-    index = archives.open_archives(root)
-    classes = tuple(sorted(index.inner))
-    used: list[SourceFile] = []
-    words: dict[str, str] = {}
-    mapping = root / SYNSET_MAPPING
-    if mapping.is_file():
-        words = read_synset_mapping(mapping)
-        used.append(_stat(root, mapping))
-    val_form, val_labels = "none", dict[str, str]()
-    kaggle = root / KAGGLE_CSV
-    if index.val and kaggle.is_file():
-        val_form, val_labels = "kaggle", read_kaggle_labels(kaggle)
-        if not val_labels:
-            raise no_labels_error(kaggle, root / archives.VAL_TAR)
-        used.append(_stat(root, kaggle))
-    elif (root / archives.DEVKIT_TAR).is_file():
-        val_labels, meta_words, read = archives.devkit_labels(root, bool(index.val), not words)
-        val_form = "devkit" if index.val else "none"
-        words = words or meta_words
-        used += [SourceFile(*r) for r in read]
-    elif index.val:
-        raise UserError(
-            f"{root / archives.VAL_TAR}: no labels for its images",
-            hint=f"put {archives.DEVKIT_TAR} or {KAGGLE_CSV} beside it",
-        )
-    words = {c: words.get(c) or c for c in classes}
-    layout = f"ilsvrc2012-{val_form}"
-    return Source(
-        root, layout, "", classes, words, val_form, val_labels, tuple(dict.fromkeys(used)), index
-    )
-
-
-def _iter_archives(
-    src: Source, index: Archives, split: str, classes: Sequence[str]
-) -> Iterator[tuple[str | None, list[SourceFile]]]:
-    """`iter_split` for archives: the chosen classes' inner tars, or the val tar."""
-
-    def listed(m: archives.Member) -> SourceFile:
-        return SourceFile(m.rel, m.size, m.mtime_ns, (m.archive, m.offset))
-
-    if split == "train":
-        for cls in classes:
-            yield cls, sorted((listed(m) for m in index.class_members(cls)), key=_path)
-    elif src.val_form != "none":
-        by_class: dict[str, list[SourceFile]] = {c: [] for c in classes}
-        unlabelled: list[SourceFile] = []
-        for m in sorted(index.val, key=lambda m: m.rel):
-            label = src.val_labels.get(Path(m.rel).stem)
-            if label is None:
-                unlabelled.append(listed(m))
-            elif label in by_class:
-                by_class[label].append(listed(m))
-        if unlabelled:
-            yield None, unlabelled
-        yield from by_class.items()
-
-
-def _path(f: SourceFile) -> str:
-    return f.path

@@ -1,5 +1,5 @@
-"""The ablation study's two figures (docs/ablations.md), drawn with the learning curves'
-primitives and back ends (core/figures/curves.py: PNG through PIL, hand-written SVG).
+"""The ablation study's two figures (docs/ablations.md), laid out on the figures' canvas
+(core/figures/canvas.py: the primitives, PNG through PIL, hand-written SVG).
 
 - `figure1`: the paper's Figure 1 on the user's data: training error against epochs
   for ReLU (solid) and tanh (dashed) units, one thin line per seed and their mean
@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from alexcli.core.figures.curves import (
+from alexcli.core.figures.canvas import (
     AXIS_COLOUR,
     GRID_COLOUR,
     Figure,

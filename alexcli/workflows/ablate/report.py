@@ -29,8 +29,8 @@ def write_report(
     """claims.json, claims.md, figure1.{png,svg} (when the relu claim ran) and
     effects.{png,svg} under `out_dir` from `rows` (`claims.assess`) and the plain
     `measured` (`claims.measurements`); returns them by name."""
+    from alexcli.core.figures.canvas import write_figure
     from alexcli.core.figures.claims import figure1
-    from alexcli.core.figures.curves import write_figure
 
     files = {"json": out_dir / "claims.json", "markdown": out_dir / "claims.md"}
     data = {"study": study, "claims": rows, "measurements": list(measured)}

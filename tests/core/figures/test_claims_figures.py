@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from alexcli.core.figures.canvas import to_svg
 from alexcli.core.figures.claims import GREY, RELU, TANH, Effect, effects, figure1
-from alexcli.core.figures.curves import to_svg
 
 
 def test_an_effect_is_a_dot_at_its_mean_between_its_interval_ends():
