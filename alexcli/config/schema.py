@@ -182,6 +182,9 @@ class TrainConfig(Checked):
     plateau_patience: int = bounded(5, at_least=0)
     lr_steps: tuple[float, ...] = (30, 60, 80)
     warmup_epochs: float = bounded(0.0, at_least=0)
+    # Each step's gradients scaled down to this global L2 norm where above it (None: never,
+    # as the paper). docs/presets.md: what it does to `small` over batches and lrs.
+    clip_grad_norm: float | None = bounded(None, at_least=0)
     flip: bool = True
     # Random crops anywhere in the image (the paper); False: the centre crop every time
     # (the "crops and reflections" ablation, with flip=False).
