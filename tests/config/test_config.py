@@ -201,20 +201,22 @@ def test_a_batch_other_than_the_presets_scales_the_lr_linearly_and_warms_a_rise(
 
 @pytest.mark.parametrize(
     "how",
-    [{"lr": 0.02}, {"sets": ["lr=0.02"]}, {"sets": ["lr_scaling=none"]}],
+    [{"lr": 0.01}, {"sets": ["lr=0.01"]}, {"sets": ["lr_scaling=none"]}],
     ids=["--lr", "--set lr", "lr_scaling=none"],
 )
 def test_an_lr_given_or_the_rule_off_keeps_the_lr(how):
     cfg = train_config(preset_name="small", batch_size=128, **how)
-    assert cfg.lr == how.get("lr", 0.02 if "lr=0.02" in how.get("sets", []) else 0.005)
+    given = 0.01 if "lr=0.01" in how.get("sets", []) else PRESETS["small"].lr
+    assert cfg.lr == how.get("lr", given)
     assert cfg.lr_scaled_from is None and cfg.warmup_epochs == 0
 
 
 def test_a_warmup_given_is_kept_and_the_rule_is_recorded():
     cfg = train_config(preset_name="small", batch_size=128, sets=["warmup_epochs=0.5"])
-    assert cfg.lr == pytest.approx(0.02) and cfg.warmup_epochs == 0.5
+    small = PRESETS["small"]
+    assert cfg.lr == pytest.approx(4 * small.lr) and cfg.warmup_epochs == 0.5
     saved = to_dict(cfg)
-    assert saved["lr_scaled_from"] == [0.005, 32] and saved["lr_scaling"] == "linear"
+    assert saved["lr_scaled_from"] == [small.lr, 32] and saved["lr_scaling"] == "linear"
     assert from_dict(TrainConfig, saved) == cfg
     assert "lr_scaled_from" not in fingerprint_view(cfg)  # the resolved lr is
 
@@ -248,5 +250,5 @@ def test_a_resumed_run_scales_from_where_its_own_lr_came_from():
 def test_a_recipe_follows_the_rule_too(tmp_path):
     f = tmp_path / "r.toml"
     f.write_text('source = "/x"\n[train]\npreset = "small"\nbatch_size = 64\n')
-    assert load_recipe(f).train.lr == pytest.approx(0.01)
+    assert load_recipe(f).train.lr == pytest.approx(2 * PRESETS["small"].lr)
     assert load_recipe(f, ["train.lr=0.003"]).train.lr == 0.003

@@ -149,6 +149,7 @@ def train_steps(
     scaler: torch.amp.GradScaler | None = None,
     world: int = 1,
     read_late: bool | None = None,
+    clip_grad_norm: float | None = None,
 ) -> Iterator[StepRead]:
     """SGD steps on `batches` (the rest of epoch `epoch` after `totals.step` steps), step
     i at `lr(i)`. Yields each step's numbers once they are read and counted into
@@ -173,7 +174,7 @@ def train_steps(
         loss, value = forward_loss(model, x, target, amp=amp, world=world)
         values.put(step, value)
         read = None if values.late else values.read()  # raises on a NaN: no update
-        sgd_update(optimizer, loss, step.lr, scaler)
+        sgd_update(optimizer, loss, step.lr, scaler, clip_grad_norm)
         if read is not None:
             yield _counted(read, totals, world)
     if values.pending:
@@ -202,17 +203,32 @@ def sgd_update(
     loss: Tensor,
     lr: float,
     scaler: torch.amp.GradScaler | None = None,
+    clip_grad_norm: float | None = None,
 ) -> None:
-    """Backward through `loss` and one SGD step at `lr` (by the GradScaler under fp16)."""
+    """Backward through `loss` and one SGD step at `lr` (by the GradScaler under fp16),
+    the gradients first scaled down to a global L2 norm of `clip_grad_norm` where above
+    it (torch's `clip_grad_norm_` over every parameter the optimizer holds: under DDP
+    after the all-reduce, so every rank clips alike; under fp16 after unscaling, so the
+    norm is the true one)."""
     set_lr(optimizer, lr)
     optimizer.zero_grad(set_to_none=True)
     if scaler is not None:
         scaler.scale(loss).backward()
+        if clip_grad_norm is not None:
+            scaler.unscale_(optimizer)
+            clip(optimizer, clip_grad_norm)
         scaler.step(optimizer)
         scaler.update()
     else:
         loss.backward()
+        if clip_grad_norm is not None:
+            clip(optimizer, clip_grad_norm)
         optimizer.step()
+
+
+def clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
 def _timed(batches: Iterable[Batch], totals: EpochProgress) -> Iterator[Batch]:

@@ -168,6 +168,7 @@ class Trainer:
             amp=cfg.amp,
             scaler=state.scaler,
             world=self.dist.world,
+            clip_grad_norm=cfg.clip_grad_norm,
         )
         for read in reads:  # the weights hold exactly `totals.step` updates here
             done = epoch * steps + totals.step

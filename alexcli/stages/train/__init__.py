@@ -272,6 +272,7 @@ LATER_KEYS = (
     ("model", "lrn_span", "tower"),
     ("model", "omit", "none"),
     ("", "random_crop", True),
+    ("", "clip_grad_norm", None),
 )
 
 

@@ -362,11 +362,14 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
     from alexcli.stages.train import STAGE, VERSION, fingerprint_params
 
     # 0.1's `small` wrote its milestones as epochs (the same run, so the same
-    # fingerprint) and had fc6/fc7 of 256 units (another network since)
+    # fingerprint), had fc6/fc7 of 256 units (another network since) and trained at lr
+    # 0.005 unclipped (another recipe since)
     cfg = PRESETS[name]
     if name == "small":
         model = dataclasses.replace(cfg.model, fc_features=(256, 256))
-        cfg = dataclasses.replace(cfg, lr_steps=(20, 26), model=model)
+        cfg = dataclasses.replace(
+            cfg, lr_steps=(20, 26), model=model, lr=0.005, clip_grad_norm=None
+        )
     params = fingerprint_params(cfg)
     got = stage_fingerprint(STAGE, VERSION, params, {"prepare": "a", "stats": "b"})
     assert got == fingerprint
@@ -403,13 +406,12 @@ def test_a_short_small_run_drops_its_lr_once_an_epoch_and_says_so(cli, data, tmp
     run = tmp_path / "run"
     r = cli("train", data, run, "--preset", "small", "--epochs", epochs, *_args())
     assert r.code == 0, r.err
-    lr = 0.0025
+    lr = 0.01
     assert (
-        "batch 16, lr 0.0025: the linear rule (Goyal et al. 2017) from lr 0.005 at batch 32"
-        in r.err
+        "batch 16, lr 0.01: the linear rule (Goyal et al. 2017) from lr 0.02 at batch 32" in r.err
     )
     config = json.loads((run / "config.json").read_text())
-    assert config["lr"] == lr and config["lr_scaled_from"] == [0.005, 32]
+    assert config["lr"] == lr and config["lr_scaled_from"] == [0.02, 32]
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
     want = [lr / 10 ** sum(e >= m for m in low) for e in range(epochs)]
     assert [m["lr"] for m in lines] == pytest.approx(want)
@@ -428,7 +430,7 @@ def test_a_batch_per_device_and_a_warm_up_are_said_and_recorded(cli, data, tmp_p
         "train", data, run, "--preset", "small", "--epochs", "2", *sets, "--batch-per-device", "48"
     )
     assert r.code == 0, r.err
-    assert "batch 48 (48 per device × 1), lr 0.0075: the linear rule" in r.err
+    assert "batch 48 (48 per device × 1), lr 0.03: the linear rule" in r.err
     assert "warmed up over 1.5 epochs" in r.err
     config = json.loads((run / "config.json").read_text())
     assert (config["batch_size"], config["batch_per_device"]) == (48, 48)
