@@ -372,6 +372,7 @@ def _step_rates(
             setup=setup,
             lr=cfg.lr,
             input_scale=cfg.input_scale,
+            clip_grad_norm=cfg.clip_grad_norm,
         )
         rates[name] = runner.rate(plan.seconds).per_s
         if name == f"tuned_{plan.precision}":

@@ -86,6 +86,7 @@ class StepBench:
         setup: StepSetup,
         lr: float = 0.01,
         input_scale: float = 1.0,
+        clip_grad_norm: float | None = None,
     ) -> None:
         torch.manual_seed(0)
         crop = cfg.crop
@@ -106,6 +107,7 @@ class StepBench:
         # memory is synchronous, and the step would look slower than it is.
         self.batch = batch.pin_memory() if device.type == "cuda" else batch
         self.setup = setup
+        self.clip_grad_norm = clip_grad_norm  # the preset's: `small` clips every step
 
     def steps(self, n: int) -> Rate:
         """`n` SGD steps (normalise, forward, loss, backward, update), timed."""
@@ -120,6 +122,7 @@ class StepBench:
             lr=lambda step: self.lr,
             amp=self.setup.amp,
             scaler=self.scaler,
+            clip_grad_norm=self.clip_grad_norm,
         )
         for _ in steps:
             pass

@@ -133,6 +133,11 @@ def _scale(work: Path, fractions: str, jobs: int | None, workers: int | None, js
         chosen = []
     if not chosen or not all(0 < f <= 1 for f in chosen):
         raise UserError(f"--fractions {fractions!r}: numbers in (0, 1], comma-separated")
+    if len(set(chosen)) < 2:
+        raise UserError(
+            f"--fractions {fractions!r}: at least two different fractions",
+            hint="each stage is judged against itself at a smaller fraction: e.g. 0.01,1",
+        )
     with reporting(quiet=json) as progress:
         report = run_scale(work, chosen, Settings(jobs=jobs, workers=workers), progress)
     if json:

@@ -110,3 +110,6 @@ def test_prepare_may_grow_by_its_plan_and_no_more():
 def test_bench_scale_refuses_fractions_that_are_not_fractions(cli, tmp_path):
     r = cli("bench", "--scale", tmp_path, "--fractions", "0.1,2")
     assert r.code == 2 and "--fractions" in r.err
+    once = cli("bench", "--scale", tmp_path, "--fractions", "1,1")  # nothing to judge against
+    assert once.code == 2 and "at least two different fractions" in once.err
+    assert not any(tmp_path.iterdir())

@@ -152,6 +152,8 @@ def test_recipe_errors_name_the_file(tmp_path):
         (lambda: ModelConfig(dropout=math.nan), "dropout is nan: must be a finite number"),
         (lambda: TrainConfig(seed=-1), "seed is -1: must be in [0, 9.22337e+18]"),
         (lambda: TrainConfig(seed=2**64), f"seed is {2**64}: must be in [0, 9.22337e+18]"),
+        # a limit of 0 zeroes every gradient: the net would only decay, and say nothing
+        (lambda: TrainConfig(clip_grad_norm=0), "clip_grad_norm is 0: must be ≥ 1e-06"),
     ],
 )
 def test_bounds_hold_however_a_configuration_is_made(make, message):
