@@ -41,14 +41,15 @@ from alexcli.stages.stats import sum_shards, train_shards
 # --------------------------------------------------------------------------- prepare
 
 
-def decode_only(path: Path | str) -> int:
-    """Decode a file fully and nothing else (the bench baseline); returns its pixel count."""
-    with Image.open(path) as img:
+def decode_only(path: Path | str | bytes) -> int:
+    """Decode a file (or a file's bytes, read out of an archive) fully and nothing else
+    (the bench baseline); returns its pixel count."""
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as img:
         img.load()
         return img.size[0] * img.size[1]
 
 
-def _decode_chunk(paths: Sequence[str]) -> int:
+def _decode_chunk(paths: Sequence[str | bytes]) -> int:
     n = 0
     for p in paths:
         try:
@@ -59,12 +60,13 @@ def _decode_chunk(paths: Sequence[str]) -> int:
     return n
 
 
-def decode_throughput(paths: Sequence[Path | str], jobs: int = 2, chunk: int = 64) -> float:
+def decode_throughput(paths: Sequence[Path | str | bytes], jobs: int = 2, chunk: int = 64) -> float:
     """Images/s of a plain `jobs`-process decode-only loop over `paths` (fork, no resize,
-    no writing): the ceiling `prepare` is measured against."""
+    no writing): the ceiling `prepare` is measured against. A file inside an archive is
+    given as its bytes."""
     import multiprocessing as mp
 
-    names = [os.fspath(p) for p in paths]
+    names = [p if isinstance(p, bytes) else os.fspath(p) for p in paths]
     chunks = [names[i : i + chunk] for i in range(0, len(names), chunk)]
     start = time.perf_counter()
     with mp.get_context("fork").Pool(jobs) as pool:
@@ -90,7 +92,10 @@ def prepare_vs_decode(
         src.classes, count=config.classes, wnids=config.wnids, seed=config.seed
     )
     plans, _, _ = plan_shards(src, chosen, config)
-    paths = [src.root / rel for p in plans for rel in p.names]
+    # A plan's own sources: the file, or its bytes when it is inside ILSVRC-2012's
+    # archives (or under a name that is not UTF-8), read once here, before either loop.
+    root = str(src.root)
+    paths = [p.source(root, k) for p in plans for k in range(len(p))]
     before = decode_throughput(paths, jobs)
     cold = run_prepare(source, data_dir, config, force=True)
     warm = run_prepare(source, data_dir, config, force=True)
