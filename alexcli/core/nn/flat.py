@@ -23,9 +23,9 @@ A loss far *above* ln C is the opposite failure, divergence, and is named as suc
 as a flat run: an epoch is **diverging** when its mean training loss, or its validation
 loss, exceeds 3·ln C. A uniform guess scores ln C; a mean of 3·ln C gives the true class
 on average the probability C⁻³, far below guessing, which only weights blown up by too
-large a step produce (the issue's `small` run at batch 16 reached 15·ln 6 before its
-NaN). A healthy run starts near ln C (the demo's first epochs average 1.07·ln 10) and
-stays below it. A rise within an epoch (10× a step's loss) was not taken: late in a
+large a step produce (a `small` run at batch 16 reached 15·ln 6 before its NaN). A
+healthy run starts near ln C (the demo's first epochs averaged 1.07·ln 10 at `small`'s
+former lr 0.005) and stays below it. A rise within an epoch (10× a step's loss) was not taken: late in a
 healthy run single batches range that widely (0.05 to 0.6 on easy data).
 """
 
@@ -98,11 +98,6 @@ def diverging_message(flat: Flatness, epoch: int, lr: float, batch: int) -> str:
 DIVERGING_HINT = (
     "lower --lr; or give --batch-size without --lr and the lr follows the batch (the linear "
     "rule); or warm up (--set warmup_epochs=1); raw pixels want --set input_scale=0.017"
-)
-
-HINT = (
-    "lower --lr, or give --batch-size without --lr and the lr follows it (the linear "
-    "rule), or warm up (--set warmup_epochs=1); checkpoints/last.pt holds the epoch"
 )
 
 HINT = (
