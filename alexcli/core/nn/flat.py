@@ -25,8 +25,8 @@ loss, exceeds 3·ln C. A uniform guess scores ln C; a mean of 3·ln C gives the 
 on average the probability C⁻³, far below guessing, which only weights blown up by too
 large a step produce (a `small` run at batch 16 reached 15·ln 6 before its NaN). A
 healthy run starts near ln C (the demo's first epochs averaged 1.07·ln 10 at `small`'s
-former lr 0.005) and stays below it. A rise within an epoch (10× a step's loss) was not taken: late in a
-healthy run single batches range that widely (0.05 to 0.6 on easy data).
+former lr 0.005) and stays below it. A rise within an epoch (10× a step's loss) was not
+taken: late in a healthy run single batches range that widely (0.05 to 0.6 on easy data).
 """
 
 from __future__ import annotations
