@@ -74,7 +74,14 @@ def split(
     """Per class (train, val): val its first rows, train the next `train_count`; a
     validation image identical to a training image of any class, or to an earlier
     validation image, is left out (training keeps its own duplicates, as the set has)."""
-    rows = [(images[val_count:][:train_count], images[:val_count]) for images in classes]
+    return unseen_val(
+        [(images[val_count:][:train_count], images[:val_count]) for images in classes]
+    )
+
+
+def unseen_val(rows: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per class (train, val) with every validation image identical to a training image
+    of any class, or to an earlier validation image, left out."""
     seen = {image.tobytes() for train, _ in rows for image in train}
     out = []
     for train, candidates in rows:

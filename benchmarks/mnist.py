@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import subprocess
 import tarfile
@@ -30,7 +29,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from fashion_mnist import unseen_val, write  # benchmarks/, beside this script
 
 CLASSES = tuple(str(d) for d in range(10))
 SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
@@ -69,25 +68,7 @@ def split(
     for images in classes:
         order = rng.permutation(len(images))
         rows.append((images[np.sort(order[val_count:])], images[np.sort(order[:val_count])]))
-    seen = {image.tobytes() for train, _ in rows for image in train}
-    out = []
-    for train, candidates in rows:
-        keep = []
-        for i, image in enumerate(candidates):
-            key = image.tobytes()
-            if key not in seen:
-                seen.add(key)
-                keep.append(i)
-        out.append((train, candidates[keep]))
-    return out
-
-
-def write(images: np.ndarray, folder: Path) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for n, pixels in enumerate(images):
-        buffer = io.BytesIO()
-        Image.fromarray(pixels, mode="L").save(buffer, format="PNG")
-        (folder / f"{n:05d}.png").write_bytes(buffer.getvalue())
+    return unseen_val(rows)
 
 
 def main() -> None:
