@@ -35,6 +35,21 @@ def _args(*sets):
     return [a for s in (*TINY, *sets) for a in ("--set", s)]
 
 
+def _train_command(data, run_dir, sets):
+    """`alexcli train` with `small` as a command line, for a process the test signals."""
+    return [
+        sys.executable,
+        "-m",
+        "alexcli",
+        "train",
+        str(data),
+        str(run_dir),
+        "--preset",
+        "small",
+        *sets,
+    ]
+
+
 def _weights(run_dir):
     return load_checkpoint(Path(run_dir) / "checkpoints" / "last.pt").weights
 
@@ -149,17 +164,7 @@ def test_a_run_killed_mid_epoch_and_resumed_ends_with_the_same_weights(cli, data
     assert cli("train", data, reference, "--preset", "small", *sets).code == 0
 
     victim = tmp_path / "victim"
-    cmd = [
-        sys.executable,
-        "-m",
-        "alexcli",
-        "train",
-        str(data),
-        str(victim),
-        "--preset",
-        "small",
-        *sets,
-    ]
+    cmd = _train_command(data, victim, sets)
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     last = victim / "checkpoints" / "last.pt"
     try:
@@ -205,17 +210,7 @@ def test_sigterm_saves_where_it_is_and_resume_ends_as_if_uninterrupted(cli, data
     assert cli("train", data, reference, "--preset", "small", *sets).code == 0
 
     victim = tmp_path / "victim"
-    cmd = [
-        sys.executable,
-        "-m",
-        "alexcli",
-        "train",
-        str(data),
-        str(victim),
-        "--preset",
-        "small",
-        *sets,
-    ]
+    cmd = _train_command(data, victim, sets)
     proc = subprocess.Popen(
         cmd,
         cwd=ROOT,
