@@ -17,6 +17,7 @@ from alexcli.bench.scale import (
     ScaleReport,
     StageRun,
     Usage,
+    fastest,
     scaled_counts,
     train_counts,
     watching,
@@ -105,6 +106,23 @@ def test_prepare_may_grow_by_its_plan_and_no_more():
     assert planned.passed()
     objects = ScaleReport([small, _run("prepare (archives)", 1.0, 1_331_000, 250.0, 863 << 20)])
     assert objects.bytes_per_image("prepare (archives)") > PLAN_BYTES and not objects.passed()
+
+
+def test_a_short_stage_is_timed_again_and_its_fastest_run_kept():
+    """A stage of a few seconds is timed up to three times (the best is its rate); a long
+    one once; a failure ends the tries and is what the report sees."""
+    seconds = iter([5.0, 3.0, 4.0, 9.0])
+    calls = []
+
+    def measure():
+        calls.append(1)
+        return _run("stats", 0.01, 100, next(seconds), 1 << 20)
+
+    assert fastest(measure, tries=3, short=20.0).seconds == 3.0 and len(calls) == 3
+    long = fastest(lambda: _run("stats", 1.0, 100, 30.0, 1 << 20), tries=3, short=20.0)
+    assert long.seconds == 30.0
+    runs = iter([_run("stats", 0.01, 100, 2.0, 1), _run("stats", 0.01, 100, 1.0, 1, ok=False)])
+    assert not fastest(lambda: next(runs), tries=3, short=20.0).ok
 
 
 def test_bench_scale_refuses_fractions_that_are_not_fractions(cli, tmp_path):
