@@ -56,7 +56,9 @@ ALEXCLI = [sys.executable, "-m", "alexcli"]
 BASE_LR = PRESETS["small"].lr  # at the preset's batch (32)
 # Which `small` a run trained (its lr and clipping, without --lr or --set): part of a run's
 # identity, so runs of an earlier preset are kept apart. Rows without it: lr 0.005, none.
-PRESET = f"lr {BASE_LR:g}, clip {PRESETS['small'].clip_grad_norm}"
+PRESET = (
+    f"lr {BASE_LR:g}, clip {PRESETS['small'].clip_grad_norm}, step {PRESETS['small'].max_step_norm}"
+)
 OLD_PRESET = "lr 0.005, clip None"
 
 
@@ -110,6 +112,8 @@ CELLS = [
     *(Cell(b, m, SHORT) for b in (32, 16, 256) for m in (1, 4, 0.25)),
     Cell(32, 1, 12),
     Cell(16, 1, 12),
+    Cell(256, 2, 4),
+    Cell(256, 1, 12),
 ]
 
 

@@ -43,7 +43,7 @@ from alexcli.core.data.synthetic import make_tree
 from alexcli.core.data.transforms import Normalizer
 from alexcli.core.machine import cpu_cores, native_bf16
 from alexcli.core.nn.devices import check_amp, resolve_devices
-from alexcli.core.nn.loops import Amp
+from alexcli.core.nn.loops import Amp, clip_limit
 from alexcli.core.nn.threads import candidates, fastest, probe
 from alexcli.core.progress import SILENT, Progress
 from alexcli.errors import AlexcliError, ConfigError
@@ -372,7 +372,7 @@ def _step_rates(
             setup=setup,
             lr=cfg.lr,
             input_scale=cfg.input_scale,
-            clip_grad_norm=cfg.clip_grad_norm,
+            clip_grad_norm=clip_limit(cfg.clip_grad_norm, cfg.max_step_norm, cfg.lr),
         )
         rates[name] = runner.rate(plan.seconds).per_s
         if name == f"tuned_{plan.precision}":

@@ -186,6 +186,10 @@ class TrainConfig(Checked):
     # as the paper). `small` clips at 2 (docs/presets.md). Above 0: at 0 every gradient
     # would be zeroed and the net would only decay.
     clip_grad_norm: float | None = bounded(None, at_least=1e-6)
+    # Each step's update at most this L2 norm: the gradients clipped to max_step_norm ÷ lr
+    # where that is below clip_grad_norm (None: no bound, as the paper). `small` bounds it
+    # at 0.32, the largest lr × clip that trained in its grid (docs/presets.md).
+    max_step_norm: float | None = bounded(None, at_least=1e-6)
     flip: bool = True
     # Random crops anywhere in the image (the paper); False: the centre crop every time
     # (the "crops and reflections" ablation, with flip=False).
@@ -319,6 +323,7 @@ PRESETS: dict[str, TrainConfig] = {
         batch_size=32,
         lr=0.02,
         clip_grad_norm=2.0,
+        max_step_norm=0.32,
         schedule="step",
         lr_steps=(0.67, 0.87),
         warmup_epochs=0.0,

@@ -150,6 +150,7 @@ def train_steps(
     world: int = 1,
     read_late: bool | None = None,
     clip_grad_norm: float | None = None,
+    max_step_norm: float | None = None,
 ) -> Iterator[StepRead]:
     """SGD steps on `batches` (the rest of epoch `epoch` after `totals.step` steps), step
     i at `lr(i)`. Yields each step's numbers once they are read and counted into
@@ -174,7 +175,8 @@ def train_steps(
         loss, value = forward_loss(model, x, target, amp=amp, world=world)
         values.put(step, value)
         read = None if values.late else values.read()  # raises on a NaN: no update
-        sgd_update(optimizer, loss, step.lr, scaler, clip_grad_norm)
+        limit = clip_limit(clip_grad_norm, max_step_norm, step.lr)
+        sgd_update(optimizer, loss, step.lr, scaler, limit)
         if read is not None:
             yield _counted(read, totals, world)
     if values.pending:
@@ -224,6 +226,18 @@ def sgd_update(
         if clip_grad_norm is not None:
             clip(optimizer, clip_grad_norm)
         optimizer.step()
+
+
+def clip_limit(
+    clip_grad_norm: float | None, max_step_norm: float | None, lr: float
+) -> float | None:
+    """The gradient norm a step at `lr` is clipped to: `clip_grad_norm`, lowered where
+    needed so that lr × the gradient's norm stays within `max_step_norm` (None: no such
+    bound; None for both: no clipping)."""
+    if max_step_norm is None or lr <= 0:
+        return clip_grad_norm
+    by_step = max_step_norm / lr
+    return by_step if clip_grad_norm is None else min(clip_grad_norm, by_step)
 
 
 def clip(optimizer: torch.optim.Optimizer, max_norm: float) -> None:

@@ -169,6 +169,7 @@ class Trainer:
             scaler=state.scaler,
             world=self.dist.world,
             clip_grad_norm=cfg.clip_grad_norm,
+            max_step_norm=cfg.max_step_norm,
         )
         for read in reads:  # the weights hold exactly `totals.step` updates here
             done = epoch * steps + totals.step

@@ -273,6 +273,7 @@ LATER_KEYS = (
     ("model", "omit", "none"),
     ("", "random_crop", True),
     ("", "clip_grad_norm", None),
+    ("", "max_step_norm", None),
 )
 
 

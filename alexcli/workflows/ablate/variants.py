@@ -42,12 +42,13 @@ def _one_tower(cfg: TrainConfig) -> TrainConfig:
 def figure1(cfg: TrainConfig, activation: str) -> TrainConfig:
     """Figure 1's protocol for `activation`: nothing that regularises — no dropout, no
     weight decay, no crops, reflections or colour noise — and a constant lr (the stage
-    sets it per activation), the gradients unclipped as the paper's were (clipping would
+    sets it per activation), the gradients and steps unclipped as the paper's were (clipping would
     slow the activation with the larger gradients)."""
     protocol = dataclasses.replace(
         cfg,
         weight_decay=0.0,
         clip_grad_norm=None,
+        max_step_norm=None,
         random_crop=False,
         flip=False,
         lighting_std=0.0,

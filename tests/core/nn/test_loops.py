@@ -224,11 +224,14 @@ def test_an_epoch_lowers_the_loss_and_records_progress():
     assert validate(model, batches[:1], _normalizer(), cpu, num_classes=3).loss < 0.5 * math.log(3)
 
 
-@pytest.mark.parametrize("limit", [0.05, 1e6, None])
-def test_clipping_scales_the_step_to_the_gradient_norm_limit(limit):
-    """One step with `clip_grad_norm`: the weights move by −lr · g · min(1, limit/‖g‖),
-    ‖g‖ the L2 norm over every parameter's gradient, computed here by hand (momentum
-    starts at 0 and weight decay is off, so the first step is plain SGD on g); None (the
+@pytest.mark.parametrize(
+    ("limit", "max_step"), [(0.05, None), (1e6, None), (None, None), (None, 0.004), (1e6, 0.004)]
+)
+def test_clipping_scales_the_step_to_the_gradient_norm_limit(limit, max_step):
+    """One step with `clip_grad_norm` and `max_step_norm`: the weights move by
+    −lr · g · min(1, c/‖g‖), c the smaller of the limit and max_step ÷ lr, ‖g‖ the L2 norm
+    over every parameter's gradient, computed here by hand (momentum starts at 0 and
+    weight decay is off, so the first step is plain SGD on g); None for both (the
     default) leaves g as it is."""
     torch.manual_seed(0)
     model = _Flat()
@@ -238,13 +241,16 @@ def test_clipping_scales_the_step_to_the_gradient_norm_limit(limit):
         nn.functional.cross_entropy(model(x), batch.labels), list(model.parameters())
     )
     norm = math.sqrt(sum(float((g.double() ** 2).sum()) for g in grads))
-    scale = 1.0 if limit is None else min(1.0, limit / norm)
+    bound = min(limit or math.inf, math.inf if max_step is None else max_step / 0.1)
+    scale = min(1.0, bound / norm)
     expected = [
         p.detach() - 0.1 * g * scale for p, g in zip(model.parameters(), grads, strict=True)
     ]
     before = [p.detach().clone() for p in model.parameters()]
     optimizer = make_optimizer(model, 0.1, 0.9, 0.0)
-    _train(model, [batch], lr=0.1, optimizer=optimizer, clip_grad_norm=limit)
+    _train(
+        model, [batch], lr=0.1, optimizer=optimizer, clip_grad_norm=limit, max_step_norm=max_step
+    )
     for p, e in zip(model.parameters(), expected, strict=True):
         torch.testing.assert_close(p.detach(), e, rtol=1e-5, atol=1e-7)
     step = math.sqrt(
@@ -253,9 +259,10 @@ def test_clipping_scales_the_step_to_the_gradient_norm_limit(limit):
             for p, b in zip(model.parameters(), before, strict=True)
         )
     )
-    assert step == pytest.approx(0.1 * min(norm, limit or math.inf), rel=1e-4)
-    if limit is not None:  # the small limit binds, the large one does not
-        assert (norm > limit) == (limit < 1)
+    assert step == pytest.approx(0.1 * min(norm, bound), rel=1e-4)
+    assert (norm > bound) == (bound < 1)  # the small bounds bind, the large ones do not
+    if max_step is not None:
+        assert step == pytest.approx(max_step, rel=1e-4)  # the step at its bound
 
 
 def test_bf16_autocast_runs_on_the_cpu():
