@@ -358,12 +358,17 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
 
     # 0.1's `small` wrote its milestones as epochs (the same run, so the same
     # fingerprint), had fc6/fc7 of 256 units (another network since) and trained at lr
-    # 0.005 unclipped (another recipe since)
+    # 0.005 unclipped and unbounded (another recipe since)
     cfg = PRESETS[name]
     if name == "small":
         model = dataclasses.replace(cfg.model, fc_features=(256, 256))
         cfg = dataclasses.replace(
-            cfg, lr_steps=(20, 26), model=model, lr=0.005, clip_grad_norm=None
+            cfg,
+            lr_steps=(20, 26),
+            model=model,
+            lr=0.005,
+            clip_grad_norm=None,
+            max_step_norm=None,
         )
     params = fingerprint_params(cfg)
     got = stage_fingerprint(STAGE, VERSION, params, {"prepare": "a", "stats": "b"})
