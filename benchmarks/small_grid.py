@@ -8,7 +8,7 @@ docs/presets.md's "Robust over batch, lr and run length" comes from.
     .venv/bin/python benchmarks/small_grid.py table OUT --variant small= ...
 
 A cell (`CELLS`) is a batch (16, 32, 256), an lr as a multiple of the linear rule's at
-that batch (×1, ×4, ×¼) and a run length (4 epochs; two cells at 12). A variant is the
+that batch (×1, ×4, ×¼; ×2 at 256) and a run length (4 epochs; three cells at 12). A variant is the
 preset as it is or a candidate change: extra `train` arguments, and optionally its own
 base lr at batch 32, which the cells scale as the rule would (`Variant.train_args`). The
 preset's ×1 runs give no `--lr`, so the rule itself chooses (0.0025 at 16, 0.04 warmed

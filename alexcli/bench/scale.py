@@ -359,23 +359,27 @@ def rehearse(
         if not done.ok:
             break
     if not settings.keep:
-        for path in (src, data, run):
+        for path in (src, data, twin, run):
             shutil.rmtree(path, ignore_errors=True)
     return results
 
 
 def fastest(measure: Callable[[], StageRun], tries: int, short: float) -> StageRun:
     """`measure()` once, and again while its runs last fewer than `short` seconds, up to
-    `tries` runs in all: the fastest is kept. A stage of a few seconds is at the mercy of
-    whatever else the machine does in those seconds; its best of three is its rate."""
+    `tries` runs in all: the fastest is kept, with the peaks of memory and descriptors of
+    every run. A stage of a few seconds is at the mercy of whatever else the machine does
+    in those seconds; its best of three is its rate."""
     best = measure()
+    peaks = best.usage
     for _ in range(tries - 1):
         if not best.ok or best.seconds >= short:
             break
         again = measure()
         if not again.ok:
             return again
+        peaks = Usage(**{k: max(v, getattr(again.usage, k)) for k, v in asdict(peaks).items()})
         best = max(best, again, key=lambda r: r.rate)
+    best.usage = peaks
     return best
 
 

@@ -63,7 +63,7 @@ def bench(
             "--scale",
             help="The scale rehearsal in this folder instead: the chain at ILSVRC-2012's "
             "counts (1,000 classes, 1,281,167 + 50,000 tiny images), each command under "
-            "`ulimit -n 1024` (hours at the full count; needs ~45 GB).",
+            "`ulimit -n 1024` (~35 min at the full count on 2 cores; needs ~45 GB).",
         ),
     ] = None,
     fractions: Annotated[

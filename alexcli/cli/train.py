@@ -116,7 +116,8 @@ def train(
     alexcli departs from it (conv1 padding 2 at 224, PyTorch's momentum form, decay on
     biases, the automatic plateau, the units of the colour noise, the lr scaled with a
     batch other than 128). `--preset small`
-    departs from its recipe too: He init and inputs scaled to unit variance
+    departs from its recipe too: He init, inputs scaled to unit variance, lr 0.02 at
+    batch 32 with gradients clipped to norm 2 and lr × gradient norm at most 0.32
     (docs/presets.md says why).
     """
     from alexcli.stages.train import resolve_config, run_train

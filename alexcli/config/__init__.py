@@ -11,6 +11,7 @@ This package is a leaf: it imports nothing from alexcli but `errors`, and never 
 from alexcli.config.layering import (
     FLAGS,
     describe_batch_rule,
+    describe_bound,
     fingerprint_view,
     follow_batch,
     from_dict,
@@ -58,6 +59,7 @@ __all__ = [
     "TrainConfig",
     "bounded",
     "describe_batch_rule",
+    "describe_bound",
     "find_recipe",
     "fingerprint_view",
     "follow_batch",

@@ -200,6 +200,19 @@ def follow_batch(
     )
 
 
+def describe_bound(cfg: TrainConfig) -> str | None:
+    """One line when `max_step_norm` binds at the run's lr (printed at the start), else
+    None: the gradients it clips to, below `clip_grad_norm`."""
+    bound, clip = cfg.max_step_norm, cfg.clip_grad_norm
+    if bound is None or cfg.lr <= 0 or (clip is not None and cfg.lr * clip <= bound):
+        return None
+    instead = "" if clip is None else f" instead of {clip:g}"
+    return (
+        f"lr {cfg.lr:g} × gradient norm bounded at {bound:g} (max_step_norm): gradients "
+        f"clipped to {bound / cfg.lr:.3g}{instead} while the lr is {cfg.lr:g}"
+    )
+
+
 def describe_batch_rule(cfg: TrainConfig, world: int = 1) -> str:
     """One line on how the run's batch and lr were chosen (printed at the start)."""
     split = ""

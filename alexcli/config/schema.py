@@ -186,8 +186,9 @@ class TrainConfig(Checked):
     # as the paper). `small` clips at 2 (docs/presets.md). Above 0: at 0 every gradient
     # would be zeroed and the net would only decay.
     clip_grad_norm: float | None = bounded(None, at_least=1e-6)
-    # Each step's update at most this L2 norm: the gradients clipped to max_step_norm ÷ lr
-    # where that is below clip_grad_norm (None: no bound, as the paper). `small` bounds it
+    # lr × each step's gradient norm at most this: the gradients clipped to max_step_norm
+    # ÷ lr where that is below clip_grad_norm (None: no bound, as the paper); momentum and
+    # weight decay come after, as with any clip. `small` bounds it
     # at 0.32, the largest lr × clip that trained in its grid (docs/presets.md).
     max_step_norm: float | None = bounded(None, at_least=1e-6)
     flip: bool = True
@@ -318,9 +319,10 @@ PRESETS: dict[str, TrainConfig] = {
         # gradients clipped to norm 2: unclipped (lr 0.005 then) batch 256 at the linear
         # rule's lr did not learn in 4 epochs on MNIST and trailed on Fashion-MNIST;
         # clipped, it learns on both, and batch 16 and 32 train as well as before
-        # (docs/presets.md "Robust over batch, lr and run length"). Each update at most
-        # norm 0.32 (lr × clip at batch 256's rule lr): without it batch 256 at ×2 and
-        # ×4 of that lr died on both sets; with it they train (binds above lr 0.16 only).
+        # (docs/presets.md "Robust over batch, lr and run length"). lr × gradient norm at
+        # most 0.32 (lr × clip at batch 256's rule lr): without it batch 256 at ×4 of that
+        # lr died on both sets and ×2 died or stalled; with it they train (binds above lr
+        # 0.16 only).
         epochs=30,
         batch_size=32,
         lr=0.02,

@@ -109,16 +109,20 @@ def test_prepare_may_grow_by_its_plan_and_no_more():
 
 
 def test_a_short_stage_is_timed_again_and_its_fastest_run_kept():
-    """A stage of a few seconds is timed up to three times (the best is its rate); a long
-    one once; a failure ends the tries and is what the report sees."""
-    seconds = iter([5.0, 3.0, 4.0, 9.0])
+    """A stage of a few seconds is timed up to three times (the fastest run's rate, the
+    highest peak of memory of any); a long one once; a failure ends the tries and is what
+    the report sees."""
+    seconds = iter([(5.0, 3 << 20), (3.0, 1 << 20), (4.0, 2 << 20), (9.0, 1)])
     calls = []
 
     def measure():
         calls.append(1)
-        return _run("stats", 0.01, 100, next(seconds), 1 << 20)
+        took, anon = next(seconds)
+        return _run("stats", 0.01, 100, took, anon)
 
-    assert fastest(measure, tries=3, short=20.0).seconds == 3.0 and len(calls) == 3
+    kept = fastest(measure, tries=3, short=20.0)
+    assert kept.seconds == 3.0 and len(calls) == 3
+    assert kept.usage.anon == 3 << 20  # the rate of the fastest, the peak of them all
     long = fastest(lambda: _run("stats", 1.0, 100, 30.0, 1 << 20), tries=3, short=20.0)
     assert long.seconds == 30.0
     runs = iter([_run("stats", 0.01, 100, 2.0, 1), _run("stats", 0.01, 100, 1.0, 1, ok=False)])

@@ -32,7 +32,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from alexcli.config import TrainConfig, describe_batch_rule, from_dict, to_dict, train_config
+from alexcli.config import (
+    TrainConfig,
+    describe_batch_rule,
+    describe_bound,
+    from_dict,
+    to_dict,
+    train_config,
+)
 from alexcli.config import fingerprint_view as config_view
 from alexcli.core.atomic import remove_stale_temps, write_json, write_text
 from alexcli.core.fingerprint import stage_fingerprint
@@ -233,6 +240,8 @@ def _in_job(
         dist.everywhere(prepare)
         if cfg.lr_scaled_from is not None or cfg.batch_per_device is not None:
             progress.log(describe_batch_rule(cfg, dist.world))
+        if (bound := describe_bound(cfg)) is not None:
+            progress.log(bound)
         trainer.run()
         if dist.rank == 0:
             body = {
@@ -264,6 +273,9 @@ def fingerprint_params(cfg: TrainConfig) -> dict[str, Any]:
         holder = params[section] if section else params
         if holder.get(key) == default:
             del holder[key]
+    clip, bound = cfg.clip_grad_norm, cfg.max_step_norm
+    if clip is not None and bound is not None and cfg.lr * clip <= bound:
+        del params["max_step_norm"]  # no step's lr exceeds cfg.lr: it never binds
     return params
 
 

@@ -375,6 +375,24 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
     assert got == fingerprint
 
 
+def test_a_bound_that_never_binds_leaves_the_fingerprint_as_it_was():
+    """`max_step_norm` changes a run only where lr × clip_grad_norm exceeds it (no step's
+    lr is above the configured one): there it is part of the fingerprint, elsewhere not,
+    so runs trained before it existed, at such lrs, stay up to date."""
+    from alexcli.stages.train import fingerprint_params
+
+    small = train_config(preset_name="small")
+    assert small.max_step_norm == 0.32
+    assert fingerprint_params(small) == fingerprint_params(
+        dataclasses.replace(small, max_step_norm=None)
+    )
+    fast = train_config(preset_name="small", batch_size=256, lr=0.64)
+    assert fingerprint_params(fast)["max_step_norm"] == 0.32
+    assert fingerprint_params(fast) != fingerprint_params(
+        dataclasses.replace(fast, max_step_norm=None)
+    )
+
+
 def test_a_saved_configuration_outside_todays_bounds_still_reads(tmp_path):
     """Bounds are for what users ask now; a run saved before one existed still loads."""
     from alexcli.config import from_dict, to_dict

@@ -120,7 +120,7 @@ def test_figure_1s_networks_have_no_regularisation_and_their_own_lr():
         assert cfg.model.activation == act and cfg.lr == lr and cfg.epochs == 12
         assert cfg.model.dropout == 0 and cfg.weight_decay == 0 and cfg.lighting_std == 0
         assert not cfg.random_crop and not cfg.flip and cfg.lr_steps == () and cfg.seed == 3
-        assert cfg.clip_grad_norm is None  # the paper clipped nothing
+        assert cfg.clip_grad_norm is None and cfg.max_step_norm is None  # as the paper
     assert dataclasses.replace(tanh, lr=0.01, model=relu.model) == relu  # only these differ
 
 
