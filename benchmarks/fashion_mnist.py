@@ -103,6 +103,23 @@ def write(images: np.ndarray, folder: Path) -> None:
         (folder / f"{n:05d}.png").write_bytes(buffer.getvalue())
 
 
+def say_digest(tarball: Path, expected: str) -> None:
+    """The tarball's sha256, and whether it is the one the docs measured."""
+    digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
+    note = "" if digest == expected else f" (not {expected}: another tarball)"
+    print(f"{tarball.name}: sha256 {digest}{note}")
+
+
+def write_tree(
+    out: Path, names: tuple[str, ...], rows: list[tuple[np.ndarray, np.ndarray]]
+) -> None:
+    """An image-folder tree: out/train/NAME and out/val/NAME, a class's (train, val)."""
+    for name, (train, val) in zip(names, rows, strict=True):
+        write(train, out / "train" / name)
+        write(val, out / "val" / name)
+        print(f"{name}: {len(train)} train, {len(val)} val")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path)
@@ -112,17 +129,11 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         tarball = args.tarball or fetch_tarball(Path(scratch))
-        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-        note = "" if digest == SHA256 else f" (not {SHA256}: another tarball)"
-        print(f"{tarball.name}: sha256 {digest}{note}")
+        say_digest(tarball, SHA256)
         with tarfile.open(tarball) as tar:
             classes = [read_class(tar, label) for label in range(len(CLASSES))]
-        for name, (train, val) in zip(
-            CLASSES, split(classes, args.val_per_class, args.train_per_class), strict=True
-        ):
-            write(train, args.out / "train" / name)
-            write(val, args.out / "val" / name)
-            print(f"{name}: {len(train)} train, {len(val)} val")
+        rows = split(classes, args.val_per_class, args.train_per_class)
+        write_tree(args.out, CLASSES, rows)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,6 @@ tarball's sha256 is printed so a result can name the exact data it came from.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import tarfile
@@ -29,7 +28,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from fashion_mnist import unseen_val, write  # benchmarks/, beside this script
+from fashion_mnist import say_digest, unseen_val, write_tree  # benchmarks/, beside this
 
 CLASSES = tuple(str(d) for d in range(10))
 SHA256 = "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390"
@@ -80,17 +79,10 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as scratch:
         tarball = args.tarball or fetch_tarball(Path(scratch))
-        digest = hashlib.sha256(tarball.read_bytes()).hexdigest()
-        note = "" if digest == SHA256 else f" (not {SHA256}: another tarball)"
-        print(f"{tarball.name}: sha256 {digest}{note}")
+        say_digest(tarball, SHA256)
         with tarfile.open(tarball) as tar:
             classes = [read_class(tar, digit) for digit in range(len(CLASSES))]
-        for name, (train, val) in zip(
-            CLASSES, split(classes, args.val_per_class, args.seed), strict=True
-        ):
-            write(train, args.out / "train" / name)
-            write(val, args.out / "val" / name)
-            print(f"{name}: {len(train)} train, {len(val)} val")
+        write_tree(args.out, CLASSES, split(classes, args.val_per_class, args.seed))
 
 
 if __name__ == "__main__":
