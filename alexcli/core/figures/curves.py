@@ -51,9 +51,10 @@ class Epoch:
 
 @dataclass(frozen=True)
 class LrDrop:
-    """The learning rate fell from `before` to `after` between `epoch - 1` and `epoch`."""
+    """The learning rate fell from `before` to `after` after epoch `epoch - 1` ended, at
+    `epoch`'s start or inside it (a drop at a fraction of the run's steps)."""
 
-    epoch: int  # the first epoch trained at the new rate
+    epoch: int  # the first epoch that ended at the new rate
     before: float
     after: float
 

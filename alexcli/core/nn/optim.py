@@ -31,11 +31,11 @@ class LrSchedule:
     `patience` epochs, at most `max_drops` times; and, so that a short run still gets
     the drops it is due, a drop at the end of any epoch after which no more epochs are
     left than drops still due (90 epochs: only if none came by epoch 87). "step": a drop
-    at each of `milestones`, epochs, or fractions of `epochs` when below 1 (0.67 of 30
-    epochs is epoch 20, of 6 epochs epoch 4), placed so that a short run still drops
-    one at a time and trains after its last drop (`milestone_epochs`). Warm-up ramps
-    from base/(warm-up steps) to base over the first `warmup_epochs` (a fraction
-    allowed). `state_dict` makes resume exact.
+    at each of `milestones`, epochs, or fractions of the run's steps when below 1 (0.67
+    of 30 epochs of 100 steps is step 2,010, of 4 epochs step 268), placed so that a
+    short run still drops one at a time and trains after its last drop
+    (`milestone_steps`). Warm-up ramps from base/(warm-up steps) to base over the first
+    `warmup_epochs` (a fraction allowed). `state_dict` makes resume exact.
     """
 
     base_lr: float
@@ -51,40 +51,72 @@ class LrSchedule:
 
     def lr(self, epoch: int, step: int, steps_per_epoch: int) -> float:
         """The lr for step `step` (0-based) of epoch `epoch` (0-based)."""
-        lr = self.base_lr * 0.1 ** self.drops_at(epoch)
+        lr = self.base_lr * 0.1 ** self.drops_at(epoch, step, steps_per_epoch)
         warm = self.warmup_epochs * steps_per_epoch
         done = epoch * steps_per_epoch + step
         if warm > 0 and done < warm:
             lr *= (done + 1) / math.ceil(warm)
         return lr
 
-    def drops_at(self, epoch: int) -> int:
-        """How many ÷10 drops epoch `epoch` (0-based) trains with ("plateau": so far)."""
+    def drops_at(self, epoch: int, step: int, steps_per_epoch: int) -> int:
+        """How many ÷10 drops step `step` of epoch `epoch` (both 0-based) trains with
+        ("plateau": so far)."""
         if self.kind == "plateau":
             return self.drops
-        return sum(epoch >= m for m in self.milestone_epochs)
+        done = epoch * steps_per_epoch + step
+        return sum(done >= m for m in self.milestone_steps(steps_per_epoch))
 
-    @property
-    def milestone_epochs(self) -> list[int]:
-        """The epochs (0-based: the first trained at the lower lr) of the "step" drops.
+    def milestone_steps(self, steps_per_epoch: int) -> list[int]:
+        """The steps of the run (0-based: the first trained at the lower lr) where the
+        "step" drops fall.
 
-        An epoch number is taken as given. A fraction of the run is placed at its epoch
-        unless the run is too short for it: no two drops share an epoch, and at least a
-        tenth of the run (an epoch at least) trains after the last, so a later drop
-        moves earlier, and one left with no epoch after the first is left out. The
-        `small` preset's (0.67, 0.87): 30 epochs drop at 20 and 26, 6 at 4 and 5, 4 at
-        2 and 3 (0.67 and 0.87 of 4 both round to 3), 3 at 1 and 2, 2 at 1 only, 1
-        never. Before, 4 epochs dropped ÷100 at once into the last."""
-        fixed = [int(m) for m in self.milestones if m >= 1]
+        An epoch number is taken as given: its first step. A fraction of the run is
+        that fraction of its steps (Caffe's `stepvalue` is an iteration too), so a run of
+        any length trains the same share of its steps at each lr: 0.67 of a 4-epoch run
+        is step 670 of 1,000, inside epoch 3 (as epochs, 0.67 and 0.87 of 4 could only
+        be epochs 3 and 4: half the run at the full lr, a quarter at ÷100). No two
+        fractions share a step, and at least a tenth of the run trains after the last:
+        a later drop moves earlier where the run is too short, and one left in the first
+        epoch is left out (a 1-epoch run trains at one lr, as when fractions were of
+        epochs). The `small` preset's (0.67, 0.87): steps 670 and 870 of 1,000; a tenth
+        of an epoch into epochs 21 and 27 of 30 (their starts when fractions were of
+        epochs)."""
+        total = self.epochs * steps_per_epoch
+        fixed = [int(m) * steps_per_epoch for m in self.milestones if m >= 1]
         fractions = sorted((m for m in self.milestones if m < 1), reverse=True)
-        latest = self.epochs - max(1, math.ceil(0.1 * self.epochs))
+        latest = total - max(1, math.ceil(0.1 * total))
         placed: list[int] = []
         for m in fractions:  # the latest first: each earlier one goes before it
-            epoch = min(round(m * self.epochs), latest)
+            step = min(round(m * total), latest)
             if placed:
-                epoch = min(epoch, placed[-1] - 1)
-            placed.append(epoch)
-        return sorted(fixed + [e for e in placed if e >= 1])
+                step = min(step, placed[-1] - 1)
+            placed.append(step)
+        return sorted(fixed + [s for s in placed if s >= steps_per_epoch])
+
+    def drops_ahead(self, epoch: int, steps_per_epoch: int, before: int) -> list[str]:
+        """What the line of epoch `epoch` (0-based) says of the drops to come, each with
+        the factor applied and the lr it leaves (before any warm-up still under way):
+        "lr ÷10 → 0.002 from epoch 4" at an
+        epoch's first step, "… from step 171 of epoch 3" inside one: those of the next
+        epoch (none falls in the first). `before`: the drops the epoch ended with, read
+        before `end_epoch` ("plateau" drops there, for the next epoch)."""
+        if self.kind == "plateau":
+            n = self.drops - before
+            if n <= 0 or epoch + 1 >= self.epochs > 0:  # no epoch left to train at it
+                return []
+            lr = self.base_lr * 0.1**self.drops
+            return [f"lr ÷{10**n:g} → {lr:.3g} from epoch {epoch + 2}"]
+        total = self.epochs * steps_per_epoch
+        start, stop = (epoch + 1) * steps_per_epoch, min((epoch + 2) * steps_per_epoch, total)
+        milestones = self.milestone_steps(steps_per_epoch)
+        said = []
+        for step in sorted({m for m in milestones if start <= m < stop}):
+            n = milestones.count(step)  # epochs given twice: ÷100 at once, said so
+            lr = self.base_lr * 0.1 ** self.drops_at(0, step, steps_per_epoch)
+            at, within = divmod(step, steps_per_epoch)
+            where = f"step {within + 1} of epoch {at + 1}" if within else f"epoch {at + 1}"
+            said.append(f"lr ÷{10**n:g} → {lr:.3g} from {where}")
+        return said
 
     def warming_up(self, epoch: int, step: int, steps_per_epoch: int) -> bool:
         """Whether step `step` of epoch `epoch` is still in the warm-up."""

@@ -207,14 +207,11 @@ class Trainer:
         too when validation improved), and what the log says of it."""
         cfg, schedule = self.cfg, parts.state.schedule
         steps = parts.train_sampler.steps_per_epoch
-        # The lr this epoch trained at, read before "plateau" may drop it for the next.
-        lr, drops = schedule.lr(epoch, steps - 1, steps), schedule.drops_at(epoch)
+        # The lr this epoch ended at, read before "plateau" may drop it for the next.
+        lr, drops = schedule.lr(epoch, steps - 1, steps), schedule.drops_at(epoch, steps - 1, steps)
         warming = " (warming up)" if schedule.warming_up(epoch, steps - 1, steps) else ""
         schedule.end_epoch(val.top1_error, epoch)
-        after = schedule.lr(epoch + 1, 0, steps) if epoch + 1 < cfg.epochs else lr
-        drop = ""
-        if after < lr * 0.99:  # the factor applied, as it is: two drops at once say ÷100
-            drop = f"; lr ÷{lr / after:.3g} → {after:.3g} from epoch {epoch + 2}"
+        drop = "".join(f"; {d}" for d in schedule.drops_ahead(epoch, steps, drops))
         flat = Flatness(len(self.data.classes), totals.loss, val.top1_error, val.images, val.loss)
         line = {
             "epoch": epoch + 1,

@@ -45,45 +45,96 @@ def test_plateau_divides_by_ten_after_patience_at_most_max_drops():
 
 
 def test_step_schedule_drops_at_the_milestones():
-    s = LrSchedule(0.1, "step", milestones=(2, 4))
+    s = LrSchedule(0.1, "step", milestones=(2, 4), epochs=6)
     assert [s.lr(e, 0, 5) for e in range(6)] == pytest.approx([0.1, 0.1, 0.01, 0.01, 1e-3, 1e-3])
     assert not s.end_epoch(0.5)
 
 
-@pytest.mark.parametrize(("epochs", "first_low"), [(30, [20, 26]), (6, [4, 5]), (90, [60, 78])])
-def test_step_milestones_below_one_are_fractions_of_the_run(epochs, first_low):
-    """The `small` preset's (0.67, 0.87): a 6-epoch run drops too, at the same points."""
+@pytest.mark.parametrize(("epochs", "low"), [(30, [2010, 2610]), (6, [402, 522]), (4, [268, 348])])
+def test_step_milestones_below_one_are_fractions_of_the_runs_steps(epochs, low):
+    """The `small` preset's (0.67, 0.87), here at 100 steps an epoch: a run of any length
+    trains 0.67 of its steps at the full lr (as epochs, 4 could only drop at 3 and 4)."""
     s = LrSchedule(0.01, "step", milestones=(0.67, 0.87), epochs=epochs)
-    assert s.milestone_epochs == first_low
-    lrs = [s.lr(e, 0, 10) for e in range(epochs)]
-    assert lrs[first_low[0] - 1] == pytest.approx(0.01) and lrs[first_low[0]] == pytest.approx(
-        0.001
-    )
-    assert lrs[first_low[1]] == pytest.approx(1e-4) and lrs[-1] == pytest.approx(1e-4)
+    assert s.milestone_steps(100) == low
+    lrs = [s.lr(e, i, 100) for e in range(epochs) for i in range(100)]
+    assert lrs[low[0] - 1] == 0.01 and lrs[low[0]] == pytest.approx(0.001)
+    assert lrs[low[1] - 1] == pytest.approx(0.001) and lrs[low[1]] == pytest.approx(1e-4)
+    assert lrs[-1] == pytest.approx(1e-4)
+    assert [s.drops_at(e, i, 100) for e, i in ((0, 0), divmod(low[0], 100), (epochs - 1, 99))] == [
+        0,
+        1,
+        2,
+    ]
 
 
-@pytest.mark.parametrize(
-    ("epochs", "placed"),
-    [(1, []), (2, [1]), (3, [1, 2]), (4, [2, 3]), (5, [3, 4]), (6, [4, 5]), (30, [20, 26])],
-)
-def test_fractional_milestones_never_coincide_and_leave_a_tenth_after_the_last(epochs, placed):
-    """At 4 epochs 0.67 and 0.87 both rounded to epoch 3: ÷100 at once, the last epoch at
-    a hundredth of the lr while the epoch line said ÷10. Now one drop an epoch, each ÷10,
-    and ≥ 10 % of the run (an epoch at least) after the last; a drop with no epoch before
-    it is left out."""
+@pytest.mark.parametrize("epochs", [1, 2, 3, 4, 5, 6, 30])
+@pytest.mark.parametrize("steps", [1, 2, 3, 10, 250])
+def test_fractional_milestones_never_coincide_and_leave_a_tenth_after_the_last(epochs, steps):
+    """One drop a step at most, each ÷10, ≥ 10 % of the run (a step at least) after the
+    last, none in the first epoch; as many as fit (both, from 2 epochs of 10 steps)."""
     s = LrSchedule(0.005, "step", milestones=(0.67, 0.87), epochs=epochs)
-    assert s.milestone_epochs == placed
-    lrs = [s.lr(e, 0, 10) for e in range(epochs)]
-    ratios = [a / b for a, b in itertools.pairwise(lrs)]
-    assert ratios == pytest.approx([10.0 if e + 1 in placed else 1.0 for e in range(epochs - 1)])
+    placed = s.milestone_steps(steps)
+    total = epochs * steps
+    assert placed == sorted(set(placed)) and all(m >= steps for m in placed)
     if placed:
-        assert epochs - placed[-1] >= max(1, math.ceil(0.1 * epochs))
-        assert lrs[0] == 0.005 and lrs[-1] == pytest.approx(0.005 / 10 ** len(placed))
+        assert total - placed[-1] >= max(1, math.ceil(0.1 * total))
+    assert len(placed) == 2 or total < 20 or epochs == 1
+    assert epochs > 1 or not placed
+    lrs = [s.lr(e, i, steps) for e in range(epochs) for i in range(steps)]
+    ratios = [a / b for a, b in itertools.pairwise(lrs)]
+    assert ratios == pytest.approx([10.0 if t + 1 in placed else 1.0 for t in range(total - 1)])
+    assert lrs[0] == 0.005 and lrs[-1] == pytest.approx(0.005 / 10 ** len(placed))
 
 
 def test_epoch_milestones_are_kept_as_given():
     s = LrSchedule(0.1, "step", milestones=(3, 4, 0.5), epochs=5)
-    assert s.milestone_epochs == [2, 3, 4]
+    assert s.milestone_steps(10) == [25, 30, 40]
+
+
+@pytest.mark.parametrize(
+    ("epochs", "said"),
+    [
+        (
+            4,
+            {
+                2: ["lr ÷10 → 0.002 from step 171 of epoch 3"],
+                3: ["lr ÷10 → 0.0002 from step 121 of epoch 4"],
+            },
+        ),
+        (
+            2,
+            {
+                1: [
+                    "lr ÷10 → 0.002 from step 86 of epoch 2",
+                    "lr ÷10 → 0.0002 from step 186 of epoch 2",
+                ]
+            },
+        ),
+        (1, {}),
+    ],
+)
+def test_each_drop_is_said_once_by_the_line_before_it(epochs, said):
+    """An epoch's line names the next epoch's drops, where they fall and the lr after each
+    (two in one epoch, both). 250 steps an epoch, `small`'s 0.02 and (0.67, 0.87): 4
+    epochs drop at steps 670 and 870, 2 at 335 and 435, 1 never."""
+    s = LrSchedule(0.02, "step", milestones=(0.67, 0.87), epochs=epochs)
+    lines = {e + 1: s.drops_ahead(e, 250, 0) for e in range(epochs)}
+    assert {e: d for e, d in lines.items() if d} == said
+    twice = LrSchedule(0.1, "step", milestones=(2, 2), epochs=3)
+    assert [twice.drops_ahead(e, 10, 0) for e in range(3)] == [
+        [],
+        ["lr ÷100 → 0.001 from epoch 3"],
+        [],
+    ]
+
+
+def test_plateau_says_the_drop_it_just_made_unless_no_epoch_is_left():
+    s = LrSchedule(0.01, "plateau", max_drops=1, patience=0, epochs=2)
+    assert s.end_epoch(0.5, 0)
+    assert s.drops_ahead(0, 10, 0) == ["lr ÷10 → 0.001 from epoch 2"]
+    assert not s.end_epoch(0.4, 1) and s.drops_ahead(1, 10, 1) == []
+    last = LrSchedule(0.01, "plateau", max_drops=1, patience=0, epochs=1)
+    assert last.end_epoch(0.5, 0) and last.drops_ahead(0, 10, 0) == []  # the run ends
 
 
 def test_plateau_gives_a_short_run_the_drops_it_is_due():
