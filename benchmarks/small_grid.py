@@ -13,7 +13,7 @@ preset as it is or a candidate change: extra `train` arguments, and optionally i
 base lr at batch 32, which the cells scale as the rule would (`Variant.train_args`). The
 preset's ×1 runs give no `--lr`, so the rule itself chooses (0.0025 at 16, 0.04 warmed
 up over 0.22 epochs at 256); every other lr is given as a user gives it (`--lr`, no
-warm-up). On 8,000 training images a cell is 128 (batch 256, 4 epochs) to 6,000 (batch
+warm-up). On 8,000 training images a cell is 124 (batch 256, 4 epochs) to 6,000 (batch
 16, 12 epochs) steps. Every `small` run is an ordinary `alexcli train` into
 OUT/DATA/runs/ (so any can be looked at by hand), at `--set threads=T`; the plain CNN
 (`plain_cnn`) trains in its own process on the same loader's batches (crops,
@@ -56,8 +56,10 @@ ALEXCLI = [sys.executable, "-m", "alexcli"]
 BASE_LR = PRESETS["small"].lr  # at the preset's batch (32)
 # Which `small` a run trained (its lr and clipping, without --lr or --set): part of a run's
 # identity, so runs of an earlier preset are kept apart. Rows without it: lr 0.005, none.
+_SMALL = PRESETS["small"]
 PRESET = (
-    f"lr {BASE_LR:g}, clip {PRESETS['small'].clip_grad_norm}, step {PRESETS['small'].max_step_norm}"
+    f"lr {BASE_LR:g}, clip {_SMALL.clip_grad_norm}, step {_SMALL.max_step_norm}"
+    f", fc8 {_SMALL.model.fc8_std}, drops at steps"
 )
 OLD_PRESET = "lr 0.005, clip None"
 
@@ -417,7 +419,8 @@ def table(out: Path, variants: list[Variant]) -> None:
                     + f" ({r['threads']}/{r['seed']})"
                     for r in found
                 )
-                steps = cell.epochs * math.ceil(found[0]["train_images"] / cell.batch)
+                # training drops the last partial batch
+                steps = cell.epochs * (found[0]["train_images"] // cell.batch)
                 print(
                     f"| {cell.batch} | ×{cell.mult:g} | {cell.epochs} ({steps}) "
                     f"| {variant.name} | {found[0]['lr_used']:g} | {shown} "

@@ -47,7 +47,8 @@ def save_run(
     well apart), with a random mean image; returns the network and the mean."""
     cfg = cfg or tiny_config()
     torch.manual_seed(seed)
-    model = build_model(cfg.model).eval()
+    # He's fc8 (not `small`'s N(0, 0.01²)), ×20: logits far enough apart to rank
+    model = build_model(dataclasses.replace(cfg.model, fc8_std=None)).eval()
     with torch.no_grad():
         for tower in model.tower_list:
             tower.fc8.weight.mul_(20.0)

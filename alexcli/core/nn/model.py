@@ -258,7 +258,7 @@ class AlexNet(nn.Module):
         plan = _plan(cfg)
         self.cfg = cfg
         self.towers = nn.ModuleList(Tower(cfg, plan, i, lrn) for i in range(cfg.towers))
-        init_weights(self, cfg.init)
+        init_weights(self, cfg.init, cfg.fc8_std)
 
     @property
     def tower_list(self) -> list[Tower]:
@@ -356,8 +356,9 @@ def tower_devices(towers: int, devices: Sequence[torch.device]) -> list[torch.de
     return list(devices)
 
 
-def init_weights(model: AlexNet, scheme: str) -> None:
-    """Initialise every layer of every tower by `scheme` (docs/paper.md "Learning").
+def init_weights(model: AlexNet, scheme: str, fc8_std: float | None = None) -> None:
+    """Initialise every layer of every tower by `scheme` (docs/paper.md "Learning"),
+    then fc8's weights N(0, fc8_std²) where it is given.
 
     paper: weights N(0, 0.01²); biases 1 in conv2, conv4, conv5, fc6, fc7, 0 elsewhere.
     caffe (bvlc_alexnet): the same, but biases 0.1 and std 0.005 in fc6, fc7.
@@ -365,10 +366,8 @@ def init_weights(model: AlexNet, scheme: str) -> None:
     kaiming (He et al. 2015): N(0, gain²/fan_in), biases 0; keeps the activations'
     scale from layer to layer, where the others shrink it (docs/model.md).
     """
-    if scheme == "torch":
-        return
     for tower in model.tower_list:
-        for name in LAYERS:
+        for name in LAYERS if scheme != "torch" else ():
             layer = getattr(tower, name, None)
             if layer is None:  # the omitted middle layer
                 continue
@@ -379,6 +378,8 @@ def init_weights(model: AlexNet, scheme: str) -> None:
             std = 0.005 if scheme == "caffe" and name in ("fc6", "fc7") else 0.01
             nn.init.normal_(layer.weight, 0.0, std)
             nn.init.constant_(layer.bias, _BIASES[scheme].get(name, 0.0))
+        if fc8_std is not None:
+            nn.init.normal_(tower.fc8.weight, 0.0, fc8_std)
 
 
 def build_model(

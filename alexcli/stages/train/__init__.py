@@ -276,6 +276,8 @@ def fingerprint_params(cfg: TrainConfig) -> dict[str, Any]:
     clip, bound = cfg.clip_grad_norm, cfg.max_step_norm
     if clip is not None and bound is not None and cfg.lr * clip <= bound:
         del params["max_step_norm"]  # no step's lr exceeds cfg.lr: it never binds
+    if cfg.schedule == "step" and any(m < 1 for m in cfg.lr_steps):
+        params["lr_steps_of"] = "steps"  # fractions were of epochs before 2026-12-07
     return params
 
 
@@ -286,6 +288,7 @@ LATER_KEYS = (
     ("", "random_crop", True),
     ("", "clip_grad_norm", None),
     ("", "max_step_norm", None),
+    ("model", "fc8_std", None),
 )
 
 

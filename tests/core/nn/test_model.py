@@ -379,7 +379,7 @@ def test_caffe_init():
 
 
 def test_kaiming_init_keeps_the_activations_scale():
-    model = tiny(init="kaiming")
+    model = tiny(init="kaiming", fc8_std=None)
     for tower in model.tower_list:
         for name in LAYERS:
             layer = getattr(tower, name)
@@ -395,8 +395,37 @@ def test_kaiming_init_keeps_the_activations_scale():
     assert 0.2 < he < 5 and default < he / 10
 
 
+@pytest.mark.parametrize("init", ["kaiming", "torch", "paper"])
+def test_fc8_std_draws_fc8_alone_and_starts_small_at_chance(init):
+    """`fc8_std` redraws fc8's weights N(0, σ²) after any scheme draws each tower, and
+    leaves every other layer as the scheme draws it (tower 1 to the last digit; tower 2
+    draws after the redraw). Under "kaiming" (He's gain assumes a ReLU after fc8,
+    which has the softmax) a fresh `small` network's loss on unit-variance input is
+    about twice ln 10; with `small`'s fc8_std of 0.01 it is ln 10 within 5 %."""
+    plain, drawn = tiny(init=init, fc8_std=None), tiny(init=init, fc8_std=0.003)
+    for name in LAYERS[:-1]:
+        a, b = getattr(plain.tower_list[0], name), getattr(drawn.tower_list[0], name)
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias), name
+    for a, b in zip(plain.tower_list, drawn.tower_list, strict=True):
+        assert b.fc8.weight.std().item() == pytest.approx(0.003, rel=0.2)
+        assert a.fc8.weight.std().item() > 0.006 and torch.equal(a.fc8.bias, b.fc8.bias)
+    cfg = dataclasses.replace(PRESETS["small"].model, num_classes=10, crop=64)
+    x, y = (
+        torch.randn(256, 3, 64, 64, generator=torch.Generator().manual_seed(1)),
+        torch.arange(256) % 10,
+    )
+    losses = []
+    for std in (None, cfg.fc8_std):
+        torch.manual_seed(0)
+        model = build_model(dataclasses.replace(cfg, fc8_std=std)).eval()
+        with torch.no_grad():
+            losses.append(F.cross_entropy(model(x), y).item())
+    assert cfg.fc8_std == 0.01
+    assert losses[0] > 1.5 * np.log(10) and losses[1] == pytest.approx(np.log(10), rel=0.05)
+
+
 def test_torch_init_is_pytorchs_default():
-    model = tiny(init="torch")
+    model = tiny(init="torch", fc8_std=None)
     for tower in model.tower_list:
         for name in LAYERS:
             layer = getattr(tower, name)

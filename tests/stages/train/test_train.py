@@ -356,12 +356,12 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
     from alexcli.core.fingerprint import stage_fingerprint
     from alexcli.stages.train import STAGE, VERSION, fingerprint_params
 
-    # 0.1's `small` wrote its milestones as epochs (the same run, so the same
-    # fingerprint), had fc6/fc7 of 256 units (another network since) and trained at lr
-    # 0.005 unclipped and unbounded (another recipe since)
+    # 0.1's `small` wrote its milestones as epochs (the same run then: fractions were of
+    # epochs until 2026-12-07), had fc6/fc7 of 256 units (another network since),
+    # Kaiming's fc8, and trained at lr 0.005 unclipped and unbounded (another recipe since)
     cfg = PRESETS[name]
     if name == "small":
-        model = dataclasses.replace(cfg.model, fc_features=(256, 256))
+        model = dataclasses.replace(cfg.model, fc_features=(256, 256), fc8_std=None)
         cfg = dataclasses.replace(
             cfg,
             lr_steps=(20, 26),
@@ -393,6 +393,22 @@ def test_a_bound_that_never_binds_leaves_the_fingerprint_as_it_was():
     )
 
 
+def test_runs_whose_fractions_fell_on_epochs_are_out_of_date():
+    """Until 2026-12-07 a fraction of the run fell on an epoch's start; it falls on a step
+    now, another run for the same configuration: such runs must train again, runs whose
+    milestones are epochs (or that use none) stay up to date."""
+    from alexcli.stages.train import fingerprint_params
+
+    small = train_config(preset_name="small")
+    assert fingerprint_params(small)["lr_steps_of"] == "steps"
+    assert fingerprint_params(small)["model"]["fc8_std"] == 0.01
+    for cfg in (
+        train_config(preset_name="paper"),
+        train_config(preset_name="small", sets=["lr_steps=[20, 26]"]),
+    ):
+        assert "lr_steps_of" not in fingerprint_params(cfg)
+
+
 def test_a_saved_configuration_outside_todays_bounds_still_reads(tmp_path):
     """Bounds are for what users ask now; a run saved before one existed still loads."""
     from alexcli.config import from_dict, to_dict
@@ -415,12 +431,23 @@ def test_a_global_batch_that_does_not_split_over_the_processes_is_refused(data):
         check_trainable(cfg, data_dir, 3, torch.device("cpu"))
 
 
-@pytest.mark.parametrize(("epochs", "low"), [(4, [2, 3]), (6, [4, 5])])
-def test_a_short_small_run_drops_its_lr_once_an_epoch_and_says_so(cli, data, tmp_path, epochs, low):
-    """`small`'s milestones are fractions of the run (0.67, 0.87): 6 epochs drop at
-    epochs 5 and 6, 4 epochs at 3 and 4 (both rounded to epoch 4 before: ÷100 at once).
-    TINY's batch of 16 is half the preset's 32: the lr is the preset's ÷ 2 (the linear
-    rule), said at the start and recorded in config.json."""
+@pytest.mark.parametrize(
+    ("epochs", "said"),
+    [
+        (4, ["from step 5 of epoch 3", "from step 4 of epoch 4"]),
+        (6, ["from epoch 5", "from step 2 of epoch 6"]),
+    ],
+)
+def test_a_short_small_run_drops_its_lr_where_its_fractions_fall_and_says_so(
+    cli, data, tmp_path, epochs, said
+):
+    """`small`'s milestones are 0.67 and 0.87 of the run's steps. 96 images at batch 16
+    are 6 steps an epoch: 4 epochs drop at steps 16 and 21 of 24 (0.67 × 24 = 16.08,
+    0.87 × 24 = 20.88), inside epochs 3 and 4 (as epochs they could only be 3 and 4:
+    half the run at the full lr); 6 epochs at 24 and 31 of 36, the first epoch 5's first.
+    Batch 16 is half the preset's 32: the lr is the preset's ÷ 2 (the linear rule), said
+    at the start and recorded in config.json; each epoch's line in metrics.jsonl has the
+    lr it ended at."""
     run = tmp_path / "run"
     r = cli("train", data, run, "--preset", "small", "--epochs", epochs, *_args())
     assert r.code == 0, r.err
@@ -431,11 +458,12 @@ def test_a_short_small_run_drops_its_lr_once_an_epoch_and_says_so(cli, data, tmp
     config = json.loads((run / "config.json").read_text())
     assert config["lr"] == lr and config["lr_scaled_from"] == [0.02, 32]
     lines = [json.loads(ln) for ln in (run / "metrics.jsonl").read_text().splitlines()]
+    low = [int(w.split()[-1]) - 1 for w in said]  # the epochs the drops fall in (0-based)
     want = [lr / 10 ** sum(e >= m for m in low) for e in range(epochs)]
     assert [m["lr"] for m in lines] == pytest.approx(want)
     assert [m["lr_drops"] for m in lines] == [sum(e >= m for m in low) for e in range(epochs)]
-    for m in low:
-        assert f"lr ÷10 → {want[m]:.3g} from epoch {m + 1}" in r.err
+    for m, where in zip(low, said, strict=True):
+        assert f"lr ÷10 → {want[m]:.3g} {where}" in r.err
     assert "÷100" not in r.err
 
 
