@@ -116,9 +116,10 @@ def train(
     alexcli departs from it (conv1 padding 2 at 224, PyTorch's momentum form, decay on
     biases, the automatic plateau, the units of the colour noise, the lr scaled with a
     batch other than 128). `--preset small`
-    departs from its recipe too: He init, inputs scaled to unit variance, lr 0.02 at
-    batch 32 with gradients clipped to norm 2 and lr × gradient norm at most 0.32
-    (docs/presets.md says why).
+    departs from its recipe too: He init (fc8 the paper's), inputs scaled to unit
+    variance, lr 0.02 at batch 32 with gradients clipped to norm 2 and lr × gradient
+    norm at most 0.08, lr drops at fractions of the run's steps (docs/presets.md says
+    why).
     """
     from alexcli.stages.train import resolve_config, run_train
 

@@ -382,12 +382,12 @@ def test_a_bound_that_never_binds_leaves_the_fingerprint_as_it_was():
     from alexcli.stages.train import fingerprint_params
 
     small = train_config(preset_name="small")
-    assert small.max_step_norm == 0.32
+    assert small.max_step_norm == 0.08
     assert fingerprint_params(small) == fingerprint_params(
         dataclasses.replace(small, max_step_norm=None)
     )
     fast = train_config(preset_name="small", batch_size=256, lr=0.64)
-    assert fingerprint_params(fast)["max_step_norm"] == 0.32
+    assert fingerprint_params(fast)["max_step_norm"] == 0.08
     assert fingerprint_params(fast) != fingerprint_params(
         dataclasses.replace(fast, max_step_norm=None)
     )
