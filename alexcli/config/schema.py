@@ -321,11 +321,11 @@ PRESETS: dict[str, TrainConfig] = {
         # at this scale. 30 epochs with ÷10 at 20 and 26 (20.1 and 26.1 since the
         # fractions are of steps): the best of the schedules compared over 3 seeds
         # (docs/presets.md); written as fractions of the run's steps, so a shorter or
-        # longer one drops at the same points of it. lr 0.02 with
-        # each step's gradients clipped to norm 2: unclipped (lr 0.005 then) batch 256 at
-        # the linear rule's lr did not learn in 4 epochs on MNIST and trailed on
-        # Fashion-MNIST; clipped, it learns on both, and batch 16 and 32 train as well as
-        # before (docs/presets.md "Robust over batch, lr and run length"). lr × gradient
+        # longer one drops at the same points of it. lr 0.02 with each step's gradients
+        # clipped to norm 2: unclipped (lr 0.005 then) batch 256 at the linear rule's lr
+        # did not learn in 4 epochs on MNIST and trailed on Fashion-MNIST; clipped, it
+        # learns on both, and batch 16 and 32 train as well as before (docs/presets.md
+        # "Robust over batch, lr and run length"). lr × gradient
         # norm at most 0.08 (twice lr × clip at batch 32): unbounded, batch 256 at ×4 of
         # the rule's lr died on both sets and ×2 died or stalled; at 0.32 they trained,
         # and at 0.08 all but one of the runs it binds on trained better (binds above lr

@@ -96,10 +96,10 @@ class LrSchedule:
     def drops_ahead(self, epoch: int, steps_per_epoch: int, before: int) -> list[str]:
         """What the line of epoch `epoch` (0-based) says of the drops to come, each with
         the factor applied and the lr it leaves (before any warm-up still under way):
-        "lr ÷10 → 0.002 from epoch 4" at an
-        epoch's first step, "… from step 171 of epoch 3" inside one: those of the next
-        epoch (none falls in the first). `before`: the drops the epoch ended with, read
-        before `end_epoch` ("plateau" drops there, for the next epoch)."""
+        "lr ÷10 → 0.002 from epoch 4" at an epoch's first step, "… from step 171 of
+        epoch 3" inside one: those of the next epoch (none falls in the first).
+        `before`: the drops the epoch ended with, read before `end_epoch` ("plateau"
+        drops there, for the next epoch)."""
         if self.kind == "plateau":
             n = self.drops - before
             if n <= 0 or epoch + 1 >= self.epochs > 0:  # no epoch left to train at it
@@ -112,7 +112,7 @@ class LrSchedule:
         said = []
         for step in sorted({m for m in milestones if start <= m < stop}):
             n = milestones.count(step)  # epochs given twice: ÷100 at once, said so
-            lr = self.base_lr * 0.1 ** self.drops_at(0, step, steps_per_epoch)
+            lr = self.base_lr * 0.1 ** sum(m <= step for m in milestones)
             at, within = divmod(step, steps_per_epoch)
             where = f"step {within + 1} of epoch {at + 1}" if within else f"epoch {at + 1}"
             said.append(f"lr ÷{10**n:g} → {lr:.3g} from {where}")
