@@ -60,6 +60,7 @@ _SMALL = PRESETS["small"]
 PRESET = (
     f"lr {BASE_LR:g}, clip {_SMALL.clip_grad_norm}, step {_SMALL.max_step_norm}"
     f", fc8 {_SMALL.model.fc8_std}, drops at steps"
+    + (f", dropout {_SMALL.model.dropout}" if _SMALL.model.dropout != 0.5 else "")
 )
 OLD_PRESET = "lr 0.005, clip None"
 

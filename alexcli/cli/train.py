@@ -118,8 +118,8 @@ def train(
     batch other than 128). `--preset small`
     departs from its recipe too: He init (fc8 the paper's), inputs scaled to unit
     variance, lr 0.02 at batch 32 with gradients clipped to norm 2 and lr × gradient
-    norm at most 0.08, lr drops at fractions of the run's steps (docs/presets.md says
-    why).
+    norm at most 0.08, lr drops at fractions of the run's steps, dropout 0.25
+    (docs/presets.md says why).
     """
     from alexcli.stages.train import resolve_config, run_train
 
