@@ -358,10 +358,11 @@ def test_runs_trained_before_crop_moved_into_the_model_stay_up_to_date(name, fin
 
     # 0.1's `small` wrote its milestones as epochs (the same run then: fractions were of
     # epochs until 2026-12-07), had fc6/fc7 of 256 units (another network since),
-    # Kaiming's fc8, and trained at lr 0.005 unclipped and unbounded (another recipe since)
+    # Kaiming's fc8 and dropout 0.5, and trained at lr 0.005 unclipped and unbounded
+    # (another recipe since)
     cfg = PRESETS[name]
     if name == "small":
-        model = dataclasses.replace(cfg.model, fc_features=(256, 256), fc8_std=None)
+        model = dataclasses.replace(cfg.model, fc_features=(256, 256), fc8_std=None, dropout=0.5)
         cfg = dataclasses.replace(
             cfg,
             lr_steps=(20, 26),
