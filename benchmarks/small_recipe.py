@@ -10,7 +10,9 @@ is). Every run is an ordinary `alexcli train` into OUT_DIR/NAME/seed-K followed 
 script finished (its train-wall.json and eval-10view.json written) is not run again.
 The table printed at the end (and written to OUT_DIR/summary.json) holds each run's
 final validation top-1 error (1 view, from metrics.jsonl), its 10-view top-1/top-5
-error and its training wall time.
+error and its training wall time. The same comparison over batch sizes, learning rates,
+run lengths and thread counts, against a plain small CNN, is benchmarks/small_grid.py
+(docs/presets.md "Robust over batch, lr and run length").
 """
 
 from __future__ import annotations
