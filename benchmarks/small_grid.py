@@ -440,7 +440,13 @@ def main() -> None:
     grid.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     grid.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     grid.add_argument("--crop", type=int, default=64)
-    grid.add_argument("--only", nargs="*", help="cell names (default: all of CELLS)")
+    grid.add_argument(
+        "--only",
+        nargs="*",
+        choices=[c.name for c in CELLS],
+        metavar="CELL",
+        help="cell names (default: all of CELLS)",
+    )
     grid.add_argument(
         "--variant",
         action="append",
