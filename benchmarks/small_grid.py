@@ -54,8 +54,10 @@ from alexcli.config.layering import WARMUP_EPOCHS, WARMUP_SHARE
 
 ALEXCLI = [sys.executable, "-m", "alexcli"]
 BASE_LR = PRESETS["small"].lr  # at the preset's batch (32)
-# Which `small` a run trained (its lr and clipping, without --lr or --set): part of a run's
+# Which `small` a run trained (its recipe, without --lr or --set): part of a run's
 # identity, so runs of an earlier preset are kept apart. Rows without it: lr 0.005, none.
+# Each setting joins the string when the preset first changed it, so rows recorded
+# before keep their key (dropout: named only since it left the paper's 0.5).
 _SMALL = PRESETS["small"]
 PRESET = (
     f"lr {BASE_LR:g}, clip {_SMALL.clip_grad_norm}, step {_SMALL.max_step_norm}"

@@ -57,14 +57,16 @@ def summarise(out: Path) -> dict[str, list[dict]]:
         epochs = [row for row in rows if "val_top1_error" in row]
         ten = json.loads(report.read_text())
         wall = run_dir / "train-wall.json"
-        summary.setdefault(run_dir.parent.name, []).append({
-            "seed": int(run_dir.name.removeprefix("seed-")),
-            "val_top1_1view": epochs[-1]["val_top1_error"],
-            "val_top1_10view": ten["top1_error"],
-            "val_top5_10view": ten["top5_error"],
-            "curve": [round(row["val_top1_error"], 4) for row in epochs],
-            "train_wall_s": json.loads(wall.read_text())["seconds"] if wall.exists() else None,
-        })  # fmt: skip
+        summary.setdefault(run_dir.parent.name, []).append(
+            {
+                "seed": int(run_dir.name.removeprefix("seed-")),
+                "val_top1_1view": epochs[-1]["val_top1_error"],
+                "val_top1_10view": ten["top1_error"],
+                "val_top5_10view": ten["top5_error"],
+                "curve": [round(row["val_top1_error"], 4) for row in epochs],
+                "train_wall_s": json.loads(wall.read_text())["seconds"] if wall.exists() else None,
+            }
+        )
     return summary
 
 

@@ -325,11 +325,11 @@ PRESETS: dict[str, TrainConfig] = {
         # clipped to norm 2: unclipped (lr 0.005 then) batch 256 at the linear rule's lr
         # did not learn in 4 epochs on MNIST and trailed on Fashion-MNIST; clipped, it
         # learns on both, and batch 16 and 32 train as well as before (docs/presets.md
-        # "Robust over batch, lr and run length"). lr × gradient
-        # norm at most 0.08 (twice lr × clip at batch 32): unbounded, batch 256 at ×4 of
-        # the rule's lr died on both sets and ×2 died or stalled; at 0.32 they trained,
-        # and at 0.08 all but one of the runs it binds on trained better (binds above lr
-        # 0.04 only: batch 32 at ×4, batch 256 from its rule's lr up).
+        # "Robust over batch, lr and run length"). lr × gradient norm at most 0.08 (twice
+        # lr × clip at batch 32): unbounded, batch 256 at ×4 of the rule's lr died on both
+        # sets and ×2 died or stalled; at 0.32 they trained, and at 0.08 all but one of
+        # the runs it binds on trained better (binds above lr 0.04 only: batch 32 at ×4,
+        # batch 256 from its rule's lr up).
         epochs=30,
         batch_size=32,
         lr=0.02,

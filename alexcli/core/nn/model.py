@@ -366,8 +366,9 @@ def init_weights(model: AlexNet, scheme: str, fc8_std: float | None = None) -> N
     kaiming (He et al. 2015): N(0, gain²/fan_in), biases 0; keeps the activations'
     scale from layer to layer, where the others shrink it (docs/model.md).
     """
+    drawn = () if scheme == "torch" else LAYERS  # torch: the layers keep their own init
     for tower in model.tower_list:
-        for name in LAYERS if scheme != "torch" else ():
+        for name in drawn:
             layer = getattr(tower, name, None)
             if layer is None:  # the omitted middle layer
                 continue
